@@ -1,0 +1,87 @@
+//! Build script: bakes an rpath to libtorch, embeds the model presets from
+//! `models/*.yaml`, and records provenance (git commit, torch version) that
+//! `run.yaml` reports.
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+
+fn main() {
+    // torch-sys (links = "tch") exports the libtorch library directory it linked
+    // against. Baking it as an rpath lets the binary run on the machine that built
+    // it without LD_LIBRARY_PATH. `--enable-new-dtags` makes it a DT_RUNPATH, which
+    // the loader searches *after* LD_LIBRARY_PATH, so LD_LIBRARY_PATH still wins
+    // elsewhere (e.g. on a GPU machine with its own torch).
+    if let Ok(dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
+        println!("cargo:rustc-link-arg=-Wl,--enable-new-dtags,-rpath,{dir}");
+        println!("cargo:rustc-env=ABCOND_LIBTORCH_LIB={dir}");
+        let version_py = Path::new(&dir).join("..").join("version.py");
+        let version = std::fs::read_to_string(&version_py)
+            .ok()
+            .and_then(|text| {
+                text.lines()
+                    .find(|l| l.starts_with("__version__"))
+                    .and_then(|l| l.split('\'').nth(1).map(str::to_string))
+            })
+            .or_else(|| {
+                std::fs::read_to_string(Path::new(&dir).join("..").join("build-version"))
+                    .ok()
+                    .map(|s| s.trim().to_string())
+            })
+            .unwrap_or_else(|| "unknown".to_string());
+        println!("cargo:rustc-env=ABCOND_TORCH_VERSION={version}");
+    } else {
+        println!("cargo:rustc-env=ABCOND_LIBTORCH_LIB=");
+        println!("cargo:rustc-env=ABCOND_TORCH_VERSION=unknown");
+    }
+
+    // Git commit of the source tree, when built from a checkout.
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let dirty = Command::new("git")
+        .args(["status", "--porcelain", "--untracked-files=no"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| !o.stdout.is_empty())
+        .unwrap_or(false);
+    let commit = match (commit.is_empty(), dirty) {
+        (true, _) => String::new(),
+        (false, true) => format!("{commit}-dirty"),
+        (false, false) => commit,
+    };
+    println!("cargo:rustc-env=ABCOND_GIT_COMMIT={commit}");
+    println!("cargo:rerun-if-changed=.git/HEAD");
+    println!("cargo:rerun-if-changed=.git/index");
+
+    // Model presets: every models/*.yaml becomes a built-in preset, so the binary
+    // works from any directory.
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").unwrap();
+    let models = Path::new(&manifest).join("models");
+    println!("cargo:rerun-if-changed=models");
+    let mut entries: Vec<_> = std::fs::read_dir(&models)
+        .map(|rd| rd.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    entries.retain(|p| p.extension().is_some_and(|e| e == "yaml"));
+    entries.sort();
+    let mut code = String::from(
+        "/// Built-in model presets: (name, YAML text).\npub const PRESETS: &[(&str, &str)] = &[\n",
+    );
+    for path in &entries {
+        println!("cargo:rerun-if-changed={}", path.display());
+        let name = path.file_stem().unwrap().to_string_lossy();
+        writeln!(
+            code,
+            "    ({name:?}, include_str!({:?})),",
+            path.display().to_string()
+        )
+        .unwrap();
+    }
+    code.push_str("];\n");
+    let out = Path::new(&std::env::var("OUT_DIR").unwrap()).join("presets.rs");
+    std::fs::write(out, code).unwrap();
+}

@@ -1,0 +1,153 @@
+//! Command-line interface (clap derive; the doc comments are the `--help` text).
+
+use crate::run::RunDir;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+const AFTER_HELP: &str = "\
+Examples:
+  abcond run configs/quickstart.yaml                 train, probe, print the alpha-beta summary
+  abcond train configs/paper/halfspace.yaml --set optim.lr=0.1 --set seed=3
+  abcond probe results/quickstart/seed0-1a2b3c4d --set probe.extra_batches=8
+  abcond inspect results/quickstart/seed0-1a2b3c4d
+
+Run directory: <out>/<experiment>/<run_id>/ with run.yaml, steps.parquet,
+iterates/step=<k>/part-0.parquet and landscape.parquet (schemas: docs/schema.md).
+The run id is seed<seed>-<hash of the training settings>: running the same
+config again resumes or reuses the same directory.
+
+Exit status: 0 success, 1 error, 2 usage error, 3 training diverged (NaN/Inf loss).";
+
+/// abcond measures the loss landscape along neural-network training: whether a
+/// model satisfies the alpha-beta condition of Islamov et al. (NeurIPS 2024),
+/// and with which constants.
+///
+/// `train` records every step and writes iterates x^k as Parquet snapshots;
+/// `probe` computes, per snapshot and minibatch, f_i(x^k), f_i(x^K),
+/// <∇f_i(x^k), x^k − x^K>, norms and angles into landscape.parquet.
+#[derive(Parser, Debug)]
+#[command(name = "abcond", version, about, long_about, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// Root directory of run directories (<out>/<experiment>/<run_id>/).
+    #[arg(long, global = true, default_value = "results", value_name = "DIR")]
+    pub out: PathBuf,
+    /// Print no progress or notes on stderr (results and errors still print).
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Train a model: write steps.parquet and the iterate snapshots. Rerunning
+    /// on an interrupted run resumes it from its last checkpoint.
+    Train(TrainArgs),
+    /// Probe a trained run: measure the landscape quantities at its snapshots
+    /// and write landscape.parquet. Already probed snapshots are skipped.
+    Probe(ProbeArgs),
+    /// Train (or resume), probe, and print a short alpha-beta summary.
+    Run(TrainArgs),
+    /// Show a run directory: config, status, steps, snapshots, probe coverage.
+    Inspect {
+        /// The run directory (<out>/<experiment>/<run_id>).
+        run_dir: PathBuf,
+    },
+    /// List the built-in model presets (models/*.yaml).
+    Presets,
+}
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Experiment config (YAML), e.g. configs/quickstart.yaml.
+    pub config: PathBuf,
+    /// Override a config value, e.g. --set optim.lr=0.05 --set seed=3
+    /// (repeatable; values are parsed as YAML).
+    #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
+    pub set: Vec<String>,
+    /// Use this run id instead of seed<seed>-<config hash>.
+    #[arg(long, value_name = "ID")]
+    pub run_id: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ProbeArgs {
+    /// The run directory (<out>/<experiment>/<run_id>).
+    pub run_dir: PathBuf,
+    /// Override a probe setting, e.g. --set probe.extra_batches=8 or
+    /// --set device=cpu (only probe.* and device may change after training).
+    #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
+    pub set: Vec<String>,
+}
+
+fn command_line() -> String {
+    std::env::args().collect::<Vec<_>>().join(" ")
+}
+
+fn train_cmd(cli: &Cli, a: &TrainArgs) -> anyhow::Result<crate::train::TrainOutcome> {
+    let loaded = crate::config::load(&a.config, &a.set)?;
+    if let Some(id) = &a.run_id {
+        if id.is_empty() || id.contains('/') || id.starts_with('.') {
+            anyhow::bail!("--run-id {id:?} is not a valid directory name");
+        }
+    }
+    crate::train::train(
+        &loaded.config,
+        &cli.out,
+        a.run_id.as_deref(),
+        &command_line(),
+        cli.quiet,
+    )
+}
+
+fn probe_and_summarise(
+    cli: &Cli,
+    dir: &RunDir,
+    set: &[String],
+    summary: bool,
+) -> anyhow::Result<()> {
+    let outcome = crate::probe::probe(dir, set, cli.quiet)?;
+    if summary {
+        print!("{}", crate::summary::render(&outcome.rows));
+    }
+    println!(
+        "results: {}  (run.yaml, steps.parquet, iterates/, landscape.parquet: {} rows)",
+        dir.root.display(),
+        outcome.rows.len()
+    );
+    Ok(())
+}
+
+/// Runs the CLI and returns the process exit status.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Train(a) => train_cmd(&cli, a).map(|o| {
+            println!("run directory: {}", o.dir.root.display());
+        }),
+        Command::Run(a) => {
+            train_cmd(&cli, a).and_then(|o| probe_and_summarise(&cli, &o.dir, &[], true))
+        }
+        Command::Probe(a) => probe_and_summarise(&cli, &RunDir::new(&a.run_dir), &a.set, false),
+        Command::Inspect { run_dir } => {
+            crate::inspect::render(&RunDir::new(run_dir)).map(|s| print!("{s}"))
+        }
+        Command::Presets => {
+            for name in crate::config::preset_names() {
+                println!("{name}");
+            }
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if e.downcast_ref::<crate::train::Diverged>().is_some() {
+                3
+            } else {
+                1
+            }
+        }
+    }
+}

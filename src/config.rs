@@ -1,0 +1,1016 @@
+//! Experiment configuration: the YAML schema, `--set` overrides, model presets and
+//! the resolved form that is written to `run.yaml` before training starts.
+//!
+//! Loading is two-staged: the file is read as a YAML tree, `--set key.path=value`
+//! overrides and the model preset are merged into that tree, and only then is it
+//! deserialised into [`Config`] with unknown keys rejected. [`Config::resolve`]
+//! checks that every key applies to the chosen model/dataset/optimiser and fills
+//! in every default, so the resolved YAML alone reproduces the run.
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_yaml::{Mapping, Value};
+use std::path::{Path, PathBuf};
+
+include!(concat!(env!("OUT_DIR"), "/presets.rs"));
+
+/// A whole experiment: what to train, on what, how, and what to measure.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Experiment name; the run directory is `<out>/<experiment>/<run_id>/`.
+    pub experiment: String,
+    /// Seed of every random source of the run (initialisation, minibatch order,
+    /// extra probe minibatches).
+    #[serde(default)]
+    pub seed: u64,
+    /// `auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`.
+    #[serde(default = "default_device")]
+    pub device: String,
+    pub model: ModelConfig,
+    pub data: DataConfig,
+    pub train: TrainConfig,
+    pub optim: OptimConfig,
+    #[serde(default)]
+    pub schedule: ScheduleConfig,
+    #[serde(default)]
+    pub snapshots: SnapshotConfig,
+    #[serde(default)]
+    pub probe: ProbeConfig,
+}
+
+fn default_device() -> String {
+    "auto".to_string()
+}
+
+/// Floating-point type of a model's parameters and data.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Dtype {
+    #[default]
+    F32,
+    F64,
+}
+
+impl Dtype {
+    pub fn kind(self) -> tch::Kind {
+        match self {
+            Dtype::F32 => tch::Kind::Float,
+            Dtype::F64 => tch::Kind::Double,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Dtype::F32 => "f32",
+            Dtype::F64 => "f64",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelKind {
+    Mlp,
+    TwoLayerRelu,
+    Halfspace,
+    MatrixFactorisation,
+}
+
+impl ModelKind {
+    fn name(self) -> &'static str {
+        match self {
+            ModelKind::Mlp => "mlp",
+            ModelKind::TwoLayerRelu => "two-layer-relu",
+            ModelKind::Halfspace => "halfspace",
+            ModelKind::MatrixFactorisation => "matrix-factorisation",
+        }
+    }
+}
+
+/// The model: a preset from `models/*.yaml` (or a YAML path) plus overrides.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Preset the settings were taken from (recorded, not needed to rebuild).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
+    pub kind: ModelKind,
+    #[serde(default)]
+    pub dtype: Dtype,
+    /// Hidden width (mlp: square hidden layer; two-layer-relu: k).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<i64>,
+    /// L2 coefficient inside the half-space loss.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lambda: Option<f64>,
+    /// Factorisation rank k.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rank: Option<i64>,
+    /// Standard deviation of the Gaussian initialisation (halfspace, matrix-factorisation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_std: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum DatasetKind {
+    FashionMnist,
+    Mnist,
+    Halfspace,
+    MatrixFactorisation,
+}
+
+impl DatasetKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            DatasetKind::FashionMnist => "fashion-mnist",
+            DatasetKind::Mnist => "mnist",
+            DatasetKind::Halfspace => "halfspace",
+            DatasetKind::MatrixFactorisation => "matrix-factorisation",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Normalize {
+    /// (x/255 − mean)/std with the data set's published mean and std.
+    Standard,
+    /// x/255.
+    Unit,
+}
+
+/// The training data. Image data sets read IDX files; the others are generated
+/// from `data.seed`, which is separate from the run seed so that seeds of a sweep
+/// share one data set.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    pub dataset: DatasetKind,
+    /// Directory holding the IDX files (default: search $ABCOND_DATA, the Debian
+    /// package location and ./data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Train on a fixed random subset of this many examples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subset: Option<u64>,
+    /// Keep only these classes, relabelled 0, 1, … in this order. A binary model
+    /// (two-layer-relu, halfspace) maps the first to −1 and the second to +1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<Vec<i64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalize: Option<Normalize>,
+    /// Seed of the synthetic generator and of the subset draw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    // halfspace generator
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dim: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_class: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variance: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean_std: Option<f64>,
+    // matrix-factorisation generator
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cols: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub true_rank: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise: Option<f64>,
+}
+
+/// Length of training and minibatch size. Exactly one of `steps`, `epochs`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub batch_size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<u64>,
+    /// Extra resume checkpoints every N steps (every snapshot is one anyway).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_every: Option<u64>,
+    /// Extra resume checkpoint when this many minutes passed since the last one.
+    #[serde(default = "default_checkpoint_minutes")]
+    pub checkpoint_minutes: f64,
+}
+
+fn default_checkpoint_minutes() -> f64 {
+    10.0
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimName {
+    Sgd,
+    Adam,
+    Adamw,
+}
+
+/// The optimiser. SGD follows torch.optim.SGD (momentum, dampening, Nesterov,
+/// coupled weight decay); Adam/AdamW follow torch.optim.Adam/AdamW.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OptimConfig {
+    pub name: OptimName,
+    pub lr: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub momentum: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dampening: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nesterov: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_decay: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub betas: Option<[f64; 2]>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eps: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScheduleName {
+    #[default]
+    Constant,
+    Cosine,
+    OneCycle,
+    WarmupCosine,
+}
+
+/// Learning-rate schedule over the K training steps; `optim.lr` is the peak.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    #[serde(default)]
+    pub name: ScheduleName,
+    /// Final learning rate of cosine and warmup-cosine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub floor: Option<f64>,
+    /// one-cycle: fraction of steps spent increasing the rate (torch default 0.3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pct_start: Option<f64>,
+    /// one-cycle: initial rate = lr / div_factor (torch default 25).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub div_factor: Option<f64>,
+    /// one-cycle: final rate = initial / final_div_factor (torch default 1e4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_div_factor: Option<f64>,
+    /// warmup-cosine: warm-up length as a fraction of all steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_fraction: Option<f64>,
+    /// warmup-cosine: warm-up length in steps (instead of a fraction).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_steps: Option<u64>,
+}
+
+/// Which iterates x^k are written to disk. The union of all given rules; the
+/// final iterate x^K is always written.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotConfig {
+    /// Every N steps (0, N, 2N, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every: Option<u64>,
+    /// About this many steps, log-spaced over [1, K], plus step 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_spaced: Option<u64>,
+    /// Explicit steps.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub at: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum BatchNormPolicy {
+    /// Normalise with the statistics of the probed minibatch; running statistics
+    /// are left untouched.
+    #[default]
+    BatchStats,
+    /// Normalise with the running statistics stored in the snapshot (eval mode).
+    RunningStats,
+}
+
+impl BatchNormPolicy {
+    pub fn name(self) -> &'static str {
+        match self {
+            BatchNormPolicy::BatchStats => "batch-stats",
+            BatchNormPolicy::RunningStats => "running-stats",
+        }
+    }
+}
+
+/// What the probe measures at each snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeConfig {
+    /// Snapshot steps to probe (default: every snapshot but the final one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<u64>>,
+    /// Also probe the final iterate itself (inner = dist = 0 there).
+    #[serde(default)]
+    pub include_final: bool,
+    /// Extra seeded minibatches per snapshot, besides the one step k used.
+    #[serde(default = "default_extra_batches")]
+    pub extra_batches: u64,
+    /// Probe the full training loss f too.
+    #[serde(default = "default_true")]
+    pub full: bool,
+    /// Use a fixed seeded subset of this many examples as "full" data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_subset: Option<u64>,
+    /// Examples per forward/backward pass of the full-data probe.
+    #[serde(default = "default_chunk")]
+    pub chunk_size: u64,
+    #[serde(default)]
+    pub batchnorm: BatchNormPolicy,
+}
+
+fn default_extra_batches() -> u64 {
+    2
+}
+fn default_true() -> bool {
+    true
+}
+fn default_chunk() -> u64 {
+    4096
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        ProbeConfig {
+            steps: None,
+            include_final: false,
+            extra_batches: default_extra_batches(),
+            full: true,
+            full_subset: None,
+            chunk_size: default_chunk(),
+            batchnorm: BatchNormPolicy::default(),
+        }
+    }
+}
+
+/// A config file as loaded: the typed config and where it came from.
+pub struct Loaded {
+    pub config: Config,
+    pub source: String,
+}
+
+/// Reads `path`, applies the `--set` overrides and resolves defaults.
+pub fn load(path: &Path, overrides: &[String]) -> Result<Loaded> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    let source = path.display().to_string();
+    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let config = from_yaml_text(&text, &source, &base_dir, overrides)?;
+    Ok(Loaded { config, source })
+}
+
+/// Parses a config from YAML text; `source` names it in errors and `base_dir`
+/// anchors relative preset paths.
+pub fn from_yaml_text(
+    text: &str,
+    source: &str,
+    base_dir: &Path,
+    overrides: &[String],
+) -> Result<Config> {
+    let mut tree: Value =
+        serde_yaml::from_str(text).with_context(|| format!("{source}: not valid YAML"))?;
+    if !tree.is_mapping() {
+        bail!("{source}: expected a mapping of settings at the top level (experiment, seed, model, data, train, optim, …)");
+    }
+    let mut set_keys = Vec::new();
+    for o in overrides {
+        let key = apply_override(&mut tree, o).with_context(|| format!("applying --set {o}"))?;
+        set_keys.push(key);
+    }
+    merge_model_preset(&mut tree, source, base_dir)?;
+    let config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
+        let path = e.path().to_string();
+        let from_set = set_keys
+            .iter()
+            .any(|k| path == *k || path.starts_with(&format!("{k}.")));
+        let note = if from_set {
+            " (the key comes from --set)"
+        } else {
+            ""
+        };
+        anyhow!("{source}: key `{path}`{note}: {}", e.inner())
+    })?;
+    config
+        .resolve()
+        .with_context(|| format!("{source}: invalid configuration"))
+}
+
+/// Applies one `key.path=value` override to the YAML tree and returns the key.
+/// The value is parsed as YAML (so `0.05`, `true`, `[1, 2]` get their types).
+pub fn apply_override(tree: &mut Value, assignment: &str) -> Result<String> {
+    let (key, raw) = assignment
+        .split_once('=')
+        .ok_or_else(|| anyhow!("expected key.path=value, e.g. --set optim.lr=0.05"))?;
+    let key = key.trim();
+    if key.is_empty() || key.split('.').any(str::is_empty) {
+        bail!("`{key}` is not a key path; expected e.g. optim.lr");
+    }
+    let value: Value = serde_yaml::from_str(raw).unwrap_or_else(|_| Value::String(raw.into()));
+    let mut node = tree;
+    let parts: Vec<&str> = key.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        let map = node.as_mapping_mut().ok_or_else(|| {
+            anyhow!(
+                "`{}` is not a section, cannot set `{key}`",
+                parts[..i].join(".")
+            )
+        })?;
+        let k = Value::String(part.to_string());
+        if i + 1 == parts.len() {
+            map.insert(k, value);
+            return Ok(key.to_string());
+        }
+        if !map.contains_key(&k) {
+            map.insert(k.clone(), Value::Mapping(Mapping::new()));
+        }
+        node = map.get_mut(&k).unwrap();
+    }
+    unreachable!()
+}
+
+/// Names of the built-in presets.
+pub fn preset_names() -> Vec<&'static str> {
+    PRESETS.iter().map(|(n, _)| *n).collect()
+}
+
+/// Replaces `model: {preset: NAME, …}` by the preset's settings overlaid with the
+/// given ones. NAME is a built-in preset or a path to a YAML file.
+fn merge_model_preset(tree: &mut Value, source: &str, base_dir: &Path) -> Result<()> {
+    let Some(model) = tree.get_mut("model") else {
+        return Ok(());
+    };
+    let Some(map) = model.as_mapping_mut() else {
+        bail!("{source}: key `model`: expected a mapping such as {{preset: mlp, width: 128}}");
+    };
+    let Some(preset) = map.get("preset").cloned() else {
+        return Ok(());
+    };
+    let name = preset
+        .as_str()
+        .ok_or_else(|| {
+            anyhow!("{source}: key `model.preset`: expected a preset name or a .yaml path")
+        })?
+        .to_string();
+    let (text, origin) = if name.ends_with(".yaml") || name.ends_with(".yml") {
+        let p = base_dir.join(&name);
+        let text = std::fs::read_to_string(&p).with_context(|| {
+            format!(
+                "{source}: key `model.preset`: reading preset file {}",
+                p.display()
+            )
+        })?;
+        (text, p.display().to_string())
+    } else {
+        let text = PRESETS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, t)| t.to_string())
+            .ok_or_else(|| {
+                anyhow!(
+                    "{source}: key `model.preset`: unknown preset `{name}`; built-in presets: {} (or give a path to a .yaml file)",
+                    preset_names().join(", ")
+                )
+            })?;
+        (text, format!("built-in preset {name}"))
+    };
+    let mut merged: Value =
+        serde_yaml::from_str(&text).with_context(|| format!("{origin}: not valid YAML"))?;
+    let merged_map = merged
+        .as_mapping_mut()
+        .ok_or_else(|| anyhow!("{origin}: expected a mapping of model settings"))?;
+    for (k, v) in map.iter() {
+        merged_map.insert(k.clone(), v.clone());
+    }
+    *map = merged_map.clone();
+    Ok(())
+}
+
+/// Fails when an option that does not apply to `what` is set.
+fn only(section: &str, what: &str, set: &[(&str, bool)], allowed: &[&str]) -> Result<()> {
+    for (key, is_set) in set {
+        if *is_set && !allowed.contains(key) {
+            bail!(
+                "key `{section}.{key}` does not apply to {what}; its settings are: {}",
+                allowed.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+fn positive(name: &str, v: f64) -> Result<()> {
+    if !(v.is_finite() && v > 0.0) {
+        bail!("key `{name}` must be a positive number, got {v}");
+    }
+    Ok(())
+}
+
+impl Config {
+    /// Checks that every option applies and is in range, and fills all defaults.
+    pub fn resolve(mut self) -> Result<Config> {
+        if self.experiment.is_empty()
+            || !self
+                .experiment
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            || self.experiment.starts_with('.')
+        {
+            bail!(
+                "key `experiment` must be a directory-safe name (letters, digits, '-', '_', '.'), got {:?}",
+                self.experiment
+            );
+        }
+        crate::device::parse(&self.device).context("key `device`")?;
+        self.resolve_model()?;
+        self.resolve_data()?;
+        self.resolve_train()?;
+        self.resolve_optim()?;
+        self.resolve_schedule()?;
+        if self.snapshots.every.is_none()
+            && self.snapshots.log_spaced.is_none()
+            && self.snapshots.at.is_empty()
+        {
+            self.snapshots.log_spaced = Some(30);
+        }
+        if self.snapshots.every == Some(0) {
+            bail!("key `snapshots.every` must be at least 1");
+        }
+        let p = &self.probe;
+        if p.chunk_size == 0 {
+            bail!("key `probe.chunk_size` must be at least 1");
+        }
+        if p.full_subset == Some(0) {
+            bail!("key `probe.full_subset` must be at least 1 (or absent for all data)");
+        }
+        Ok(self)
+    }
+
+    fn resolve_model(&mut self) -> Result<()> {
+        let m = &mut self.model;
+        let set = [
+            ("width", m.width.is_some()),
+            ("lambda", m.lambda.is_some()),
+            ("rank", m.rank.is_some()),
+            ("init_std", m.init_std.is_some()),
+        ];
+        let what = format!("model kind `{}`", m.kind.name());
+        match m.kind {
+            ModelKind::Mlp | ModelKind::TwoLayerRelu => {
+                only("model", &what, &set, &["width", "dtype", "preset"])?;
+                let w = *m.width.get_or_insert(128);
+                if w < 1 {
+                    bail!("key `model.width` must be at least 1, got {w}");
+                }
+            }
+            ModelKind::Halfspace => {
+                only(
+                    "model",
+                    &what,
+                    &set,
+                    &["lambda", "init_std", "dtype", "preset"],
+                )?;
+                let l = *m.lambda.get_or_insert(1e-5);
+                if !(l.is_finite() && l >= 0.0) {
+                    bail!("key `model.lambda` must be ≥ 0, got {l}");
+                }
+                positive("model.init_std", *m.init_std.get_or_insert(1.0))?;
+            }
+            ModelKind::MatrixFactorisation => {
+                only(
+                    "model",
+                    &what,
+                    &set,
+                    &["rank", "init_std", "dtype", "preset"],
+                )?;
+                let r = *m.rank.get_or_insert(3);
+                if r < 1 {
+                    bail!("key `model.rank` must be at least 1, got {r}");
+                }
+                positive("model.init_std", *m.init_std.get_or_insert(0.3))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn resolve_data(&mut self) -> Result<()> {
+        let d = &mut self.data;
+        let set = [
+            ("path", d.path.is_some()),
+            ("subset", d.subset.is_some()),
+            ("classes", d.classes.is_some()),
+            ("normalize", d.normalize.is_some()),
+            ("dim", d.dim.is_some()),
+            ("per_class", d.per_class.is_some()),
+            ("variance", d.variance.is_some()),
+            ("mean_std", d.mean_std.is_some()),
+            ("rows", d.rows.is_some()),
+            ("cols", d.cols.is_some()),
+            ("true_rank", d.true_rank.is_some()),
+            ("noise", d.noise.is_some()),
+        ];
+        let what = format!("dataset `{}`", d.dataset.name());
+        d.seed.get_or_insert(0);
+        match d.dataset {
+            DatasetKind::FashionMnist | DatasetKind::Mnist => {
+                only(
+                    "data",
+                    &what,
+                    &set,
+                    &["path", "subset", "classes", "normalize", "seed"],
+                )?;
+                d.normalize.get_or_insert(Normalize::Standard);
+                if let Some(classes) = &d.classes {
+                    let mut sorted = classes.clone();
+                    sorted.sort();
+                    sorted.dedup();
+                    if classes.len() < 2 || sorted.len() != classes.len() {
+                        bail!("key `data.classes` must list at least two distinct classes, got {classes:?}");
+                    }
+                    if let Some(c) = classes.iter().find(|c| !(0..10).contains(*c)) {
+                        bail!("key `data.classes`: class {c} does not exist; classes are 0..9");
+                    }
+                }
+            }
+            DatasetKind::Halfspace => {
+                only(
+                    "data",
+                    &what,
+                    &set,
+                    &["dim", "per_class", "variance", "mean_std", "subset", "seed"],
+                )?;
+                let dim = *d.dim.get_or_insert(2);
+                let pc = *d.per_class.get_or_insert(20);
+                if dim < 1 || pc < 1 {
+                    bail!("keys `data.dim` and `data.per_class` must be at least 1");
+                }
+                positive("data.variance", *d.variance.get_or_insert(2.0))?;
+                positive("data.mean_std", *d.mean_std.get_or_insert(1.0))?;
+            }
+            DatasetKind::MatrixFactorisation => {
+                only(
+                    "data",
+                    &what,
+                    &set,
+                    &["rows", "cols", "true_rank", "noise", "subset", "seed"],
+                )?;
+                let r = *d.rows.get_or_insert(20);
+                let c = *d.cols.get_or_insert(15);
+                let k = *d.true_rank.get_or_insert(5);
+                if r < 1 || c < 1 || k < 1 {
+                    bail!("keys `data.rows`, `data.cols`, `data.true_rank` must be at least 1");
+                }
+                let noise = *d.noise.get_or_insert(0.1);
+                if !(noise.is_finite() && noise >= 0.0) {
+                    bail!("key `data.noise` must be ≥ 0, got {noise}");
+                }
+            }
+        }
+        if d.subset == Some(0) {
+            bail!("key `data.subset` must be at least 1 (or absent for all data)");
+        }
+        let binary_model = matches!(
+            self.model.kind,
+            ModelKind::TwoLayerRelu | ModelKind::Halfspace
+        );
+        match (self.model.kind, self.data.dataset) {
+            (ModelKind::MatrixFactorisation, DatasetKind::MatrixFactorisation) => {}
+            (ModelKind::MatrixFactorisation, ds) | (_, ds @ DatasetKind::MatrixFactorisation) => {
+                bail!(
+                    "model kind `{}` cannot be trained on dataset `{}`: matrix-factorisation models and data only go together",
+                    self.model.kind.name(),
+                    ds.name()
+                );
+            }
+            (ModelKind::Mlp, DatasetKind::Halfspace) => {
+                bail!("model kind `mlp` needs class labels; dataset `halfspace` has ±1 labels (use model kind halfspace or two-layer-relu)");
+            }
+            _ => {}
+        }
+        if binary_model
+            && matches!(
+                self.data.dataset,
+                DatasetKind::FashionMnist | DatasetKind::Mnist
+            )
+            && self.data.classes.as_ref().map(Vec::len) != Some(2)
+        {
+            bail!(
+                "model kind `{}` is a binary classifier: set `data.classes` to two classes, e.g. [0, 6]",
+                self.model.kind.name()
+            );
+        }
+        Ok(())
+    }
+
+    fn resolve_train(&mut self) -> Result<()> {
+        let t = &self.train;
+        if t.batch_size == 0 {
+            bail!("key `train.batch_size` must be at least 1");
+        }
+        match (t.steps, t.epochs) {
+            (Some(0), _) | (_, Some(0)) => {
+                bail!("key `train.steps`/`train.epochs` must be at least 1")
+            }
+            (Some(_), Some(_)) => {
+                bail!("keys `train.steps` and `train.epochs` are exclusive: set one")
+            }
+            (None, None) => bail!("set the length of training: `train.steps` or `train.epochs`"),
+            _ => {}
+        }
+        if t.checkpoint_every == Some(0) {
+            bail!("key `train.checkpoint_every` must be at least 1");
+        }
+        positive("train.checkpoint_minutes", t.checkpoint_minutes)?;
+        Ok(())
+    }
+
+    fn resolve_optim(&mut self) -> Result<()> {
+        let o = &mut self.optim;
+        positive("optim.lr", o.lr)?;
+        let set = [
+            ("momentum", o.momentum.is_some()),
+            ("dampening", o.dampening.is_some()),
+            ("nesterov", o.nesterov.is_some()),
+            ("betas", o.betas.is_some()),
+            ("eps", o.eps.is_some()),
+        ];
+        let wd = *o.weight_decay.get_or_insert(0.0);
+        if !(wd.is_finite() && wd >= 0.0) {
+            bail!("key `optim.weight_decay` must be ≥ 0, got {wd}");
+        }
+        match o.name {
+            OptimName::Sgd => {
+                only(
+                    "optim",
+                    "optimiser `sgd`",
+                    &set,
+                    &["momentum", "dampening", "nesterov"],
+                )?;
+                let m = *o.momentum.get_or_insert(0.0);
+                let d = *o.dampening.get_or_insert(0.0);
+                let n = *o.nesterov.get_or_insert(false);
+                if !(0.0..1.0).contains(&m) {
+                    bail!("key `optim.momentum` must be in [0, 1), got {m}");
+                }
+                if !(0.0..=1.0).contains(&d) {
+                    bail!("key `optim.dampening` must be in [0, 1], got {d}");
+                }
+                if n && (m <= 0.0 || d != 0.0) {
+                    bail!("Nesterov momentum needs optim.momentum > 0 and optim.dampening = 0 (as in torch.optim.SGD)");
+                }
+            }
+            OptimName::Adam | OptimName::Adamw => {
+                let name = if o.name == OptimName::Adam {
+                    "adam"
+                } else {
+                    "adamw"
+                };
+                only(
+                    "optim",
+                    &format!("optimiser `{name}`"),
+                    &set,
+                    &["betas", "eps"],
+                )?;
+                let [b1, b2] = *o.betas.get_or_insert([0.9, 0.999]);
+                if !((0.0..1.0).contains(&b1) && (0.0..1.0).contains(&b2)) {
+                    bail!("key `optim.betas` must be two numbers in [0, 1), got [{b1}, {b2}]");
+                }
+                positive("optim.eps", *o.eps.get_or_insert(1e-8))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn resolve_schedule(&mut self) -> Result<()> {
+        let s = &mut self.schedule;
+        let set = [
+            ("floor", s.floor.is_some()),
+            ("pct_start", s.pct_start.is_some()),
+            ("div_factor", s.div_factor.is_some()),
+            ("final_div_factor", s.final_div_factor.is_some()),
+            ("warmup_fraction", s.warmup_fraction.is_some()),
+            ("warmup_steps", s.warmup_steps.is_some()),
+        ];
+        match s.name {
+            ScheduleName::Constant => only("schedule", "schedule `constant`", &set, &[])?,
+            ScheduleName::Cosine => {
+                only("schedule", "schedule `cosine`", &set, &["floor"])?;
+                s.floor.get_or_insert(0.0);
+            }
+            ScheduleName::OneCycle => {
+                only(
+                    "schedule",
+                    "schedule `one-cycle`",
+                    &set,
+                    &["pct_start", "div_factor", "final_div_factor"],
+                )?;
+                let p = *s.pct_start.get_or_insert(0.3);
+                if !(p > 0.0 && p < 1.0) {
+                    bail!("key `schedule.pct_start` must be in (0, 1), got {p}");
+                }
+                positive("schedule.div_factor", *s.div_factor.get_or_insert(25.0))?;
+                positive(
+                    "schedule.final_div_factor",
+                    *s.final_div_factor.get_or_insert(1e4),
+                )?;
+            }
+            ScheduleName::WarmupCosine => {
+                only(
+                    "schedule",
+                    "schedule `warmup-cosine`",
+                    &set,
+                    &["floor", "warmup_fraction", "warmup_steps"],
+                )?;
+                s.floor.get_or_insert(0.0);
+                match (s.warmup_fraction, s.warmup_steps) {
+                    (Some(_), Some(_)) => bail!(
+                        "keys `schedule.warmup_fraction` and `schedule.warmup_steps` are exclusive"
+                    ),
+                    (None, None) => s.warmup_fraction = Some(0.05),
+                    (Some(f), None) if !(0.0..1.0).contains(&f) => {
+                        bail!("key `schedule.warmup_fraction` must be in [0, 1), got {f}")
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if let Some(f) = s.floor {
+            if !(f.is_finite() && f >= 0.0 && f <= self.optim.lr) {
+                bail!("key `schedule.floor` must be in [0, optim.lr], got {f}");
+            }
+        }
+        Ok(())
+    }
+
+    /// The resolved config as YAML.
+    pub fn to_yaml(&self) -> String {
+        serde_yaml::to_string(self).expect("config serialises")
+    }
+
+    /// Everything that determines the training trajectory and what is saved of
+    /// it, as YAML: the config without `device`, `probe` and checkpoint cadence.
+    pub fn training_identity(&self) -> String {
+        let mut c = self.clone();
+        c.device = String::new();
+        c.probe = ProbeConfig::default();
+        c.train.checkpoint_every = None;
+        c.train.checkpoint_minutes = default_checkpoint_minutes();
+        c.to_yaml()
+    }
+
+    /// Default run id: the seed and a hash of the training identity, so that the
+    /// same config always maps to the same run directory (and resumes there).
+    pub fn default_run_id(&self) -> String {
+        format!(
+            "seed{}-{:08x}",
+            self.seed,
+            fnv1a64(self.training_identity().as_bytes()) as u32
+        )
+    }
+}
+
+/// FNV-1a, 64 bit: a stable hash (std's hashers are not stable across releases).
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// Lists the keys whose values differ between two configs (dotted paths).
+pub fn diff_keys(a: &Config, b: &Config) -> Vec<String> {
+    let va = serde_yaml::to_value(a).unwrap();
+    let vb = serde_yaml::to_value(b).unwrap();
+    let mut out = Vec::new();
+    diff_values("", &va, &vb, &mut out);
+    out
+}
+
+fn diff_values(prefix: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
+    match (a, b) {
+        (Value::Mapping(ma), Value::Mapping(mb)) => {
+            let mut keys: Vec<String> = ma
+                .keys()
+                .chain(mb.keys())
+                .filter_map(|k| k.as_str().map(str::to_string))
+                .collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                let na = ma.get(k.as_str()).unwrap_or(&Value::Null);
+                let nb = mb.get(k.as_str()).unwrap_or(&Value::Null);
+                diff_values(&key, na, nb, out);
+            }
+        }
+        _ if a != b => out.push(prefix.to_string()),
+        _ => {}
+    }
+}
+
+/// Where a run directory lives.
+pub fn run_dir(out: &Path, experiment: &str, run_id: &str) -> PathBuf {
+    out.join(experiment).join(run_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "experiment: t\nmodel: {preset: mlp}\ndata: {dataset: fashion-mnist}\ntrain: {batch_size: 8, steps: 10}\noptim: {name: sgd, lr: 0.1}\n";
+
+    fn parse(text: &str, sets: &[&str]) -> Result<Config> {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        from_yaml_text(text, "test.yaml", Path::new("."), &sets)
+    }
+
+    #[test]
+    fn preset_and_overrides_resolve() {
+        let c = parse(
+            BASE,
+            &[
+                "optim.lr=0.05",
+                "seed=3",
+                "model.width=512",
+                "optim.momentum=0.9",
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.optim.lr, 0.05);
+        assert_eq!(c.seed, 3);
+        assert_eq!(c.model.kind, ModelKind::Mlp);
+        assert_eq!(c.model.width, Some(512));
+        assert_eq!(c.optim.momentum, Some(0.9));
+        assert_eq!(c.optim.nesterov, Some(false));
+        assert_eq!(c.snapshots.log_spaced, Some(30));
+        // the resolved YAML parses back to the same config
+        let again = parse(&c.to_yaml(), &[]).unwrap();
+        assert_eq!(again, c);
+    }
+
+    #[test]
+    fn unknown_key_names_key_file_and_valid_keys() {
+        let err = parse(&BASE.replace("lr: 0.1", "lr: 0.1, lrr: 2"), &[]).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("test.yaml"), "{msg}");
+        assert!(msg.contains("optim.lrr"), "{msg}");
+        assert!(
+            msg.contains("`momentum`") && msg.contains("`weight_decay`"),
+            "{msg}"
+        );
+        let err = parse(BASE, &["train.bach_size=3"]).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("train.bach_size") && msg.contains("--set"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn inapplicable_keys_are_rejected() {
+        let msg = format!(
+            "{:#}",
+            parse(BASE, &["optim.betas=[0.9, 0.99]"]).unwrap_err()
+        );
+        assert!(msg.contains("optim.betas") && msg.contains("sgd"), "{msg}");
+        let msg = format!("{:#}", parse(BASE, &["model.rank=3"]).unwrap_err());
+        assert!(msg.contains("model.rank") && msg.contains("width"), "{msg}");
+        let msg = format!("{:#}", parse(BASE, &["train.epochs=3"]).unwrap_err());
+        assert!(msg.contains("exclusive"), "{msg}");
+        let msg = format!("{:#}", parse(BASE, &["model.preset=nope"]).unwrap_err());
+        assert!(
+            msg.contains("unknown preset") && msg.contains("mlp"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn run_id_ignores_probe_and_device() {
+        let a = parse(BASE, &[]).unwrap();
+        let b = parse(BASE, &["probe.extra_batches=7", "device=cpu"]).unwrap();
+        let c = parse(BASE, &["seed=1"]).unwrap();
+        let d = parse(BASE, &["optim.lr=0.2"]).unwrap();
+        assert_eq!(a.default_run_id(), b.default_run_id());
+        assert_ne!(a.default_run_id(), c.default_run_id());
+        assert_ne!(a.default_run_id(), d.default_run_id());
+        assert!(c.default_run_id().starts_with("seed1-"));
+        assert_eq!(diff_keys(&a, &d), vec!["optim.lr".to_string()]);
+    }
+}

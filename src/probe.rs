@@ -1,0 +1,470 @@
+//! Phase 2, probe: for each selected snapshot x^k and the final iterate x^K,
+//! on the minibatch i_k that step k used, on E extra seeded minibatches and
+//! (optionally) on the full training data, measures
+//!
+//!   loss_k = f_i(x^k), loss_ref = f_i(x^K), inner = <∇f_i(x^k), x^k − x^K>,
+//!   grad_norm = ||∇f_i(x^k)||, dist = ||x^k − x^K||, cos = inner/(grad_norm·dist).
+//!
+//! f_i is the mean of the per-example losses of the minibatch (or of the
+//! data), evaluated in measurement mode (dropout off, BatchNorm per the
+//! recorded policy). Per-example losses are summed in f64; gradients are
+//! computed by autograd in the model dtype (summed over chunks of the full
+//! data by autograd); every inner product and norm is accumulated in f64.
+//!
+//! Each snapshot's rows go to `probe-parts/step=<k>.parquet` as soon as they are
+//! measured, so an interrupted probe resumes where it stopped; the parts are
+//! then gathered into `landscape.parquet`.
+
+use crate::config::{Config, ProbeConfig};
+use crate::data::sampler::{self, Sampler};
+use crate::data::Dataset;
+use crate::model::{Mode, Model};
+use crate::progress::{note, Progress};
+use crate::run::{ProbeInfo, RunDir, Status};
+use crate::store::tables::{self, LandscapeRow};
+use crate::store::tensors;
+use anyhow::{anyhow, bail, Context, Result};
+use std::collections::BTreeMap;
+use std::time::Instant;
+use tch::{Kind, Tensor};
+
+/// Elements per f64 conversion, bounding temporaries for huge tensors.
+const REDUCE_CHUNK: i64 = 1 << 22;
+
+/// Σ over parameters of Σ_j a_j·(b_j − c_j) (or a_j·b_j when `c` is None),
+/// converted to and accumulated in f64 piece by piece.
+pub fn dot_f64(a: &[Tensor], b: &[Tensor], c: Option<&[Tensor]>) -> f64 {
+    let mut parts = Vec::new();
+    for (i, (ta, tb)) in a.iter().zip(b).enumerate() {
+        let fa = ta.reshape([-1]);
+        let fb = tb.reshape([-1]);
+        let fc = c.map(|c| c[i].reshape([-1]));
+        let n = fa.size()[0];
+        let mut start = 0;
+        while start < n {
+            let len = REDUCE_CHUNK.min(n - start);
+            let pa = fa.narrow(0, start, len).to_kind(Kind::Double);
+            let mut pb = fb.narrow(0, start, len).to_kind(Kind::Double);
+            if let Some(fc) = &fc {
+                pb = pb - fc.narrow(0, start, len).to_kind(Kind::Double);
+            }
+            parts.push((pa * pb).sum(Kind::Double));
+            start += len;
+        }
+    }
+    if parts.is_empty() {
+        return 0.0;
+    }
+    Tensor::stack(&parts, 0).sum(Kind::Double).double_value(&[])
+}
+
+/// Squared distance ||b − c||² in f64.
+fn dist_sq(b: &[Tensor], c: &[Tensor]) -> f64 {
+    let mut parts = Vec::new();
+    for (tb, tc) in b.iter().zip(c) {
+        let fb = tb.reshape([-1]);
+        let fc = tc.reshape([-1]);
+        let n = fb.size()[0];
+        let mut start = 0;
+        while start < n {
+            let len = REDUCE_CHUNK.min(n - start);
+            let d = fb.narrow(0, start, len).to_kind(Kind::Double)
+                - fc.narrow(0, start, len).to_kind(Kind::Double);
+            parts.push(d.square().sum(Kind::Double));
+            start += len;
+        }
+    }
+    if parts.is_empty() {
+        return 0.0;
+    }
+    Tensor::stack(&parts, 0).sum(Kind::Double).double_value(&[])
+}
+
+/// f_i(x), and ∇f_i(x) left in the parameters' `.grad()`, for the examples
+/// `indices`, processed `chunk` examples at a time.
+pub fn loss_and_grad(
+    model: &Model,
+    data: &Dataset,
+    indices: &[i64],
+    chunk: usize,
+    mode: Mode,
+) -> f64 {
+    model.zero_grad();
+    let n = indices.len() as f64;
+    let mut sum = 0.0;
+    for part in indices.chunks(chunk.max(1)) {
+        let batch = data.batch(part);
+        let per = model.per_example_loss(&batch, mode);
+        sum += per
+            .to_kind(Kind::Double)
+            .sum(Kind::Double)
+            .double_value(&[]);
+        (per.sum(per.kind()) / n).backward();
+    }
+    sum / n
+}
+
+/// f_i(x) without gradients.
+pub fn loss_only(model: &Model, data: &Dataset, indices: &[i64], chunk: usize, mode: Mode) -> f64 {
+    tch::no_grad(|| {
+        let mut sum = 0.0;
+        for part in indices.chunks(chunk.max(1)) {
+            let per = model.per_example_loss(&data.batch(part), mode);
+            sum += per
+                .to_kind(Kind::Double)
+                .sum(Kind::Double)
+                .double_value(&[]);
+        }
+        sum / indices.len() as f64
+    })
+}
+
+/// The measurements of one probe minibatch at x^k (in `model`) against x^K.
+pub struct Measurement {
+    pub loss_k: f64,
+    pub loss_ref: f64,
+    pub inner: f64,
+    pub grad_norm: f64,
+}
+
+pub fn measure(
+    model: &Model,
+    reference: &[Tensor],
+    data: &Dataset,
+    indices: &[i64],
+    loss_ref: f64,
+    chunk: usize,
+    mode: Mode,
+) -> Measurement {
+    let loss_k = loss_and_grad(model, data, indices, chunk, mode);
+    let params: Vec<Tensor> = model.params().into_iter().map(|(_, p)| p).collect();
+    let grads: Vec<Tensor> = params.iter().map(|p| p.grad()).collect();
+    let inner = dot_f64(&grads, &params, Some(reference));
+    let grad_norm = dot_f64(&grads, &grads, None).sqrt();
+    Measurement {
+        loss_k,
+        loss_ref,
+        inner,
+        grad_norm,
+    }
+}
+
+/// The config of a run with `--set` overrides applied; only `probe.*` and
+/// `device` may change after training.
+pub fn probe_config(cfg: &Config, overrides: &[String]) -> Result<Config> {
+    if overrides.is_empty() {
+        return Ok(cfg.clone());
+    }
+    let mut tree = serde_yaml::to_value(cfg)?;
+    for o in overrides {
+        let key = crate::config::apply_override(&mut tree, o)?;
+        if !(key == "device" || key == "probe" || key.starts_with("probe.")) {
+            bail!("--set {o}: only probe.* and device can be changed when probing a trained run (the run's training settings are fixed)");
+        }
+    }
+    let c: Config = serde_path_to_error::deserialize(tree)
+        .map_err(|e| anyhow!("--set: key `{}`: {}", e.path(), e.inner()))?;
+    c.resolve()
+}
+
+/// A stable fingerprint of the probe settings (parts made with other settings
+/// are measured again).
+fn fingerprint(p: &ProbeConfig) -> String {
+    let mut p = p.clone();
+    p.steps = None; // which snapshots are selected does not change a part
+    p.include_final = false;
+    format!(
+        "{:016x}",
+        crate::config::fnv1a64(serde_yaml::to_string(&p).unwrap().as_bytes())
+    )
+}
+
+pub struct ProbeOutcome {
+    pub rows: Vec<LandscapeRow>,
+    pub probed_now: usize,
+    pub seconds_per_snapshot: Option<f64>,
+}
+
+/// Probes the run in `dir` (resuming: snapshots already probed with the same
+/// settings are skipped) and writes `landscape.parquet`.
+pub fn probe(dir: &RunDir, overrides: &[String], quiet: bool) -> Result<ProbeOutcome> {
+    let mut manifest = dir.read_manifest()?;
+    if manifest.status != Status::Completed {
+        bail!(
+            "{} has status {}: probing needs a completed training run (x^K is the reference); {}",
+            dir.root.display(),
+            manifest.status.name(),
+            match manifest.status {
+                Status::Diverged => "this run diverged, so it has no final iterate".to_string(),
+                _ => "resume it with `abcond train` on the same config first".to_string(),
+            }
+        );
+    }
+    let cfg = probe_config(&manifest.config, overrides)?;
+    let p = cfg.probe.clone();
+    let device = crate::device::select(&cfg.device)?;
+    let total = manifest.training.total_steps;
+    let snapshots = dir.snapshot_steps()?;
+    if !snapshots.contains(&total) {
+        bail!(
+            "the final iterate x^K (step {total}) is missing: expected {}",
+            dir.snapshot(total).display()
+        );
+    }
+    let mut selected: Vec<u64> = match &p.steps {
+        None => snapshots.clone(),
+        Some(list) => {
+            if let Some(k) = list.iter().find(|k| !snapshots.contains(k)) {
+                bail!(
+                    "key `probe.steps` lists step {k}, which has no snapshot; snapshots exist for steps {:?}",
+                    snapshots
+                );
+            }
+            let mut l = list.clone();
+            l.sort_unstable();
+            l.dedup();
+            l
+        }
+    };
+    if !p.include_final {
+        selected.retain(|&k| k != total);
+    }
+    let fp = fingerprint(&p);
+    let done_parts = dir.probe_part_steps()?;
+    let mut todo = Vec::new();
+    for &k in &selected {
+        if done_parts.contains(&k) {
+            let meta = tensors::read_meta(&dir.probe_part(k)).ok();
+            if meta
+                .as_ref()
+                .and_then(|m| m.get("abcond.probe_fingerprint"))
+                == Some(&fp)
+            {
+                continue;
+            }
+        }
+        todo.push(k);
+    }
+
+    let started = crate::util::now_rfc3339();
+    let mut seconds_per_snapshot = None;
+    if !todo.is_empty() {
+        let data = Dataset::load(&cfg.data, cfg.model.dtype, device)?;
+        if data.len != manifest.training.examples {
+            bail!(
+                "the data now has {} examples but the run was trained on {}; the data files changed since training",
+                data.len,
+                manifest.training.examples
+            );
+        }
+        let model = Model::build(&cfg.model, &data, device, cfg.seed)?;
+        let final_path = dir.snapshot(total);
+        let final_file = tensors::read(&final_path, device)?;
+        let reference_model = Model::build(&cfg.model, &data, device, cfg.seed)?;
+        reference_model.load(&final_file, &final_path.display().to_string())?;
+        drop(final_file);
+        let reference: Vec<Tensor> = reference_model
+            .params()
+            .into_iter()
+            .map(|(_, t)| t)
+            .collect();
+        let (steps, _) = tables::read_steps(&dir.steps())?;
+        let mut rebuilt = Sampler::new(data.len, cfg.train.batch_size, cfg.seed)?;
+        let mode = Mode::Measure(p.batchnorm);
+        let chunk = p.chunk_size as usize;
+        let full_indices: Option<Vec<i64>> = p.full.then(|| match p.full_subset {
+            Some(m) => sampler::full_subset(cfg.seed, data.len, m),
+            None => (0..data.len as i64).collect(),
+        });
+        let mut full_ref: Option<f64> = None;
+        note(
+            quiet,
+            &format!(
+                "probing {} snapshots of {} on {} ({} minibatches of {} per snapshot{}; BatchNorm policy {})",
+                todo.len(),
+                dir.root.display(),
+                crate::device::name(device),
+                1 + p.extra_batches,
+                cfg.train.batch_size,
+                match &full_indices {
+                    Some(f) => format!(" + full data ({} examples)", f.len()),
+                    None => String::new(),
+                },
+                p.batchnorm.name()
+            ),
+        );
+        let mut progress = Progress::new("probe", todo.len() as u64, quiet);
+        let t0 = Instant::now();
+        for (done, &k) in todo.iter().enumerate() {
+            let snap = dir.snapshot(k);
+            let file = tensors::read(&snap, device)
+                .with_context(|| format!("probing snapshot step={k}"))?;
+            model.load(&file, &snap.display().to_string())?;
+            drop(file);
+            let params: Vec<Tensor> = model.params().into_iter().map(|(_, t)| t).collect();
+            let dist = tch::no_grad(|| dist_sq(&params, &reference)).sqrt();
+            let mut batches: Vec<(String, Vec<i64>)> = Vec::new();
+            if k < total {
+                let row = steps
+                    .get(k as usize)
+                    .filter(|r| r.step == k as i64)
+                    .ok_or_else(|| anyhow!("{}: no row for step {k}", dir.steps().display()))?;
+                let stored = row.batch_indices.clone().ok_or_else(|| {
+                    anyhow!(
+                        "{}: step {k} has no batch_indices although it is a snapshot step",
+                        dir.steps().display()
+                    )
+                })?;
+                if stored != rebuilt.batch(k) {
+                    bail!(
+                        "the minibatch of step {k} stored in {} differs from the one the sampler rebuilds from the seed; the data or the abcond version changed since training",
+                        dir.steps().display()
+                    );
+                }
+                batches.push(("train".into(), stored));
+            }
+            for j in 0..p.extra_batches {
+                let idx = sampler::extra_batch(cfg.seed, k, j, data.len, cfg.train.batch_size);
+                batches.push((format!("extra-{j}"), idx));
+            }
+            let mut rows = Vec::new();
+            for (label, idx) in &batches {
+                let loss_ref = loss_only(&reference_model, &data, idx, chunk, mode);
+                let m = measure(&model, &reference, &data, idx, loss_ref, chunk, mode);
+                rows.push(row(
+                    &manifest,
+                    &cfg,
+                    k,
+                    total,
+                    label,
+                    idx.len(),
+                    &m,
+                    dist,
+                    Some(idx.clone()),
+                ));
+            }
+            if let Some(full) = &full_indices {
+                let loss_ref = *full_ref
+                    .get_or_insert_with(|| loss_only(&reference_model, &data, full, chunk, mode));
+                let m = measure(&model, &reference, &data, full, loss_ref, chunk, mode);
+                rows.push(row(
+                    &manifest,
+                    &cfg,
+                    k,
+                    total,
+                    "full",
+                    full.len(),
+                    &m,
+                    dist,
+                    None,
+                ));
+            }
+            model.zero_grad();
+            tables::write_landscape(
+                &dir.probe_part(k),
+                &rows,
+                &[
+                    ("abcond.run_id", manifest.run_id.clone()),
+                    ("abcond.step", k.to_string()),
+                    ("abcond.probe_fingerprint", fp.clone()),
+                ],
+            )?;
+            progress.update(done as u64 + 1, || format!("step {k}"));
+        }
+        progress.finish();
+        seconds_per_snapshot = Some(t0.elapsed().as_secs_f64() / todo.len() as f64);
+        note(
+            quiet,
+            &format!(
+                "probed {} snapshots in {} ({:.3} s per snapshot)",
+                todo.len(),
+                crate::util::human_duration(t0.elapsed().as_secs_f64()),
+                seconds_per_snapshot.unwrap()
+            ),
+        );
+    } else {
+        note(
+            quiet,
+            &format!(
+                "all {} selected snapshots of {} are probed already",
+                selected.len(),
+                dir.root.display()
+            ),
+        );
+    }
+
+    // Gather the parts of the selected snapshots into landscape.parquet.
+    let mut rows = Vec::new();
+    for &k in &selected {
+        let (mut part, _) = tables::read_landscape(&dir.probe_part(k))?;
+        rows.append(&mut part);
+    }
+    let settings = serde_yaml::to_string(&p)?;
+    tables::write_landscape(
+        &dir.landscape(),
+        &rows,
+        &[
+            ("abcond.experiment", manifest.experiment.clone()),
+            ("abcond.run_id", manifest.run_id.clone()),
+            ("abcond.ref_step", total.to_string()),
+            ("abcond.dtype", cfg.model.dtype.name().to_string()),
+            ("abcond.batchnorm", p.batchnorm.name().to_string()),
+            ("abcond.probe_settings", settings),
+        ],
+    )?;
+    manifest.probe = Some(ProbeInfo {
+        status: "completed".into(),
+        started,
+        ended: Some(crate::util::now_rfc3339()),
+        device: crate::device::name(device),
+        settings: p,
+        snapshots_probed: selected.len() as u64,
+        rows: rows.len() as u64,
+        seconds_per_snapshot,
+    });
+    dir.write_manifest(&manifest)?;
+    Ok(ProbeOutcome {
+        rows,
+        probed_now: todo.len(),
+        seconds_per_snapshot,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn row(
+    manifest: &crate::run::Manifest,
+    cfg: &Config,
+    k: u64,
+    total: u64,
+    probe: &str,
+    batch_size: usize,
+    m: &Measurement,
+    dist: f64,
+    indices: Option<Vec<i64>>,
+) -> LandscapeRow {
+    LandscapeRow {
+        experiment: manifest.experiment.clone(),
+        run_id: manifest.run_id.clone(),
+        seed: cfg.seed as i64,
+        step: k as i64,
+        probe: probe.to_string(),
+        batch_size: batch_size as i64,
+        loss_k: m.loss_k,
+        loss_ref: m.loss_ref,
+        inner: m.inner,
+        grad_norm: m.grad_norm,
+        dist,
+        cos: m.inner / (m.grad_norm * dist),
+        ref_step: total as i64,
+        batch_indices: indices,
+    }
+}
+
+/// Counts of probe rows per snapshot step (for `inspect`).
+pub fn coverage(rows: &[LandscapeRow]) -> BTreeMap<i64, usize> {
+    let mut m = BTreeMap::new();
+    for r in rows {
+        *m.entry(r.step).or_insert(0) += 1;
+    }
+    m
+}

@@ -1,0 +1,98 @@
+//! Progress on long work, on stderr. On a terminal: one line redrawn a few
+//! times a second. In a batch log (not a terminal): a line at every 10 % and
+//! nothing in between, so Slurm logs stay short.
+
+use std::io::{IsTerminal, Write};
+use std::time::Instant;
+
+pub struct Progress {
+    label: String,
+    total: u64,
+    start: Instant,
+    last_draw: Option<Instant>,
+    tty: bool,
+    quiet: bool,
+    next_decile: u64,
+    drawn: bool,
+}
+
+impl Progress {
+    pub fn new(label: &str, total: u64, quiet: bool) -> Progress {
+        Progress {
+            label: label.to_string(),
+            total,
+            start: Instant::now(),
+            last_draw: None,
+            tty: std::io::stderr().is_terminal(),
+            quiet,
+            next_decile: 1,
+            drawn: false,
+        }
+    }
+
+    /// Reports `done` of `total`; `detail` is only evaluated when a line is drawn.
+    pub fn update(&mut self, done: u64, detail: impl FnOnce() -> String) {
+        if self.quiet || self.total == 0 {
+            return;
+        }
+        let elapsed = self.start.elapsed().as_secs_f64();
+        let eta = if done > 0 {
+            elapsed / done as f64 * (self.total.saturating_sub(done)) as f64
+        } else {
+            f64::NAN
+        };
+        let pct = 100.0 * done as f64 / self.total as f64;
+        if self.tty {
+            let due = self
+                .last_draw
+                .is_none_or(|t| t.elapsed().as_millis() >= 200);
+            if due || done == self.total {
+                self.last_draw = Some(Instant::now());
+                let eta = if eta.is_finite() {
+                    crate::util::human_duration(eta)
+                } else {
+                    "?".into()
+                };
+                eprint!(
+                    "\r\x1b[K{} {done}/{} ({pct:.0}%) {} elapsed, ETA {eta} {}",
+                    self.label,
+                    self.total,
+                    crate::util::human_duration(elapsed),
+                    detail()
+                );
+                let _ = std::io::stderr().flush();
+                self.drawn = true;
+            }
+        } else if done * 10 >= self.next_decile * self.total {
+            while done * 10 >= self.next_decile * self.total {
+                self.next_decile += 1;
+            }
+            eprintln!(
+                "{} {done}/{} ({pct:.0}%) after {} {}",
+                self.label,
+                self.total,
+                crate::util::human_duration(elapsed),
+                detail()
+            );
+        }
+    }
+
+    /// Ends the progress line (on a terminal) so that normal output follows.
+    pub fn finish(&mut self) {
+        if self.tty && self.drawn && !self.quiet {
+            eprintln!();
+            self.drawn = false;
+        }
+    }
+
+    pub fn elapsed(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+}
+
+/// A message for the user on stderr, unless quiet.
+pub fn note(quiet: bool, msg: &str) {
+    if !quiet {
+        eprintln!("{msg}");
+    }
+}

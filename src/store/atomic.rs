@@ -1,0 +1,107 @@
+//! Atomic file writes: write a hidden temporary next to the target, fsync it,
+//! rename it over the target, fsync the directory. A crash at any point leaves
+//! either the old file or the new one — never a file that looks valid but is not.
+
+use anyhow::{Context, Result};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Prefix of temporary files; they are hidden so that globs like `*.parquet`
+/// never pick them up, and `clean_temporaries` removes leftovers of a crash.
+pub const TMP_PREFIX: &str = ".tmp-";
+
+fn temp_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    path.with_file_name(format!("{TMP_PREFIX}{name}.{}.{n}", std::process::id()))
+}
+
+/// Writes `path` atomically with the bytes `write` produces into the file.
+pub fn write_with<T>(path: &Path, write: impl FnOnce(&mut File) -> Result<T>) -> Result<T> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating directory {}", dir.display()))?;
+    let tmp = temp_path(path);
+    let result: Result<T> = (|| {
+        let mut file = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let value = write(&mut file)?;
+        file.sync_all()
+            .with_context(|| format!("syncing {}", tmp.display()))?;
+        drop(file);
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(value)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("writing {}", path.display()))
+}
+
+/// Writes `bytes` to `path` atomically.
+pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_with(path, |f| {
+        use std::io::Write;
+        f.write_all(bytes)?;
+        Ok(())
+    })
+}
+
+/// Removes temporaries left by a crashed writer anywhere under `dir`.
+pub fn clean_temporaries(dir: &Path) -> Result<usize> {
+    let mut removed = 0;
+    if !dir.is_dir() {
+        return Ok(0);
+    }
+    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let entry = entry?;
+        let p = entry.path();
+        if entry.file_type()?.is_dir() {
+            removed += clean_temporaries(&p)?;
+        } else if entry.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
+            std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_write_leaves_old_file_and_no_temporary() {
+        let dir = std::env::temp_dir().join(format!("abcond-atomic-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let target = dir.join("x.txt");
+        write_bytes(&target, b"old").unwrap();
+        let err = write_with(&target, |f| {
+            use std::io::Write;
+            f.write_all(b"half")?;
+            anyhow::bail!("crash while writing")
+        });
+        assert!(err.is_err());
+        assert_eq!(std::fs::read(&target).unwrap(), b"old");
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        std::fs::write(dir.join(".tmp-y.parquet.1.2"), b"junk").unwrap();
+        assert_eq!(clean_temporaries(&dir).unwrap(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

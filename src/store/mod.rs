@@ -1,0 +1,6 @@
+//! Parquet storage: atomic writes, tensor files (snapshots, checkpoints) and
+//! row tables (steps, landscape, data).
+
+pub mod atomic;
+pub mod tables;
+pub mod tensors;

@@ -1,0 +1,414 @@
+//! Row tables of a run: `steps.parquet` (one row per training step) and
+//! `landscape.parquet` (one row per probed snapshot and minibatch), written
+//! atomically with typed columns; see docs/schema.md for the column reference.
+
+use anyhow::{anyhow, bail, Context, Result};
+use arrow::array::{
+    Array, ArrayRef, Float64Array, Int64Array, ListArray, RecordBatch, StringArray,
+};
+use arrow::buffer::{NullBuffer, OffsetBuffer};
+use arrow::datatypes::{DataType, Field, Schema};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ArrowWriter;
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+pub const STEPS_FORMAT: &str = "abcond.steps/1";
+pub const LANDSCAPE_FORMAT: &str = "abcond.landscape/1";
+
+/// One optimisation step k: the update x^k → x^{k+1} on minibatch i_k.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepRow {
+    pub step: i64,
+    pub epoch: i64,
+    /// Learning rate gamma_k used by this update.
+    pub lr: f64,
+    /// f_{i_k}(x^k), the minibatch loss the update differentiated.
+    pub loss: f64,
+    /// ||∇f_{i_k}(x^k)||, accumulated in f64.
+    pub grad_norm: f64,
+    /// i_k; stored at least for snapshot steps.
+    pub batch_indices: Option<Vec<i64>>,
+}
+
+/// One probe measurement at snapshot x^k against the reference x^K.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LandscapeRow {
+    pub experiment: String,
+    pub run_id: String,
+    pub seed: i64,
+    pub step: i64,
+    /// "train" (the minibatch i_k of step k), "extra-<j>", or "full".
+    pub probe: String,
+    pub batch_size: i64,
+    pub loss_k: f64,
+    pub loss_ref: f64,
+    pub inner: f64,
+    pub grad_norm: f64,
+    pub dist: f64,
+    pub cos: f64,
+    /// K, the step of the reference iterate.
+    pub ref_step: i64,
+    /// Example indices of the minibatch (null for "full").
+    pub batch_indices: Option<Vec<i64>>,
+}
+
+fn list_i64_field() -> Arc<Field> {
+    Arc::new(Field::new("item", DataType::Int64, false))
+}
+
+fn list_i64(rows: impl Iterator<Item = Option<Vec<i64>>>) -> ListArray {
+    let mut lengths = Vec::new();
+    let mut valid = Vec::new();
+    let mut values = Vec::new();
+    for r in rows {
+        match r {
+            Some(v) => {
+                lengths.push(v.len());
+                valid.push(true);
+                values.extend(v);
+            }
+            None => {
+                lengths.push(0);
+                valid.push(false);
+            }
+        }
+    }
+    let nulls = if valid.iter().all(|v| *v) {
+        None
+    } else {
+        Some(NullBuffer::from(valid))
+    };
+    ListArray::new(
+        list_i64_field(),
+        OffsetBuffer::from_lengths(lengths),
+        Arc::new(Int64Array::from(values)),
+        nulls,
+    )
+}
+
+pub fn steps_schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("step", DataType::Int64, false),
+        Field::new("epoch", DataType::Int64, false),
+        Field::new("lr", DataType::Float64, false),
+        Field::new("loss", DataType::Float64, false),
+        Field::new("grad_norm", DataType::Float64, false),
+        Field::new("batch_indices", DataType::List(list_i64_field()), true),
+    ]))
+}
+
+pub fn landscape_schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("experiment", DataType::Utf8, false),
+        Field::new("run_id", DataType::Utf8, false),
+        Field::new("seed", DataType::Int64, false),
+        Field::new("step", DataType::Int64, false),
+        Field::new("probe", DataType::Utf8, false),
+        Field::new("batch_size", DataType::Int64, false),
+        Field::new("loss_k", DataType::Float64, false),
+        Field::new("loss_ref", DataType::Float64, false),
+        Field::new("inner", DataType::Float64, false),
+        Field::new("grad_norm", DataType::Float64, false),
+        Field::new("dist", DataType::Float64, false),
+        Field::new("cos", DataType::Float64, false),
+        Field::new("ref_step", DataType::Int64, false),
+        Field::new("batch_indices", DataType::List(list_i64_field()), true),
+    ]))
+}
+
+fn f64s(v: impl Iterator<Item = f64>) -> ArrayRef {
+    Arc::new(Float64Array::from_iter_values(v))
+}
+fn i64s(v: impl Iterator<Item = i64>) -> ArrayRef {
+    Arc::new(Int64Array::from_iter_values(v))
+}
+fn strs<'a>(v: impl Iterator<Item = &'a str>) -> ArrayRef {
+    Arc::new(StringArray::from_iter_values(v))
+}
+
+/// Writes one record batch to `path` atomically with the given metadata.
+pub fn write_batch(path: &Path, batch: &RecordBatch, meta: &[(&str, String)]) -> Result<()> {
+    let kv = meta
+        .iter()
+        .map(|(k, v)| KeyValue::new(k.to_string(), v.clone()))
+        .collect();
+    let props = WriterProperties::builder()
+        .set_key_value_metadata(Some(kv))
+        .build();
+    crate::store::atomic::write_with(path, |file| {
+        let mut w = ArrowWriter::try_new(file, batch.schema(), Some(props))?;
+        w.write(batch)?;
+        w.close()?;
+        Ok(())
+    })
+}
+
+pub fn steps_batch(rows: &[StepRow]) -> Result<RecordBatch> {
+    Ok(RecordBatch::try_new(
+        steps_schema(),
+        vec![
+            i64s(rows.iter().map(|r| r.step)),
+            i64s(rows.iter().map(|r| r.epoch)),
+            f64s(rows.iter().map(|r| r.lr)),
+            f64s(rows.iter().map(|r| r.loss)),
+            f64s(rows.iter().map(|r| r.grad_norm)),
+            Arc::new(list_i64(rows.iter().map(|r| r.batch_indices.clone()))),
+        ],
+    )?)
+}
+
+pub fn write_steps(path: &Path, rows: &[StepRow], meta: &[(&str, String)]) -> Result<()> {
+    let mut m = vec![("abcond.format", STEPS_FORMAT.to_string())];
+    m.extend(meta.iter().cloned());
+    write_batch(path, &steps_batch(rows)?, &m)
+}
+
+pub fn landscape_batch(rows: &[LandscapeRow]) -> Result<RecordBatch> {
+    Ok(RecordBatch::try_new(
+        landscape_schema(),
+        vec![
+            strs(rows.iter().map(|r| r.experiment.as_str())),
+            strs(rows.iter().map(|r| r.run_id.as_str())),
+            i64s(rows.iter().map(|r| r.seed)),
+            i64s(rows.iter().map(|r| r.step)),
+            strs(rows.iter().map(|r| r.probe.as_str())),
+            i64s(rows.iter().map(|r| r.batch_size)),
+            f64s(rows.iter().map(|r| r.loss_k)),
+            f64s(rows.iter().map(|r| r.loss_ref)),
+            f64s(rows.iter().map(|r| r.inner)),
+            f64s(rows.iter().map(|r| r.grad_norm)),
+            f64s(rows.iter().map(|r| r.dist)),
+            f64s(rows.iter().map(|r| r.cos)),
+            i64s(rows.iter().map(|r| r.ref_step)),
+            Arc::new(list_i64(rows.iter().map(|r| r.batch_indices.clone()))),
+        ],
+    )?)
+}
+
+pub fn write_landscape(path: &Path, rows: &[LandscapeRow], meta: &[(&str, String)]) -> Result<()> {
+    let mut m = vec![("abcond.format", LANDSCAPE_FORMAT.to_string())];
+    m.extend(meta.iter().cloned());
+    write_batch(path, &landscape_batch(rows)?, &m)
+}
+
+/// A table read back: its batches (schema checked) and abcond metadata.
+pub struct Table {
+    pub batches: Vec<RecordBatch>,
+    pub meta: BTreeMap<String, String>,
+}
+
+/// Reads a table, checking its format tag and that it has `schema`'s columns.
+pub fn read_table(path: &Path, format: &str, schema: &Schema) -> Result<Table> {
+    let what = path.display();
+    let file = std::fs::File::open(path).with_context(|| format!("opening {what}"))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| {
+        anyhow!("{what} is not a readable Parquet file (truncated or corrupt?): {e}")
+    })?;
+    let meta =
+        crate::store::tensors::kv_map(builder.metadata().file_metadata().key_value_metadata());
+    match meta.get("abcond.format") {
+        Some(f) if f == format => {}
+        other => bail!(
+            "{what}: metadata `abcond.format` is {other:?}, expected {format:?} (is this the right file?)"
+        ),
+    }
+    for f in schema.fields() {
+        match builder.schema().field_with_name(f.name()) {
+            Ok(got) if got.data_type() == f.data_type() => {}
+            Ok(got) => bail!(
+                "{what}: column `{}` has type {:?}, expected {:?}",
+                f.name(),
+                got.data_type(),
+                f.data_type()
+            ),
+            Err(_) => bail!("{what}: column `{}` is missing", f.name()),
+        }
+    }
+    let batches = builder
+        .build()?
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| anyhow!("{what}: reading rows failed (truncated or corrupt?): {e}"))?;
+    Ok(Table { batches, meta })
+}
+
+fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> &'a T {
+    b.column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<T>())
+        .expect("schema checked")
+}
+
+fn list_row(l: &ListArray, i: usize) -> Option<Vec<i64>> {
+    if l.is_null(i) {
+        None
+    } else {
+        Some(
+            l.value(i)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .expect("schema checked")
+                .values()
+                .to_vec(),
+        )
+    }
+}
+
+pub fn read_steps(path: &Path) -> Result<(Vec<StepRow>, BTreeMap<String, String>)> {
+    let t = read_table(path, STEPS_FORMAT, &steps_schema())?;
+    let mut rows = Vec::new();
+    for b in &t.batches {
+        let step = col::<Int64Array>(b, "step");
+        let epoch = col::<Int64Array>(b, "epoch");
+        let lr = col::<Float64Array>(b, "lr");
+        let loss = col::<Float64Array>(b, "loss");
+        let gn = col::<Float64Array>(b, "grad_norm");
+        let bi = col::<ListArray>(b, "batch_indices");
+        for i in 0..b.num_rows() {
+            rows.push(StepRow {
+                step: step.value(i),
+                epoch: epoch.value(i),
+                lr: lr.value(i),
+                loss: loss.value(i),
+                grad_norm: gn.value(i),
+                batch_indices: list_row(bi, i),
+            });
+        }
+    }
+    Ok((rows, t.meta))
+}
+
+pub fn read_landscape(path: &Path) -> Result<(Vec<LandscapeRow>, BTreeMap<String, String>)> {
+    let t = read_table(path, LANDSCAPE_FORMAT, &landscape_schema())?;
+    let mut rows = Vec::new();
+    for b in &t.batches {
+        let s = |n| col::<StringArray>(b, n);
+        let i = |n| col::<Int64Array>(b, n);
+        let f = |n| col::<Float64Array>(b, n);
+        let bi = col::<ListArray>(b, "batch_indices");
+        for r in 0..b.num_rows() {
+            rows.push(LandscapeRow {
+                experiment: s("experiment").value(r).to_string(),
+                run_id: s("run_id").value(r).to_string(),
+                seed: i("seed").value(r),
+                step: i("step").value(r),
+                probe: s("probe").value(r).to_string(),
+                batch_size: i("batch_size").value(r),
+                loss_k: f("loss_k").value(r),
+                loss_ref: f("loss_ref").value(r),
+                inner: f("inner").value(r),
+                grad_norm: f("grad_norm").value(r),
+                dist: f("dist").value(r),
+                cos: f("cos").value(r),
+                ref_step: i("ref_step").value(r),
+                batch_indices: list_row(bi, r),
+            });
+        }
+    }
+    Ok((rows, t.meta))
+}
+
+pub const DATA_FORMAT: &str = "abcond.data/1";
+
+/// Writes `data.parquet`: `index` (the example index used in batch_indices),
+/// `source_index` (row in the source files), `label` (classes), `target`
+/// (regression targets) and `features` (synthetic data only).
+pub fn write_data_table(
+    path: &Path,
+    source_index: &[i64],
+    labels: Option<&[i64]>,
+    targets: Option<&[f64]>,
+    features: Option<&[Vec<f64>]>,
+    meta: &[(&str, String)],
+) -> Result<()> {
+    let n = source_index.len();
+    let mut fields = vec![
+        Field::new("index", DataType::Int64, false),
+        Field::new("source_index", DataType::Int64, false),
+    ];
+    let mut columns: Vec<ArrayRef> = vec![i64s(0..n as i64), i64s(source_index.iter().copied())];
+    if let Some(l) = labels {
+        fields.push(Field::new("label", DataType::Int64, false));
+        columns.push(i64s(l.iter().copied()));
+    }
+    if let Some(t) = targets {
+        fields.push(Field::new("target", DataType::Float64, false));
+        columns.push(f64s(t.iter().copied()));
+    }
+    if let Some(f) = features {
+        let item = Arc::new(Field::new("item", DataType::Float64, false));
+        fields.push(Field::new("features", DataType::List(item.clone()), false));
+        columns.push(Arc::new(ListArray::new(
+            item,
+            OffsetBuffer::from_lengths(f.iter().map(Vec::len)),
+            Arc::new(Float64Array::from_iter_values(f.iter().flatten().copied())),
+            None,
+        )));
+    }
+    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
+    let mut m = vec![("abcond.format", DATA_FORMAT.to_string())];
+    m.extend(meta.iter().cloned());
+    write_batch(path, &batch, &m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_and_landscape_round_trip() {
+        let dir = std::env::temp_dir().join(format!("abcond-tables-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let steps = vec![
+            StepRow {
+                step: 0,
+                epoch: 0,
+                lr: 0.1,
+                loss: 2.3,
+                grad_norm: 1.5,
+                batch_indices: Some(vec![3, 1, 2]),
+            },
+            StepRow {
+                step: 1,
+                epoch: 0,
+                lr: 0.1,
+                loss: f64::NAN,
+                grad_norm: 1.0,
+                batch_indices: None,
+            },
+        ];
+        let p = dir.join("steps.parquet");
+        write_steps(&p, &steps, &[("abcond.run_id", "r".into())]).unwrap();
+        let (back, meta) = read_steps(&p).unwrap();
+        assert_eq!(meta["abcond.run_id"], "r");
+        assert_eq!(back[0], steps[0]);
+        assert!(back[1].loss.is_nan() && back[1].batch_indices.is_none());
+        let row = LandscapeRow {
+            experiment: "e".into(),
+            run_id: "r".into(),
+            seed: 3,
+            step: 10,
+            probe: "full".into(),
+            batch_size: 100,
+            loss_k: 1.0,
+            loss_ref: 0.5,
+            inner: 0.25,
+            grad_norm: 2.0,
+            dist: 3.0,
+            cos: 0.25 / 6.0,
+            ref_step: 99,
+            batch_indices: None,
+        };
+        let p = dir.join("landscape.parquet");
+        write_landscape(&p, std::slice::from_ref(&row), &[]).unwrap();
+        assert_eq!(read_landscape(&p).unwrap().0, vec![row]);
+        // a steps file is not a landscape file
+        let err = read_landscape(&dir.join("steps.parquet"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("abcond.landscape/1"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

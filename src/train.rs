@@ -1,0 +1,585 @@
+//! Phase 1, train: runs the optimiser for K steps, records every step in
+//! `steps.parquet` and writes the iterates x^k of the snapshot schedule (always
+//! including x^K) under `iterates/`.
+//!
+//! Crash safety: every file is written atomically. At every snapshot (and every
+//! `train.checkpoint_every` steps or `train.checkpoint_minutes`) the step rows
+//! so far and a resume checkpoint (optimiser state, plus the iterate unless the
+//! snapshot holds it) are written. Running `abcond train` again on an
+//! interrupted run restarts from the last checkpoint and, on CPU, reaches a
+//! final iterate bit-identical to an uninterrupted run: the minibatch order is a
+//! pure function of (seed, step), the optimiser state is stored exactly, and
+//! libtorch's generator is reseeded from (seed, step) before every update.
+
+use crate::config::Config;
+use crate::data::sampler::Sampler;
+use crate::data::Dataset;
+use crate::model::{Mode, Model};
+use crate::optim::{schedule, Optimizer};
+use crate::progress::{note, Progress};
+use crate::rng::{self, stream};
+use crate::run::{Manifest, Provenance, RunDir, Session, Status, TrainingInfo, MANIFEST_FORMAT};
+use crate::store::tables::{self, StepRow};
+use crate::store::tensors::{self, DEFAULT_CHUNK};
+use anyhow::{anyhow, bail, Context, Result};
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+/// Raised when the loss becomes NaN or infinite; the CLI exits with code 3.
+#[derive(Debug)]
+pub struct Diverged {
+    pub step: u64,
+    pub message: String,
+}
+
+impl std::fmt::Display for Diverged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Diverged {}
+
+/// The steps whose iterate x^k is written: the union of the schedule's rules,
+/// always with the final step K.
+pub fn snapshot_steps(cfg: &crate::config::SnapshotConfig, total: u64) -> Result<BTreeSet<u64>> {
+    let mut s = BTreeSet::new();
+    if let Some(every) = cfg.every {
+        s.extend((0..=total).step_by(every as usize));
+    }
+    if let Some(n) = cfg.log_spaced {
+        s.insert(0);
+        if n >= 2 && total >= 1 {
+            let top = (total as f64).ln();
+            for i in 0..n {
+                let v = (top * i as f64 / (n - 1) as f64).exp().round() as u64;
+                s.insert(v.clamp(1, total));
+            }
+        } else {
+            s.insert(total);
+        }
+    }
+    for &k in &cfg.at {
+        if k > total {
+            bail!("key `snapshots.at` lists step {k}, but training has only {total} steps");
+        }
+        s.insert(k);
+    }
+    s.insert(total);
+    Ok(s)
+}
+
+/// Everything a training session needs, built from the config.
+pub struct Setup {
+    pub device: Device,
+    pub data: Dataset,
+    pub model: Model,
+    pub sampler: Sampler,
+    pub total_steps: u64,
+    pub snapshots: BTreeSet<u64>,
+}
+
+impl Setup {
+    pub fn new(cfg: &Config, device: Device) -> Result<Setup> {
+        let data = Dataset::load(&cfg.data, cfg.model.dtype, device)?;
+        let model = Model::build(&cfg.model, &data, device, cfg.seed)?;
+        let sampler = Sampler::new(data.len, cfg.train.batch_size, cfg.seed)?;
+        let total_steps = match (cfg.train.steps, cfg.train.epochs) {
+            (Some(s), _) => s,
+            (None, Some(e)) => e * sampler.steps_per_epoch(),
+            (None, None) => unreachable!("resolved config has a length"),
+        };
+        let snapshots = snapshot_steps(&cfg.snapshots, total_steps)?;
+        Ok(Setup {
+            device,
+            data,
+            model,
+            sampler,
+            total_steps,
+            snapshots,
+        })
+    }
+}
+
+pub struct TrainOutcome {
+    pub dir: RunDir,
+    pub status: Status,
+    pub already_done: bool,
+}
+
+/// Squared gradient norm of all parameters, accumulated in f64.
+pub fn grad_norm(model: &Model) -> f64 {
+    let parts: Vec<Tensor> = model
+        .params()
+        .iter()
+        .map(|(_, p)| {
+            let g = p.grad();
+            if g.defined() {
+                g.to_kind(Kind::Double).square().sum(Kind::Double)
+            } else {
+                Tensor::zeros([], (Kind::Double, p.device()))
+            }
+        })
+        .collect();
+    if parts.is_empty() {
+        return 0.0;
+    }
+    Tensor::stack(&parts, 0)
+        .sum(Kind::Double)
+        .sqrt()
+        .double_value(&[])
+}
+
+fn iterate_meta(m: &Manifest, step: u64, content: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("abcond.content", content.to_string()),
+        ("abcond.experiment", m.experiment.clone()),
+        ("abcond.run_id", m.run_id.clone()),
+        ("abcond.step", step.to_string()),
+    ]
+}
+
+/// Writes the rows not yet on disk as a steps part.
+fn flush_steps(dir: &RunDir, rows: &mut Vec<StepRow>, m: &Manifest) -> Result<()> {
+    if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
+        let path = dir.steps_part(first.step as u64, last.step as u64);
+        tables::write_steps(&path, rows, &[("abcond.run_id", m.run_id.clone())])?;
+        rows.clear();
+    }
+    Ok(())
+}
+
+/// Parses the first step of a steps part file name.
+fn part_first_step(name: &str) -> Option<u64> {
+    name.strip_prefix("steps-")?.split('-').next()?.parse().ok()
+}
+
+/// Merges the steps parts into `steps.parquet` (checking that steps 0..n are all
+/// there, in order) and removes the parts.
+pub fn consolidate_steps(dir: &RunDir, run_id: &str) -> Result<usize> {
+    let mut parts: Vec<_> = match std::fs::read_dir(dir.steps_parts()) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().to_string();
+                part_first_step(&name).map(|s| (s, e.path()))
+            })
+            .collect(),
+        Err(_) => vec![],
+    };
+    parts.sort();
+    let mut rows = Vec::new();
+    for (_, p) in &parts {
+        rows.extend(tables::read_steps(p)?.0);
+    }
+    for (i, r) in rows.iter().enumerate() {
+        if r.step != i as i64 {
+            bail!(
+                "steps parts in {} are not contiguous: row {i} is step {}",
+                dir.steps_parts().display(),
+                r.step
+            );
+        }
+    }
+    if parts.is_empty() && dir.steps().is_file() {
+        return Ok(tables::read_steps(&dir.steps())?.0.len());
+    }
+    tables::write_steps(
+        &dir.steps(),
+        &rows,
+        &[("abcond.run_id", run_id.to_string())],
+    )?;
+    std::fs::remove_dir_all(dir.steps_parts()).ok();
+    Ok(rows.len())
+}
+
+/// Removes what a crashed session wrote after checkpoint step `c`.
+fn roll_back_to(dir: &RunDir, c: u64) -> Result<()> {
+    crate::store::atomic::clean_temporaries(&dir.root)?;
+    for k in dir.snapshot_steps()? {
+        if k > c {
+            std::fs::remove_dir_all(dir.snapshot_dir(k))?;
+        }
+    }
+    // Directories of snapshots whose file never got renamed into place.
+    if let Ok(rd) = std::fs::read_dir(dir.iterates()) {
+        for e in rd.filter_map(|e| e.ok()) {
+            if !e.path().join("part-0.parquet").exists() {
+                std::fs::remove_dir_all(e.path()).ok();
+            }
+        }
+    }
+    if let Ok(rd) = std::fs::read_dir(dir.steps_parts()) {
+        for e in rd.filter_map(|e| e.ok()) {
+            let name = e.file_name().to_string_lossy().to_string();
+            if part_first_step(&name).is_none_or(|s| s >= c) {
+                std::fs::remove_file(e.path())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Is another live process on this host writing this run?
+fn live_writer(m: &Manifest) -> Option<&Session> {
+    let s = m.sessions.last()?;
+    let same_host = s.host == crate::util::hostname();
+    let alive = Path::new(&format!("/proc/{}", s.pid)).exists();
+    (m.status == Status::Running
+        && s.ended.is_none()
+        && same_host
+        && alive
+        && s.pid != std::process::id())
+    .then_some(s)
+}
+
+/// Trains the run of `cfg` in `<out>/<experiment>/<run_id>`, resuming it if a
+/// previous session was interrupted.
+pub fn train(
+    cfg: &Config,
+    out: &Path,
+    run_id: Option<&str>,
+    command: &str,
+    quiet: bool,
+) -> Result<TrainOutcome> {
+    let run_id = run_id
+        .map(str::to_string)
+        .unwrap_or_else(|| cfg.default_run_id());
+    let dir = RunDir::new(crate::config::run_dir(out, &cfg.experiment, &run_id));
+    let previous = if dir.exists() {
+        Some(dir.read_manifest()?)
+    } else {
+        None
+    };
+    if let Some(m) = &previous {
+        let keys = crate::config::diff_keys(
+            &serde_yaml::from_str(&m.config.training_identity())?,
+            &serde_yaml::from_str(&cfg.training_identity())?,
+        );
+        if !keys.is_empty() {
+            bail!(
+                "{} already holds a run with a different config (differing keys: {}); choose another --run-id or --out",
+                dir.root.display(),
+                keys.join(", ")
+            );
+        }
+        match m.status {
+            Status::Completed => {
+                note(quiet, &format!("{} is already completed ({} steps); nothing to train", dir.root.display(), m.training.total_steps));
+                return Ok(TrainOutcome { dir, status: Status::Completed, already_done: true });
+            }
+            Status::Diverged => bail!(
+                "{} diverged before ({}). Training is deterministic and would diverge again; change the config (e.g. --set optim.lr=…), which gives a new run id, or delete the directory",
+                dir.root.display(),
+                m.message.clone().unwrap_or_default()
+            ),
+            Status::Running | Status::Failed => {
+                if let Some(s) = live_writer(m) {
+                    bail!(
+                        "{} is being trained right now by process {} on this host (started {}); wait for it or stop it",
+                        dir.root.display(),
+                        s.pid,
+                        s.started
+                    );
+                }
+            }
+        }
+    }
+
+    let device = crate::device::select(&cfg.device)?;
+    let device_name = crate::device::name(device);
+    let setup = Setup::new(cfg, device)?;
+    let mut manifest = match previous {
+        Some(m) => m,
+        None => Manifest {
+            format: MANIFEST_FORMAT.to_string(),
+            experiment: cfg.experiment.clone(),
+            run_id: run_id.clone(),
+            status: Status::Running,
+            message: None,
+            training: TrainingInfo::default(),
+            provenance: Provenance::current(),
+            sessions: vec![],
+            probe: None,
+            config: cfg.clone(),
+        },
+    };
+    // Device and checkpoint cadence may change between sessions; record the latest.
+    manifest.config = cfg.clone();
+    manifest.training = TrainingInfo {
+        total_steps: setup.total_steps,
+        steps_per_epoch: setup.sampler.steps_per_epoch(),
+        examples: setup.data.len,
+        parameters: setup.model.num_params(),
+        steps_done: manifest.training.steps_done,
+        snapshot_steps: setup.snapshots.len() as u64,
+    };
+    manifest.status = Status::Running;
+    manifest.message = None;
+    std::fs::create_dir_all(&dir.root)
+        .with_context(|| format!("creating run directory {}", dir.root.display()))?;
+    manifest
+        .sessions
+        .push(Session::begin(command, &device_name, 0));
+    dir.write_manifest(&manifest)?;
+
+    let result = run_loop(&dir, cfg, setup, &mut manifest, quiet);
+    let now = crate::util::now_rfc3339();
+    let session = manifest.sessions.last_mut().unwrap();
+    session.ended = Some(now);
+    match &result {
+        Ok(()) => {
+            manifest.status = Status::Completed;
+            session.outcome = Some("completed".into());
+        }
+        Err(e) => {
+            let diverged = e.downcast_ref::<Diverged>().is_some();
+            manifest.status = if diverged {
+                Status::Diverged
+            } else {
+                Status::Failed
+            };
+            manifest.message = Some(format!("{e:#}"));
+            session.outcome = Some(manifest.status.name().into());
+        }
+    }
+    dir.write_manifest(&manifest)?;
+    result.map(|()| TrainOutcome {
+        dir,
+        status: Status::Completed,
+        already_done: false,
+    })
+}
+
+fn run_loop(
+    dir: &RunDir,
+    cfg: &Config,
+    mut setup: Setup,
+    manifest: &mut Manifest,
+    quiet: bool,
+) -> Result<()> {
+    let total = setup.total_steps;
+    let model = &setup.model;
+    let mut opt = Optimizer::new(&cfg.optim, model.params());
+
+    // Resume from the checkpoint, or start afresh.
+    let mut start = 0u64;
+    if dir.checkpoint().is_file() {
+        let ck_path = dir.checkpoint();
+        let ck = tensors::read(&ck_path, setup.device)
+            .with_context(|| "reading the resume checkpoint; delete the state/ directory to restart training from step 0".to_string())?;
+        let step: u64 = ck
+            .meta
+            .get("abcond.step")
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| anyhow!("{}: metadata abcond.step is missing", ck_path.display()))?;
+        let updates: u64 = ck
+            .meta
+            .get("abcond.optim_updates")
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| {
+                anyhow!(
+                    "{}: metadata abcond.optim_updates is missing",
+                    ck_path.display()
+                )
+            })?;
+        if ck.meta.get("abcond.iterate").map(String::as_str) == Some("snapshot") {
+            let snap = dir.snapshot(step);
+            let file = tensors::read(&snap, setup.device)?;
+            model.load(&file, &snap.display().to_string())?;
+        } else {
+            model.load(&ck, &ck_path.display().to_string())?;
+        }
+        opt.load_state(&ck, updates, &ck_path.display().to_string())?;
+        roll_back_to(dir, step)?;
+        start = step;
+        note(
+            quiet,
+            &format!(
+                "resuming {} from step {step} of {total}",
+                dir.root.display()
+            ),
+        );
+    } else {
+        // A fresh start: drop anything a session that crashed before its first
+        // checkpoint left behind.
+        for p in [dir.iterates(), dir.steps_parts(), dir.state_dir()] {
+            if p.exists() {
+                std::fs::remove_dir_all(&p)?;
+            }
+        }
+        std::fs::remove_file(dir.steps()).ok();
+        crate::store::atomic::clean_temporaries(&dir.root)?;
+    }
+    manifest.sessions.last_mut().unwrap().start_step = start;
+    if start == 0 {
+        write_data_table(dir, &setup.data)?;
+    }
+    note(
+        quiet,
+        &format!(
+            "training {} ({} parameters, {} examples) for {total} steps on {}; {} snapshots; run directory {}",
+            cfg.experiment,
+            model.num_params(),
+            setup.data.len,
+            crate::device::name(setup.device),
+            setup.snapshots.len(),
+            dir.root.display()
+        ),
+    );
+
+    let mut rows: Vec<StepRow> = Vec::new();
+    let mut progress = Progress::new("train", total, quiet);
+    let mut last_checkpoint = Instant::now();
+    let mut last_loss = f64::NAN;
+    let checkpoint_secs = cfg.train.checkpoint_minutes * 60.0;
+    for k in start..total {
+        let is_snapshot = setup.snapshots.contains(&k);
+        let resumed_here = k == start && start > 0;
+        if is_snapshot && !resumed_here {
+            tensors::write(
+                &dir.snapshot(k),
+                &model.tensors(),
+                model.dtype,
+                &iterate_meta(manifest, k, "iterate"),
+                DEFAULT_CHUNK,
+            )?;
+        }
+        let periodic = cfg.train.checkpoint_every.is_some_and(|n| k % n == 0)
+            || last_checkpoint.elapsed().as_secs_f64() >= checkpoint_secs;
+        if (is_snapshot || periodic) && !resumed_here && k > 0 {
+            flush_steps(dir, &mut rows, manifest)?;
+            let mut contents = opt.state_tensors();
+            if !is_snapshot {
+                contents.extend(model.tensors());
+            }
+            let mut meta = iterate_meta(manifest, k, "checkpoint");
+            meta.push(("abcond.optim_updates", opt.updates.to_string()));
+            meta.push((
+                "abcond.iterate",
+                if is_snapshot { "snapshot" } else { "inline" }.into(),
+            ));
+            tensors::write(
+                &dir.checkpoint(),
+                &contents,
+                model.dtype,
+                &meta,
+                DEFAULT_CHUNK,
+            )?;
+            manifest.training.steps_done = k;
+            dir.write_manifest(manifest)?;
+            last_checkpoint = Instant::now();
+        }
+
+        // The update x^k → x^{k+1} on minibatch i_k.
+        tch::manual_seed(rng::derive(cfg.seed, &[stream::STEP_TORCH_SEED, k]) as i64 & i64::MAX);
+        let indices = setup.sampler.batch(k);
+        let batch = setup.data.batch(&indices);
+        let lr = schedule::lr_at(&cfg.schedule, cfg.optim.lr, k, total);
+        model.zero_grad();
+        let loss = model.loss(&batch, Mode::Train);
+        let loss_value = loss.double_value(&[]);
+        let (gn, finite) = if loss_value.is_finite() {
+            loss.backward();
+            let gn = grad_norm(model);
+            (gn, gn.is_finite())
+        } else {
+            (f64::NAN, false)
+        };
+        rows.push(StepRow {
+            step: k as i64,
+            epoch: setup.sampler.epoch_of(k) as i64,
+            lr,
+            loss: loss_value,
+            grad_norm: gn,
+            batch_indices: is_snapshot.then(|| indices.clone()),
+        });
+        if !finite {
+            flush_steps(dir, &mut rows, manifest)?;
+            consolidate_steps(dir, &manifest.run_id)?;
+            std::fs::remove_dir_all(dir.state_dir()).ok();
+            manifest.training.steps_done = k;
+            progress.finish();
+            let what = if loss_value.is_finite() {
+                format!("gradient norm {gn}")
+            } else {
+                format!("loss {loss_value}")
+            };
+            return Err(Diverged {
+                step: k,
+                message: format!(
+                    "training diverged at step {k} of {total} ({what}, lr {lr:.4e}, previous loss {last_loss:.6e}); steps 0..={k} and the snapshots before step {k} are kept in {}",
+                    dir.root.display()
+                ),
+            }
+            .into());
+        }
+        opt.step(lr);
+        last_loss = loss_value;
+        progress.update(k + 1, || format!("loss {loss_value:.4}"));
+    }
+    progress.finish();
+    tensors::write(
+        &dir.snapshot(total),
+        &model.tensors(),
+        model.dtype,
+        &iterate_meta(manifest, total, "iterate"),
+        DEFAULT_CHUNK,
+    )?;
+    flush_steps(dir, &mut rows, manifest)?;
+    let n = consolidate_steps(dir, &manifest.run_id)?;
+    if n as u64 != total {
+        bail!("steps.parquet holds {n} rows after training, expected {total}");
+    }
+    std::fs::remove_dir_all(dir.state_dir()).ok();
+    manifest.training.steps_done = total;
+    let secs = progress.elapsed();
+    note(
+        quiet,
+        &format!(
+            "trained {} steps in {} ({:.0} steps/s); final minibatch loss {last_loss:.6}",
+            total - start,
+            crate::util::human_duration(secs),
+            (total - start) as f64 / secs.max(1e-9)
+        ),
+    );
+    Ok(())
+}
+
+/// Writes `data.parquet`: which source row each example index is, and for
+/// synthetic data the examples themselves.
+fn write_data_table(dir: &RunDir, data: &Dataset) -> Result<()> {
+    let features = if data.source_dir.is_none() {
+        let x = data
+            .x
+            .to_device(Device::Cpu)
+            .to_kind(Kind::Double)
+            .flatten(1, -1);
+        let width = x.size()[1] as usize;
+        let flat = Vec::<f64>::try_from(x.view([-1]))?;
+        Some(flat.chunks(width).map(<[f64]>::to_vec).collect::<Vec<_>>())
+    } else {
+        None
+    };
+    let y = data.y.to_device(Device::Cpu);
+    let (labels, targets) = match data.targets {
+        crate::data::Targets::Classes(_) => (Some(Vec::<i64>::try_from(&y)?), None),
+        crate::data::Targets::MatrixEntries { .. } => {
+            (None, Some(Vec::<f64>::try_from(y.to_kind(Kind::Double))?))
+        }
+    };
+    let mut meta = vec![("abcond.dataset", data.kind.name().to_string())];
+    if let Some(d) = &data.source_dir {
+        meta.push(("abcond.source_dir", d.display().to_string()));
+    }
+    tables::write_data_table(
+        &dir.data_table(),
+        &data.source_index,
+        labels.as_deref(),
+        targets.as_deref(),
+        features.as_deref(),
+        &meta,
+    )
+}
