@@ -12,7 +12,7 @@ Examples:
   abcond inspect results/quickstart/seed0-1a2b3c4d
 
 Run directory: <out>/<experiment>/<run_id>/ with run.yaml, steps.parquet,
-iterates/step=<k>/part-0.parquet and landscape.parquet (schemas: docs/schema.md).
+iterates/step=<k>/part-0.parquet and landscape.parquet (schemas: README.md).
 The run id is seed<seed>-<hash of the training settings>: running the same
 config again resumes or reuses the same directory.
 
@@ -34,6 +34,10 @@ pub struct Cli {
     /// Print no progress or notes on stderr (results and errors still print).
     #[arg(long, short, global = true)]
     pub quiet: bool,
+    /// Intra-op CPU threads of libtorch (default: $OMP_NUM_THREADS, else all
+    /// cores). Use 1 when several abcond processes share a node.
+    #[arg(long, global = true, value_name = "N")]
+    pub threads: Option<i32>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -121,6 +125,9 @@ fn probe_and_summarise(
 /// Runs the CLI and returns the process exit status.
 pub fn main() -> i32 {
     let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        tch::set_num_threads(n.max(1));
+    }
     let result = match &cli.command {
         Command::Train(a) => train_cmd(&cli, a).map(|o| {
             println!("run directory: {}", o.dir.root.display());

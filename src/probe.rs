@@ -46,7 +46,7 @@ pub fn dot_f64(a: &[Tensor], b: &[Tensor], c: Option<&[Tensor]>) -> f64 {
             let pa = fa.narrow(0, start, len).to_kind(Kind::Double);
             let mut pb = fb.narrow(0, start, len).to_kind(Kind::Double);
             if let Some(fc) = &fc {
-                pb = pb - fc.narrow(0, start, len).to_kind(Kind::Double);
+                pb -= fc.narrow(0, start, len).to_kind(Kind::Double);
             }
             parts.push((pa * pb).sum(Kind::Double));
             start += len;
@@ -347,6 +347,8 @@ pub fn probe(dir: &RunDir, overrides: &[String], quiet: bool) -> Result<ProbeOut
                 let loss_ref = *full_ref
                     .get_or_insert_with(|| loss_only(&reference_model, &data, full, chunk, mode));
                 let m = measure(&model, &reference, &data, full, loss_ref, chunk, mode);
+                // Null indices mean "all examples"; a subset is listed explicitly.
+                let listed = p.full_subset.is_some().then(|| full.clone());
                 rows.push(row(
                     &manifest,
                     &cfg,
@@ -356,7 +358,7 @@ pub fn probe(dir: &RunDir, overrides: &[String], quiet: bool) -> Result<ProbeOut
                     full.len(),
                     &m,
                     dist,
-                    None,
+                    listed,
                 ));
             }
             model.zero_grad();

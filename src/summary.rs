@@ -6,7 +6,7 @@
 //!   T(alpha, beta) = a − alpha·b + beta·c
 //!
 //! (the definition, with +beta; the paper's figure captions print −beta, which
-//! contradicts it — see docs/schema.md). The condition holds on the measured
+//! contradicts it — see README.md). The condition holds on the measured
 //! rows iff min T ≥ 0. The full analysis (exact feasible region) is `analyze`.
 
 use crate::store::tables::LandscapeRow;

@@ -435,6 +435,10 @@ fn run_loop(
     let mut last_checkpoint = Instant::now();
     let mut last_loss = f64::NAN;
     let checkpoint_secs = cfg.train.checkpoint_minutes * 60.0;
+    // Test hook: abort (as a crash or kill would) just before update N.
+    let crash_at: Option<u64> = std::env::var("ABCOND_CRASH_AT_STEP")
+        .ok()
+        .and_then(|v| v.parse().ok());
     for k in start..total {
         let is_snapshot = setup.snapshots.contains(&k);
         let resumed_here = k == start && start > 0;
@@ -473,6 +477,9 @@ fn run_loop(
             last_checkpoint = Instant::now();
         }
 
+        if crash_at == Some(k) {
+            std::process::abort();
+        }
         // The update x^k → x^{k+1} on minibatch i_k.
         tch::manual_seed(rng::derive(cfg.seed, &[stream::STEP_TORCH_SEED, k]) as i64 & i64::MAX);
         let indices = setup.sampler.batch(k);

@@ -7,6 +7,7 @@ use std::io::Read;
 use std::path::Path;
 
 /// An IDX array of u8 values.
+#[derive(Debug)]
 pub struct IdxArray {
     pub dims: Vec<usize>,
     pub data: Vec<u8>,

@@ -88,7 +88,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let target = dir.join("x.txt");
         write_bytes(&target, b"old").unwrap();
-        let err = write_with(&target, |f| {
+        let err: Result<()> = write_with(&target, |f| {
             use std::io::Write;
             f.write_all(b"half")?;
             anyhow::bail!("crash while writing")

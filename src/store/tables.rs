@@ -1,6 +1,6 @@
 //! Row tables of a run: `steps.parquet` (one row per training step) and
 //! `landscape.parquet` (one row per probed snapshot and minibatch), written
-//! atomically with typed columns; see docs/schema.md for the column reference.
+//! atomically with typed columns; see README.md, section Schemas, for the column reference.
 
 use anyhow::{anyhow, bail, Context, Result};
 use arrow::array::{
@@ -139,9 +139,19 @@ pub fn write_batch(path: &Path, batch: &RecordBatch, meta: &[(&str, String)]) ->
     let props = WriterProperties::builder()
         .set_key_value_metadata(Some(kv))
         .build();
+    // The metadata goes into the Arrow schema too: pyarrow shows the embedded
+    // Arrow schema's metadata (table.schema.metadata), not the Parquet footer's.
+    let schema = Arc::new(
+        batch.schema().as_ref().clone().with_metadata(
+            meta.iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect::<std::collections::HashMap<_, _>>(),
+        ),
+    );
+    let batch = batch.clone().with_schema(schema.clone())?;
     crate::store::atomic::write_with(path, |file| {
-        let mut w = ArrowWriter::try_new(file, batch.schema(), Some(props))?;
-        w.write(batch)?;
+        let mut w = ArrowWriter::try_new(file, schema, Some(props))?;
+        w.write(&batch)?;
         w.close()?;
         Ok(())
     })

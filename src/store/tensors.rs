@@ -184,7 +184,6 @@ pub fn write(
     chunk: usize,
 ) -> Result<u64> {
     assert!(chunk > 0);
-    let schema = schema(dtype);
     let mut kv = vec![
         KeyValue::new("abcond.format".to_string(), FORMAT.to_string()),
         KeyValue::new("abcond.dtype".to_string(), dtype.name().to_string()),
@@ -194,6 +193,12 @@ pub fn write(
         meta.iter()
             .map(|(k, v)| KeyValue::new(k.to_string(), v.clone())),
     );
+    // Also in the Arrow schema, where pyarrow looks (table.schema.metadata).
+    let schema_meta: std::collections::HashMap<String, String> = kv
+        .iter()
+        .map(|e| (e.key.clone(), e.value.clone().unwrap_or_default()))
+        .collect();
+    let schema = Arc::new(schema(dtype).as_ref().clone().with_metadata(schema_meta));
     let props = WriterProperties::builder()
         .set_dictionary_enabled(false)
         .set_statistics_enabled(EnabledStatistics::None)
@@ -303,8 +308,11 @@ pub fn read(path: &Path, device: Device) -> Result<TensorFile> {
     let meta = kv_map(builder.metadata().file_metadata().key_value_metadata());
     match meta.get("abcond.format").map(String::as_str) {
         Some(FORMAT) => {}
+        Some(other) if other.starts_with("abcond.tensors/") => bail!(
+            "{what}: tensor format {other:?} is not supported by this abcond (it reads {FORMAT:?}); was it written by a newer version?"
+        ),
         Some(other) => bail!(
-            "{what}: tensor format {other:?} is not supported by this abcond (expected {FORMAT:?})"
+            "{what} is not an abcond tensor file: its metadata `abcond.format` is {other:?}, expected {FORMAT:?} (a snapshot or checkpoint)"
         ),
         None => {
             let cols: Vec<String> = builder
