@@ -14,6 +14,12 @@ fn main() {
     if let Ok(dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
         println!("cargo:rustc-link-arg=-Wl,--enable-new-dtags,-rpath,{dir}");
         println!("cargo:rustc-env=ABCOND_LIBTORCH_LIB={dir}");
+        // torch-sys asks for libtorch_cuda, but nothing references its symbols, so
+        // the linker's --as-needed drops it and CUDA never registers itself.
+        // Keep it as a dependency when this libtorch has it (CPU-only ones don't).
+        if Path::new(&dir).join("libtorch_cuda.so").exists() {
+            println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
+        }
         let version_py = Path::new(&dir).join("..").join("version.py");
         let version = std::fs::read_to_string(&version_py)
             .ok()

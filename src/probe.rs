@@ -43,11 +43,13 @@ pub fn dot_f64(a: &[Tensor], b: &[Tensor], c: Option<&[Tensor]>) -> f64 {
         let mut start = 0;
         while start < n {
             let len = REDUCE_CHUNK.min(n - start);
+            // Never in place: to_kind on an f64 tensor returns the tensor itself.
             let pa = fa.narrow(0, start, len).to_kind(Kind::Double);
-            let mut pb = fb.narrow(0, start, len).to_kind(Kind::Double);
-            if let Some(fc) = &fc {
-                pb -= fc.narrow(0, start, len).to_kind(Kind::Double);
-            }
+            let pb = fb.narrow(0, start, len).to_kind(Kind::Double);
+            let pb = match &fc {
+                Some(fc) => pb - fc.narrow(0, start, len).to_kind(Kind::Double),
+                None => pb,
+            };
             parts.push((pa * pb).sum(Kind::Double));
             start += len;
         }
@@ -139,8 +141,12 @@ pub fn measure(
     let loss_k = loss_and_grad(model, data, indices, chunk, mode);
     let params: Vec<Tensor> = model.params().into_iter().map(|(_, p)| p).collect();
     let grads: Vec<Tensor> = params.iter().map(|p| p.grad()).collect();
-    let inner = dot_f64(&grads, &params, Some(reference));
-    let grad_norm = dot_f64(&grads, &grads, None).sqrt();
+    let (inner, grad_norm) = tch::no_grad(|| {
+        (
+            dot_f64(&grads, &params, Some(reference)),
+            dot_f64(&grads, &grads, None).sqrt(),
+        )
+    });
     Measurement {
         loss_k,
         loss_ref,
