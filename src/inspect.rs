@@ -50,7 +50,17 @@ pub fn render(dir: &RunDir) -> Result<String> {
         "experiment  {}   run id {}   seed {}",
         m.experiment, m.run_id, c.seed
     )?;
-    writeln!(s, "status      {}", m.status.name())?;
+    let last = m.sessions.last();
+    let stale = m.status == crate::run::Status::Running
+        && last.is_some_and(|l| l.ended.is_none() && crate::train::session_alive(l) == Some(false));
+    if stale {
+        writeln!(
+            s,
+            "status      running, but its process is gone (interrupted); `abcond train` on its config resumes it"
+        )?;
+    } else {
+        writeln!(s, "status      {}", m.status.name())?;
+    }
     if let Some(msg) = &m.message {
         writeln!(s, "message     {msg}")?;
     }
@@ -141,7 +151,8 @@ pub fn render(dir: &RunDir) -> Result<String> {
                 .collect();
             let missing: Vec<u64> = snaps
                 .iter()
-                .filter(|k| !probed.contains(k))
+                // x^K is the reference: probed only with probe.include_final
+                .filter(|&&k| !probed.contains(&k) && k != t.total_steps)
                 .copied()
                 .collect();
             if !missing.is_empty() {

@@ -222,17 +222,17 @@ fn roll_back_to(dir: &RunDir, c: u64) -> Result<()> {
     Ok(())
 }
 
-/// Is another live process on this host writing this run?
+/// Whether the process of a session is alive: Some(bool) on the same host,
+/// None when the session ran on another host (it cannot be checked from here).
+pub fn session_alive(s: &Session) -> Option<bool> {
+    (s.host == crate::util::hostname()).then(|| Path::new(&format!("/proc/{}", s.pid)).exists())
+}
+
+/// The session of another live process on this host that is writing this run.
 fn live_writer(m: &Manifest) -> Option<&Session> {
     let s = m.sessions.last()?;
-    let same_host = s.host == crate::util::hostname();
-    let alive = Path::new(&format!("/proc/{}", s.pid)).exists();
-    (m.status == Status::Running
-        && s.ended.is_none()
-        && same_host
-        && alive
-        && s.pid != std::process::id())
-    .then_some(s)
+    let writing = m.status == Status::Running && s.ended.is_none() && s.pid != std::process::id();
+    (writing && session_alive(s) == Some(true)).then_some(s)
 }
 
 /// Trains the run of `cfg` in `<out>/<experiment>/<run_id>`, resuming it if a

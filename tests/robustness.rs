@@ -123,7 +123,10 @@ fn killed_training_resumes_bit_identical() {
         "the kill came too late to test anything"
     );
     let inspect = ok(&abcond(&dir, &["inspect", rd.to_str().unwrap()]));
-    assert!(inspect.contains("status      running"), "{inspect}");
+    assert!(
+        inspect.contains("status      running, but its process is gone"),
+        "{inspect}"
+    );
 
     let out = abcond(&dir, &["--out", "killed", "train", "config.yaml"]);
     ok(&out);
