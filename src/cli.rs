@@ -88,37 +88,48 @@ fn command_line() -> String {
     std::env::args().collect::<Vec<_>>().join(" ")
 }
 
-fn train_cmd(cli: &Cli, a: &TrainArgs) -> anyhow::Result<crate::train::TrainOutcome> {
+fn train_cmd(
+    cli: &Cli,
+    a: &TrainArgs,
+) -> anyhow::Result<(crate::train::TrainOutcome, crate::config::Config)> {
     let loaded = crate::config::load(&a.config, &a.set)?;
     if let Some(id) = &a.run_id {
         if id.is_empty() || id.contains('/') || id.starts_with('.') {
             anyhow::bail!("--run-id {id:?} is not a valid directory name");
         }
     }
-    crate::train::train(
+    let outcome = crate::train::train(
         &loaded.config,
         &cli.out,
         a.run_id.as_deref(),
         &command_line(),
         cli.quiet,
-    )
+    )?;
+    Ok((outcome, loaded.config))
+}
+
+/// Writes to stdout, ignoring a closed pipe (`abcond run … | head`).
+fn out(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().write_all(text.as_bytes());
 }
 
 fn probe_and_summarise(
     cli: &Cli,
     dir: &RunDir,
+    settings: Option<(&crate::config::ProbeConfig, &str)>,
     set: &[String],
     summary: bool,
 ) -> anyhow::Result<()> {
-    let outcome = crate::probe::probe(dir, set, cli.quiet)?;
+    let outcome = crate::probe::probe(dir, settings, set, cli.quiet)?;
     if summary {
-        print!("{}", crate::summary::render(&outcome.rows));
+        out(&crate::summary::render(&outcome.rows));
     }
-    println!(
-        "results: {}  (run.yaml, steps.parquet, iterates/, landscape.parquet: {} rows)",
+    out(&format!(
+        "results: {}  (run.yaml, steps.parquet, iterates/, landscape.parquet: {} rows)\n",
         dir.root.display(),
         outcome.rows.len()
-    );
+    ));
     Ok(())
 }
 
@@ -129,19 +140,23 @@ pub fn main() -> i32 {
         tch::set_num_threads(n.max(1));
     }
     let result = match &cli.command {
-        Command::Train(a) => train_cmd(&cli, a).map(|o| {
-            println!("run directory: {}", o.dir.root.display());
+        Command::Train(a) => train_cmd(&cli, a).map(|(o, _)| {
+            out(&format!("run directory: {}\n", o.dir.root.display()));
         }),
-        Command::Run(a) => {
-            train_cmd(&cli, a).and_then(|o| probe_and_summarise(&cli, &o.dir, &[], true))
+        // The config's probe settings and device apply, also when the run was
+        // trained before.
+        Command::Run(a) => train_cmd(&cli, a).and_then(|(o, cfg)| {
+            probe_and_summarise(&cli, &o.dir, Some((&cfg.probe, &cfg.device)), &[], true)
+        }),
+        Command::Probe(a) => {
+            probe_and_summarise(&cli, &RunDir::new(&a.run_dir), None, &a.set, false)
         }
-        Command::Probe(a) => probe_and_summarise(&cli, &RunDir::new(&a.run_dir), &a.set, false),
         Command::Inspect { run_dir } => {
-            crate::inspect::render(&RunDir::new(run_dir)).map(|s| print!("{s}"))
+            crate::inspect::render(&RunDir::new(run_dir)).map(|s| out(&s))
         }
         Command::Presets => {
             for name in crate::config::preset_names() {
-                println!("{name}");
+                out(&format!("{name}\n"));
             }
             Ok(())
         }

@@ -569,7 +569,8 @@ impl Config {
         match m.kind {
             ModelKind::Mlp | ModelKind::TwoLayerRelu => {
                 only("model", &what, &set, &["width", "dtype", "preset"])?;
-                let w = *m.width.get_or_insert(128);
+                let default = if m.kind == ModelKind::Mlp { 128 } else { 64 };
+                let w = *m.width.get_or_insert(default);
                 if w < 1 {
                     bail!("key `model.width` must be at least 1, got {w}");
                 }
@@ -745,7 +746,12 @@ impl Config {
             ("betas", o.betas.is_some()),
             ("eps", o.eps.is_some()),
         ];
-        let wd = *o.weight_decay.get_or_insert(0.0);
+        // torch.optim defaults: AdamW decays by 0.01, SGD and Adam not at all.
+        let wd = *o.weight_decay.get_or_insert(if o.name == OptimName::Adamw {
+            1e-2
+        } else {
+            0.0
+        });
         if !(wd.is_finite() && wd >= 0.0) {
             bail!("key `optim.weight_decay` must be ≥ 0, got {wd}");
         }
@@ -859,10 +865,14 @@ impl Config {
     }
 
     /// Everything that determines the training trajectory and what is saved of
-    /// it, as YAML: the config without `device`, `probe` and checkpoint cadence.
+    /// it, as YAML: the config without `device`, `data.path`, `probe` and
+    /// checkpoint cadence.
     pub fn training_identity(&self) -> String {
         let mut c = self.clone();
         c.device = String::new();
+        // Where the data lives does not change the trajectory (moving the files
+        // must not orphan a run); what the data is, is checked separately.
+        c.data.path = None;
         c.probe = ProbeConfig::default();
         c.train.checkpoint_every = None;
         c.train.checkpoint_minutes = default_checkpoint_minutes();
@@ -1002,9 +1012,38 @@ mod tests {
     }
 
     #[test]
+    fn defaults_follow_torch_optim() {
+        let c = parse(BASE, &["optim.name=adamw"]).unwrap();
+        assert_eq!(c.optim.weight_decay, Some(0.01));
+        assert_eq!(c.optim.betas, Some([0.9, 0.999]));
+        assert_eq!(c.optim.eps, Some(1e-8));
+        let c = parse(BASE, &["optim.name=adam"]).unwrap();
+        assert_eq!(c.optim.weight_decay, Some(0.0));
+        let c = parse(BASE, &[]).unwrap();
+        assert_eq!(
+            (c.optim.momentum, c.optim.nesterov),
+            (Some(0.0), Some(false))
+        );
+        let c = parse(
+            BASE,
+            &["model.preset=two-layer-relu", "data.classes=[0, 1]"],
+        )
+        .unwrap();
+        assert_eq!(c.model.width, Some(64));
+    }
+
+    #[test]
     fn run_id_ignores_probe_and_device() {
         let a = parse(BASE, &[]).unwrap();
-        let b = parse(BASE, &["probe.extra_batches=7", "device=cpu"]).unwrap();
+        let b = parse(
+            BASE,
+            &[
+                "probe.extra_batches=7",
+                "device=cpu",
+                "data.path=/moved/data",
+            ],
+        )
+        .unwrap();
         let c = parse(BASE, &["seed=1"]).unwrap();
         let d = parse(BASE, &["optim.lr=0.2"]).unwrap();
         assert_eq!(a.default_run_id(), b.default_run_id());

@@ -1,5 +1,5 @@
-//! abcond: measure the alpha-beta condition (Islamov et al., NeurIPS 2024), PL
-//! and Aiming constants along neural-network training runs.
+//! abcond: measure the loss landscape along neural-network training runs — the
+//! quantities behind the alpha-beta condition (Islamov et al., NeurIPS 2024).
 //!
 //! The pipeline, one module each: [`config`] → [`data`] → [`model`] →
 //! [`optim`] → [`train`] (steps and iterate snapshots, via [`store`] into a

@@ -192,8 +192,15 @@ pub struct ProbeOutcome {
 }
 
 /// Probes the run in `dir` (resuming: snapshots already probed with the same
-/// settings are skipped) and writes `landscape.parquet`.
-pub fn probe(dir: &RunDir, overrides: &[String], quiet: bool) -> Result<ProbeOutcome> {
+/// settings are skipped) and writes `landscape.parquet`. The probe settings and
+/// device are the run's, replaced by `settings` when given (`abcond run` passes
+/// its config's), then by the `--set` overrides.
+pub fn probe(
+    dir: &RunDir,
+    settings: Option<(&ProbeConfig, &str)>,
+    overrides: &[String],
+    quiet: bool,
+) -> Result<ProbeOutcome> {
     let mut manifest = dir.read_manifest()?;
     if manifest.status != Status::Completed {
         bail!(
@@ -206,7 +213,12 @@ pub fn probe(dir: &RunDir, overrides: &[String], quiet: bool) -> Result<ProbeOut
             }
         );
     }
-    let cfg = probe_config(&manifest.config, overrides)?;
+    let mut base = manifest.config.clone();
+    if let Some((probe, device)) = settings {
+        base.probe = probe.clone();
+        base.device = device.to_string();
+    }
+    let cfg = probe_config(&base, overrides)?;
     let p = cfg.probe.clone();
     let device = crate::device::select(&cfg.device)?;
     let total = manifest.training.total_steps;
@@ -232,7 +244,10 @@ pub fn probe(dir: &RunDir, overrides: &[String], quiet: bool) -> Result<ProbeOut
             l
         }
     };
-    if !p.include_final {
+    // x^K is the reference (inner = dist = 0 there): probed when asked for
+    // with include_final or by listing it in probe.steps.
+    let listed_final = p.steps.as_ref().is_some_and(|l| l.contains(&total));
+    if !p.include_final && !listed_final {
         selected.retain(|&k| k != total);
     }
     let fp = fingerprint(&p);
@@ -266,6 +281,13 @@ pub fn probe(dir: &RunDir, overrides: &[String], quiet: bool) -> Result<ProbeOut
         let model = Model::build(&cfg.model, &data, device, cfg.seed)?;
         let final_path = dir.snapshot(total);
         let final_file = tensors::read(&final_path, device)?;
+        tensors::check_identity(
+            &final_file,
+            &final_path,
+            "iterate",
+            &manifest.run_id,
+            Some(total),
+        )?;
         let reference_model = Model::build(&cfg.model, &data, device, cfg.seed)?;
         reference_model.load(&final_file, &final_path.display().to_string())?;
         drop(final_file);
@@ -304,6 +326,10 @@ pub fn probe(dir: &RunDir, overrides: &[String], quiet: bool) -> Result<ProbeOut
         for (done, &k) in todo.iter().enumerate() {
             let snap = dir.snapshot(k);
             let file = tensors::read(&snap, device)
+                .and_then(|f| {
+                    tensors::check_identity(&f, &snap, "iterate", &manifest.run_id, Some(k))?;
+                    Ok(f)
+                })
                 .with_context(|| format!("probing snapshot step={k}"))?;
             model.load(&file, &snap.display().to_string())?;
             drop(file);

@@ -7,7 +7,7 @@
 //!
 //! (the definition, with +beta; the paper's figure captions print −beta, which
 //! contradicts it — see README.md). The condition holds on the measured
-//! rows iff min T ≥ 0. The full analysis (exact feasible region) is `analyze`.
+//! rows iff min T ≥ 0. (The exact feasible (alpha, beta) region is not computed here.)
 
 use crate::store::tables::LandscapeRow;
 

@@ -91,6 +91,7 @@ impl Setup {
             (None, Some(e)) => e * sampler.steps_per_epoch(),
             (None, None) => unreachable!("resolved config has a length"),
         };
+        schedule::validate(&cfg.schedule, total_steps)?;
         let snapshots = snapshot_steps(&cfg.snapshots, total_steps)?;
         Ok(Setup {
             device,
@@ -156,8 +157,10 @@ fn part_first_step(name: &str) -> Option<u64> {
     name.strip_prefix("steps-")?.split('-').next()?.parse().ok()
 }
 
-/// Merges the steps parts into `steps.parquet` (checking that steps 0..n are all
-/// there, in order) and removes the parts.
+/// Writes `steps.parquet` from the rows already in it and the steps parts
+/// (a part's row wins over an older one of the same step), checking that the
+/// steps are exactly 0..n; returns n. The parts are left in place: they are
+/// removed only once the manifest records the outcome.
 pub fn consolidate_steps(dir: &RunDir, run_id: &str) -> Result<usize> {
     let mut parts: Vec<_> = match std::fs::read_dir(dir.steps_parts()) {
         Ok(rd) => rd
@@ -170,29 +173,43 @@ pub fn consolidate_steps(dir: &RunDir, run_id: &str) -> Result<usize> {
         Err(_) => vec![],
     };
     parts.sort();
-    let mut rows = Vec::new();
-    for (_, p) in &parts {
-        rows.extend(tables::read_steps(p)?.0);
+    let mut by_step = std::collections::BTreeMap::new();
+    if dir.steps().is_file() {
+        for r in tables::read_steps(&dir.steps())?.0 {
+            by_step.insert(r.step, r);
+        }
     }
+    for (_, p) in &parts {
+        for r in tables::read_steps(p)?.0 {
+            by_step.insert(r.step, r);
+        }
+    }
+    let rows: Vec<StepRow> = by_step.into_values().collect();
     for (i, r) in rows.iter().enumerate() {
         if r.step != i as i64 {
             bail!(
-                "steps parts in {} are not contiguous: row {i} is step {}",
+                "the step rows in {} and {} are not contiguous: row {i} is step {}",
+                dir.steps().display(),
                 dir.steps_parts().display(),
                 r.step
             );
         }
-    }
-    if parts.is_empty() && dir.steps().is_file() {
-        return Ok(tables::read_steps(&dir.steps())?.0.len());
     }
     tables::write_steps(
         &dir.steps(),
         &rows,
         &[("abcond.run_id", run_id.to_string())],
     )?;
-    std::fs::remove_dir_all(dir.steps_parts()).ok();
     Ok(rows.len())
+}
+
+/// Test hook: `ABCOND_CRASH_AT=<point>` aborts the process at that point, as a
+/// crash or a kill would (points: `step:N` before update N, `before-complete`,
+/// `before-cleanup`).
+fn crash_point(point: &str) {
+    if std::env::var("ABCOND_CRASH_AT").is_ok_and(|v| v == point) {
+        std::process::abort();
+    }
 }
 
 /// Removes what a crashed session wrote after checkpoint step `c`.
@@ -267,6 +284,9 @@ pub fn train(
         }
         match m.status {
             Status::Completed => {
+                // Leftovers of a session that stopped right after completing.
+                std::fs::remove_dir_all(dir.steps_parts()).ok();
+                std::fs::remove_dir_all(dir.state_dir()).ok();
                 note(quiet, &format!("{} is already completed ({} steps); nothing to train", dir.root.display(), m.training.total_steps));
                 return Ok(TrainOutcome { dir, status: Status::Completed, already_done: true });
             }
@@ -325,7 +345,25 @@ pub fn train(
         .push(Session::begin(command, &device_name, 0));
     dir.write_manifest(&manifest)?;
 
-    let result = run_loop(&dir, cfg, setup, &mut manifest, quiet);
+    let total = setup.total_steps;
+    let mut result = run_loop(&dir, cfg, setup, &mut manifest, quiet);
+    // Completed or diverged: merge the step rows before the manifest says so.
+    let finished = match &result {
+        Ok(()) => true,
+        Err(e) => e.downcast_ref::<Diverged>().is_some(),
+    };
+    if finished {
+        match consolidate_steps(&dir, &manifest.run_id) {
+            Ok(n) if result.is_ok() && n as u64 != total => {
+                result = Err(anyhow!(
+                    "steps.parquet holds {n} rows after training, expected {total}"
+                ));
+            }
+            Ok(_) => {}
+            Err(e) => result = Err(e),
+        }
+        crash_point("before-complete");
+    }
     let now = crate::util::now_rfc3339();
     let session = manifest.sessions.last_mut().unwrap();
     session.ended = Some(now);
@@ -346,6 +384,13 @@ pub fn train(
         }
     }
     dir.write_manifest(&manifest)?;
+    if matches!(manifest.status, Status::Completed | Status::Diverged) {
+        crash_point("before-cleanup");
+        // Only now that run.yaml records the outcome: the parts are merged and
+        // no resume will need the checkpoint.
+        std::fs::remove_dir_all(dir.steps_parts()).ok();
+        std::fs::remove_dir_all(dir.state_dir()).ok();
+    }
     result.map(|()| TrainOutcome {
         dir,
         status: Status::Completed,
@@ -369,6 +414,10 @@ fn run_loop(
     if dir.checkpoint().is_file() {
         let ck_path = dir.checkpoint();
         let ck = tensors::read(&ck_path, setup.device)
+            .and_then(|ck| {
+                tensors::check_identity(&ck, &ck_path, "checkpoint", &manifest.run_id, None)?;
+                Ok(ck)
+            })
             .with_context(|| "reading the resume checkpoint; delete the state/ directory to restart training from step 0".to_string())?;
         let step: u64 = ck
             .meta
@@ -388,6 +437,7 @@ fn run_loop(
         if ck.meta.get("abcond.iterate").map(String::as_str) == Some("snapshot") {
             let snap = dir.snapshot(step);
             let file = tensors::read(&snap, setup.device)?;
+            tensors::check_identity(&file, &snap, "iterate", &manifest.run_id, Some(step))?;
             model.load(&file, &snap.display().to_string())?;
         } else {
             model.load(&ck, &ck_path.display().to_string())?;
@@ -435,10 +485,9 @@ fn run_loop(
     let mut last_checkpoint = Instant::now();
     let mut last_loss = f64::NAN;
     let checkpoint_secs = cfg.train.checkpoint_minutes * 60.0;
-    // Test hook: abort (as a crash or kill would) just before update N.
-    let crash_at: Option<u64> = std::env::var("ABCOND_CRASH_AT_STEP")
+    let crash_at: Option<u64> = std::env::var("ABCOND_CRASH_AT")
         .ok()
-        .and_then(|v| v.parse().ok());
+        .and_then(|v| v.strip_prefix("step:")?.parse().ok());
     for k in start..total {
         let is_snapshot = setup.snapshots.contains(&k);
         let resumed_here = k == start && start > 0;
@@ -485,6 +534,9 @@ fn run_loop(
         let indices = setup.sampler.batch(k);
         let batch = setup.data.batch(&indices);
         let lr = schedule::lr_at(&cfg.schedule, cfg.optim.lr, k, total);
+        if !(lr.is_finite() && lr >= 0.0) {
+            bail!("the learning-rate schedule gives {lr} at step {k} of {total}; check the schedule section");
+        }
         model.zero_grad();
         let loss = model.loss(&batch, Mode::Train);
         let loss_value = loss.double_value(&[]);
@@ -505,8 +557,6 @@ fn run_loop(
         });
         if !finite {
             flush_steps(dir, &mut rows, manifest)?;
-            consolidate_steps(dir, &manifest.run_id)?;
-            std::fs::remove_dir_all(dir.state_dir()).ok();
             manifest.training.steps_done = k;
             progress.finish();
             let what = if loss_value.is_finite() {
@@ -536,11 +586,6 @@ fn run_loop(
         DEFAULT_CHUNK,
     )?;
     flush_steps(dir, &mut rows, manifest)?;
-    let n = consolidate_steps(dir, &manifest.run_id)?;
-    if n as u64 != total {
-        bail!("steps.parquet holds {n} rows after training, expected {total}");
-    }
-    std::fs::remove_dir_all(dir.state_dir()).ok();
     manifest.training.steps_done = total;
     let secs = progress.elapsed();
     note(

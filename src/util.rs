@@ -87,6 +87,57 @@ pub fn loaded_libtorch() -> (Option<String>, Option<String>) {
     (lib, version)
 }
 
+/// Rewrites floats in exponent notation that serde_yaml emits (`1e-8`) into a
+/// form YAML 1.1 readers such as PyYAML also take as numbers (`1.0e-08`
+/// needs a dot and a signed exponent there; bare `1e-8` becomes a string).
+pub fn yaml11_floats(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 16);
+    for line in text.lines() {
+        let split = line.rfind(": ").map(|i| i + 2).or_else(|| {
+            line.trim_start()
+                .starts_with("- ")
+                .then(|| line.find("- ").unwrap() + 2)
+        });
+        match split {
+            Some(at) if is_exp_float(&line[at..]) => {
+                out.push_str(&line[..at]);
+                out.push_str(&yaml11_float(&line[at..]));
+            }
+            _ => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn is_exp_float(tok: &str) -> bool {
+    let t = tok.strip_prefix('-').unwrap_or(tok);
+    let Some((mant, exp)) = t.split_once(['e', 'E']) else {
+        return false;
+    };
+    let exp = exp.strip_prefix(['+', '-']).unwrap_or(exp);
+    let (int, frac) = mant.split_once('.').unwrap_or((mant, "0"));
+    !int.is_empty()
+        && [int, frac, exp]
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn yaml11_float(tok: &str) -> String {
+    let (mant, exp) = tok.split_once(['e', 'E']).unwrap();
+    let mant = if mant.contains('.') {
+        mant.to_string()
+    } else {
+        format!("{mant}.0")
+    };
+    let exp = if exp.starts_with(['+', '-']) {
+        exp.to_string()
+    } else {
+        format!("+{exp}")
+    };
+    format!("{mant}e{exp}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,5 +149,20 @@ mod tests {
         assert_eq!(rfc3339(1_795_848_060), "2026-11-28T06:41:00Z");
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_duration(75.0), "1m15s");
+    }
+
+    #[test]
+    fn exponent_floats_become_yaml11_numbers() {
+        let text = "a: 1e-8\nb:\n- 2.5e10\n- 0.9\nname: 3e5x\nc: -1E+3\n";
+        let fixed = yaml11_floats(text);
+        assert_eq!(
+            fixed,
+            "a: 1.0e-8\nb:\n- 2.5e+10\n- 0.9\nname: 3e5x\nc: -1.0E+3\n".replace("E+3", "e+3")
+        );
+        // still the same numbers for serde_yaml
+        let v: serde_yaml::Value = serde_yaml::from_str(&fixed).unwrap();
+        assert_eq!(v["a"].as_f64(), Some(1e-8));
+        assert_eq!(v["b"][0].as_f64(), Some(2.5e10));
+        assert_eq!(v["c"].as_f64(), Some(-1e3));
     }
 }

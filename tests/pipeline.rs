@@ -22,6 +22,17 @@ probe: {{extra_batches: 2, full: true, full_subset: 300, chunk_size: 128}}
     )
 }
 
+/// A YAML list of the steps 1..=n (consecutive snapshots for the replay check).
+fn first_steps(n: u64) -> String {
+    format!(
+        "[{}]",
+        (1..=n)
+            .map(|k| k.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
 /// Trains and probes `config` into `dir/out`, returns the run directory.
 fn run(dir: &Path, config: &str, extra: &[&str]) -> std::path::PathBuf {
     let cfg = write_config(dir, "config.yaml", config);
@@ -42,7 +53,10 @@ fn mlp_f32_matches_pytorch() {
     write_idx_fixture(&dir.join("fmnist"), 800);
     let run_dir = run(&dir, &mlp_config(&dir.join("fmnist")), &[]);
     let out = run_python("parity.py", &[run_dir.to_str().unwrap()]);
-    assert!(out.contains("OK") && out.contains("3 SGD updates"), "{out}");
+    assert!(
+        out.contains("OK") && out.contains("replayed 3 steps with torch.optim.SGD"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -77,14 +91,18 @@ data: {{dataset: fashion-mnist, path: {}, classes: [0, 6]}}
 train: {{batch_size: 8, epochs: 3}}
 optim: {{name: adam, lr: 0.001, weight_decay: 0.01}}
 schedule: {{name: one-cycle}}
-snapshots: {{every: 10}}
+snapshots: {{every: 10, at: {}}}
 probe: {{extra_batches: 1, full: true, chunk_size: 50}}
 ",
-        dir.join("fmnist").display()
+        dir.join("fmnist").display(),
+        first_steps(30)
     );
     let run_dir = run(&dir, &cfg, &[]);
     let out = run_python("parity.py", &[run_dir.to_str().unwrap()]);
-    assert!(out.contains("OK"), "{out}");
+    assert!(
+        out.contains("OK") && out.contains("replayed 30 steps with torch.optim.Adam "),
+        "{out}"
+    );
 }
 
 #[test]
@@ -98,13 +116,38 @@ data: {dataset: matrix-factorisation, rows: 12, cols: 9, true_rank: 4, noise: 0.
 train: {batch_size: 10, steps: 300}
 optim: {name: adamw, lr: 0.05, weight_decay: 0.01}
 schedule: {name: warmup-cosine, warmup_fraction: 0.1}
-snapshots: {log_spaced: 12}
+snapshots: {log_spaced: 12, at: FIRST}
 probe: {extra_batches: 3, full: true, chunk_size: 40}
-";
-    let run_dir = run(&dir, cfg, &[]);
+"
+    .replace("FIRST", &first_steps(40));
+    let run_dir = run(&dir, &cfg, &[]);
     let out = run_python("parity.py", &[run_dir.to_str().unwrap()]);
     assert!(
         out.contains("tolerance 1e-10") && out.contains("OK"),
+        "{out}"
+    );
+    assert!(
+        out.contains("replayed 40 steps with torch.optim.AdamW (tolerance 1e-10)"),
+        "{out}"
+    );
+}
+
+/// SGD with Nesterov momentum, weight decay and a cosine schedule, replayed
+/// with torch.optim.SGD and CosineAnnealingLR.
+#[test]
+fn sgd_nesterov_cosine_matches_torch_optim() {
+    let dir = scratch("parity-nesterov");
+    write_idx_fixture(&dir.join("fmnist"), 800);
+    let cfg = mlp_config(&dir.join("fmnist"))
+        .replace(
+            "optim: {name: sgd, lr: 0.05}",
+            "optim: {name: sgd, lr: 0.05, momentum: 0.9, nesterov: true, weight_decay: 0.001}\nschedule: {name: cosine, floor: 0.005}",
+        )
+        .replace("snapshots: {log_spaced: 10}", &format!("snapshots: {{log_spaced: 10, at: {}}}", first_steps(50)));
+    let run_dir = run(&dir, &cfg, &[]);
+    let out = run_python("parity.py", &[run_dir.to_str().unwrap()]);
+    assert!(
+        out.contains("OK") && out.contains("replayed 50 steps with torch.optim.SGD"),
         "{out}"
     );
 }

@@ -152,13 +152,60 @@ fn crash_after_snapshot_and_after_inline_checkpoint_resume_bit_identical() {
         for at in &crashes {
             let status = cmd(&dir)
                 .args(["-q", "--out", out, "train", "config.yaml"])
-                .env("ABCOND_CRASH_AT_STEP", at)
+                .env("ABCOND_CRASH_AT", format!("step:{at}"))
                 .status()
                 .unwrap();
             assert!(!status.success(), "crash hook did not fire at {at}");
         }
         ok(&abcond(&dir, &["-q", "--out", out, "train", "config.yaml"]));
         assert_identical_to_reference(&dir, out, &reference);
+    }
+}
+
+/// Crashes while finishing: after steps.parquet is merged but before run.yaml
+/// says completed, and after that but before the parts and checkpoint are
+/// removed. Either way a rerun ends completed, bit-identical, with no leftovers.
+#[test]
+fn crash_while_finishing_recovers() {
+    let dir = scratch("crash-finishing");
+    write_idx_fixture(&dir.join("fmnist"), 1200);
+    let cfg = resume_config(&dir.join("fmnist")).replace("steps: 4000", "steps: 1200");
+    write_config(&dir, "config.yaml", &cfg);
+    ok(&abcond(
+        &dir,
+        &["-q", "--out", "ref", "train", "config.yaml"],
+    ));
+    let rd_ref = run_dir(&dir.join("ref"), "resume");
+    let reference = read_values(&rd_ref.join("iterates/step=1200/part-0.parquet"));
+    let ref_steps = abcond::store::tables::read_steps(&rd_ref.join("steps.parquet"))
+        .unwrap()
+        .0;
+    for point in ["before-complete", "before-cleanup"] {
+        let status = cmd(&dir)
+            .args(["-q", "--out", point, "train", "config.yaml"])
+            .env("ABCOND_CRASH_AT", point)
+            .status()
+            .unwrap();
+        assert!(!status.success(), "crash hook {point} did not fire");
+        let rd = run_dir(&dir.join(point), "resume");
+        assert!(
+            rd.join("state").exists() && rd.join("steps-parts").exists(),
+            "{point}: cleaned too early"
+        );
+        let out = abcond(&dir, &["--out", point, "train", "config.yaml"]);
+        ok(&out);
+        let m = std::fs::read_to_string(rd.join("run.yaml")).unwrap();
+        assert!(m.contains("status: completed"), "{point}: {m}");
+        assert!(
+            !rd.join("state").exists() && !rd.join("steps-parts").exists(),
+            "{point}: leftovers"
+        );
+        let got = read_values(&rd.join("iterates/step=1200/part-0.parquet"));
+        assert_eq!(got, reference, "{point}: final iterate differs");
+        let steps = abcond::store::tables::read_steps(&rd.join("steps.parquet"))
+            .unwrap()
+            .0;
+        assert_eq!(steps, ref_steps, "{point}: steps differ");
     }
 }
 
@@ -322,12 +369,58 @@ fn truncated_or_foreign_snapshots_are_rejected_without_damage() {
         role: abcond::store::tensors::Role::Param,
         tensor: tch::Tensor::zeros([2, 2], (tch::Kind::Float, tch::Device::Cpu)),
     };
-    abcond::store::tensors::write(&victim, &[other], abcond::config::Dtype::F32, &[], 1024)
+    let meta = [
+        ("abcond.content", "iterate".to_string()),
+        (
+            "abcond.run_id",
+            rd.file_name().unwrap().to_string_lossy().to_string(),
+        ),
+        ("abcond.step", "100".to_string()),
+    ];
+    abcond::store::tensors::write(&victim, &[other], abcond::config::Dtype::F32, &meta, 1024)
         .unwrap();
+    let before = tree(&rd);
     let out = abcond(&dir, &["probe", rds]);
+    assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(
         err.contains("unexpected [fc9.weight]") && err.contains("fc1.weight"),
+        "{err}"
+    );
+    assert!(!rd.join("landscape.parquet").exists());
+    let after = tree(&rd);
+    for (path, content) in &before {
+        assert_eq!(after.get(path), Some(content), "{} changed", path.display());
+    }
+
+    // The right model, but the iterate of another step or of another run.
+    std::fs::copy(rd.join("iterates/step=50/part-0.parquet"), &victim).unwrap();
+    let out = abcond(&dir, &["probe", rds]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("holds the iterate of step 50, expected step 100"),
+        "{err}"
+    );
+    ok(&abcond(
+        &dir,
+        &[
+            "-q",
+            "--out",
+            "other",
+            "train",
+            "config.yaml",
+            "--set",
+            "seed=8",
+        ],
+    ));
+    let other_run = run_dir(&dir.join("other"), "resume");
+    std::fs::copy(other_run.join("iterates/step=100/part-0.parquet"), &victim).unwrap();
+    let out = abcond(&dir, &["probe", rds]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("belongs to run") && err.contains("seed8-"),
         "{err}"
     );
 
@@ -337,7 +430,7 @@ fn truncated_or_foreign_snapshots_are_rejected_without_damage() {
         write_config(&dir, "long.yaml", &cfg);
         let status = cmd(&dir)
             .args(["-q", "--out", "out2", "train", "long.yaml"])
-            .env("ABCOND_CRASH_AT_STEP", "333")
+            .env("ABCOND_CRASH_AT", "step:333")
             .status()
             .unwrap();
         assert!(!status.success());

@@ -1,7 +1,9 @@
 //! Optimisers, written over tch tensors with explicit state so that a resume
-//! checkpoint can store and restore it exactly. The update formulas and their
-//! order of floating-point operations follow PyTorch's single-tensor
-//! implementations (torch.optim.SGD / Adam / AdamW with foreach=False).
+//! checkpoint can store and restore it exactly. The update formulas follow
+//! PyTorch's single-tensor implementations (torch.optim.SGD / Adam / AdamW with
+//! foreach=False, same defaults). Results agree with torch.optim to rounding,
+//! not bit for bit: PyTorch fuses `add_(x, alpha=a)` into a multiply-add, which
+//! tch's API does not expose (tests/parity.py replays runs with torch.optim).
 
 pub mod schedule;
 

@@ -8,13 +8,28 @@ fn cosine(start: f64, end: f64, pct: f64) -> f64 {
     end + (start - end) / 2.0 * ((std::f64::consts::PI * pct).cos() + 1.0)
 }
 
-/// Number of warm-up steps of a warmup-cosine schedule.
+/// Number of warm-up steps of a warmup-cosine schedule (AlgoPerf truncates:
+/// `int(warmup_factor * step_hint)`).
 pub fn warmup_steps(cfg: &ScheduleConfig, total: u64) -> u64 {
     match (cfg.warmup_steps, cfg.warmup_fraction) {
         (Some(w), _) => w.min(total),
-        (None, Some(f)) => ((f * total as f64).round() as u64).min(total),
+        (None, Some(f)) => ((f * total as f64) as u64).min(total),
         (None, None) => 0,
     }
+}
+
+/// Checks that the schedule is defined for `total` steps.
+pub fn validate(cfg: &ScheduleConfig, total: u64) -> anyhow::Result<()> {
+    if cfg.name == ScheduleName::OneCycle {
+        let up = cfg.pct_start.unwrap_or(0.3) * total as f64;
+        if up <= 1.0 {
+            anyhow::bail!(
+                "schedule one-cycle needs schedule.pct_start × steps > 1 (its rising phase would be empty; PyTorch's OneCycleLR divides by zero), got {} × {total} = {up}",
+                cfg.pct_start.unwrap_or(0.3)
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The learning rate of step `k` of `total`.
@@ -39,7 +54,7 @@ pub fn lr_at(cfg: &ScheduleConfig, base: f64, k: u64, total: u64) -> f64 {
             }
         }
         // AlgoPerf's baseline: LinearLR(start_factor 1e-10) for W steps, then
-        // CosineAnnealingLR(T_max = K − W, eta_min = floor).
+        // CosineAnnealingLR(T_max = max(K − W, 1), eta_min = floor).
         ScheduleName::WarmupCosine => {
             let w = warmup_steps(cfg, total);
             if k < w {
@@ -91,5 +106,19 @@ mod tests {
         assert!((lr_at(&c, 1.0, 5, 100) - 0.5).abs() < 1e-9);
         assert_eq!(lr_at(&c, 1.0, 10, 100), 1.0);
         assert!((lr_at(&c, 1.0, 55, 100) - 0.5).abs() < 1e-12);
+        // AlgoPerf truncates the warm-up length: int(0.1 * 99) = 9.
+        assert_eq!(warmup_steps(&c, 99), 9);
+    }
+
+    #[test]
+    fn one_cycle_needs_a_rising_phase() {
+        let mut c = cfg(ScheduleName::OneCycle);
+        c.pct_start = Some(0.1);
+        assert!(validate(&c, 10)
+            .unwrap_err()
+            .to_string()
+            .contains("pct_start"));
+        assert!(validate(&c, 11).is_ok());
+        assert!((0..11).all(|k| lr_at(&c, 0.1, k, 11).is_finite()));
     }
 }

@@ -215,7 +215,7 @@ impl RunDir {
     }
 
     pub fn write_manifest(&self, m: &Manifest) -> Result<()> {
-        let text = serde_yaml::to_string(m)?;
+        let text = crate::util::yaml11_floats(&serde_yaml::to_string(m)?);
         let header = "# abcond run manifest: resolved config, provenance and status (written by abcond; do not edit)\n";
         crate::store::atomic::write_bytes(&self.manifest(), format!("{header}{text}").as_bytes())
     }

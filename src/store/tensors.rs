@@ -25,7 +25,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 pub const FORMAT: &str = "abcond.tensors/1";
 /// Values per chunk row: 4 MiB of f32.
@@ -484,9 +484,39 @@ pub fn read(path: &Path, device: Device) -> Result<TensorFile> {
     })
 }
 
-/// Element kind of a dtype, for callers that build tensors.
-pub fn kind_of(dtype: Dtype) -> Kind {
-    dtype.kind()
+/// Checks that a tensor file is what its place in the run directory says:
+/// its `abcond.content`, `abcond.run_id` and (when given) `abcond.step`.
+pub fn check_identity(
+    file: &TensorFile,
+    path: &Path,
+    content: &str,
+    run_id: &str,
+    step: Option<u64>,
+) -> Result<()> {
+    let what = path.display();
+    let get = |k: &str| file.meta.get(k).map(String::as_str);
+    if get("abcond.content") != Some(content) {
+        bail!(
+            "{what} holds {:?}, expected {content:?}",
+            get("abcond.content").unwrap_or("no abcond.content metadata")
+        );
+    }
+    if get("abcond.run_id") != Some(run_id) {
+        bail!(
+            "{what} belongs to run {:?}, not to this run {run_id:?} (copied from another run?)",
+            get("abcond.run_id").unwrap_or("(none)")
+        );
+    }
+    if let Some(k) = step {
+        let got = get("abcond.step");
+        if got != Some(k.to_string().as_str()) {
+            bail!(
+                "{what} holds the iterate of step {}, expected step {k} (misplaced file?)",
+                got.unwrap_or("(none)")
+            );
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
