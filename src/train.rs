@@ -142,6 +142,19 @@ fn iterate_meta(m: &Manifest, step: u64, content: &str) -> Vec<(&'static str, St
     ]
 }
 
+/// Writes the iterate x^k of `model` as `iterates/step=<k>/part-0.parquet`.
+fn write_snapshot(dir: &RunDir, model: &Model, m: &Manifest, k: u64) -> Result<()> {
+    let meta = iterate_meta(m, k, "iterate");
+    tensors::write(
+        &dir.snapshot(k),
+        &model.tensors(),
+        model.dtype,
+        &meta,
+        DEFAULT_CHUNK,
+    )?;
+    Ok(())
+}
+
 /// Writes the rows not yet on disk as a steps part.
 fn flush_steps(dir: &RunDir, rows: &mut Vec<StepRow>, m: &Manifest) -> Result<()> {
     if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
@@ -492,13 +505,7 @@ fn run_loop(
         let is_snapshot = setup.snapshots.contains(&k);
         let resumed_here = k == start && start > 0;
         if is_snapshot && !resumed_here {
-            tensors::write(
-                &dir.snapshot(k),
-                &model.tensors(),
-                model.dtype,
-                &iterate_meta(manifest, k, "iterate"),
-                DEFAULT_CHUNK,
-            )?;
+            write_snapshot(dir, model, manifest, k)?;
         }
         let periodic = cfg.train.checkpoint_every.is_some_and(|n| k % n == 0)
             || last_checkpoint.elapsed().as_secs_f64() >= checkpoint_secs;
@@ -578,13 +585,7 @@ fn run_loop(
         progress.update(k + 1, || format!("loss {loss_value:.4}"));
     }
     progress.finish();
-    tensors::write(
-        &dir.snapshot(total),
-        &model.tensors(),
-        model.dtype,
-        &iterate_meta(manifest, total, "iterate"),
-        DEFAULT_CHUNK,
-    )?;
+    write_snapshot(dir, model, manifest, total)?;
     flush_steps(dir, &mut rows, manifest)?;
     manifest.training.steps_done = total;
     let secs = progress.elapsed();

@@ -333,35 +333,32 @@ fn truncated_or_foreign_snapshots_are_rejected_without_damage() {
     let rd = run_dir(&dir.join("out"), "resume");
     let rds = rd.to_str().unwrap();
 
+    // Probing fails with an error naming the problem, writes no landscape and
+    // changes no file that was there.
+    let probe_fails = |needles: &[&str]| {
+        let before = tree(&rd);
+        let out = abcond(&dir, &["probe", rds]);
+        assert_eq!(out.status.code(), Some(1));
+        let err = stderr(&out);
+        for needle in needles {
+            assert!(err.contains(needle), "missing {needle:?} in: {err}");
+        }
+        assert!(!rd.join("landscape.parquet").exists());
+        let after = tree(&rd);
+        for (path, content) in &before {
+            assert_eq!(after.get(path), Some(content), "{} changed", path.display());
+        }
+    };
+
     // Truncated snapshot.
     let victim = rd.join("iterates/step=100/part-0.parquet");
     let bytes = std::fs::read(&victim).unwrap();
     std::fs::write(&victim, &bytes[..bytes.len() / 2]).unwrap();
-    let before = tree(&rd);
-    let out = abcond(&dir, &["probe", rds]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = stderr(&out);
-    assert!(
-        err.contains("step=100/part-0.parquet") && err.contains("not a readable Parquet file"),
-        "{err}"
-    );
-    assert!(!rd.join("landscape.parquet").exists());
-    let after = tree(&rd);
-    for (path, content) in &before {
-        assert_eq!(after.get(path), Some(content), "{} changed", path.display());
-    }
+    probe_fails(&["step=100/part-0.parquet", "not a readable Parquet file"]);
 
     // A foreign Parquet file in place of a snapshot.
     std::fs::copy(rd.join("steps.parquet"), &victim).unwrap();
-    let out = abcond(&dir, &["probe", rds]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = stderr(&out);
-    assert!(
-        err.contains("is not an abcond tensor file")
-            && err.contains("abcond.format")
-            && err.contains("step=100"),
-        "{err}"
-    );
+    probe_fails(&["is not an abcond tensor file", "abcond.format", "step=100"]);
 
     // A snapshot of another model.
     let other = abcond::store::tensors::NamedTensor {
@@ -369,39 +366,19 @@ fn truncated_or_foreign_snapshots_are_rejected_without_damage() {
         role: abcond::store::tensors::Role::Param,
         tensor: tch::Tensor::zeros([2, 2], (tch::Kind::Float, tch::Device::Cpu)),
     };
+    let run_id = rd.file_name().unwrap().to_string_lossy().to_string();
     let meta = [
         ("abcond.content", "iterate".to_string()),
-        (
-            "abcond.run_id",
-            rd.file_name().unwrap().to_string_lossy().to_string(),
-        ),
+        ("abcond.run_id", run_id),
         ("abcond.step", "100".to_string()),
     ];
     abcond::store::tensors::write(&victim, &[other], abcond::config::Dtype::F32, &meta, 1024)
         .unwrap();
-    let before = tree(&rd);
-    let out = abcond(&dir, &["probe", rds]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = stderr(&out);
-    assert!(
-        err.contains("unexpected [fc9.weight]") && err.contains("fc1.weight"),
-        "{err}"
-    );
-    assert!(!rd.join("landscape.parquet").exists());
-    let after = tree(&rd);
-    for (path, content) in &before {
-        assert_eq!(after.get(path), Some(content), "{} changed", path.display());
-    }
+    probe_fails(&["unexpected [fc9.weight]", "fc1.weight"]);
 
     // The right model, but the iterate of another step or of another run.
     std::fs::copy(rd.join("iterates/step=50/part-0.parquet"), &victim).unwrap();
-    let out = abcond(&dir, &["probe", rds]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = stderr(&out);
-    assert!(
-        err.contains("holds the iterate of step 50, expected step 100"),
-        "{err}"
-    );
+    probe_fails(&["holds the iterate of step 50, expected step 100"]);
     ok(&abcond(
         &dir,
         &[
@@ -416,13 +393,7 @@ fn truncated_or_foreign_snapshots_are_rejected_without_damage() {
     ));
     let other_run = run_dir(&dir.join("other"), "resume");
     std::fs::copy(other_run.join("iterates/step=100/part-0.parquet"), &victim).unwrap();
-    let out = abcond(&dir, &["probe", rds]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = stderr(&out);
-    assert!(
-        err.contains("belongs to run") && err.contains("seed8-"),
-        "{err}"
-    );
+    probe_fails(&["belongs to run", "seed8-"]);
 
     // A truncated resume checkpoint names the file and how to recover.
     let rd2 = {

@@ -211,6 +211,24 @@ pub struct Table {
     pub meta: BTreeMap<String, String>,
 }
 
+/// Fails unless `got` has every column of `want` with the same type.
+pub fn check_columns(path: &Path, got: &Schema, want: &Schema) -> Result<()> {
+    for f in want.fields() {
+        match got.field_with_name(f.name()) {
+            Ok(g) if g.data_type() == f.data_type() => {}
+            Ok(g) => bail!(
+                "{}: column `{}` has type {:?}, expected {:?}",
+                path.display(),
+                f.name(),
+                g.data_type(),
+                f.data_type()
+            ),
+            Err(_) => bail!("{}: column `{}` is missing", path.display(), f.name()),
+        }
+    }
+    Ok(())
+}
+
 /// Reads a table, checking its format tag and that it has `schema`'s columns.
 pub fn read_table(path: &Path, format: &str, schema: &Schema) -> Result<Table> {
     let what = path.display();
@@ -226,18 +244,7 @@ pub fn read_table(path: &Path, format: &str, schema: &Schema) -> Result<Table> {
             "{what}: metadata `abcond.format` is {other:?}, expected {format:?} (is this the right file?)"
         ),
     }
-    for f in schema.fields() {
-        match builder.schema().field_with_name(f.name()) {
-            Ok(got) if got.data_type() == f.data_type() => {}
-            Ok(got) => bail!(
-                "{what}: column `{}` has type {:?}, expected {:?}",
-                f.name(),
-                got.data_type(),
-                f.data_type()
-            ),
-            Err(_) => bail!("{what}: column `{}` is missing", f.name()),
-        }
-    }
+    check_columns(path, builder.schema(), schema)?;
     let batches = builder
         .build()?
         .collect::<std::result::Result<Vec<_>, _>>()

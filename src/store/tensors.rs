@@ -332,19 +332,7 @@ pub fn read(path: &Path, device: Device) -> Result<TensorFile> {
         Some("f64") => Dtype::F64,
         other => bail!("{what}: metadata `abcond.dtype` is {other:?}, expected \"f32\" or \"f64\""),
     };
-    let expected = schema(dtype);
-    for f in expected.fields() {
-        match builder.schema().field_with_name(f.name()) {
-            Ok(got) if got.data_type() == f.data_type() => {}
-            Ok(got) => bail!(
-                "{what}: column `{}` has type {:?}, expected {:?}",
-                f.name(),
-                got.data_type(),
-                f.data_type()
-            ),
-            Err(_) => bail!("{what}: column `{}` is missing", f.name()),
-        }
-    }
+    crate::store::tables::check_columns(path, builder.schema(), &schema(dtype))?;
     let reader = builder
         .with_batch_size(8)
         .build()
