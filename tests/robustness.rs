@@ -23,6 +23,18 @@ snapshots: {{every: 500}}
     )
 }
 
+/// The resume config shortened to `steps` steps with a snapshot every `every`,
+/// on the first 300 fixture examples, without periodic checkpoints.
+fn short_config(data: &Path, steps: u64, every: u64) -> String {
+    resume_config(data)
+        .replace(
+            "steps: 4000, checkpoint_every: 50",
+            &format!("steps: {steps}"),
+        )
+        .replace("every: 500", &format!("every: {every}"))
+        .replace("subset: 1000", "subset: 300")
+}
+
 fn final_snapshot(out: &Path) -> std::path::PathBuf {
     run_dir(out, "resume").join("iterates/step=4000/part-0.parquet")
 }
@@ -321,10 +333,7 @@ fn bad_config_and_missing_data_are_named() {
 fn truncated_or_foreign_snapshots_are_rejected_without_damage() {
     let dir = scratch("bad-snapshot");
     write_idx_fixture(&dir.join("fmnist"), 300);
-    let cfg = resume_config(&dir.join("fmnist"))
-        .replace("steps: 4000, checkpoint_every: 50", "steps: 200")
-        .replace("every: 500", "every: 50")
-        .replace("subset: 1000", "subset: 300");
+    let cfg = short_config(&dir.join("fmnist"), 200, 50);
     write_config(&dir, "config.yaml", &cfg);
     ok(&abcond(
         &dir,
@@ -425,10 +434,7 @@ fn truncated_or_foreign_snapshots_are_rejected_without_damage() {
 fn completed_run_is_not_retrained_and_set_changes_run_id() {
     let dir = scratch("rerun");
     write_idx_fixture(&dir.join("fmnist"), 300);
-    let cfg = resume_config(&dir.join("fmnist"))
-        .replace("steps: 4000, checkpoint_every: 50", "steps: 30")
-        .replace("every: 500", "every: 10")
-        .replace("subset: 1000", "subset: 300");
+    let cfg = short_config(&dir.join("fmnist"), 30, 10);
     write_config(&dir, "config.yaml", &cfg);
     ok(&abcond(
         &dir,

@@ -40,6 +40,9 @@ pub struct Model {
     net: Box<dyn Net>,
     pub dtype: Dtype,
     pub kind: ModelKind,
+    /// The VarStore's tensors sorted by name, listed once (they never change
+    /// identity, only values), so that per-step code does not rebuild the list.
+    named: Vec<NamedTensor>,
 }
 
 /// A weight initialised like torch.nn.Linear's (kaiming_uniform_ with a = √5,
@@ -104,11 +107,26 @@ impl Model {
                     bail!("model kind {kind:?} does not fit data with targets {targets:?}")
                 }
             };
+        let mut named: Vec<NamedTensor> = vs
+            .variables()
+            .into_iter()
+            .map(|(name, tensor)| NamedTensor {
+                role: if tensor.requires_grad() {
+                    Role::Param
+                } else {
+                    Role::Buffer
+                },
+                name,
+                tensor,
+            })
+            .collect();
+        named.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Model {
             vs,
             net,
             dtype: cfg.dtype,
             kind: cfg.kind,
+            named,
         })
     }
 
@@ -128,22 +146,14 @@ impl Model {
 
     /// All tensors of the model (parameters and buffers), sorted by name.
     pub fn tensors(&self) -> Vec<NamedTensor> {
-        let mut v: Vec<NamedTensor> = self
-            .vs
-            .variables()
-            .into_iter()
-            .map(|(name, tensor)| NamedTensor {
-                role: if tensor.requires_grad() {
-                    Role::Param
-                } else {
-                    Role::Buffer
-                },
-                name,
-                tensor,
+        self.named
+            .iter()
+            .map(|t| NamedTensor {
+                name: t.name.clone(),
+                role: t.role,
+                tensor: t.tensor.shallow_clone(),
             })
-            .collect();
-        v.sort_by(|a, b| a.name.cmp(&b.name));
-        v
+            .collect()
     }
 
     /// Trainable parameters, sorted by name: the coordinates of x.
