@@ -92,20 +92,20 @@ fn train_cmd(
     cli: &Cli,
     a: &TrainArgs,
 ) -> anyhow::Result<(crate::train::TrainOutcome, crate::config::Config)> {
-    let loaded = crate::config::load(&a.config, &a.set)?;
+    let config = crate::config::load(&a.config, &a.set)?;
     if let Some(id) = &a.run_id {
         if id.is_empty() || id.contains('/') || id.starts_with('.') {
             anyhow::bail!("--run-id {id:?} is not a valid directory name");
         }
     }
     let outcome = crate::train::train(
-        &loaded.config,
+        &config,
         &cli.out,
         a.run_id.as_deref(),
         &command_line(),
         cli.quiet,
     )?;
-    Ok((outcome, loaded.config))
+    Ok((outcome, config))
 }
 
 /// Writes to stdout, ignoring a closed pipe (`abcond run … | head`).

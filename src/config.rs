@@ -355,20 +355,12 @@ impl Default for ProbeConfig {
     }
 }
 
-/// A config file as loaded: the typed config and where it came from.
-pub struct Loaded {
-    pub config: Config,
-    pub source: String,
-}
-
 /// Reads `path`, applies the `--set` overrides and resolves defaults.
-pub fn load(path: &Path, overrides: &[String]) -> Result<Loaded> {
+pub fn load(path: &Path, overrides: &[String]) -> Result<Config> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading config file {}", path.display()))?;
-    let source = path.display().to_string();
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let config = from_yaml_text(&text, &source, &base_dir, overrides)?;
-    Ok(Loaded { config, source })
+    from_yaml_text(&text, &path.display().to_string(), &base_dir, overrides)
 }
 
 /// Parses a config from YAML text; `source` names it in errors and `base_dir`

@@ -14,6 +14,7 @@ pub mod model;
 pub mod optim;
 pub mod probe;
 pub mod progress;
+pub mod reduce;
 pub mod rng;
 pub mod run;
 pub mod store;

@@ -20,6 +20,7 @@ use crate::data::sampler::{self, Sampler};
 use crate::data::Dataset;
 use crate::model::{Mode, Model};
 use crate::progress::{note, Progress};
+use crate::reduce;
 use crate::run::{ProbeInfo, RunDir, Status};
 use crate::store::tables::{self, LandscapeRow};
 use crate::store::tensors;
@@ -27,60 +28,6 @@ use anyhow::{anyhow, bail, Context, Result};
 use std::collections::BTreeMap;
 use std::time::Instant;
 use tch::{Kind, Tensor};
-
-/// Elements per f64 conversion, bounding temporaries for huge tensors.
-const REDUCE_CHUNK: i64 = 1 << 22;
-
-/// Σ over parameters of Σ_j a_j·(b_j − c_j) (or a_j·b_j when `c` is None),
-/// converted to and accumulated in f64 piece by piece.
-pub fn dot_f64(a: &[Tensor], b: &[Tensor], c: Option<&[Tensor]>) -> f64 {
-    let mut parts = Vec::new();
-    for (i, (ta, tb)) in a.iter().zip(b).enumerate() {
-        let fa = ta.reshape([-1]);
-        let fb = tb.reshape([-1]);
-        let fc = c.map(|c| c[i].reshape([-1]));
-        let n = fa.size()[0];
-        let mut start = 0;
-        while start < n {
-            let len = REDUCE_CHUNK.min(n - start);
-            // Never in place: to_kind on an f64 tensor returns the tensor itself.
-            let pa = fa.narrow(0, start, len).to_kind(Kind::Double);
-            let pb = fb.narrow(0, start, len).to_kind(Kind::Double);
-            let pb = match &fc {
-                Some(fc) => pb - fc.narrow(0, start, len).to_kind(Kind::Double),
-                None => pb,
-            };
-            parts.push((pa * pb).sum(Kind::Double));
-            start += len;
-        }
-    }
-    if parts.is_empty() {
-        return 0.0;
-    }
-    Tensor::stack(&parts, 0).sum(Kind::Double).double_value(&[])
-}
-
-/// Squared distance ||b − c||² in f64.
-fn dist_sq(b: &[Tensor], c: &[Tensor]) -> f64 {
-    let mut parts = Vec::new();
-    for (tb, tc) in b.iter().zip(c) {
-        let fb = tb.reshape([-1]);
-        let fc = tc.reshape([-1]);
-        let n = fb.size()[0];
-        let mut start = 0;
-        while start < n {
-            let len = REDUCE_CHUNK.min(n - start);
-            let d = fb.narrow(0, start, len).to_kind(Kind::Double)
-                - fc.narrow(0, start, len).to_kind(Kind::Double);
-            parts.push(d.square().sum(Kind::Double));
-            start += len;
-        }
-    }
-    if parts.is_empty() {
-        return 0.0;
-    }
-    Tensor::stack(&parts, 0).sum(Kind::Double).double_value(&[])
-}
 
 /// f_i(x), and ∇f_i(x) left in the parameters' `.grad()`, for the examples
 /// `indices`, processed `chunk` examples at a time.
@@ -143,8 +90,8 @@ pub fn measure(
     let grads: Vec<Tensor> = params.iter().map(|p| p.grad()).collect();
     let (inner, grad_norm) = tch::no_grad(|| {
         (
-            dot_f64(&grads, &params, Some(reference)),
-            dot_f64(&grads, &grads, None).sqrt(),
+            reduce::dot_diff(&grads, &params, reference),
+            reduce::dot(&grads, &grads).sqrt(),
         )
     });
     Measurement {
@@ -334,7 +281,7 @@ pub fn probe(
             model.load(&file, &snap.display().to_string())?;
             drop(file);
             let params: Vec<Tensor> = model.params().into_iter().map(|(_, t)| t).collect();
-            let dist = tch::no_grad(|| dist_sq(&params, &reference)).sqrt();
+            let dist = tch::no_grad(|| reduce::dist_sq(&params, &reference)).sqrt();
             let mut batches: Vec<(String, Vec<i64>)> = Vec::new();
             if k < total {
                 let row = steps

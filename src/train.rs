@@ -30,7 +30,6 @@ use tch::{Device, Kind, Tensor};
 /// Raised when the loss becomes NaN or infinite; the CLI exits with code 3.
 #[derive(Debug)]
 pub struct Diverged {
-    pub step: u64,
     pub message: String,
 }
 
@@ -106,31 +105,17 @@ impl Setup {
 
 pub struct TrainOutcome {
     pub dir: RunDir,
-    pub status: Status,
-    pub already_done: bool,
 }
 
-/// Squared gradient norm of all parameters, accumulated in f64.
+/// ||∇f_{i_k}(x^k)|| over all parameters with a gradient, accumulated in f64.
 pub fn grad_norm(model: &Model) -> f64 {
-    let parts: Vec<Tensor> = model
+    let grads: Vec<Tensor> = model
         .params()
         .iter()
-        .map(|(_, p)| {
-            let g = p.grad();
-            if g.defined() {
-                g.to_kind(Kind::Double).square().sum(Kind::Double)
-            } else {
-                Tensor::zeros([], (Kind::Double, p.device()))
-            }
-        })
+        .map(|(_, p)| p.grad())
+        .filter(Tensor::defined)
         .collect();
-    if parts.is_empty() {
-        return 0.0;
-    }
-    Tensor::stack(&parts, 0)
-        .sum(Kind::Double)
-        .sqrt()
-        .double_value(&[])
+    tch::no_grad(|| crate::reduce::dot(&grads, &grads)).sqrt()
 }
 
 fn iterate_meta(m: &Manifest, step: u64, content: &str) -> Vec<(&'static str, String)> {
@@ -301,7 +286,7 @@ pub fn train(
                 std::fs::remove_dir_all(dir.steps_parts()).ok();
                 std::fs::remove_dir_all(dir.state_dir()).ok();
                 note(quiet, &format!("{} is already completed ({} steps); nothing to train", dir.root.display(), m.training.total_steps));
-                return Ok(TrainOutcome { dir, status: Status::Completed, already_done: true });
+                return Ok(TrainOutcome { dir });
             }
             Status::Diverged => bail!(
                 "{} diverged before ({}). Training is deterministic and would diverge again; change the config (e.g. --set optim.lr=…), which gives a new run id, or delete the directory",
@@ -404,11 +389,7 @@ pub fn train(
         std::fs::remove_dir_all(dir.steps_parts()).ok();
         std::fs::remove_dir_all(dir.state_dir()).ok();
     }
-    result.map(|()| TrainOutcome {
-        dir,
-        status: Status::Completed,
-        already_done: false,
-    })
+    result.map(|()| TrainOutcome { dir })
 }
 
 fn run_loop(
@@ -572,7 +553,6 @@ fn run_loop(
                 format!("loss {loss_value}")
             };
             return Err(Diverged {
-                step: k,
                 message: format!(
                     "training diverged at step {k} of {total} ({what}, lr {lr:.4e}, previous loss {last_loss:.6e}); steps 0..={k} and the snapshots before step {k} are kept in {}",
                     dir.root.display()

@@ -33,6 +33,12 @@ fn first_steps(n: u64) -> String {
     )
 }
 
+/// The paper's half-space config from configs/.
+fn halfspace_config() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/paper/halfspace.yaml");
+    std::fs::read_to_string(path).unwrap()
+}
+
 /// Trains and probes `config` into `dir/out`, returns the run directory.
 fn run(dir: &Path, config: &str, extra: &[&str]) -> std::path::PathBuf {
     let cfg = write_config(dir, "config.yaml", config);
@@ -62,10 +68,7 @@ fn mlp_f32_matches_pytorch() {
 #[test]
 fn halfspace_f64_matches_pytorch_to_1e10() {
     let dir = scratch("parity-halfspace");
-    let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/paper/halfspace.yaml"),
-    )
-    .unwrap();
+    let text = halfspace_config();
     let run_dir = run(
         &dir,
         &text,
@@ -162,10 +165,7 @@ fn inner_equals_directional_derivative_on_halfspace() {
     use tch::{Device, Kind};
 
     let dir = scratch("finite-differences");
-    let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/paper/halfspace.yaml"),
-    )
-    .unwrap();
+    let text = halfspace_config();
     let run_dir = run(
         &dir,
         &text,
@@ -178,9 +178,7 @@ fn inner_equals_directional_derivative_on_halfspace() {
             "data.dim=5",
         ],
     );
-    let cfg = abcond::config::load(&dir.join("config.yaml"), &["data.dim=5".into()])
-        .unwrap()
-        .config;
+    let cfg = abcond::config::load(&dir.join("config.yaml"), &["data.dim=5".into()]).unwrap();
     let data = Dataset::load(&cfg.data, cfg.model.dtype, Device::Cpu).unwrap();
     let model = Model::build(&cfg.model, &data, Device::Cpu, 0).unwrap();
     let load = |step: u64| {

@@ -35,6 +35,17 @@ fn short_config(data: &Path, steps: u64, every: u64) -> String {
         .replace("subset: 1000", "subset: 300")
 }
 
+/// Trains `config` into `dir/out` with the crash hook set to `point`, and
+/// checks that the process did die there.
+fn train_until_crash(dir: &Path, out: &str, config: &str, point: &str) {
+    let status = cmd(dir)
+        .args(["-q", "--out", out, "train", config])
+        .env("ABCOND_CRASH_AT", point)
+        .status()
+        .unwrap();
+    assert!(!status.success(), "crash hook {point} did not fire");
+}
+
 fn final_snapshot(out: &Path) -> std::path::PathBuf {
     run_dir(out, "resume").join("iterates/step=4000/part-0.parquet")
 }
@@ -162,12 +173,7 @@ fn crash_after_snapshot_and_after_inline_checkpoint_resume_bit_identical() {
     // Then a second crash in the resumed session.
     for (out, crashes) in [("a", vec!["1030"]), ("b", vec!["1480", "2777"])] {
         for at in &crashes {
-            let status = cmd(&dir)
-                .args(["-q", "--out", out, "train", "config.yaml"])
-                .env("ABCOND_CRASH_AT", format!("step:{at}"))
-                .status()
-                .unwrap();
-            assert!(!status.success(), "crash hook did not fire at {at}");
+            train_until_crash(&dir, out, "config.yaml", &format!("step:{at}"));
         }
         ok(&abcond(&dir, &["-q", "--out", out, "train", "config.yaml"]));
         assert_identical_to_reference(&dir, out, &reference);
@@ -193,12 +199,7 @@ fn crash_while_finishing_recovers() {
         .unwrap()
         .0;
     for point in ["before-complete", "before-cleanup"] {
-        let status = cmd(&dir)
-            .args(["-q", "--out", point, "train", "config.yaml"])
-            .env("ABCOND_CRASH_AT", point)
-            .status()
-            .unwrap();
-        assert!(!status.success(), "crash hook {point} did not fire");
+        train_until_crash(&dir, point, "config.yaml", point);
         let rd = run_dir(&dir.join(point), "resume");
         assert!(
             rd.join("state").exists() && rd.join("steps-parts").exists(),
@@ -408,12 +409,7 @@ fn truncated_or_foreign_snapshots_are_rejected_without_damage() {
     let rd2 = {
         let cfg = resume_config(&dir.join("fmnist")).replace("subset: 1000", "subset: 300");
         write_config(&dir, "long.yaml", &cfg);
-        let status = cmd(&dir)
-            .args(["-q", "--out", "out2", "train", "long.yaml"])
-            .env("ABCOND_CRASH_AT", "step:333")
-            .status()
-            .unwrap();
-        assert!(!status.success());
+        train_until_crash(&dir, "out2", "long.yaml", "step:333");
         run_dir(&dir.join("out2"), "resume")
     };
     let ck = rd2.join("state/checkpoint.parquet");

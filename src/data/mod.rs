@@ -94,14 +94,6 @@ impl Dataset {
             len: indices.len(),
         }
     }
-
-    /// Number of classes (classification data).
-    pub fn num_classes(&self) -> Option<i64> {
-        match self.targets {
-            Targets::Classes(n) => Some(n),
-            Targets::MatrixEntries { .. } => None,
-        }
-    }
 }
 
 /// Published per-pixel mean and std of the training images (after /255).
