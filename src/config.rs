@@ -37,6 +37,8 @@ pub struct Config {
     pub snapshots: SnapshotConfig,
     #[serde(default)]
     pub probe: ProbeConfig,
+    #[serde(default)]
+    pub analysis: AnalysisConfig,
 }
 
 fn default_device() -> String {
@@ -355,6 +357,169 @@ impl Default for ProbeConfig {
     }
 }
 
+/// f_i*, the minimum of each minibatch loss, in the alpha-beta condition.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FStar {
+    /// The same value for every minibatch (0 for cross-entropy-type losses).
+    Constant(f64),
+    /// The smallest loss observed for that minibatch in the run: min(f_i(x^k),
+    /// f_i(x^K)) over the rows probing it (an upper bound on the true f_i*).
+    MinObserved,
+}
+
+impl FStar {
+    pub fn describe(&self) -> String {
+        match self {
+            FStar::Constant(v) => format!("{v}"),
+            FStar::MinObserved => "min-observed".to_string(),
+        }
+    }
+}
+
+impl Serialize for FStar {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            FStar::Constant(v) => s.serialize_f64(*v),
+            FStar::MinObserved => s.serialize_str("min-observed"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for FStar {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(f64),
+            Word(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(v) => Ok(FStar::Constant(v)),
+            Raw::Word(w) if w == "min-observed" => Ok(FStar::MinObserved),
+            Raw::Word(w) => Err(serde::de::Error::custom(format!(
+                "expected a number (e.g. 0 or 5.23853e-4) or `min-observed`, got {w:?}"
+            ))),
+        }
+    }
+}
+
+/// The (alpha, beta) grid of `ab_grid.parquet` and the heat maps; ranges not
+/// given frame the exact region.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GridConfig {
+    /// [lo, hi] of alpha.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<[f64; 2]>,
+    /// [lo, hi] of beta.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub beta: Option<[f64; 2]>,
+    /// Points per axis.
+    #[serde(default = "default_grid_points")]
+    pub points: u64,
+}
+
+fn default_grid_points() -> u64 {
+    101
+}
+
+impl Default for GridConfig {
+    fn default() -> Self {
+        GridConfig {
+            alpha: None,
+            beta: None,
+            points: default_grid_points(),
+        }
+    }
+}
+
+/// How `abcond analyze` turns landscape rows into constants (not part of the
+/// training identity: changing it never retrains).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AnalysisConfig {
+    /// f_i*: a number (default 0) or `min-observed`.
+    #[serde(default = "default_f_star")]
+    pub f_star: FStar,
+    /// The region is restricted to alpha ≥ beta + margin (the paper plots 0.1).
+    #[serde(default = "default_margin")]
+    pub margin: f64,
+    /// Use only the minibatch i_k of each step (the paper's protocol), not the
+    /// extra seeded minibatches too.
+    #[serde(default)]
+    pub train_only: bool,
+    /// The exponents delta of the relaxed PL inequality.
+    #[serde(default = "default_pl_deltas")]
+    pub pl_deltas: Vec<f64>,
+    #[serde(default)]
+    pub grid: GridConfig,
+    /// Write PNG/SVG figures and report.md.
+    #[serde(default = "default_true")]
+    pub plots: bool,
+}
+
+fn default_f_star() -> FStar {
+    FStar::Constant(0.0)
+}
+fn default_margin() -> f64 {
+    0.1
+}
+fn default_pl_deltas() -> Vec<f64> {
+    vec![1.0, 1.25, 1.5, 1.75, 2.0]
+}
+
+impl Default for AnalysisConfig {
+    fn default() -> Self {
+        AnalysisConfig {
+            f_star: default_f_star(),
+            margin: default_margin(),
+            train_only: false,
+            pl_deltas: default_pl_deltas(),
+            grid: GridConfig::default(),
+            plots: true,
+        }
+    }
+}
+
+impl AnalysisConfig {
+    /// Range checks.
+    pub fn validate(&self) -> Result<()> {
+        if let FStar::Constant(v) = self.f_star {
+            if !v.is_finite() {
+                bail!("key `analysis.f_star` must be finite, got {v}");
+            }
+        }
+        if !(self.margin.is_finite() && self.margin > 0.0) {
+            bail!(
+                "key `analysis.margin` must be a positive number (alpha ≥ beta + margin), got {}",
+                self.margin
+            );
+        }
+        if self.pl_deltas.is_empty() {
+            bail!("key `analysis.pl_deltas` must list at least one exponent, e.g. [1, 2]");
+        }
+        for d in &self.pl_deltas {
+            positive("analysis.pl_deltas", *d)?;
+        }
+        if !(2..=2001).contains(&self.grid.points) {
+            bail!(
+                "key `analysis.grid.points` must be between 2 and 2001, got {}",
+                self.grid.points
+            );
+        }
+        for (k, r) in [("alpha", self.grid.alpha), ("beta", self.grid.beta)] {
+            if let Some([lo, hi]) = r {
+                if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+                    bail!(
+                        "key `analysis.grid.{k}` must be [lo, hi] with lo < hi, got [{lo}, {hi}]"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Reads `path`, applies the `--set` overrides and resolves defaults.
 pub fn load(path: &Path, overrides: &[String]) -> Result<Config> {
     let text = std::fs::read_to_string(path)
@@ -525,6 +690,7 @@ impl Config {
             );
         }
         crate::device::parse(&self.device).context("key `device`")?;
+        self.analysis.validate()?;
         self.resolve_model()?;
         self.resolve_data()?;
         self.resolve_train()?;
@@ -868,7 +1034,13 @@ impl Config {
         c.probe = ProbeConfig::default();
         c.train.checkpoint_every = None;
         c.train.checkpoint_minutes = default_checkpoint_minutes();
-        c.to_yaml()
+        // Analysis settings never change the trajectory; dropping the key keeps
+        // run ids of configs written before it existed.
+        let mut tree = serde_yaml::to_value(&c).expect("config serialises");
+        if let Some(m) = tree.as_mapping_mut() {
+            m.remove("analysis");
+        }
+        serde_yaml::to_string(&tree).expect("config serialises")
     }
 
     /// Default run id: the seed and a hash of the training identity, so that the

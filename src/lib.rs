@@ -3,8 +3,10 @@
 //!
 //! The pipeline, one module each: [`config`] → [`data`] → [`model`] →
 //! [`optim`] → [`train`] (steps and iterate snapshots, via [`store`] into a
-//! [`run`] directory) → [`probe`] (landscape rows) → [`summary`].
+//! [`run`] directory) → [`probe`] (landscape rows) → [`analysis`] (exact
+//! alpha-beta region, PL/Aiming constants, figures, report).
 
+pub mod analysis;
 pub mod cli;
 pub mod config;
 pub mod data;
@@ -18,6 +20,5 @@ pub mod reduce;
 pub mod rng;
 pub mod run;
 pub mod store;
-pub mod summary;
 pub mod train;
 pub mod util;

@@ -1,0 +1,255 @@
+//! The alpha-beta condition of one group of runs (NOTES §1): the constraint
+//! rows (a, b, c) of every minibatch probe row of every run in the group, the
+//! exact feasible region and its landmarks, the slack grid of the heat maps,
+//! and the interpolation error sigma_int².
+
+use super::inputs::{Group, RunData};
+use super::region::{self, BestRatio, HalfPlane, Region};
+use crate::config::{AnalysisConfig, FStar};
+use std::collections::HashMap;
+
+/// One constraint row: T = a − alpha·b + beta·c ≥ 0, from `runs[run].rows[row]`.
+#[derive(Debug, Clone, Copy)]
+pub struct AbRow {
+    pub a: f64,
+    pub b: f64,
+    pub c: f64,
+    pub f_star: f64,
+    pub run: usize,
+    pub row: usize,
+}
+
+impl AbRow {
+    pub fn slack(&self, alpha: f64, beta: f64) -> f64 {
+        self.a - alpha * self.b + beta * self.c
+    }
+}
+
+/// f_i* of every minibatch probe row of a run, in row order (None for `full` rows).
+pub fn f_stars(run: &RunData, f_star: FStar) -> Vec<Option<f64>> {
+    let key = |r: &crate::store::tables::LandscapeRow| r.batch_indices.clone();
+    let mut min: HashMap<Option<Vec<i64>>, f64> = HashMap::new();
+    if f_star == FStar::MinObserved {
+        for r in run.rows.iter().filter(|r| r.probe != "full") {
+            let m = min.entry(key(r)).or_insert(f64::INFINITY);
+            *m = m.min(r.loss_k).min(r.loss_ref);
+        }
+    }
+    run.rows
+        .iter()
+        .map(|r| {
+            (r.probe != "full").then(|| match f_star {
+                FStar::Constant(v) => v,
+                FStar::MinObserved => min[&key(r)],
+            })
+        })
+        .collect()
+}
+
+/// The constraint rows of a group: every minibatch row (`train` and `extra-*`,
+/// or `train` only with `analysis.train_only`) of every run.
+pub fn rows(runs: &[RunData], group: &Group, settings: &AnalysisConfig) -> Vec<AbRow> {
+    let mut out = Vec::new();
+    for &ri in &group.runs {
+        let run = &runs[ri];
+        let stars = f_stars(run, settings.f_star);
+        for (i, r) in run.rows.iter().enumerate() {
+            let Some(fs) = stars[i] else { continue };
+            if settings.train_only && r.probe != "train" {
+                continue;
+            }
+            out.push(AbRow {
+                a: r.inner,
+                b: r.loss_k - r.loss_ref,
+                c: r.loss_k - fs,
+                f_star: fs,
+                run: ri,
+                row: i,
+            });
+        }
+    }
+    out
+}
+
+/// sigma_int² = E_i[f* − f_i*] of one run, estimated at x^K: f(x^K) from the
+/// full-data probe (or the mean minibatch loss at x^K when there is none)
+/// minus the mean f_i* of the probed minibatches. Returns (value, f(x^K),
+/// whether f(x^K) came from a full-data probe).
+pub fn sigma_int2(run: &RunData, f_star: FStar) -> Option<(f64, f64, bool)> {
+    let stars = f_stars(run, f_star);
+    let mini: Vec<usize> = (0..run.rows.len())
+        .filter(|&i| stars[i].is_some())
+        .collect();
+    if mini.is_empty() {
+        return None;
+    }
+    let n = mini.len() as f64;
+    let mean_star = mini.iter().map(|&i| stars[i].unwrap()).sum::<f64>() / n;
+    let (f_ref, from_full) = match run.rows.iter().find(|r| r.probe == "full") {
+        Some(r) => (r.loss_ref, true),
+        None => (
+            mini.iter().map(|&i| run.rows[i].loss_ref).sum::<f64>() / n,
+            false,
+        ),
+    };
+    Some((f_ref - mean_star, f_ref, from_full))
+}
+
+/// The exact region of a group and what the summary reports about it.
+pub struct AbResult {
+    pub rows: Vec<AbRow>,
+    pub region: Region,
+    /// Smallest alpha for which some beta works, and beta's range there.
+    pub min_alpha: Option<(f64, f64, f64)>,
+    /// Smallest alpha with beta = alpha − 1 and the binding row (index into
+    /// `rows`); None when no such alpha exists (or margin > 1).
+    pub gap_one: Option<(f64, Option<usize>)>,
+    pub best: Option<BestRatio>,
+    /// Empty region: the pair where the worst row is least violated, and the
+    /// slack there (negative).
+    pub least_violation: Option<(f64, f64, f64)>,
+    /// Empty region: the rows most violated at that pair (index, slack), worst first.
+    pub most_violating: Vec<(usize, f64)>,
+}
+
+pub fn analyse(rows: Vec<AbRow>, margin: f64) -> AbResult {
+    let hp: Vec<HalfPlane> = rows.iter().map(|r| HalfPlane::row(r.a, r.b, r.c)).collect();
+    let region = region::intersect(margin, &hp);
+    let abc: Vec<(f64, f64, f64)> = rows.iter().map(|r| (r.a, r.b, r.c)).collect();
+    let gap_one = if margin <= 1.0 {
+        region::smallest_on_gap_line(&abc, 1.0)
+    } else {
+        None
+    };
+    let (least_violation, most_violating) = if region.is_empty() {
+        let (a, b, t) = region::least_violation(margin, &hp);
+        let mut worst: Vec<(usize, f64)> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (i, r.slack(a, b)))
+            .filter(|(_, s)| *s < 0.0)
+            .collect();
+        worst.sort_by(|x, y| x.1.total_cmp(&y.1));
+        worst.truncate(5);
+        (Some((a, b, -t)), worst)
+    } else {
+        (None, Vec::new())
+    };
+    AbResult {
+        min_alpha: region.min_alpha(),
+        best: region.best_ratio(),
+        gap_one,
+        least_violation,
+        most_violating,
+        region,
+        rows,
+    }
+}
+
+/// The (alpha, beta) frame of the grid: the configured ranges, else
+/// [0, A] × [0, A] with A a fifth beyond the region's landmarks (smallest
+/// alpha, the beta = alpha − 1 point, the best-ratio pair, finite vertices up
+/// to 10× those), or around the least-violation pair of an empty region.
+pub fn frame(r: &AbResult, s: &AnalysisConfig) -> (f64, f64, f64, f64) {
+    let mut marks: Vec<f64> = Vec::new();
+    if let Some((a, _, _)) = r.min_alpha {
+        marks.push(a);
+    }
+    if let Some((a, _)) = r.gap_one {
+        marks.push(a);
+    }
+    if let Some(b) = &r.best {
+        marks.push(b.alpha);
+    }
+    if let Some((a, _, _)) = r.least_violation {
+        marks.push(a);
+    }
+    let base = marks.iter().cloned().fold(0.0f64, f64::max);
+    let near = r
+        .region
+        .vertices
+        .iter()
+        .map(|v| v.0)
+        .filter(|a| *a <= 10.0 * base.max(1.0))
+        .fold(base, f64::max);
+    let top = (1.2 * near).max(1.0).max(4.0 * s.margin);
+    let [a0, a1] = s.grid.alpha.unwrap_or([0.0, top]);
+    let [b0, b1] = s.grid.beta.unwrap_or([0.0, a1]);
+    (a0, a1, b0, b1)
+}
+
+/// One grid cell of the heat map.
+#[derive(Debug, Clone)]
+pub struct Cell {
+    pub alpha: f64,
+    pub beta: f64,
+    /// alpha ≥ beta + margin and beta ≥ 0 (the paper shows only these cells).
+    pub in_domain: bool,
+    pub min_slack: f64,
+    pub violations: usize,
+    /// Index into the rows of the row attaining `min_slack`.
+    pub binding: usize,
+}
+
+impl Cell {
+    pub fn feasible(&self) -> bool {
+        self.in_domain && self.min_slack >= 0.0
+    }
+}
+
+/// Min slack and violation count over `rows` at every grid point
+/// (alpha-major), computed on all cores.
+pub fn grid(
+    rows: &[AbRow],
+    (a0, a1, b0, b1): (f64, f64, f64, f64),
+    n: usize,
+    margin: f64,
+) -> Vec<Cell> {
+    let at = |lo: f64, hi: f64, i: usize| lo + (hi - lo) * i as f64 / (n - 1) as f64;
+    let column = |i: usize| -> Vec<Cell> {
+        let alpha = at(a0, a1, i);
+        (0..n)
+            .map(|j| {
+                let beta = at(b0, b1, j);
+                let mut min = f64::INFINITY;
+                let mut binding = 0;
+                let mut violations = 0;
+                for (k, r) in rows.iter().enumerate() {
+                    let t = r.slack(alpha, beta);
+                    if t < 0.0 {
+                        violations += 1;
+                    }
+                    if t < min {
+                        min = t;
+                        binding = k;
+                    }
+                }
+                Cell {
+                    alpha,
+                    beta,
+                    in_domain: beta >= 0.0 && alpha >= beta + margin,
+                    min_slack: min,
+                    violations,
+                    binding,
+                }
+            })
+            .collect()
+    };
+    let threads = std::thread::available_parallelism()
+        .map(|t| t.get())
+        .unwrap_or(1)
+        .min(n);
+    let mut columns: Vec<Vec<Cell>> = vec![Vec::new(); n];
+    std::thread::scope(|s| {
+        for (t, chunk) in columns.chunks_mut(n.div_ceil(threads)).enumerate() {
+            let start = t * n.div_ceil(threads);
+            let column = &column;
+            s.spawn(move || {
+                for (k, c) in chunk.iter_mut().enumerate() {
+                    *c = column(start + k);
+                }
+            });
+        }
+    });
+    columns.into_iter().flatten().collect()
+}

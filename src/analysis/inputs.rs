@@ -1,0 +1,302 @@
+//! What `abcond analyze PATH` reads: the probed runs under PATH (one run
+//! directory, or an experiment directory of many), their analysis settings, and
+//! their grouping by sweep value (runs that differ only in seed form one group).
+
+use crate::config::{AnalysisConfig, Config};
+use crate::run::RunDir;
+use crate::store::tables::{LandscapeRow, StepRow};
+use anyhow::{anyhow, bail, Context, Result};
+use serde_yaml::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// One probed run.
+pub struct RunData {
+    pub dir: PathBuf,
+    pub run_id: String,
+    pub seed: i64,
+    pub config: Config,
+    pub rows: Vec<LandscapeRow>,
+    /// The training steps (for the loss plot); empty if steps.parquet is missing.
+    pub steps: Vec<StepRow>,
+}
+
+/// Runs sharing every setting but the seed (and what never changes a
+/// trajectory): one value of the sweep.
+pub struct Group {
+    /// "all" for a single group, else e.g. "model.width=128".
+    pub label: String,
+    /// File-name-safe form of the label.
+    pub slug: String,
+    /// The sweep keys and this group's value of each.
+    pub values: Vec<(String, Value)>,
+    pub runs: Vec<usize>,
+}
+
+/// Keys that never define a group: seeds, where and how things ran, what is measured.
+fn ignored_key(key: &str) -> bool {
+    key == "seed"
+        || key == "device"
+        || key == "data.path"
+        || key.starts_with("probe.")
+        || key == "probe"
+        || key.starts_with("analysis.")
+        || key == "analysis"
+        || key == "train.checkpoint_every"
+        || key == "train.checkpoint_minutes"
+}
+
+/// Finds run directories: PATH itself when it holds run.yaml, else every
+/// directory below it (up to three levels) that does.
+pub fn discover(path: &Path) -> Result<Vec<PathBuf>> {
+    if !path.is_dir() {
+        bail!(
+            "{} is not a directory: expected a run directory (with run.yaml) or an experiment directory holding runs",
+            path.display()
+        );
+    }
+    if path.join("run.yaml").is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut found = Vec::new();
+    walk(path, 0, &mut found)?;
+    found.sort();
+    if found.is_empty() {
+        bail!(
+            "no run directories under {}: expected run.yaml in it or in its subdirectories (e.g. results/<experiment>/<run_id>/run.yaml)",
+            path.display()
+        );
+    }
+    Ok(found)
+}
+
+fn walk(dir: &Path, depth: usize, found: &mut Vec<PathBuf>) -> Result<()> {
+    if depth >= 3 {
+        return Ok(());
+    }
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("listing {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    entries.sort();
+    for p in entries {
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with('.') || name == "analysis" {
+            continue;
+        }
+        if p.join("run.yaml").is_file() {
+            found.push(p);
+        } else {
+            walk(&p, depth + 1, found)?;
+        }
+    }
+    Ok(())
+}
+
+/// Loads the runs that have been probed; notes the others in `skipped`.
+pub fn load_runs(dirs: &[PathBuf], skipped: &mut Vec<String>) -> Result<Vec<RunData>> {
+    let mut runs = Vec::new();
+    for d in dirs {
+        let rd = RunDir::new(d);
+        let manifest = rd.read_manifest()?;
+        if !rd.landscape().is_file() {
+            skipped.push(format!(
+                "{}: no landscape.parquet (status {}; probe it with `abcond probe {}`)",
+                d.display(),
+                manifest.status.name(),
+                d.display()
+            ));
+            continue;
+        }
+        let (rows, _) = crate::store::tables::read_landscape(&rd.landscape())?;
+        for r in &rows {
+            for (name, v) in [
+                ("inner", r.inner),
+                ("loss_k", r.loss_k),
+                ("loss_ref", r.loss_ref),
+            ] {
+                if !v.is_finite() {
+                    bail!(
+                        "{}: row step={} probe={} has non-finite {name} = {v}; the probe of this run is unusable",
+                        rd.landscape().display(),
+                        r.step,
+                        r.probe
+                    );
+                }
+            }
+        }
+        if rows.is_empty() {
+            skipped.push(format!("{}: landscape.parquet has no rows", d.display()));
+            continue;
+        }
+        let steps = if rd.steps().is_file() {
+            crate::store::tables::read_steps(&rd.steps())?.0
+        } else {
+            Vec::new()
+        };
+        runs.push(RunData {
+            dir: d.clone(),
+            run_id: manifest.run_id.clone(),
+            seed: manifest.config.seed as i64,
+            config: manifest.config,
+            rows,
+            steps,
+        });
+    }
+    Ok(runs)
+}
+
+/// The analysis settings: the runs' own `analysis` section when they agree
+/// (defaults otherwise, with a note), then the `--set analysis.*` overrides.
+pub fn settings(
+    runs: &[RunData],
+    given: Option<AnalysisConfig>,
+    overrides: &[String],
+    notes: &mut Vec<String>,
+) -> Result<AnalysisConfig> {
+    let first = runs[0].config.analysis.clone();
+    let base = if let Some(g) = given {
+        g
+    } else if runs.iter().all(|r| r.config.analysis == first) {
+        first
+    } else {
+        notes.push(
+            "the runs' configs differ in their `analysis` section; using the defaults and --set"
+                .to_string(),
+        );
+        AnalysisConfig::default()
+    };
+    let mut tree = serde_yaml::to_value(&base)?;
+    let mut wrapper = serde_yaml::Mapping::new();
+    wrapper.insert(Value::String("analysis".into()), tree.clone());
+    let mut root = Value::Mapping(wrapper);
+    for o in overrides {
+        let key = crate::config::apply_override(&mut root, o)
+            .with_context(|| format!("applying --set {o}"))?;
+        if !(key == "analysis" || key.starts_with("analysis.")) {
+            bail!("--set {o}: `abcond analyze` only takes analysis.* settings (e.g. --set analysis.margin=0.2)");
+        }
+    }
+    tree = root
+        .get("analysis")
+        .cloned()
+        .ok_or_else(|| anyhow!("--set removed the analysis section"))?;
+    let a: AnalysisConfig = serde_path_to_error::deserialize(tree)
+        .map_err(|e| anyhow!("--set: key `analysis.{}`: {}", e.path(), e.inner()))?;
+    a.validate()?;
+    Ok(a)
+}
+
+fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, Value>) {
+    match v {
+        Value::Mapping(m) => {
+            for (k, v) in m {
+                let k = k.as_str().map(str::to_string).unwrap_or_default();
+                let key = if prefix.is_empty() {
+                    k
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out);
+            }
+        }
+        _ => {
+            out.insert(prefix.to_string(), v.clone());
+        }
+    }
+}
+
+/// Renders a YAML scalar (or sequence) on one line.
+pub fn show(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "none".to_string(),
+        other => serde_yaml::to_string(other)
+            .unwrap_or_default()
+            .trim()
+            .replace('\n', " "),
+    }
+}
+
+/// Groups runs by the settings that vary between them (seed and the other
+/// [`ignored_key`]s aside).
+pub fn group(runs: &[RunData]) -> Vec<Group> {
+    let flat: Vec<BTreeMap<String, Value>> = runs
+        .iter()
+        .map(|r| {
+            let mut m = BTreeMap::new();
+            flatten("", &serde_yaml::to_value(&r.config).unwrap(), &mut m);
+            m.retain(|k, _| !ignored_key(k));
+            m
+        })
+        .collect();
+    let mut keys: Vec<String> = flat.iter().flat_map(|m| m.keys().cloned()).collect();
+    keys.sort();
+    keys.dedup();
+    let varying: Vec<String> = keys
+        .into_iter()
+        .filter(|k| {
+            let first = flat[0].get(k);
+            flat.iter().any(|m| m.get(k) != first)
+        })
+        .collect();
+    let mut groups: Vec<Group> = Vec::new();
+    for (i, m) in flat.iter().enumerate() {
+        let values: Vec<(String, Value)> = varying
+            .iter()
+            .map(|k| (k.clone(), m.get(k).cloned().unwrap_or(Value::Null)))
+            .collect();
+        match groups.iter_mut().find(|g| g.values == values) {
+            Some(g) => g.runs.push(i),
+            None => {
+                let label = if values.is_empty() {
+                    "all".to_string()
+                } else {
+                    values
+                        .iter()
+                        .map(|(k, v)| format!("{k}={}", show(v)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                let slug: String = label
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' {
+                            c
+                        } else {
+                            '-'
+                        }
+                    })
+                    .collect();
+                groups.push(Group {
+                    label,
+                    slug,
+                    values,
+                    runs: vec![i],
+                })
+            }
+        }
+    }
+    // Numeric sweeps in numeric order.
+    groups.sort_by(|a, b| {
+        let key = |g: &Group| -> Vec<(Option<f64>, String)> {
+            g.values
+                .iter()
+                .map(|(_, v)| (v.as_f64(), show(v)))
+                .collect()
+        };
+        let (ka, kb) = (key(a), key(b));
+        for (x, y) in ka.iter().zip(kb.iter()) {
+            let o = match (x.0, y.0) {
+                (Some(p), Some(q)) => p.total_cmp(&q),
+                _ => x.1.cmp(&y.1),
+            };
+            if o != std::cmp::Ordering::Equal {
+                return o;
+            }
+        }
+        std::cmp::Ordering::Equal
+    });
+    groups
+}

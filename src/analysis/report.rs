@@ -1,0 +1,345 @@
+//! `analysis/report.md` and its figures: the summary numbers of every group
+//! next to the pictures they come from, readable on GitHub.
+
+use super::plots::{self, num, Heatmap, Lines};
+use super::{aggregate, suffix, Analysis, GroupResult};
+use anyhow::Result;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+/// Training loss of a run: every step when there are few, else the mean of
+/// equal buckets (about 500 points; single minibatch losses are noise).
+fn loss_curve(steps: &[crate::store::tables::StepRow]) -> Vec<(f64, f64)> {
+    let n = steps.len();
+    let per = n.div_ceil(500).max(1);
+    steps
+        .chunks(per)
+        .map(|c| {
+            let x = c.iter().map(|s| s.step as f64).sum::<f64>() / c.len() as f64;
+            let y = c.iter().map(|s| s.loss).sum::<f64>() / c.len() as f64;
+            (x, y)
+        })
+        .collect()
+}
+
+fn loss_figure(a: &Analysis, g: &GroupResult) -> Lines {
+    let mut series = Vec::new();
+    for &ri in &g.group.runs {
+        let run = &a.runs[ri];
+        let tag = if g.group.runs.len() > 1 {
+            format!(" ({})", run.run_id)
+        } else {
+            String::new()
+        };
+        if !run.steps.is_empty() {
+            let per = run.steps.len().div_ceil(500).max(1);
+            let what = if per > 1 {
+                format!("minibatch loss f_ik(x^k), mean of {per} steps")
+            } else {
+                "minibatch loss f_ik(x^k)".to_string()
+            };
+            series.push((format!("{what}{tag}"), loss_curve(&run.steps), false));
+        }
+        if let Some((_, rows, _, _)) = g.conditions.iter().find(|c| c.0 == ri) {
+            series.push((
+                format!("full loss f(x^k){tag}"),
+                rows.iter().map(|r| (r.step as f64, r.loss)).collect(),
+                true,
+            ));
+        }
+    }
+    let positive = series.iter().flat_map(|s| s.1.iter()).all(|p| p.1 > 0.0);
+    Lines {
+        title: format!("training loss [{}]", g.group.label),
+        x_desc: "step k".into(),
+        y_desc: "loss".into(),
+        series,
+        log_y: positive,
+        hline: None,
+    }
+}
+
+fn trends_figure(a: &Analysis) -> Lines {
+    let numeric = a.groups[0].group.values.len() == 1
+        && a.groups
+            .iter()
+            .all(|g| g.group.values[0].1.as_f64().is_some());
+    let x = |i: usize, g: &GroupResult| -> f64 {
+        if numeric {
+            g.group.values[0].1.as_f64().unwrap()
+        } else {
+            i as f64
+        }
+    };
+    let collect = |f: &dyn Fn(&GroupResult) -> Option<f64>| -> Vec<(f64, f64)> {
+        a.groups
+            .iter()
+            .enumerate()
+            .filter_map(|(i, g)| f(g).map(|v| (x(i, g), v)))
+            .collect()
+    };
+    let x_desc = if numeric {
+        a.groups[0].group.values[0].0.clone()
+    } else {
+        format!(
+            "group (0 … {}: {})",
+            a.groups.len() - 1,
+            a.groups
+                .iter()
+                .map(|g| g.group.label.clone())
+                .collect::<Vec<_>>()
+                .join(" | ")
+        )
+    };
+    Lines {
+        title: "alpha-beta constants across the sweep".into(),
+        x_desc,
+        y_desc: "value (log scale)".into(),
+        series: vec![
+            (
+                "smallest alpha".into(),
+                collect(&|g| g.ab.min_alpha.map(|m| m.0)),
+                true,
+            ),
+            (
+                "alpha with beta = alpha − 1".into(),
+                collect(&|g| g.ab.gap_one.map(|m| m.0)),
+                true,
+            ),
+            (
+                "beta at min beta/(alpha − beta)".into(),
+                collect(&|g| g.ab.best.as_ref().map(|b| b.beta)),
+                true,
+            ),
+            ("sigma_int²".into(), collect(&|g| g.sigma_int2()), true),
+            (
+                "beta·sigma_int²".into(),
+                collect(&|g| g.bound_terms().map(|t| t.0)),
+                true,
+            ),
+        ],
+        log_y: true,
+        hline: None,
+    }
+}
+
+fn img(md: &mut String, stem: &str, alt: &str) {
+    let _ = writeln!(md, "![{alt}]({stem}.png)\n");
+}
+
+/// Draws every figure and writes report.md; returns the files written.
+pub fn figures_and_report(a: &Analysis) -> Result<Vec<PathBuf>> {
+    let dir = a.dir.clone();
+    let mut written = Vec::new();
+    let mut md = String::new();
+    let s = &a.settings;
+    let _ = writeln!(md, "# abcond analysis\n");
+    let _ = writeln!(
+        md,
+        "{} run(s) in {} group(s); f_i* = {}; region restricted to alpha ≥ beta + {}; constraint rows: {}.\n",
+        a.runs.len(),
+        a.groups.len(),
+        s.f_star.describe(),
+        s.margin,
+        if s.train_only {
+            "the minibatch i_k of each probed step"
+        } else {
+            "the minibatch i_k of each probed step and the extra seeded minibatches"
+        }
+    );
+    let _ = writeln!(
+        md,
+        "Slack T = <∇f_i(x^k), x^k − x^K> − alpha·(f_i(x^k) − f_i(x^K)) + beta·(f_i(x^k) − f_i*) \
+         (the definition's +beta; the paper's captions print −beta). The feasible region is computed \
+         exactly by half-plane intersection; the heat maps only picture it. Numbers: `summary.yaml`; \
+         tables: `ab_region.parquet`, `ab_grid.parquet`, `aiming.parquet`, `pl.parquet`{}.\n",
+        if a.groups.len() > 1 { ", `trends.parquet`" } else { "" }
+    );
+    if a.groups.len() > 1 {
+        let stem = "trends";
+        written.extend(plots::save(&trends_figure(a), &dir, stem)?);
+        let _ = writeln!(md, "## Across the sweep\n");
+        let _ = writeln!(
+            md,
+            "| group | runs | region | smallest alpha | alpha (beta = alpha − 1) | (alpha, beta) at min beta/(alpha − beta) | sigma_int² | beta·sigma_int² |\n|---|---|---|---|---|---|---|---|"
+        );
+        for g in &a.groups {
+            let best = g.ab.best.as_ref();
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                g.group.label,
+                g.group.runs.len(),
+                g.ab.region.kind(),
+                g.ab.min_alpha.map_or("–".into(), |m| num(m.0)),
+                g.ab.gap_one.map_or("–".into(), |m| num(m.0)),
+                best.map_or("–".into(), |b| format!(
+                    "({}, {})",
+                    num(b.alpha),
+                    num(b.beta)
+                )),
+                g.sigma_int2().map_or("–".into(), num),
+                g.bound_terms().map_or("–".into(), |t| num(t.0)),
+            );
+        }
+        let _ = writeln!(md);
+        img(&mut md, stem, "trends across the sweep");
+    }
+    for g in &a.groups {
+        let sfx = suffix(a, g);
+        let ab = &g.ab;
+        let _ = writeln!(md, "## {}\n", g.group.label);
+        let _ = writeln!(
+            md,
+            "Runs: {}. Constraint rows: {}.\n",
+            g.group
+                .runs
+                .iter()
+                .map(|&ri| format!("`{}`", a.runs[ri].run_id))
+                .collect::<Vec<_>>()
+                .join(", "),
+            ab.rows.len()
+        );
+        let _ = writeln!(md, "| quantity | value |\n|---|---|");
+        let _ = writeln!(
+            md,
+            "| feasible region | {} ({} vertices) |",
+            ab.region.kind(),
+            ab.region.vertices.len()
+        );
+        if let Some((al, lo, hi)) = ab.min_alpha {
+            let _ = writeln!(
+                md,
+                "| smallest alpha with some beta | {} (beta ∈ [{}, {}]) |",
+                num(al),
+                num(lo),
+                if hi.is_infinite() {
+                    "∞".into()
+                } else {
+                    num(hi)
+                }
+            );
+        }
+        let _ = writeln!(
+            md,
+            "| smallest alpha with beta = alpha − 1 | {} |",
+            ab.gap_one.map_or("none".into(), |g| num(g.0))
+        );
+        if let Some(b) = &ab.best {
+            let _ = writeln!(
+                md,
+                "| min beta/(alpha − beta) | {} at (alpha, beta) = ({}, {}){} |",
+                num(b.ratio),
+                num(b.alpha),
+                num(b.beta),
+                if b.attained {
+                    ""
+                } else {
+                    ", approached along an unbounded edge"
+                }
+            );
+        }
+        if let Some((al, be, t)) = ab.least_violation {
+            let _ = writeln!(
+                md,
+                "| empty region: least worst slack | {} at (alpha, beta) = ({}, {}) |",
+                num(t),
+                num(al),
+                num(be)
+            );
+        }
+        if let Some(sig) = g.sigma_int2() {
+            let _ = writeln!(md, "| sigma_int² (at x^K) | {} |", num(sig));
+        }
+        if let Some((bs, bt)) = g.bound_terms() {
+            let _ = writeln!(md, "| beta·sigma_int² | {} |", num(bs));
+            let _ = writeln!(md, "| 2·beta·sigma_int²/(alpha − beta) | {} |", num(bt));
+        }
+        if let Some(c) = aggregate(g) {
+            let _ = writeln!(
+                md,
+                "| Aiming fails (inner ≤ 0) | {}/{} steps; best theta {} |",
+                c.aiming_fail_steps,
+                c.steps,
+                c.aiming_theta.map_or("–".into(), num)
+            );
+            for (d, b) in &c.pl {
+                let _ = writeln!(
+                    md,
+                    "| PL mu, delta = {d} | {} |",
+                    b.map_or("–".into(), |b| format!(
+                        "{} (log 2mu = {})",
+                        num(b.2),
+                        num(b.0)
+                    ))
+                );
+            }
+            let _ = writeln!(
+                md,
+                "| QCvx | {} |",
+                if c.qcvx_holds {
+                    format!(
+                        "holds for theta ∈ [{}, {}]",
+                        num(c.qcvx_theta_lo),
+                        num(c.qcvx_theta_hi)
+                    )
+                } else {
+                    "fails".into()
+                }
+            );
+        }
+        let _ = writeln!(md);
+        let stem = format!("ab_heatmap{sfx}");
+        let fig = Heatmap {
+            title: format!("min slack over {} rows [{}]", ab.rows.len(), g.group.label),
+            cells: &g.cells,
+            points: s.grid.points as usize,
+            frame: g.frame,
+            ab,
+            margin: s.margin,
+        };
+        written.extend(plots::save(&fig, &dir, &stem)?);
+        let _ = writeln!(
+            md,
+            "Min slack over all rows (red: violated, blue: holds, grey: alpha < beta + {}); black: the exact feasible region.\n",
+            s.margin
+        );
+        img(&mut md, &stem, "alpha-beta heat map");
+        if !g.conditions.is_empty() {
+            let pl_runs: Vec<(String, Vec<_>)> = g
+                .conditions
+                .iter()
+                .map(|(ri, _, pl, _)| (a.runs[*ri].run_id.clone(), pl.clone()))
+                .collect();
+            let stem = format!("pl{sfx}");
+            written.extend(plots::save(
+                &plots::pl_figure(&g.group.label, &pl_runs, &s.pl_deltas),
+                &dir,
+                &stem,
+            )?);
+            img(&mut md, &stem, "relaxed PL curves");
+            let aim_runs: Vec<(String, Vec<_>)> = g
+                .conditions
+                .iter()
+                .map(|(ri, rows, _, _)| (a.runs[*ri].run_id.clone(), rows.clone()))
+                .collect();
+            let stem = format!("aiming{sfx}");
+            written.extend(plots::save(
+                &plots::aiming_figure(&g.group.label, &aim_runs),
+                &dir,
+                &stem,
+            )?);
+            img(&mut md, &stem, "Aiming angle");
+        }
+        let fig = loss_figure(a, g);
+        if !fig.series.is_empty() {
+            let stem = format!("loss{sfx}");
+            written.extend(plots::save(&fig, &dir, &stem)?);
+            img(&mut md, &stem, "training loss");
+        }
+    }
+    let p = dir.join("report.md");
+    crate::store::atomic::write_bytes(&p, md.as_bytes())?;
+    written.push(p);
+    Ok(written)
+}
