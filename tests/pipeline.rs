@@ -45,12 +45,20 @@ fn run(dir: &Path, config: &str, extra: &[&str]) -> std::path::PathBuf {
     let mut args = vec!["--quiet", "--out", "out", "run", cfg.to_str().unwrap()];
     args.extend_from_slice(extra);
     let stdout = ok(&abcond(dir, &args));
-    assert!(stdout.contains("alpha-beta summary"), "{stdout}");
+    assert!(
+        stdout.contains("beta = alpha − 1: smallest alpha"),
+        "{stdout}"
+    );
     let exp = config
         .lines()
         .find_map(|l| l.strip_prefix("experiment: "))
         .expect("config names its experiment");
-    run_dir(&dir.join("out"), exp)
+    let rd = run_dir(&dir.join("out"), exp);
+    assert!(
+        rd.join("analysis/report.md").is_file(),
+        "run did not analyse"
+    );
+    rd
 }
 
 #[test]

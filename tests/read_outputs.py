@@ -124,6 +124,7 @@ blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
 assert len(blocks) >= 2, "README has no python snippets"
 for code in blocks:
     code = re.sub(r'^run = ".*?"(.*)$', f"run = {run!r}", code, flags=re.M)
+    code = re.sub(r'^adir = ".*?"(.*)$', f"adir = {os.path.join(run, 'analysis')!r}", code, flags=re.M)
     exec(compile(code, "README.md snippet", "exec"), {})
 print(f"read_outputs {run}: steps {steps.height} rows, landscape {land.height} rows, iterates {it.height} chunk rows; README snippets {len(blocks)} OK")
 print("OK")

@@ -43,6 +43,9 @@ pub struct PlRow {
     pub log_2mu: Option<f64>,
 }
 
+/// The minimum of one relaxed-PL curve: (min log(2mu), its step, mu).
+pub type PlMin = (f64, i64, f64);
+
 /// Per-run constants of the three conditions.
 #[derive(Debug, Clone, Default)]
 pub struct RunConditions {
@@ -53,7 +56,7 @@ pub struct RunConditions {
     pub min_cos: Option<f64>,
     pub min_cos_step: Option<i64>,
     /// Per delta: (delta, min log(2mu), its step, mu), over steps with a positive gap.
-    pub pl: Vec<(f64, Option<(f64, i64, f64)>)>,
+    pub pl: Vec<(f64, Option<PlMin>)>,
     pub nonpositive_gap_steps: usize,
     /// QCvx: theta must lie in [theta_lo, theta_hi] (and be > 0).
     pub qcvx_theta_lo: f64,

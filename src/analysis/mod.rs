@@ -789,6 +789,10 @@ pub fn render(a: &Analysis) -> String {
                     b.unwrap_or_default()
                 ))
             }
+            None if s.margin > 1.0 => out.push_str(&format!(
+                "  beta = alpha − 1: outside the domain (alpha − beta = 1 < margin {})\n",
+                s.margin
+            )),
             None => out.push_str("  beta = alpha − 1: no alpha works\n"),
         }
         if let Some(b) = &ab.best {

@@ -99,32 +99,43 @@ fn diverging(s: f64) -> RGBColor {
     RGBColor(mix(end.0), mix(end.1), mix(end.2))
 }
 
-/// Symmetric-log scale of slack values: linear within ±tau, logarithmic beyond,
-/// ±1 at ±max.
+/// Signed log scale of slack values, each sign on its own: linear within
+/// 1e-3 of that sign's largest magnitude, logarithmic beyond, ±1 at the
+/// largest violation and the largest positive slack (so a thin feasible band
+/// is as visible as a deep violation).
 struct SymLog {
-    tau: f64,
-    max: f64,
+    neg: f64,
+    pos: f64,
 }
 
 impl SymLog {
     fn new(values: impl Iterator<Item = f64>) -> SymLog {
-        let max = values
-            .filter(|v| v.is_finite())
-            .fold(0.0f64, |m, v| m.max(v.abs()))
-            .max(1e-300);
-        SymLog {
-            tau: max * 1e-3,
-            max,
+        let (mut neg, mut pos) = (1e-300f64, 1e-300f64);
+        for v in values.filter(|v| v.is_finite()) {
+            if v < 0.0 {
+                neg = neg.max(-v);
+            } else {
+                pos = pos.max(v);
+            }
+        }
+        SymLog { neg, pos }
+    }
+    fn side(&self, v: f64) -> f64 {
+        if v < 0.0 {
+            self.neg
+        } else {
+            self.pos
         }
     }
-    fn norm(&self) -> f64 {
-        (1.0 + self.max / self.tau).ln()
-    }
     fn to_unit(&self, v: f64) -> f64 {
-        v.signum() * (1.0 + v.abs() / self.tau).ln() / self.norm()
+        let m = self.side(v);
+        let tau = m * 1e-3;
+        v.signum() * (1.0 + v.abs() / tau).ln() / (1.0 + m / tau).ln()
     }
-    fn from_unit(&self, s: f64) -> f64 {
-        s.signum() * self.tau * ((s.abs() * self.norm()).exp() - 1.0)
+    fn value_at(&self, s: f64) -> f64 {
+        let m = self.side(s);
+        let tau = m * 1e-3;
+        s.signum() * tau * ((s.abs() * (1.0 + m / tau).ln()).exp() - 1.0)
     }
 }
 
@@ -300,7 +311,7 @@ impl Figure for Heatmap<'_> {
             .disable_x_axis()
             .y_labels(9)
             .label_style((FONT, 13))
-            .y_label_formatter(&|s| num(scale.from_unit(*s)))
+            .y_label_formatter(&|s| num(scale.value_at(*s)))
             .draw()
             .map_err(err)?;
         let steps = 200;
@@ -314,12 +325,15 @@ impl Figure for Heatmap<'_> {
     }
 }
 
+/// One line: label, points, whether to mark the points.
+pub type Series = (String, Vec<(f64, f64)>, bool);
+
 /// Lines over steps (one per series), optionally with a log y axis.
 pub struct Lines {
     pub title: String,
     pub x_desc: String,
     pub y_desc: String,
-    pub series: Vec<(String, Vec<(f64, f64)>, bool)>,
+    pub series: Vec<Series>,
     pub log_y: bool,
     /// Horizontal reference line (value, label).
     pub hline: Option<(f64, String)>,

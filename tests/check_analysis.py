@@ -1,0 +1,292 @@
+"""Independent check of `abcond analyze` output (numpy + pyarrow, no abcond code).
+
+usage: check_analysis.py ANALYSIS_DIR
+
+From the runs' landscape.parquet it recomputes the constraint rows
+(a, b, c) = (inner, loss_k − loss_ref, loss_k − f_i*) and checks:
+- ab_region.parquet against a brute-force grid: every grid point where all
+  rows (and beta ≥ 0, alpha ≥ beta + margin) have slack > 0 lies inside the
+  polygon, every point with a negative slack outside (points within 1e-9 of a
+  boundary skipped); every vertex satisfies every row;
+- ab_grid.parquet: min slack, violations, feasibility of every cell;
+- summary.yaml: smallest alpha, the beta = alpha − 1 point (feasible there,
+  infeasible just below), the best beta/(alpha − beta) against the vertices,
+  sigma_int²;
+- aiming.parquet and pl.parquet from the full-data rows;
+- trends.parquet (when present) against summary.yaml;
+- dtypes of every table through pandas, Polars and DuckDB.
+Prints one line per check; exits non-zero on the first failure.
+"""
+
+import math
+import os
+import sys
+
+import duckdb
+import numpy as np
+import pandas as pd
+import polars as pl
+import pyarrow.parquet as pq
+import yaml
+
+adir = sys.argv[1]
+summary = yaml.safe_load(open(os.path.join(adir, "summary.yaml")))
+settings = summary["settings"]
+margin = float(settings["margin"])
+f_star = settings["f_star"]
+train_only = settings["train_only"]
+
+
+def fail(msg):
+    print("FAIL", msg)
+    sys.exit(1)
+
+
+def close(x, y, rel=1e-9, abs_=1e-12):
+    return abs(x - y) <= max(abs_, rel * max(abs(x), abs(y)))
+
+
+runs = {}
+for r in summary["runs"]:
+    land = pq.read_table(os.path.join(r["dir"], "landscape.parquet")).to_pandas()
+    runs[r["run_id"]] = land
+
+
+def rows_of(run_ids):
+    out = []
+    for rid in run_ids:
+        land = runs[rid]
+        mini = land[land.probe != "full"].copy()
+        if f_star == "min-observed":
+            key = mini.batch_indices.map(lambda v: tuple(v))
+            m = pd.concat([mini.loss_k, mini.loss_ref], axis=1).min(axis=1)
+            fs = m.groupby(key).transform("min")
+        else:
+            fs = pd.Series(float(f_star), index=mini.index)
+        mini["f_star"] = fs
+        if train_only:
+            mini = mini[mini.probe == "train"]
+        out.append(mini)
+    d = pd.concat(out)
+    a = d.inner.to_numpy()
+    b = (d.loss_k - d.loss_ref).to_numpy()
+    c = (d.loss_k - d.f_star).to_numpy()
+    return a, b, c, d
+
+
+def polygon(region, group):
+    g = region[region.group == group].sort_values("order")
+    return list(zip(g.kind, g.alpha, g.beta))
+
+
+def inside(poly, al, be):
+    """Point in the convex polygon (vertices counter-clockwise, rays at the ends)."""
+    pts = []
+    for kind, x, y in poly:
+        pts.append((x, y, 0.0 if kind == "direction" else 1.0))
+    if len(pts) < 3:
+        return np.zeros(np.shape(al), dtype=bool)
+    ok = np.ones(np.shape(al), dtype=bool)
+    for i in range(len(pts)):
+        p, q = pts[i], pts[(i + 1) % len(pts)]
+        # det[p; q; (al, be, 1)] ≥ 0 (orientation, valid for points at infinity)
+        det = (
+            p[0] * (q[1] - q[2] * be)
+            - p[1] * (q[0] - q[2] * al)
+            + p[2] * (q[0] * be - q[1] * al)
+        )
+        ok &= det >= 0
+    return ok
+
+
+region = pq.read_table(os.path.join(adir, "ab_region.parquet")).to_pandas()
+grid = pq.read_table(os.path.join(adir, "ab_grid.parquet")).to_pandas()
+checked = 0
+for g in summary["groups"]:
+    label = g["label"]
+    a, b, c, d = rows_of(g["runs"])
+    if len(a) != g["rows"]:
+        fail(f"[{label}] {g['rows']} rows in summary, {len(a)} recomputed")
+    poly = polygon(region, label)
+    ab = g["alpha_beta"]
+    verts = [(x, y) for k, x, y in poly if k == "vertex"]
+    if ab["region"] == "empty":
+        if poly:
+            fail(f"[{label}] empty region with {len(poly)} polygon rows")
+    # brute force on a frame around the vertices
+    top = max([5.0] + [2 * x for x, _ in verts if x < 1e6])
+    al, be = np.meshgrid(np.linspace(0, top, 241), np.linspace(0, top, 241))
+    al, be = al.ravel(), be.ravel()
+    T = a[None, :] - al[:, None] * b[None, :] + be[:, None] * c[None, :]
+    mins = np.minimum(T.min(axis=1), np.minimum(be, al - be - margin))
+    decided = np.abs(mins) > 1e-9 * np.maximum(1.0, np.abs(al) + np.abs(be))
+    inn = inside(poly, al, be)
+    bad = decided & (inn != (mins > 0))
+    if bad.any():
+        i = np.argmax(bad)
+        fail(f"[{label}] polygon disagrees with brute force at ({al[i]}, {be[i]}): min slack {mins[i]}, inside {inn[i]}")
+    checked += int(decided.sum())
+    for x, y in verts:
+        t = (a - x * b + y * c).min()
+        if t < -1e-9 * max(1.0, abs(x) + abs(y)) * max(1.0, np.abs(np.c_[a, b, c]).max()):
+            fail(f"[{label}] vertex ({x}, {y}) violates a row: {t}")
+    # summary landmarks
+    if verts:
+        amin = min(x for x, _ in verts)
+        if not close(ab["smallest_alpha"]["alpha"], amin):
+            fail(f"[{label}] smallest alpha {ab['smallest_alpha']['alpha']} vs vertices {amin}")
+        rho = [y / x for x, y in verts]
+        best = ab["best_ratio"]
+        r_v = min(rho)
+        dirs = [(x, y) for k, x, y in poly if k == "direction"]
+        r_d = min([y / x for x, y in dirs], default=math.inf)
+        r = min(r_v, r_d)
+        if not close(best["beta_over_gap"], r / (1 - r), rel=1e-9, abs_=1e-12):
+            fail(f"[{label}] best ratio {best['beta_over_gap']} vs {r / (1 - r)}")
+    if ab["region"] == "empty":
+        lv = ab["least_violation"]
+        x, y = lv["alpha"], lv["beta"]
+        t = (a - x * b + y * c).min()
+        if not (y >= -1e-9 and x >= y + margin - 1e-9) or not close(t, lv["min_slack"], rel=1e-6, abs_=1e-9):
+            fail(f"[{label}] least violation point ({x}, {y}): min slack {t} vs {lv['min_slack']}")
+        # no point of the domain does better (sampled)
+        rng = np.random.default_rng(0)
+        bb = rng.uniform(0, 4 * max(1.0, x), 20000)
+        aa = bb + margin + rng.uniform(0, 4 * max(1.0, x), 20000)
+        best = (a[None, :] - aa[:, None] * b[None, :] + bb[:, None] * c[None, :]).min(axis=1).max()
+        if best > t + 1e-9 * max(1.0, abs(t)):
+            fail(f"[{label}] a sampled pair has min slack {best} > least violation {t}")
+        worst = ab["most_violating"][0]["slack"]
+        if not close(worst, t, rel=1e-6, abs_=1e-9):
+            fail(f"[{label}] most violating row slack {worst} vs {t}")
+    line = ab["beta_alpha_minus_one"]
+    if line is not None:
+        x = line["alpha"]
+        t_at = min((a - x * b + (x - 1) * c).min(), x - 1)
+        lo = x - 1e-6 * max(1.0, x)
+        t_below = min((a - lo * b + (lo - 1) * c).min(), lo - 1)
+        if t_at < -1e-9 * max(1.0, x) or t_below >= 0:
+            fail(f"[{label}] beta = alpha − 1 from {x}: slack there {t_at}, just below {t_below}")
+    # ab_grid
+    gg = grid[grid.group == label]
+    Tg = a[None, :] - gg.alpha.to_numpy()[:, None] * b[None, :] + gg.beta.to_numpy()[:, None] * c[None, :]
+    ms = Tg.min(axis=1)
+    if not np.allclose(gg.min_slack.to_numpy(), ms, rtol=1e-12, atol=1e-12):
+        fail(f"[{label}] ab_grid min_slack differs by {np.abs(gg.min_slack.to_numpy() - ms).max()}")
+    if not (gg.violations.to_numpy() == (Tg < 0).sum(axis=1)).all():
+        fail(f"[{label}] ab_grid violations differ")
+    dom = (gg.beta.to_numpy() >= 0) & (gg.alpha.to_numpy() >= gg.beta.to_numpy() + margin)
+    if not (gg.feasible.to_numpy() == (dom & (ms >= 0))).all():
+        fail(f"[{label}] ab_grid feasible differs")
+    # sigma_int²: f(x^K) (full probe, else mean minibatch loss_ref) − mean f_i*
+    sig = []
+    for rid in g["runs"]:
+        land = runs[rid]
+        _, _, _, dd = rows_of([rid]) if not train_only else (None, None, None, None)
+        mini = land[land.probe != "full"]
+        if f_star == "min-observed":
+            key = mini.batch_indices.map(lambda v: tuple(v))
+            fs = pd.concat([mini.loss_k, mini.loss_ref], axis=1).min(axis=1).groupby(key).transform("min")
+        else:
+            fs = pd.Series(float(f_star), index=mini.index)
+        full = land[land.probe == "full"]
+        fk = full.loss_ref.iloc[0] if len(full) else mini.loss_ref.mean()
+        sig.append(fk - fs.mean())
+    s_sum = g["interpolation"]["sigma_int2"]
+    if not close(s_sum, float(np.mean(sig))):
+        fail(f"[{label}] sigma_int2 {s_sum} vs {np.mean(sig)}")
+print(f"ok region/grid/summary: {len(summary['groups'])} group(s), {checked} brute-force grid points")
+
+# Aiming and PL from the full-data rows.
+aim = pq.read_table(os.path.join(adir, "aiming.parquet")).to_pandas()
+plt_ = pq.read_table(os.path.join(adir, "pl.parquet")).to_pandas()
+deltas = settings["pl_deltas"]
+n_aim = 0
+for rid, land in runs.items():
+    full = land[(land.probe == "full") & (land.step != land.ref_step)].sort_values("step")
+    got = aim[aim.run_id == rid].sort_values("step")
+    if len(full) != len(got):
+        fail(f"aiming rows of {rid}: {len(got)} vs {len(full)}")
+    if len(full) == 0:
+        continue
+    coef = full.inner.to_numpy() / full.loss_k.to_numpy()
+    angle = np.degrees(np.arccos(np.clip(full.cos.to_numpy(), -1, 1)))
+    gap = full.loss_k.to_numpy() - full.loss_ref.to_numpy()
+    if not np.allclose(got.aiming_coef, coef, rtol=1e-14) or not np.allclose(got.angle_deg, angle, rtol=1e-12):
+        fail(f"aiming coefficient/angle of {rid}")
+    q = np.where(gap > 0, full.inner.to_numpy() / np.where(gap > 0, gap, 1), np.nan)
+    gq = got.qcvx_ratio.to_numpy(dtype=float)
+    if not np.array_equal(np.isnan(q), np.isnan(gq)) or not np.allclose(q[~np.isnan(q)], gq[~np.isnan(gq)], rtol=1e-14):
+        fail(f"qcvx ratio of {rid}")
+    for dlt in deltas:
+        p = plt_[(plt_.run_id == rid) & (plt_.delta == dlt)].sort_values("step")
+        want = np.where(
+            (gap > 0) & (full.grad_norm.to_numpy() > 0),
+            2 * np.log(full.grad_norm.to_numpy()) - (2 / dlt) * np.log(np.where(gap > 0, gap, 1)),
+            np.nan,
+        )
+        got_pl = p.log_2mu.to_numpy(dtype=float)
+        if not np.array_equal(np.isnan(want), np.isnan(got_pl)) or not np.allclose(
+            want[~np.isnan(want)], got_pl[~np.isnan(got_pl)], rtol=1e-13, atol=1e-13
+        ):
+            fail(f"pl curve of {rid}, delta {dlt}")
+        # mu reported per run = exp(min)/2
+        per = next(pr for g in summary["groups"] for pr in g["per_run"] if pr["run_id"] == rid)
+        entry = next(e for e in per["pl"] if e["delta"] == dlt)
+        if not np.isnan(want).all():
+            if not close(entry["mu"], 0.5 * math.exp(np.nanmin(want)), rel=1e-12):
+                fail(f"mu of {rid}, delta {dlt}: {entry['mu']}")
+    per = next(pr for g in summary["groups"] for pr in g["per_run"] if pr["run_id"] == rid)
+    if per["aiming_fail_steps"] != int((full.inner <= 0).sum()) or not close(per["aiming_theta"], coef.min()):
+        fail(f"aiming constants of {rid}")
+    n_aim += len(full)
+print(f"ok aiming/pl: {n_aim} full-data rows")
+
+# trends
+tp = os.path.join(adir, "trends.parquet")
+if len(summary["groups"]) > 1:
+    tr = pq.read_table(tp).to_pandas()
+    for g in summary["groups"]:
+        row = tr[tr.group == g["label"]].iloc[0]
+        best = g["alpha_beta"]["best_ratio"]
+        if best and not (close(row.alpha, best["alpha"]) and close(row.beta, best["beta"])):
+            fail(f"trends pair of {g['label']}")
+        s = g["interpolation"]["sigma_int2"]
+        if best and not close(row.beta_sigma_int2, best["beta"] * s):
+            fail(f"trends beta·sigma² of {g['label']}")
+    print(f"ok trends: {len(tr)} rows")
+elif os.path.exists(tp):
+    fail("trends.parquet written for a single group")
+
+# dtypes through the three readers
+want = {
+    "ab_region.parquet": {"group": "str", "order": "i64", "kind": "str", "alpha": "f64", "beta": "f64"},
+    "ab_grid.parquet": {"group": "str", "alpha": "f64", "beta": "f64", "in_domain": "bool", "min_slack": "f64",
+                        "violations": "i64", "rows": "i64", "feasible": "bool", "binding_run_id": "str",
+                        "binding_step": "i64", "binding_probe": "str"},
+    "aiming.parquet": {"group": "str", "run_id": "str", "seed": "i64", "step": "i64", "loss": "f64",
+                       "loss_ref": "f64", "gap": "f64", "inner": "f64", "grad_norm": "f64", "dist": "f64",
+                       "cos": "f64", "angle_deg": "f64", "aiming_coef": "f64", "qcvx_ratio": "f64"},
+    "pl.parquet": {"group": "str", "run_id": "str", "seed": "i64", "step": "i64", "delta": "f64", "loss": "f64",
+                   "loss_ref": "f64", "grad_norm": "f64", "log_2mu": "f64"},
+}
+polars_t = {"str": pl.String, "i64": pl.Int64, "f64": pl.Float64, "bool": pl.Boolean}
+duck_t = {"str": "VARCHAR", "i64": "BIGINT", "f64": "DOUBLE", "bool": "BOOLEAN"}
+for name, cols in want.items():
+    path = os.path.join(adir, name)
+    df = pl.read_parquet(path)
+    for col, t in cols.items():
+        if df.schema.get(col) != polars_t[t]:
+            fail(f"{name}: polars dtype of {col} is {df.schema.get(col)}, expected {t}")
+    pdf = pd.read_parquet(path)
+    if list(pdf.columns)[: len(cols)] != list(cols):
+        fail(f"{name}: pandas columns {list(pdf.columns)}")
+    desc = duckdb.sql(f"describe select * from '{path}'").fetchall()
+    types = {r[0]: r[1] for r in desc}
+    for col, t in cols.items():
+        if types.get(col) != duck_t[t]:
+            fail(f"{name}: duckdb type of {col} is {types.get(col)}, expected {duck_t[t]}")
+    md = pq.read_schema(path).metadata or {}
+    if b"abcond.format" not in md or b"abcond.f_star" not in md:
+        fail(f"{name}: metadata {md}")
+print("ok dtypes: pandas, polars, duckdb")
