@@ -205,6 +205,9 @@ pub fn grid(
     n: usize,
     margin: f64,
 ) -> Vec<Cell> {
+    if rows.is_empty() {
+        return Vec::new();
+    }
     let at = |lo: f64, hi: f64, i: usize| lo + (hi - lo) * i as f64 / (n - 1) as f64;
     let column = |i: usize| -> Vec<Cell> {
         let alpha = at(a0, a1, i);

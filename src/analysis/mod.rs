@@ -224,7 +224,13 @@ fn write_outputs(a: &mut Analysis) -> Result<()> {
     // ab_grid.parquet
     let mut c = GridCols::default();
     for g in &a.groups {
-        for cell in &g.cells {
+        // A group without minibatch rows has no slack to map.
+        let cells = if g.ab.rows.is_empty() {
+            &[][..]
+        } else {
+            &g.cells[..]
+        };
+        for cell in cells {
             let row = &g.ab.rows[cell.binding];
             let lr = &a.runs[row.run].rows[row.row];
             c.group.push(g.group.label.clone());
