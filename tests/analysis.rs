@@ -45,14 +45,20 @@ fn experiment(dir: &Path) -> PathBuf {
     dir.join("out/hs")
 }
 
+/// `abcond --quiet analyze PATH --set S …`, checked to succeed; returns stdout.
+fn analyze(dir: &Path, path: &Path, sets: &[&str]) -> String {
+    let mut args = vec!["--quiet", "analyze", path.to_str().unwrap()];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    ok(&abcond(dir, &args))
+}
+
 #[test]
 fn experiment_analysis_matches_independent_computation() {
     let dir = scratch("analysis-experiment");
     let exp = experiment(&dir);
-    let stdout = ok(&abcond(
-        &dir,
-        &["--quiet", "analyze", exp.to_str().unwrap()],
-    ));
+    let stdout = analyze(&dir, &exp, &[]);
     assert!(stdout.contains("4 run(s), 2 group(s)"), "{stdout}");
     assert!(stdout.contains("[optim.lr=0.1] 2 run(s)"), "{stdout}");
     assert!(stdout.contains("[optim.lr=0.25] 2 run(s)"), "{stdout}");
@@ -84,22 +90,16 @@ fn experiment_analysis_matches_independent_computation() {
     // f_i* = the smallest observed loss, i_k only, and margin 2: the region
     // is empty; the least-violation pair and the most violating rows are
     // checked by the same script.
-    let stdout = ok(&abcond(
+    let stdout = analyze(
         &dir,
+        &exp,
         &[
-            "--quiet",
-            "analyze",
-            exp.to_str().unwrap(),
-            "--set",
             "analysis.f_star=min-observed",
-            "--set",
             "analysis.train_only=true",
-            "--set",
             "analysis.margin=2",
-            "--set",
             "analysis.plots=false",
         ],
-    ));
+    );
     assert!(stdout.contains("region empty"), "{stdout}");
     assert!(stdout.contains("most violating rows"), "{stdout}");
     let out = run_python("check_analysis.py", &[adir.to_str().unwrap()]);
@@ -109,18 +109,11 @@ fn experiment_analysis_matches_independent_computation() {
     assert!(!adir.join("report.md").exists());
 
     // min-observed with the default margin: a non-empty region again.
-    ok(&abcond(
+    analyze(
         &dir,
-        &[
-            "--quiet",
-            "analyze",
-            exp.to_str().unwrap(),
-            "--set",
-            "analysis.f_star=min-observed",
-            "--set",
-            "analysis.grid.points=31",
-        ],
-    ));
+        &exp,
+        &["analysis.f_star=min-observed", "analysis.grid.points=31"],
+    );
     let out = run_python("check_analysis.py", &[adir.to_str().unwrap()]);
     assert!(out.contains("ok region/grid/summary"), "{out}");
 
@@ -130,10 +123,7 @@ fn experiment_analysis_matches_independent_computation() {
         .map(|e| e.unwrap().path())
         .find(|p| p.join("run.yaml").is_file())
         .unwrap();
-    ok(&abcond(
-        &dir,
-        &["--quiet", "analyze", one.to_str().unwrap()],
-    ));
+    analyze(&dir, &one, &[]);
     assert!(one.join("analysis/ab_heatmap.png").is_file());
     assert!(!one.join("analysis/trends.parquet").exists());
     let out = run_python(

@@ -52,18 +52,21 @@ for r in summary["runs"]:
     runs[r["run_id"]] = land
 
 
+def f_stars(mini):
+    """f_i* of each minibatch row of one run."""
+    if f_star == "min-observed":
+        key = mini.batch_indices.map(lambda v: tuple(v))
+        m = pd.concat([mini.loss_k, mini.loss_ref], axis=1).min(axis=1)
+        return m.groupby(key).transform("min")
+    return pd.Series(float(f_star), index=mini.index)
+
+
 def rows_of(run_ids):
     out = []
     for rid in run_ids:
         land = runs[rid]
         mini = land[land.probe != "full"].copy()
-        if f_star == "min-observed":
-            key = mini.batch_indices.map(lambda v: tuple(v))
-            m = pd.concat([mini.loss_k, mini.loss_ref], axis=1).min(axis=1)
-            fs = m.groupby(key).transform("min")
-        else:
-            fs = pd.Series(float(f_star), index=mini.index)
-        mini["f_star"] = fs
+        mini["f_star"] = f_stars(mini)
         if train_only:
             mini = mini[mini.probe == "train"]
         out.append(mini)
@@ -182,13 +185,8 @@ for g in summary["groups"]:
     sig = []
     for rid in g["runs"]:
         land = runs[rid]
-        _, _, _, dd = rows_of([rid]) if not train_only else (None, None, None, None)
         mini = land[land.probe != "full"]
-        if f_star == "min-observed":
-            key = mini.batch_indices.map(lambda v: tuple(v))
-            fs = pd.concat([mini.loss_k, mini.loss_ref], axis=1).min(axis=1).groupby(key).transform("min")
-        else:
-            fs = pd.Series(float(f_star), index=mini.index)
+        fs = f_stars(mini)
         full = land[land.probe == "full"]
         fk = full.loss_ref.iloc[0] if len(full) else mini.loss_ref.mean()
         sig.append(fk - fs.mean())
@@ -237,7 +235,7 @@ for rid, land in runs.items():
             if not close(entry["mu"], 0.5 * math.exp(np.nanmin(want)), rel=1e-12):
                 fail(f"mu of {rid}, delta {dlt}: {entry['mu']}")
     per = next(pr for g in summary["groups"] for pr in g["per_run"] if pr["run_id"] == rid)
-    if per["aiming_fail_steps"] != int((full.inner <= 0).sum()) or not close(per["aiming_theta"], coef.min()):
+    if per["aiming"]["fail_steps"] != int((full.inner <= 0).sum()) or not close(per["aiming"]["theta"], coef.min()):
         fail(f"aiming constants of {rid}")
     n_aim += len(full)
 print(f"ok aiming/pl: {n_aim} full-data rows")

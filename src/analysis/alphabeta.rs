@@ -14,7 +14,6 @@ pub struct AbRow {
     pub a: f64,
     pub b: f64,
     pub c: f64,
-    pub f_star: f64,
     pub run: usize,
     pub row: usize,
 }
@@ -62,7 +61,6 @@ pub fn rows(runs: &[RunData], group: &Group, settings: &AnalysisConfig) -> Vec<A
                 a: r.inner,
                 b: r.loss_k - r.loss_ref,
                 c: r.loss_k - fs,
-                f_star: fs,
                 run: ri,
                 row: i,
             });

@@ -61,7 +61,13 @@ pub struct RunConditions {
     /// QCvx: theta must lie in [theta_lo, theta_hi] (and be > 0).
     pub qcvx_theta_lo: f64,
     pub qcvx_theta_hi: f64,
-    pub qcvx_holds: bool,
+}
+
+impl RunConditions {
+    /// Whether some theta > 0 satisfies QCvx at every step.
+    pub fn qcvx_holds(&self) -> bool {
+        self.qcvx_theta_hi > 0.0 && self.qcvx_theta_hi >= self.qcvx_theta_lo
+    }
 }
 
 /// The Aiming/QCvx rows of a run's full-data probes (x^K itself excluded).
@@ -143,7 +149,6 @@ pub fn constants(aiming: &[AimingRow], pl: &[PlRow], deltas: &[f64]) -> RunCondi
             c.qcvx_theta_hi = f64::NEG_INFINITY;
         }
     }
-    c.qcvx_holds = c.qcvx_theta_hi > 0.0 && c.qcvx_theta_hi >= c.qcvx_theta_lo;
     c
 }
 
@@ -202,7 +207,7 @@ mod tests {
         // QCvx: theta ≤ min(1.5, −0.2) < 0: fails; lower bound −0.2/−0.1 = 2.
         assert!((c.qcvx_theta_hi - (-0.2)).abs() < 1e-15);
         assert!((c.qcvx_theta_lo - 2.0).abs() < 1e-15);
-        assert!(!c.qcvx_holds);
+        assert!(!c.qcvx_holds());
         assert_eq!(c.nonpositive_gap_steps, 1);
     }
 }

@@ -14,6 +14,7 @@ pub mod report;
 pub mod tables;
 
 use crate::config::AnalysisConfig;
+use crate::store::tables::LandscapeRow;
 use alphabeta::{AbResult, Cell};
 use anyhow::{Context, Result};
 use conditions::{AimingRow, PlRow, RunConditions};
@@ -183,33 +184,21 @@ fn write_outputs(a: &mut Analysis) -> Result<()> {
     let mut beta = Vec::new();
     for g in &a.groups {
         let r = &g.ab.region;
-        let mut push = |k: &str, v: (f64, f64)| {
+        // The boundary in order: the incoming direction, the vertices, the
+        // outgoing direction.
+        let boundary = r
+            .ray_first
+            .map(|d| ("direction", d))
+            .into_iter()
+            .chain(r.vertices.iter().map(|v| ("vertex", *v)))
+            .chain(r.ray_last.map(|d| ("direction", d)));
+        for (i, (k, v)) in boundary.enumerate() {
             g_col.push(g.group.label.clone());
-            order.push(0);
+            order.push(i as i64);
             kind.push(k.to_string());
             alpha.push(v.0);
             beta.push(v.1);
-        };
-        if let Some(d) = r.ray_first {
-            push("direction", d);
         }
-        for v in &r.vertices {
-            push("vertex", *v);
-        }
-        if let Some(d) = r.ray_last {
-            push("direction", d);
-        }
-    }
-    // Order within each group.
-    let mut last = String::new();
-    let mut k = 0i64;
-    for (i, g) in g_col.iter().enumerate() {
-        if *g != last {
-            last = g.clone();
-            k = 0;
-        }
-        order[i] = k;
-        k += 1;
     }
     let p = dir.join("ab_region.parquet");
     Columns::default()
@@ -452,14 +441,67 @@ fn pair(v: (f64, f64)) -> Value {
     Value::Sequence(vec![f(v.0), f(v.1)])
 }
 
-/// Where a constraint row came from.
-fn row_origin(a: &Analysis, g: &GroupResult, i: usize) -> Vec<(&'static str, Value)> {
+/// The landscape row a constraint row came from.
+fn origin<'a>(a: &'a Analysis, g: &GroupResult, i: usize) -> &'a LandscapeRow {
     let r = &g.ab.rows[i];
-    let lr = &a.runs[r.run].rows[r.row];
+    &a.runs[r.run].rows[r.row]
+}
+
+fn origin_yaml(r: &LandscapeRow) -> Vec<(&'static str, Value)> {
     vec![
-        ("run_id", Value::from(lr.run_id.clone())),
-        ("step", Value::from(lr.step)),
-        ("probe", Value::from(lr.probe.clone())),
+        ("run_id", Value::from(r.run_id.clone())),
+        ("step", Value::from(r.step)),
+        ("probe", Value::from(r.probe.clone())),
+    ]
+}
+
+fn origin_text(r: &LandscapeRow) -> String {
+    format!("{} step {} {}", r.run_id, r.step, r.probe)
+}
+
+/// Aiming, PL and QCvx constants (of one run or a group) as summary.yaml entries.
+fn conditions_yaml(c: &RunConditions) -> Vec<(&'static str, Value)> {
+    vec![
+        (
+            "aiming",
+            map(vec![
+                ("steps", Value::from(c.steps as u64)),
+                ("fail_steps", Value::from(c.aiming_fail_steps as u64)),
+                (
+                    "fail_share",
+                    f(c.aiming_fail_steps as f64 / c.steps.max(1) as f64),
+                ),
+                ("theta", opt(c.aiming_theta)),
+                ("min_cos", opt(c.min_cos)),
+                (
+                    "min_cos_step",
+                    c.min_cos_step.map_or(Value::Null, Value::from),
+                ),
+            ]),
+        ),
+        (
+            "pl",
+            Value::Sequence(
+                c.pl.iter()
+                    .map(|(d, best)| {
+                        map(vec![
+                            ("delta", f(*d)),
+                            ("log_2mu_min", opt(best.map(|b| b.0))),
+                            ("mu", opt(best.map(|b| b.2))),
+                            ("step", best.map_or(Value::Null, |b| Value::from(b.1))),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
+        (
+            "qcvx",
+            map(vec![
+                ("theta_lo", f(c.qcvx_theta_lo)),
+                ("theta_hi", f(c.qcvx_theta_hi)),
+                ("holds", Value::from(c.qcvx_holds())),
+            ]),
+        ),
     ]
 }
 
@@ -494,7 +536,7 @@ fn summary_yaml(a: &Analysis) -> Value {
                 ab.gap_one.map_or(Value::Null, |(al, bind)| {
                     let mut e = vec![("alpha", f(al)), ("beta", f(al - 1.0))];
                     if let Some(i) = bind {
-                        e.push(("binding", map(row_origin(a, g, i))));
+                        e.push(("binding", map(origin_yaml(origin(a, g, i)))));
                     }
                     map(e)
                 }),
@@ -522,7 +564,7 @@ fn summary_yaml(a: &Analysis) -> Value {
                         ab.most_violating
                             .iter()
                             .map(|(i, sl)| {
-                                let mut e = row_origin(a, g, *i);
+                                let mut e = origin_yaml(origin(a, g, *i));
                                 e.push(("slack", f(*sl)));
                                 map(e)
                             })
@@ -562,42 +604,20 @@ fn summary_yaml(a: &Analysis) -> Value {
                 .conditions
                 .iter()
                 .map(|(ri, _, _, c)| {
-                    map(vec![
-                        ("run_id", Value::from(a.runs[*ri].run_id.clone())),
-                        ("steps", Value::from(c.steps as u64)),
-                        ("aiming_fail_steps", Value::from(c.aiming_fail_steps as u64)),
-                        ("aiming_theta", opt(c.aiming_theta)),
-                        ("min_cos", opt(c.min_cos)),
-                        (
-                            "min_cos_step",
-                            c.min_cos_step.map_or(Value::Null, Value::from),
-                        ),
-                        (
-                            "pl",
-                            Value::Sequence(
-                                c.pl.iter()
-                                    .map(|(d, best)| {
-                                        map(vec![
-                                            ("delta", f(*d)),
-                                            ("log_2mu_min", opt(best.map(|b| b.0))),
-                                            ("mu", opt(best.map(|b| b.2))),
-                                            (
-                                                "step",
-                                                best.map_or(Value::Null, |b| Value::from(b.1)),
-                                            ),
-                                        ])
-                                    })
-                                    .collect(),
-                            ),
-                        ),
-                        ("qcvx_theta_lo", f(c.qcvx_theta_lo)),
-                        ("qcvx_theta_hi", f(c.qcvx_theta_hi)),
-                        ("qcvx_holds", Value::from(c.qcvx_holds)),
-                    ])
+                    let mut e = vec![("run_id", Value::from(a.runs[*ri].run_id.clone()))];
+                    e.extend(conditions_yaml(c));
+                    map(e)
                 })
                 .collect();
-            let agg = aggregate(g);
-            map(vec![
+            let conditions = aggregate(g)
+                .map(|c| conditions_yaml(&c))
+                .unwrap_or_else(|| {
+                    ["aiming", "pl", "qcvx"]
+                        .into_iter()
+                        .map(|k| (k, Value::Null))
+                        .collect()
+                });
+            let mut entries = vec![
                 ("label", Value::from(g.group.label.clone())),
                 (
                     "sweep",
@@ -621,49 +641,10 @@ fn summary_yaml(a: &Analysis) -> Value {
                 ("rows", Value::from(ab.rows.len() as u64)),
                 ("alpha_beta", map(abv)),
                 ("interpolation", interp),
-                (
-                    "aiming",
-                    agg.as_ref().map_or(Value::Null, |c| {
-                        map(vec![
-                            ("steps", Value::from(c.steps as u64)),
-                            ("fail_steps", Value::from(c.aiming_fail_steps as u64)),
-                            (
-                                "fail_share",
-                                f(c.aiming_fail_steps as f64 / c.steps.max(1) as f64),
-                            ),
-                            ("theta", opt(c.aiming_theta)),
-                            ("min_cos", opt(c.min_cos)),
-                        ])
-                    }),
-                ),
-                (
-                    "pl",
-                    agg.as_ref().map_or(Value::Null, |c| {
-                        Value::Sequence(
-                            c.pl.iter()
-                                .map(|(d, best)| {
-                                    map(vec![
-                                        ("delta", f(*d)),
-                                        ("log_2mu_min", opt(best.map(|b| b.0))),
-                                        ("mu", opt(best.map(|b| b.2))),
-                                    ])
-                                })
-                                .collect(),
-                        )
-                    }),
-                ),
-                (
-                    "qcvx",
-                    agg.as_ref().map_or(Value::Null, |c| {
-                        map(vec![
-                            ("theta_lo", f(c.qcvx_theta_lo)),
-                            ("theta_hi", f(c.qcvx_theta_hi)),
-                            ("holds", Value::from(c.qcvx_holds)),
-                        ])
-                    }),
-                ),
-                ("per_run", Value::Sequence(per_run)),
-            ])
+            ];
+            entries.extend(conditions);
+            entries.push(("per_run", Value::Sequence(per_run)));
+            map(entries)
         })
         .collect();
     map(vec![
@@ -737,7 +718,6 @@ pub fn aggregate(g: &GroupResult) -> Option<RunConditions> {
             (*d, best)
         })
         .collect();
-    c.qcvx_holds = c.qcvx_theta_hi > 0.0 && c.qcvx_theta_hi >= c.qcvx_theta_lo;
     Some(c)
 }
 
@@ -771,24 +751,12 @@ pub fn render(a: &Analysis) -> String {
                 "  smallest alpha: {} (beta in [{}, {}])\n",
                 fmt(al),
                 fmt(lo),
-                if hi.is_infinite() {
-                    "∞".to_string()
-                } else {
-                    fmt(hi)
-                }
+                fmt(hi)
             ));
         }
         match ab.gap_one {
             Some((al, bind)) => {
-                let b = bind.map(|i| {
-                    let o = row_origin(a, g, i);
-                    format!(
-                        " (binding: {} step {} {})",
-                        inputs::show(&o[0].1),
-                        inputs::show(&o[1].1),
-                        inputs::show(&o[2].1)
-                    )
-                });
+                let b = bind.map(|i| format!(" (binding: {})", origin_text(origin(a, g, i))));
                 out.push_str(&format!(
                     "  beta = alpha − 1: smallest alpha {}{}\n",
                     fmt(al),
@@ -823,12 +791,9 @@ pub fn render(a: &Analysis) -> String {
                 fmt(be)
             ));
             for (i, sl) in &ab.most_violating {
-                let o = row_origin(a, g, *i);
                 out.push_str(&format!(
-                    "    {} step {} {}: T = {}\n",
-                    inputs::show(&o[0].1),
-                    inputs::show(&o[1].1),
-                    inputs::show(&o[2].1),
+                    "    {}: T = {}\n",
+                    origin_text(origin(a, g, *i)),
                     fmt(*sl)
                 ));
             }
@@ -854,7 +819,7 @@ pub fn render(a: &Analysis) -> String {
                     c.steps,
                     c.min_cos.map_or("-".into(), fmt),
                     c.aiming_theta.map_or("-".into(), fmt),
-                    if c.qcvx_holds {
+                    if c.qcvx_holds() {
                         format!(
                             "holds for theta in [{}, {}]",
                             fmt(c.qcvx_theta_lo),

@@ -60,10 +60,13 @@ pub fn save<F: Figure>(fig: &F, dir: &Path, stem: &str) -> Result<Vec<PathBuf>> 
     Ok(vec![png, svg])
 }
 
-/// A number for an axis label: short, in scientific notation when large or small.
+/// A number for labels and summaries: short, in scientific notation when
+/// large or small, ∞ for infinity.
 pub fn num(v: f64) -> String {
     let a = v.abs();
-    if v == 0.0 {
+    if v.is_infinite() {
+        if v > 0.0 { "∞" } else { "−∞" }.to_string()
+    } else if v == 0.0 {
         "0".to_string()
     } else if !(1e-3..1e5).contains(&a) {
         format!("{v:.1e}")

@@ -7,11 +7,16 @@ use anyhow::Result;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
+/// Steps per point of the loss curve: about 500 points (single minibatch
+/// losses are noise).
+fn steps_per_point(steps: usize) -> usize {
+    steps.div_ceil(500).max(1)
+}
+
 /// Training loss of a run: every step when there are few, else the mean of
-/// equal buckets (about 500 points; single minibatch losses are noise).
+/// equal buckets of [`steps_per_point`] steps.
 fn loss_curve(steps: &[crate::store::tables::StepRow]) -> Vec<(f64, f64)> {
-    let n = steps.len();
-    let per = n.div_ceil(500).max(1);
+    let per = steps_per_point(steps.len());
     steps
         .chunks(per)
         .map(|c| {
@@ -32,7 +37,7 @@ fn loss_figure(a: &Analysis, g: &GroupResult) -> Lines {
             String::new()
         };
         if !run.steps.is_empty() {
-            let per = run.steps.len().div_ceil(500).max(1);
+            let per = steps_per_point(run.steps.len());
             let what = if per > 1 {
                 format!("minibatch loss f_ik(x^k), mean of {per} steps")
             } else {
@@ -213,11 +218,7 @@ pub fn figures_and_report(a: &Analysis) -> Result<Vec<PathBuf>> {
                 "| smallest alpha with some beta | {} (beta ∈ [{}, {}]) |",
                 num(al),
                 num(lo),
-                if hi.is_infinite() {
-                    "∞".into()
-                } else {
-                    num(hi)
-                }
+                num(hi)
             );
         }
         let _ = writeln!(
@@ -277,7 +278,7 @@ pub fn figures_and_report(a: &Analysis) -> Result<Vec<PathBuf>> {
             let _ = writeln!(
                 md,
                 "| QCvx | {} |",
-                if c.qcvx_holds {
+                if c.qcvx_holds() {
                     format!(
                         "holds for theta ∈ [{}, {}]",
                         num(c.qcvx_theta_lo),
