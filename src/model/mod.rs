@@ -75,7 +75,10 @@ impl Model {
     /// Builds the model for `data`, initialised from `seed` like PyTorch would
     /// after `torch.manual_seed(seed)`.
     pub fn build(cfg: &ModelConfig, data: &Dataset, device: Device, seed: u64) -> Result<Model> {
-        let mut vs = VarStore::new(device);
+        // Initialised on the CPU and then moved, so that x^0 is the same on every
+        // device (and equals PyTorch's CPU initialisation after torch.manual_seed):
+        // CUDA's generator draws different numbers from the same seed.
+        let mut vs = VarStore::new(Device::Cpu);
         vs.set_kind(cfg.dtype.kind());
         tch::manual_seed(seed as i64);
         let root = vs.root();
@@ -107,6 +110,9 @@ impl Model {
                     bail!("model kind {kind:?} does not fit data with targets {targets:?}")
                 }
             };
+        if device != Device::Cpu {
+            vs.set_device(device);
+        }
         let mut named: Vec<NamedTensor> = vs
             .variables()
             .into_iter()
