@@ -498,6 +498,7 @@ fn run_loop(
             }
             let mut meta = iterate_meta(manifest, k, "checkpoint");
             meta.push(("abcond.optim_updates", opt.updates.to_string()));
+            meta.extend(opt.scalar_state());
             meta.push((
                 "abcond.iterate",
                 if is_snapshot { "snapshot" } else { "inline" }.into(),
@@ -535,10 +536,17 @@ fn run_loop(
         } else {
             (f64::NAN, false)
         };
+        // The update x^k → x^{k+1} (not taken when the step diverged).
+        let step_size = if finite {
+            opt.step(lr, loss_value, gn)
+        } else {
+            None
+        };
         rows.push(StepRow {
             step: k as i64,
             epoch: setup.sampler.epoch_of(k) as i64,
             lr,
+            step_size,
             loss: loss_value,
             grad_norm: gn,
             batch_indices: is_snapshot.then(|| indices.clone()),
@@ -560,7 +568,6 @@ fn run_loop(
             }
             .into());
         }
-        opt.step(lr);
         last_loss = loss_value;
         progress.update(k + 1, || format!("loss {loss_value:.4}"));
     }

@@ -64,6 +64,12 @@ def torch_scheduler(opt, s, lr, K):
             anneal_strategy="cos",
             cycle_momentum=False,
         )
+    if name == "inverse-power":  # gamma_0 (k+1)^(-power)
+        return S.LambdaLR(opt, lambda k: (k + 1) ** -s["power"])
+    if name == "polynomial":
+        if s["floor"] == 0:
+            return S.PolynomialLR(opt, total_iters=K, power=s["power"])
+        return S.LambdaLR(opt, lambda k: (s["floor"] + (lr - s["floor"]) * (1 - min(k, K) / K) ** s["power"]) / lr)
     if name == "warmup-cosine":  # AlgoPerf's baseline schedule
         w = s["warmup_steps"] if s.get("warmup_steps") is not None else int(s["warmup_fraction"] * K)
         if w == 0:
@@ -145,6 +151,9 @@ def main():
     while m + 1 in snaps and m + 1 < K:
         m += 1
     replay_tol = 1e-10 if f64 else 1e-4
+    # Other optimisers and weight-decay groups are replayed by tests/check_optim.py.
+    if cfg["optim"]["name"] not in TORCH_OPTIM or cfg["optim"].get("weight_decay_exclude"):
+        m = 0
     if m > 0:
         model = run.load(run.model(), 0)
         opt = torch_optimizer(model.parameters(), cfg["optim"])
@@ -168,7 +177,7 @@ def main():
 
     print(
         f"parity {args.run_dir}: {len(land)} landscape rows, tolerance {tol:.0e}; "
-        f"replayed {m} steps with torch.optim.{TORCH_OPTIM[cfg['optim']['name']]} (tolerance {replay_tol:.0e})"
+        f"replayed {m} steps with torch.optim.{TORCH_OPTIM.get(cfg['optim']['name'], '-')} (tolerance {replay_tol:.0e})"
     )
     for what, (e, where) in sorted(worst.items()):
         print(f"  max rel err {what:<28} {e:.3e}  ({where})")

@@ -35,13 +35,14 @@ expect(
         "step": pl.Int64,
         "epoch": pl.Int64,
         "lr": pl.Float64,
+        "step_size": pl.Float64,
         "loss": pl.Float64,
         "grad_norm": pl.Float64,
         "batch_indices": pl.List(pl.Int64),
     },
 )
 sp = pd.read_parquet(f"{run}/steps.parquet")
-expect("steps (pandas)", [str(t) for t in sp.dtypes], ["int64", "int64", "float64", "float64", "float64", "object"])
+expect("steps (pandas)", [str(t) for t in sp.dtypes], ["int64", "int64", "float64", "float64", "float64", "float64", "object"])
 expect("steps are 0..K-1", sp["step"].tolist(), list(range(len(sp))))
 
 # landscape.parquet

@@ -63,6 +63,15 @@ pub fn lr_at(cfg: &ScheduleConfig, base: f64, k: u64, total: u64) -> f64 {
                 cosine(base, floor, (k - w) as f64 / (total - w).max(1) as f64)
             }
         }
+        // The paper's decreasing steps gamma_0/sqrt(k+1) (power 0.5), and the
+        // lr_t = lr t^(−a) of normalised SGD (t = k + 1).
+        ScheduleName::InversePower => base * (kf + 1.0).powf(-cfg.power.unwrap_or(0.5)),
+        // torch.optim.lr_scheduler.PolynomialLR(total_iters = K, power), closed
+        // form, decaying to `floor` instead of 0.
+        ScheduleName::Polynomial => {
+            let frac = 1.0 - kf.min(total as f64) / total as f64;
+            floor + (base - floor) * frac.powf(cfg.power.unwrap_or(1.0))
+        }
     }
 }
 
@@ -108,6 +117,27 @@ mod tests {
         assert!((lr_at(&c, 1.0, 55, 100) - 0.5).abs() < 1e-12);
         // AlgoPerf truncates the warm-up length: int(0.1 * 99) = 9.
         assert_eq!(warmup_steps(&c, 99), 9);
+    }
+
+    #[test]
+    fn inverse_power_and_polynomial() {
+        let mut c = cfg(ScheduleName::InversePower);
+        c.power = Some(0.5);
+        assert_eq!(lr_at(&c, 0.3, 0, 100), 0.3);
+        assert!((lr_at(&c, 0.3, 3, 100) - 0.15).abs() < 1e-16);
+        assert!((lr_at(&c, 1.0, 99, 100) - 0.1).abs() < 1e-16);
+        c.power = Some(4.0 / 7.0);
+        assert!((lr_at(&c, 2.0, 127, 1000) - 2.0 * 128f64.powf(-4.0 / 7.0)).abs() < 1e-16);
+        // PyTorch 2.11: PolynomialLR(SGD(lr=0.1), total_iters=100, power=2.0) at
+        // steps 0, 50, 99: 0.1, 0.025, 1e-05 (to rounding).
+        let mut c = cfg(ScheduleName::Polynomial);
+        c.power = Some(2.0);
+        c.floor = Some(0.0);
+        assert_eq!(lr_at(&c, 0.1, 0, 100), 0.1);
+        assert!((lr_at(&c, 0.1, 50, 100) - 0.025).abs() < 1e-15);
+        assert!((lr_at(&c, 0.1, 99, 100) - 1e-5).abs() < 1e-15);
+        c.floor = Some(0.01);
+        assert!((lr_at(&c, 0.1, 50, 100) - (0.01 + 0.09 * 0.25)).abs() < 1e-15);
     }
 
     #[test]

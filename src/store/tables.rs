@@ -16,7 +16,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-pub const STEPS_FORMAT: &str = "abcond.steps/1";
+pub const STEPS_FORMAT: &str = "abcond.steps/2";
+/// The format before `step_size` (read, with step_size null).
+const STEPS_FORMAT_V1: &str = "abcond.steps/1";
 pub const LANDSCAPE_FORMAT: &str = "abcond.landscape/1";
 
 /// One optimisation step k: the update x^k → x^{k+1} on minibatch i_k.
@@ -24,8 +26,13 @@ pub const LANDSCAPE_FORMAT: &str = "abcond.landscape/1";
 pub struct StepRow {
     pub step: i64,
     pub epoch: i64,
-    /// Learning rate gamma_k used by this update.
+    /// Learning rate of the schedule at step k.
     pub lr: f64,
+    /// The scalar step size gamma_k the update used: lr for SGD, the adaptive
+    /// gamma_k of SPS_max/DecSPS/NGN/AdaGrad-norm-max, lr/||m_k|| for
+    /// normalised SGD; None for Adam-type methods (per-coordinate steps) and for
+    /// the step a run diverged at (no update).
+    pub step_size: Option<f64>,
     /// f_{i_k}(x^k), the minibatch loss the update differentiated.
     pub loss: f64,
     /// ||∇f_{i_k}(x^k)||, accumulated in f64.
@@ -95,6 +102,7 @@ pub fn steps_schema() -> Arc<Schema> {
         Field::new("step", DataType::Int64, false),
         Field::new("epoch", DataType::Int64, false),
         Field::new("lr", DataType::Float64, false),
+        Field::new("step_size", DataType::Float64, true),
         Field::new("loss", DataType::Float64, false),
         Field::new("grad_norm", DataType::Float64, false),
         Field::new("batch_indices", DataType::List(list_i64_field()), true),
@@ -164,6 +172,7 @@ pub fn steps_batch(rows: &[StepRow]) -> Result<RecordBatch> {
             i64s(rows.iter().map(|r| r.step)),
             i64s(rows.iter().map(|r| r.epoch)),
             f64s(rows.iter().map(|r| r.lr)),
+            Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.step_size))),
             f64s(rows.iter().map(|r| r.loss)),
             f64s(rows.iter().map(|r| r.grad_norm)),
             Arc::new(list_i64(rows.iter().map(|r| r.batch_indices.clone()))),
@@ -231,6 +240,12 @@ pub fn check_columns(path: &Path, got: &Schema, want: &Schema) -> Result<()> {
 
 /// Reads a table, checking its format tag and that it has `schema`'s columns.
 pub fn read_table(path: &Path, format: &str, schema: &Schema) -> Result<Table> {
+    read_table_of(path, &[format], schema)
+}
+
+/// Like [`read_table`], accepting any of `formats`.
+fn read_table_of(path: &Path, formats: &[&str], schema: &Schema) -> Result<Table> {
+    let format = formats[0];
     let what = path.display();
     let file = std::fs::File::open(path).with_context(|| format!("opening {what}"))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| {
@@ -239,7 +254,7 @@ pub fn read_table(path: &Path, format: &str, schema: &Schema) -> Result<Table> {
     let meta =
         crate::store::tensors::kv_map(builder.metadata().file_metadata().key_value_metadata());
     match meta.get("abcond.format") {
-        Some(f) if f == format => {}
+        Some(f) if formats.contains(&f.as_str()) => {}
         other => bail!(
             "{what}: metadata `abcond.format` is {other:?}, expected {format:?} (is this the right file?)"
         ),
@@ -274,12 +289,30 @@ fn list_row(l: &ListArray, i: usize) -> Option<Vec<i64>> {
 }
 
 pub fn read_steps(path: &Path) -> Result<(Vec<StepRow>, BTreeMap<String, String>)> {
-    let t = read_table(path, STEPS_FORMAT, &steps_schema())?;
+    let v1 = Schema::new(
+        steps_schema()
+            .fields()
+            .iter()
+            .filter(|f| f.name() != "step_size")
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
+    let t = read_table_of(path, &[STEPS_FORMAT, STEPS_FORMAT_V1], &v1)?;
+    let current = t.meta.get("abcond.format").map(String::as_str) == Some(STEPS_FORMAT);
     let mut rows = Vec::new();
     for b in &t.batches {
         let step = col::<Int64Array>(b, "step");
         let epoch = col::<Int64Array>(b, "epoch");
         let lr = col::<Float64Array>(b, "lr");
+        let step_size = b
+            .column_by_name("step_size")
+            .and_then(|c| c.as_any().downcast_ref::<Float64Array>());
+        if current && step_size.is_none() {
+            bail!(
+                "{}: column `step_size` (Float64) is missing",
+                path.display()
+            );
+        }
         let loss = col::<Float64Array>(b, "loss");
         let gn = col::<Float64Array>(b, "grad_norm");
         let bi = col::<ListArray>(b, "batch_indices");
@@ -288,6 +321,7 @@ pub fn read_steps(path: &Path) -> Result<(Vec<StepRow>, BTreeMap<String, String>
                 step: step.value(i),
                 epoch: epoch.value(i),
                 lr: lr.value(i),
+                step_size: step_size.and_then(|c| (!c.is_null(i)).then(|| c.value(i))),
                 loss: loss.value(i),
                 grad_norm: gn.value(i),
                 batch_indices: list_row(bi, i),
@@ -383,6 +417,7 @@ mod tests {
                 step: 0,
                 epoch: 0,
                 lr: 0.1,
+                step_size: Some(0.1),
                 loss: 2.3,
                 grad_norm: 1.5,
                 batch_indices: Some(vec![3, 1, 2]),
@@ -391,6 +426,7 @@ mod tests {
                 step: 1,
                 epoch: 0,
                 lr: 0.1,
+                step_size: None,
                 loss: f64::NAN,
                 grad_norm: 1.0,
                 batch_indices: None,
@@ -402,6 +438,7 @@ mod tests {
         assert_eq!(meta["abcond.run_id"], "r");
         assert_eq!(back[0], steps[0]);
         assert!(back[1].loss.is_nan() && back[1].batch_indices.is_none());
+        assert_eq!(back[1].step_size, None);
         let row = LandscapeRow {
             experiment: "e".into(),
             run_id: "r".into(),
