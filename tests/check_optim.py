@@ -12,9 +12,10 @@ steps.parquet holds every minibatch i_k. From x^0 the script applies
     mlcommons/algorithmic-efficiency reference_algorithms/paper_baselines/nadamw),
     with f_i(x^k) and ||∇f_i(x^k)|| from autograd;
 and checks x^{k+1} against the snapshot, lr and step_size against
-steps.parquet (relative error ≤ 1e-10 for f64 models).
+steps.parquet (relative error ≤ 1e-12 for f64 models). Each update starts from
+abcond's x^k (the snapshot), the replay's optimiser state is its own.
 
-usage: check_optim.py RUN_DIR…        exit status 1 on any disagreement
+usage: check_optim.py [--tol T] RUN_DIR…     exit status 1 on any disagreement
 """
 
 import math
@@ -142,12 +143,12 @@ def rel(a, b):
     return abs(a - b) / max(abs(a), abs(b), 1e-300)
 
 
-def check_run(path):
+def check_run(path, tol=None):
     run = Run(path)
     cfg = run.config
     o, K = cfg["optim"], run.manifest["training"]["total_steps"]
     f64 = run.dtype == torch.float64
-    tol = 1e-10 if f64 else 1e-4
+    tol = tol if tol is not None else (1e-12 if f64 else 1e-5)
     steps = pq.read_table(os.path.join(path, "steps.parquet")).to_pylist()
     assert len(steps) == K, f"{path}: {len(steps)} step rows, expected {K}"
     # The schedule's learning rates, from torch.optim.lr_scheduler on a dummy optimiser.
@@ -192,6 +193,12 @@ def check_run(path):
             err = (p.detach() - nxt[name].to(p.dtype)).abs().max().item()
             scale = max(nxt[name].abs().max().item(), 1e-300)
             errs["x"] = max(errs.get("x", 0.0), err / scale)
+            # Continue from abcond's x^{k+1}: each update is checked from the
+            # same point, so rounding differences cannot grow along a chaotic
+            # trajectory (large SPS steps amplify 1e-16 to 1e-7 within 50 steps),
+            # while the optimiser state is still the replay's own.
+            with torch.no_grad():
+                p.copy_(nxt[name].to(p.dtype))
         for what, e in errs.items():
             worst[what] = max(worst[what], e)
             if not e <= tol:
@@ -205,9 +212,13 @@ def check_run(path):
 
 
 def main():
+    args = sys.argv[1:]
+    tol = None
+    if args[:1] == ["--tol"]:
+        tol, args = float(args[1]), args[2:]
     failures = []
-    for path in sys.argv[1:]:
-        failures += check_run(path)
+    for path in args:
+        failures += check_run(path, tol)
     if failures:
         print(f"{len(failures)} disagreements:")
         for f in failures[:30]:
