@@ -462,6 +462,9 @@ pub enum FStar {
     /// The smallest loss observed for that minibatch in the run: min(f_i(x^k),
     /// f_i(x^K)) over the rows probing it (an upper bound on the true f_i*).
     MinObserved,
+    /// The exact minimum of each minibatch loss, for known-answer models
+    /// (src/model/known): f_i* of a component, f* of all of them.
+    Known,
 }
 
 impl FStar {
@@ -469,6 +472,7 @@ impl FStar {
         match self {
             FStar::Constant(v) => format!("{v}"),
             FStar::MinObserved => "min-observed".to_string(),
+            FStar::Known => "known".to_string(),
         }
     }
 }
@@ -478,6 +482,7 @@ impl Serialize for FStar {
         match self {
             FStar::Constant(v) => s.serialize_f64(*v),
             FStar::MinObserved => s.serialize_str("min-observed"),
+            FStar::Known => s.serialize_str("known"),
         }
     }
 }
@@ -493,8 +498,9 @@ impl<'de> Deserialize<'de> for FStar {
         match Raw::deserialize(d)? {
             Raw::Number(v) => Ok(FStar::Constant(v)),
             Raw::Word(w) if w == "min-observed" => Ok(FStar::MinObserved),
+            Raw::Word(w) if w == "known" => Ok(FStar::Known),
             Raw::Word(w) => Err(serde::de::Error::custom(format!(
-                "expected a number (e.g. 0 or 5.23853e-4) or `min-observed`, got {w:?}"
+                "expected a number (e.g. 0 or 5.23853e-4), `min-observed` or `known`, got {w:?}"
             ))),
         }
     }
@@ -535,7 +541,7 @@ impl Default for GridConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AnalysisConfig {
-    /// f_i*: a number (default 0) or `min-observed`.
+    /// f_i*: a number (default 0), `min-observed`, or `known` (known-answer models).
     #[serde(default = "default_f_star")]
     pub f_star: FStar,
     /// The region is restricted to alpha ≥ beta + margin (the paper plots 0.1).

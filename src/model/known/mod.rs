@@ -180,6 +180,22 @@ impl Problem {
         self.value(&self.project(&vec![0.0; self.dim]))
     }
 
+    /// The exact minimum of the minibatch loss (1/|I|) Σ_{i in I} f_i: the
+    /// component's φ(0) for one component, else the value on the minimiser
+    /// set of the sub-problem (None when that set is not known).
+    pub fn minibatch_min(&self, indices: &[i64]) -> Option<f64> {
+        let sub: Vec<Component> = indices
+            .iter()
+            .map(|&i| self.components.get(i as usize).cloned())
+            .collect::<Option<_>>()?;
+        if let [one] = sub.as_slice() {
+            return Some(one.minimum());
+        }
+        let s = minimisers::Minimisers::compute(&sub).ok()?;
+        let x = s.project(&vec![0.0; self.dim]);
+        Some(sub.iter().map(|c| c.value(&x)).sum::<f64>() / sub.len() as f64)
+    }
+
     /// Proj(x, S) (see [`minimisers::Minimisers::project`] for ties).
     pub fn project(&self, x: &[f64]) -> Vec<f64> {
         self.minimisers.project(x)
