@@ -291,7 +291,9 @@ pub fn probe(
             drop(file);
             // x_p: x^K, or Proj(x^k, S) loaded into reference_model.
             let projected = known::projection_reference(p.reference, &model, &reference_model)?;
-            let reference = projected.as_ref().unwrap_or(&reference);
+            let is_projected = projected.is_some();
+            let reference: Vec<Tensor> =
+                projected.unwrap_or_else(|| reference.iter().map(Tensor::shallow_clone).collect());
             let params: Vec<Tensor> = model.params().into_iter().map(|(_, t)| t).collect();
             let dist = tch::no_grad(|| reduce::dist_sq(&params, &reference)).sqrt();
             let mut batches: Vec<(String, Vec<i64>)> = Vec::new();
@@ -335,11 +337,12 @@ pub fn probe(
                 ));
             }
             if let Some(full) = &full_indices {
-                let loss_ref = if projected.is_some() {
+                let loss_ref = if is_projected {
                     loss_only(&reference_model, &data, full, chunk, mode)
                 } else {
-                    *full_ref
-                        .get_or_insert_with(|| loss_only(&reference_model, &data, full, chunk, mode))
+                    *full_ref.get_or_insert_with(|| {
+                        loss_only(&reference_model, &data, full, chunk, mode)
+                    })
                 };
                 let m = measure(&model, &reference, &data, full, loss_ref, chunk, mode);
                 // Null indices mean "all examples"; a subset is listed explicitly.

@@ -36,7 +36,10 @@ fn check(run: &Path, pairs: &[(f64, f64)]) -> HashMap<String, String> {
         args.extend(["--pair", p.as_str()]);
     }
     let out = run_python("check_known.py", &args);
-    assert!(out.contains("ok rows") && out.contains("ok abcond's S"), "{out}");
+    assert!(
+        out.contains("ok rows") && out.contains("ok abcond's S"),
+        "{out}"
+    );
     println!("{out}");
     out.lines()
         .filter_map(|l| l.split_once('='))
@@ -129,12 +132,18 @@ fn example1_region_matches_notes() {
     assert_eq!(ab["region"].as_str(), Some("unbounded"));
     for v in ab["vertices"].as_sequence().unwrap() {
         let (a, b) = (v[0].as_f64().unwrap(), v[1].as_f64().unwrap());
-        assert!(b >= 0.8 * a - 0.03, "vertex ({a}, {b}) below beta = 0.8 alpha");
+        assert!(
+            b >= 0.8 * a - 0.03,
+            "vertex ({a}, {b}) below beta = 0.8 alpha"
+        );
     }
     for key in ["ray_first", "ray_last"] {
         let d = &ab[key];
         let slope = d[1].as_f64().unwrap() / d[0].as_f64().unwrap();
-        assert!(slope >= 0.79, "{key}: slope {slope} leaves beta ≥ 0.8 alpha");
+        assert!(
+            slope >= 0.79,
+            "{key}: slope {slope} leaves beta ≥ 0.8 alpha"
+        );
     }
     // The lower edge leaves along beta/alpha = max (f_i − 1/5)/f_i → 0.8 (from below).
     let lower = ab["ray_last"][1].as_f64().unwrap() / ab["ray_last"][0].as_f64().unwrap();
@@ -183,7 +192,10 @@ fn example3_local_minimum_is_not_the_reference() {
     );
     let meta = abcond::store::tensors::read_meta(&run_dir.join("landscape.parquet")).unwrap();
     assert_eq!(meta["abcond.reference"], "projection");
-    assert!(meta["abcond.minimisers"].contains("2.47172054188"), "{meta:?}");
+    assert!(
+        meta["abcond.minimisers"].contains("2.47172054188"),
+        "{meta:?}"
+    );
     let alpha = gap_one_alpha(&run_dir).unwrap();
     assert!((alpha - num(&m, "gap_one_alpha")).abs() <= 1e-9 * alpha);
 }

@@ -22,14 +22,18 @@ pub fn point_of(model: &Model) -> Result<Vec<f64>> {
         .into_iter()
         .find(|(n, _)| n == "x")
         .ok_or_else(|| anyhow!("known-answer model without parameter `x`"))?;
-    Ok(Vec::<f64>::try_from(x.to_kind(Kind::Double).to_device(tch::Device::Cpu))?)
+    Ok(Vec::<f64>::try_from(
+        x.to_kind(Kind::Double).to_device(tch::Device::Cpu),
+    )?)
 }
 
 /// Writes the point `v` into the model's parameter `x`.
 pub fn set_point(model: &Model, v: &[f64]) {
     for (name, mut t) in model.params() {
         if name == "x" {
-            let src = Tensor::from_slice(v).to_kind(t.kind()).to_device(t.device());
+            let src = Tensor::from_slice(v)
+                .to_kind(t.kind())
+                .to_device(t.device());
             tch::no_grad(|| t.copy_(&src));
         }
     }
@@ -74,7 +78,12 @@ pub fn reference_meta(cfg: &Config) -> Vec<(&'static str, String)> {
     }
     m.push((
         "abcond.points",
-        if p.cloud.is_some() { "cloud" } else { "trajectory" }.to_string(),
+        if p.cloud.is_some() {
+            "cloud"
+        } else {
+            "trajectory"
+        }
+        .to_string(),
     ));
     m
 }

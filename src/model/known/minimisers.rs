@@ -238,7 +238,10 @@ mod tests {
         assert_eq!(levels.len(), 1);
         assert!((levels[0] + 0.5).abs() < 1e-13, "{levels:?}");
         let p = s.project(&[2.0, 0.5]);
-        assert!((p[0] - 0.5).abs() < 1e-12 && (p[1] + 1.0).abs() < 1e-12, "{p:?}");
+        assert!(
+            (p[0] - 0.5).abs() < 1e-12 && (p[1] + 1.0).abs() < 1e-12,
+            "{p:?}"
+        );
     }
 
     #[test]

@@ -227,7 +227,9 @@ impl KnownNet {
         let d = problem.dim as i64;
         let opts = (Kind::Double, p.device());
         let x0 = match &cfg.init {
-            Some(v) => Tensor::from_slice(v).to_kind(Kind::Double).to_device(p.device()),
+            Some(v) => Tensor::from_slice(v)
+                .to_kind(Kind::Double)
+                .to_device(p.device()),
             None => {
                 let [lo, hi] = cfg.init_box.unwrap_or([-1.0, 2.0]);
                 tch::no_grad(|| Tensor::empty([d], opts).uniform_(lo, hi))
@@ -286,7 +288,9 @@ impl Net for KnownNet {
         let pts = self.points.index_select(0, &i); // B × d
         let radial = self.radial.index_select(0, &i);
         let gaussian = self.gaussian.index_select(0, &i);
-        let u_radial = (&self.x - &pts).square().sum_dim_intlist(1, false, Kind::Double);
+        let u_radial = (&self.x - &pts)
+            .square()
+            .sum_dim_intlist(1, false, Kind::Double);
         let s = pts.mv(&self.x) + self.shifts.index_select(0, &i);
         let u = &radial * u_radial + (1.0 - &radial) * s.square();
         let p = self.p.index_select(0, &i);
