@@ -76,16 +76,47 @@ pub enum ModelKind {
     TwoLayerRelu,
     Halfspace,
     MatrixFactorisation,
+    /// Known-answer problems of NOTES §5 (src/model/known): f64, parameter `x`,
+    /// one example per component f_i.
+    Example1,
+    Example2,
+    Example3,
+    Example6,
+    /// Example 1 with n components in R^d: f_i = g(1ᵀx + i), g(s) = s²/(1+s²).
+    #[serde(rename = "example1-nd")]
+    Example1Nd,
+    /// Example 6 with two centres in R^d: f_i = r_i²/(1+r_i²), r_i = ||x − c_i||.
+    #[serde(rename = "example6-nd")]
+    Example6Nd,
 }
 
 impl ModelKind {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             ModelKind::Mlp => "mlp",
             ModelKind::TwoLayerRelu => "two-layer-relu",
             ModelKind::Halfspace => "halfspace",
             ModelKind::MatrixFactorisation => "matrix-factorisation",
+            ModelKind::Example1 => "example1",
+            ModelKind::Example2 => "example2",
+            ModelKind::Example3 => "example3",
+            ModelKind::Example6 => "example6",
+            ModelKind::Example1Nd => "example1-nd",
+            ModelKind::Example6Nd => "example6-nd",
         }
+    }
+
+    /// The known-answer problems (parameter `x`, data = component indices).
+    pub fn is_known_answer(self) -> bool {
+        matches!(
+            self,
+            ModelKind::Example1
+                | ModelKind::Example2
+                | ModelKind::Example3
+                | ModelKind::Example6
+                | ModelKind::Example1Nd
+                | ModelKind::Example6Nd
+        )
     }
 }
 
@@ -111,6 +142,19 @@ pub struct ModelConfig {
     /// Standard deviation of the Gaussian initialisation (halfspace, matrix-factorisation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_std: Option<f64>,
+    /// Known-answer problems: the initial point x^0 (length d). Without it x^0
+    /// is drawn uniformly from `init_box` with the run seed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<Vec<f64>>,
+    /// Known-answer problems: [lo, hi] of every coordinate of a random x^0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_box: Option<[f64; 2]>,
+    /// example1-nd, example6-nd: dimension d of x.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dim: Option<i64>,
+    /// example1-nd: number of components n.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub components: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -120,6 +164,9 @@ pub enum DatasetKind {
     Mnist,
     Halfspace,
     MatrixFactorisation,
+    /// The component indices i of a known-answer problem (a minibatch is a
+    /// set of components); the count comes from the model.
+    Components,
 }
 
 impl DatasetKind {
@@ -129,6 +176,7 @@ impl DatasetKind {
             DatasetKind::Mnist => "mnist",
             DatasetKind::Halfspace => "halfspace",
             DatasetKind::MatrixFactorisation => "matrix-factorisation",
+            DatasetKind::Components => "components",
         }
     }
 }
@@ -183,6 +231,9 @@ pub struct DataConfig {
     pub true_rank: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub noise: Option<f64>,
+    // components: filled in from the model (n), not set by hand
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub components: Option<i64>,
 }
 
 /// Length of training and minibatch size. Exactly one of `steps`, `epochs`.
@@ -424,6 +475,50 @@ pub struct ProbeConfig {
     pub chunk_size: u64,
     #[serde(default)]
     pub batchnorm: BatchNormPolicy,
+    /// x_p in the rows: the final iterate x^K (the paper's protocol) or the
+    /// exact projection Proj(x^k, S) (known-answer problems only).
+    #[serde(default, skip_serializing_if = "Reference::is_final")]
+    pub reference: Reference,
+    /// Probe a seeded point cloud in a box instead of the snapshots
+    /// (known-answer problems; implies the projection reference).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloud: Option<CloudConfig>,
+}
+
+/// What the probe uses as x_p.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reference {
+    /// The final iterate x^K of the run.
+    #[default]
+    Final,
+    /// The exact projection Proj(x^k, S) onto the known minimiser set S.
+    Projection,
+}
+
+impl Reference {
+    pub fn name(self) -> &'static str {
+        match self {
+            Reference::Final => "final",
+            Reference::Projection => "projection",
+        }
+    }
+    fn is_final(&self) -> bool {
+        *self == Reference::Final
+    }
+}
+
+/// N points drawn uniformly (seeded) from the box [lo, hi]^d.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CloudConfig {
+    pub points: u64,
+    /// [lo, hi] of every coordinate.
+    #[serde(rename = "box")]
+    pub bounds: [f64; 2],
+    /// Seed of the draw (default: the run seed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
 }
 
 fn default_extra_batches() -> u64 {
@@ -446,6 +541,8 @@ impl Default for ProbeConfig {
             full_subset: None,
             chunk_size: default_chunk(),
             batchnorm: BatchNormPolicy::default(),
+            reference: Reference::Final,
+            cloud: None,
         }
     }
 }
@@ -458,6 +555,9 @@ pub enum FStar {
     /// The smallest loss observed for that minibatch in the run: min(f_i(x^k),
     /// f_i(x^K)) over the rows probing it (an upper bound on the true f_i*).
     MinObserved,
+    /// The exact minimum of each minibatch loss, for known-answer models
+    /// (src/model/known): f_i* of a component, f* of all of them.
+    Known,
 }
 
 impl FStar {
@@ -465,6 +565,7 @@ impl FStar {
         match self {
             FStar::Constant(v) => format!("{v}"),
             FStar::MinObserved => "min-observed".to_string(),
+            FStar::Known => "known".to_string(),
         }
     }
 }
@@ -474,6 +575,7 @@ impl Serialize for FStar {
         match self {
             FStar::Constant(v) => s.serialize_f64(*v),
             FStar::MinObserved => s.serialize_str("min-observed"),
+            FStar::Known => s.serialize_str("known"),
         }
     }
 }
@@ -489,8 +591,9 @@ impl<'de> Deserialize<'de> for FStar {
         match Raw::deserialize(d)? {
             Raw::Number(v) => Ok(FStar::Constant(v)),
             Raw::Word(w) if w == "min-observed" => Ok(FStar::MinObserved),
+            Raw::Word(w) if w == "known" => Ok(FStar::Known),
             Raw::Word(w) => Err(serde::de::Error::custom(format!(
-                "expected a number (e.g. 0 or 5.23853e-4) or `min-observed`, got {w:?}"
+                "expected a number (e.g. 0 or 5.23853e-4), `min-observed` or `known`, got {w:?}"
             ))),
         }
     }
@@ -531,7 +634,7 @@ impl Default for GridConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AnalysisConfig {
-    /// f_i*: a number (default 0) or `min-observed`.
+    /// f_i*: a number (default 0), `min-observed`, or `known` (known-answer models).
     #[serde(default = "default_f_star")]
     pub f_star: FStar,
     /// The region is restricted to alpha ≥ beta + margin (the paper plots 0.1).
@@ -805,6 +908,7 @@ impl Config {
         if p.full_subset == Some(0) {
             bail!("key `probe.full_subset` must be at least 1 (or absent for all data)");
         }
+        self.resolve_probe_reference()?;
         Ok(self)
     }
 
@@ -815,6 +919,10 @@ impl Config {
             ("lambda", m.lambda.is_some()),
             ("rank", m.rank.is_some()),
             ("init_std", m.init_std.is_some()),
+            ("init", m.init.is_some()),
+            ("init_box", m.init_box.is_some()),
+            ("dim", m.dim.is_some()),
+            ("components", m.components.is_some()),
         ];
         let what = format!("model kind `{}`", m.kind.name());
         match m.kind {
@@ -852,8 +960,54 @@ impl Config {
                 }
                 positive("model.init_std", *m.init_std.get_or_insert(0.3))?;
             }
+            ModelKind::Example1
+            | ModelKind::Example2
+            | ModelKind::Example3
+            | ModelKind::Example6
+            | ModelKind::Example1Nd
+            | ModelKind::Example6Nd => {
+                let mut allowed = vec!["init", "init_box", "dtype", "preset"];
+                match m.kind {
+                    ModelKind::Example1Nd => allowed.extend(["dim", "components"]),
+                    ModelKind::Example6Nd => allowed.push("dim"),
+                    _ => {}
+                }
+                only("model", &what, &set, &allowed)?;
+                // The known answers are checked to 1e-10 and beyond: always f64.
+                m.dtype = Dtype::F64;
+                let (d, n) = match m.kind {
+                    ModelKind::Example1Nd => {
+                        (*m.dim.get_or_insert(2), *m.components.get_or_insert(2))
+                    }
+                    ModelKind::Example6Nd => (*m.dim.get_or_insert(2), 2),
+                    _ => (2, 2),
+                };
+                if d < 1 || n < 1 {
+                    bail!("keys `model.dim` and `model.components` must be at least 1, got {d} and {n}");
+                }
+                let [lo, hi] = *m.init_box.get_or_insert([-1.0, 2.0]);
+                if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+                    bail!("key `model.init_box` must be [lo, hi] with lo < hi, got [{lo}, {hi}]");
+                }
+                if let Some(x0) = &m.init {
+                    if x0.len() as i64 != d || x0.iter().any(|v| !v.is_finite()) {
+                        bail!(
+                            "key `model.init` must list {d} finite numbers (x^0 of {what} in R^{d}), got {x0:?}"
+                        );
+                    }
+                }
+            }
         }
         Ok(())
+    }
+
+    /// The number of components n of a known-answer model.
+    pub fn known_components(&self) -> Option<i64> {
+        match self.model.kind {
+            ModelKind::Example1Nd => Some(self.model.components.unwrap_or(2)),
+            k if k.is_known_answer() => Some(2),
+            _ => None,
+        }
     }
 
     fn resolve_data(&mut self) -> Result<()> {
@@ -871,6 +1025,7 @@ impl Config {
             ("cols", d.cols.is_some()),
             ("true_rank", d.true_rank.is_some()),
             ("noise", d.noise.is_some()),
+            ("components", d.components.is_some()),
         ];
         let what = format!("dataset `{}`", d.dataset.name());
         d.seed.get_or_insert(0);
@@ -910,6 +1065,9 @@ impl Config {
                 positive("data.variance", *d.variance.get_or_insert(2.0))?;
                 positive("data.mean_std", *d.mean_std.get_or_insert(1.0))?;
             }
+            DatasetKind::Components => {
+                only("data", &what, &set, &["components", "subset", "seed"])?;
+            }
             DatasetKind::MatrixFactorisation => {
                 only(
                     "data",
@@ -931,6 +1089,31 @@ impl Config {
         }
         if d.subset == Some(0) {
             bail!("key `data.subset` must be at least 1 (or absent for all data)");
+        }
+        let known = self.known_components();
+        let d = &mut self.data;
+        match (known, d.dataset) {
+            (Some(n), DatasetKind::Components) => {
+                if d.components.is_some_and(|c| c != n) {
+                    bail!(
+                        "key `data.components` is {} but model kind `{}` has {n} components (the key is filled in from the model; leave it out)",
+                        d.components.unwrap(),
+                        self.model.kind.name()
+                    );
+                }
+                d.components = Some(n);
+            }
+            (Some(_), ds) => bail!(
+                "model kind `{}` is a known-answer problem: its data are its component indices, set `data.dataset: components` (got `{}`)",
+                self.model.kind.name(),
+                ds.name()
+            ),
+            (None, DatasetKind::Components) => bail!(
+                "dataset `components` only goes with the known-answer model kinds ({}), not `{}`",
+                KNOWN_KINDS.join(", "),
+                self.model.kind.name()
+            ),
+            _ => {}
         }
         let binary_model = matches!(
             self.model.kind,
@@ -1224,6 +1407,49 @@ impl Config {
             self.seed,
             fnv1a64(self.training_identity().as_bytes()) as u32
         )
+    }
+}
+
+/// The model kinds whose minimiser set S is known (projection reference, cloud).
+pub const KNOWN_KINDS: [&str; 6] = [
+    "example1",
+    "example2",
+    "example3",
+    "example6",
+    "example1-nd",
+    "example6-nd",
+];
+
+impl Config {
+    /// `probe.reference: projection` and `probe.cloud` need a model that knows
+    /// its minimiser set S; a cloud always measures against Proj(x, S).
+    fn resolve_probe_reference(&mut self) -> Result<()> {
+        let known = self.model.kind.is_known_answer();
+        let p = &mut self.probe;
+        for (key, used) in [
+            ("probe.cloud", p.cloud.is_some()),
+            ("probe.reference", p.reference == Reference::Projection),
+        ] {
+            if used && !known {
+                bail!(
+                    "key `{key}`{}: model kind `{}` does not know its minimiser set S, so Proj(x, S) cannot be computed; the kinds that support it are {} (use `probe.reference: final` for x^K)",
+                    if key == "probe.reference" { ": projection" } else { "" },
+                    self.model.kind.name(),
+                    KNOWN_KINDS.join(", ")
+                );
+            }
+        }
+        if let Some(c) = &p.cloud {
+            if c.points == 0 {
+                bail!("key `probe.cloud.points` must be at least 1");
+            }
+            let [lo, hi] = c.bounds;
+            if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+                bail!("key `probe.cloud.box` must be [lo, hi] with lo < hi, got [{lo}, {hi}]");
+            }
+            p.reference = Reference::Projection;
+        }
+        Ok(())
     }
 }
 

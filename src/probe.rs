@@ -14,6 +14,12 @@
 //! Each snapshot's rows go to `probe-parts/step=<k>.parquet` as soon as they are
 //! measured, so an interrupted probe resumes where it stopped; the parts are
 //! then gathered into `landscape.parquet`.
+//!
+//! Known-answer problems may replace x^K by the exact projection Proj(x^k, S)
+//! (`probe.reference: projection`) or probe a point cloud instead of the
+//! snapshots (`probe.cloud`); both live in [`known`].
+
+pub mod known;
 
 use crate::config::{Config, ProbeConfig};
 use crate::data::sampler::{self, Sampler};
@@ -167,6 +173,9 @@ pub fn probe(
     }
     let cfg = probe_config(&base, overrides)?;
     let p = cfg.probe.clone();
+    if p.cloud.is_some() {
+        return known::probe_cloud(dir, &mut manifest, &cfg, quiet);
+    }
     let device = crate::device::select(&cfg.device)?;
     let total = manifest.training.total_steps;
     let snapshots = dir.snapshot_steps()?;
@@ -280,6 +289,11 @@ pub fn probe(
                 .with_context(|| format!("probing snapshot step={k}"))?;
             model.load(&file, &snap.display().to_string())?;
             drop(file);
+            // x_p: x^K, or Proj(x^k, S) loaded into reference_model.
+            let projected = known::projection_reference(p.reference, &model, &reference_model)?;
+            let is_projected = projected.is_some();
+            let reference: Vec<Tensor> =
+                projected.unwrap_or_else(|| reference.iter().map(Tensor::shallow_clone).collect());
             let params: Vec<Tensor> = model.params().into_iter().map(|(_, t)| t).collect();
             let dist = tch::no_grad(|| reduce::dist_sq(&params, &reference)).sqrt();
             let mut batches: Vec<(String, Vec<i64>)> = Vec::new();
@@ -323,8 +337,13 @@ pub fn probe(
                 ));
             }
             if let Some(full) = &full_indices {
-                let loss_ref = *full_ref
-                    .get_or_insert_with(|| loss_only(&reference_model, &data, full, chunk, mode));
+                let loss_ref = if is_projected {
+                    loss_only(&reference_model, &data, full, chunk, mode)
+                } else {
+                    *full_ref.get_or_insert_with(|| {
+                        loss_only(&reference_model, &data, full, chunk, mode)
+                    })
+                };
                 let m = measure(&model, &reference, &data, full, loss_ref, chunk, mode);
                 // Null indices mean "all examples"; a subset is listed explicitly.
                 let listed = p.full_subset.is_some().then(|| full.clone());
@@ -381,18 +400,20 @@ pub fn probe(
         rows.append(&mut part);
     }
     let settings = serde_yaml::to_string(&p)?;
-    tables::write_landscape(
-        &dir.landscape(),
-        &rows,
-        &[
-            ("abcond.experiment", manifest.experiment.clone()),
-            ("abcond.run_id", manifest.run_id.clone()),
-            ("abcond.ref_step", total.to_string()),
-            ("abcond.dtype", cfg.model.dtype.name().to_string()),
-            ("abcond.batchnorm", p.batchnorm.name().to_string()),
-            ("abcond.probe_settings", settings),
-        ],
-    )?;
+    let mut meta = vec![
+        ("abcond.experiment", manifest.experiment.clone()),
+        ("abcond.run_id", manifest.run_id.clone()),
+        ("abcond.ref_step", total.to_string()),
+        ("abcond.dtype", cfg.model.dtype.name().to_string()),
+        ("abcond.batchnorm", p.batchnorm.name().to_string()),
+        ("abcond.probe_settings", settings),
+    ];
+    meta.extend(known::reference_meta(&cfg));
+    tables::write_landscape(&dir.landscape(), &rows, &meta)?;
+    // Points of an earlier cloud probe no longer describe landscape.parquet.
+    if dir.cloud().is_file() {
+        std::fs::remove_file(dir.cloud())?;
+    }
     manifest.probe = Some(ProbeInfo {
         status: "completed".into(),
         started,

@@ -605,7 +605,9 @@ fn write_data_table(dir: &RunDir, data: &Dataset) -> Result<()> {
     };
     let y = data.y.to_device(Device::Cpu);
     let (labels, targets) = match data.targets {
-        crate::data::Targets::Classes(_) => (Some(Vec::<i64>::try_from(&y)?), None),
+        crate::data::Targets::Classes(_) | crate::data::Targets::Components(_) => {
+            (Some(Vec::<i64>::try_from(&y)?), None)
+        }
         crate::data::Targets::MatrixEntries { .. } => {
             (None, Some(Vec::<f64>::try_from(y.to_kind(Kind::Double))?))
         }

@@ -34,12 +34,24 @@ pub fn f_stars(run: &RunData, f_star: FStar) -> Vec<Option<f64>> {
             *m = m.min(r.loss_k).min(r.loss_ref);
         }
     }
+    // Known-answer models: the exact minimum of each minibatch loss (the
+    // settings check that every run's model knows it).
+    let problem = (f_star == FStar::Known)
+        .then(|| crate::model::known::Problem::new(&run.config.model).ok())
+        .flatten();
+    let mut exact: HashMap<Option<Vec<i64>>, f64> = HashMap::new();
     run.rows
         .iter()
         .map(|r| {
             (r.probe != "full").then(|| match f_star {
                 FStar::Constant(v) => v,
                 FStar::MinObserved => min[&key(r)],
+                FStar::Known => *exact.entry(key(r)).or_insert_with(|| {
+                    problem
+                        .as_ref()
+                        .and_then(|p| p.minibatch_min(r.batch_indices.as_deref()?))
+                        .unwrap_or(f64::NAN)
+                }),
             })
         })
         .collect()

@@ -20,6 +20,9 @@ pub enum Targets {
     Classes(i64),
     /// Matrix entries X_ij for examples (i, j) given as int64 pairs.
     MatrixEntries { rows: i64, cols: i64 },
+    /// Component indices i of a known-answer problem with n components
+    /// (inputs [n, 1] int64; the label is the index again).
+    Components(i64),
 }
 
 pub struct Dataset {
@@ -54,6 +57,7 @@ impl Dataset {
             DatasetKind::MatrixFactorisation => {
                 synthetic::matrix_factorisation(cfg, data_seed, dtype)
             }
+            DatasetKind::Components => synthetic::components(cfg),
         };
         if let Some(m) = cfg.subset {
             if m > ds.len {

@@ -83,3 +83,20 @@ pub fn matrix_factorisation(cfg: &DataConfig, seed: u64, dtype: Dtype) -> Datase
         source_dir: None,
     }
 }
+
+/// The components of a known-answer problem: example i is the index i
+/// (`data.components` is filled in from the model when the config resolves).
+pub fn components(cfg: &DataConfig) -> Dataset {
+    let n = cfg.components.unwrap_or(2);
+    let idx: Vec<i64> = (0..n).collect();
+    Dataset {
+        kind: DatasetKind::Components,
+        x: Tensor::from_slice(&idx).view([n, 1]),
+        y: Tensor::from_slice(&idx),
+        len: n as u64,
+        input_shape: vec![1],
+        targets: Targets::Components(n),
+        source_index: idx,
+        source_dir: None,
+    }
+}

@@ -8,6 +8,7 @@
 //! weights on CPU.
 
 pub mod halfspace;
+pub mod known;
 pub mod matfact;
 pub mod mlp;
 pub mod two_layer;
@@ -33,6 +34,11 @@ pub enum Mode {
 pub trait Net {
     /// Per-example losses f_i(x) of the minibatch, shape [B].
     fn per_example_loss(&self, batch: &Batch, mode: Mode) -> Tensor;
+
+    /// The known-answer problem (minimiser set S) behind the model, if any.
+    fn known(&self) -> Option<&known::Problem> {
+        None
+    }
 }
 
 pub struct Model {
@@ -106,6 +112,9 @@ impl Model {
                         cfg.init_std.unwrap_or(0.3),
                     ))
                 }
+                (kind, Targets::Components(_)) if kind.is_known_answer() => {
+                    Box::new(known::KnownNet::new(&root, cfg)?)
+                }
                 (kind, targets) => {
                     bail!("model kind {kind:?} does not fit data with targets {targets:?}")
                 }
@@ -138,6 +147,11 @@ impl Model {
 
     pub fn device(&self) -> Device {
         self.vs.device()
+    }
+
+    /// The known-answer problem behind this model (None for networks).
+    pub fn known(&self) -> Option<&known::Problem> {
+        self.net.known()
     }
 
     /// Per-example losses f_i, shape [B].

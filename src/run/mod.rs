@@ -182,6 +182,10 @@ impl RunDir {
     pub fn landscape(&self) -> PathBuf {
         self.root.join("landscape.parquet")
     }
+    /// The points of a cloud probe (known-answer problems).
+    pub fn cloud(&self) -> PathBuf {
+        self.root.join("cloud.parquet")
+    }
     pub fn probe_parts(&self) -> PathBuf {
         self.root.join("probe-parts")
     }

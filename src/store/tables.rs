@@ -404,6 +404,37 @@ pub fn write_data_table(
     write_batch(path, &batch, &m)
 }
 
+pub const CLOUD_FORMAT: &str = "abcond.cloud/1";
+
+/// Writes `cloud.parquet`: the probe's point cloud, `point` (the `step` of its
+/// landscape rows), `x` and its projection `x_p` onto S.
+pub fn write_cloud(
+    path: &Path,
+    xs: &[Vec<f64>],
+    projections: &[Vec<f64>],
+    meta: &[(&str, String)],
+) -> Result<()> {
+    let item = Arc::new(Field::new("item", DataType::Float64, false));
+    let list = |v: &[Vec<f64>]| -> ArrayRef {
+        Arc::new(ListArray::new(
+            item.clone(),
+            OffsetBuffer::from_lengths(v.iter().map(Vec::len)),
+            Arc::new(Float64Array::from_iter_values(v.iter().flatten().copied())),
+            None,
+        ))
+    };
+    let fields = vec![
+        Field::new("point", DataType::Int64, false),
+        Field::new("x", DataType::List(item.clone()), false),
+        Field::new("x_p", DataType::List(item.clone()), false),
+    ];
+    let columns = vec![i64s(0..xs.len() as i64), list(xs), list(projections)];
+    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
+    let mut m = vec![("abcond.format", CLOUD_FORMAT.to_string())];
+    m.extend(meta.iter().cloned());
+    write_batch(path, &batch, &m)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
