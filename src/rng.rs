@@ -13,6 +13,7 @@ pub mod stream {
     pub const SUBSET: u64 = 4;
     pub const FULL_SUBSET: u64 = 5;
     pub const STEP_TORCH_SEED: u64 = 6;
+    pub const CURVATURE_START: u64 = 7;
 }
 
 fn splitmix64(state: &mut u64) -> u64 {
