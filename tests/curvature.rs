@@ -154,3 +154,51 @@ fn curvature_settings_are_checked() {
         assert!(stderr(&out).contains(want), "{set}: {}", stderr(&out));
     }
 }
+
+#[test]
+fn sgd_bound_applicability_is_explained() {
+    // Momentum: Theorem 1 (plain SGD) does not apply; the numbers are still
+    // evaluated and the reason is printed and in summary.yaml.
+    let dir = scratch("curvature-momentum");
+    let cfg = HALFSPACE
+        .replace("steps: 400", "steps: 100")
+        .replace("tol: 1.0e-12, iterations: 20000", "tol: 1.0e-8");
+    let cfg = write_config(&dir, "c.yaml", &cfg);
+    let out = ok(&abcond(
+        &dir,
+        &[
+            "--quiet",
+            "--out",
+            "out",
+            "run",
+            cfg.to_str().unwrap(),
+            "--set",
+            "optim.momentum=0.9",
+        ],
+    ));
+    assert!(out.contains("SGD bound (Theorem 1"), "{out}");
+    assert!(
+        out.contains("not applicable: SGD with momentum 0.9"),
+        "{out}"
+    );
+    let rd = run_dir(&dir.join("out"), "hs");
+    let s: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(rd.join("analysis/summary.yaml")).unwrap())
+            .unwrap();
+    let b = &s["groups"][0]["sgd_bound"];
+    assert_eq!(b["applicable"], serde_yaml::Value::from(false));
+    // Without step 0 probed there is no dist(x^0, S): not evaluated.
+    ok(&abcond(
+        &dir,
+        &[
+            "--quiet",
+            "probe",
+            rd.to_str().unwrap(),
+            "--set",
+            "probe.steps=[50]",
+        ],
+    ));
+    let out = ok(&abcond(&dir, &["--quiet", "analyze", rd.to_str().unwrap()]));
+    assert!(out.contains("x^0 was not probed"), "{out}");
+    assert!(out.contains("not evaluated"), "{out}");
+}
