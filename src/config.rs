@@ -483,6 +483,10 @@ pub struct ProbeConfig {
     /// (known-answer problems; implies the projection reference).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cloud: Option<CloudConfig>,
+    /// Top Hessian eigenvalues by power iteration (off by default); written to
+    /// `curvature.parquet`, never into the landscape rows.
+    #[serde(default, skip_serializing_if = "CurvatureConfig::is_default")]
+    pub curvature: CurvatureConfig,
 }
 
 /// What the probe uses as x_p.
@@ -521,6 +525,108 @@ pub struct CloudConfig {
     pub seed: Option<u64>,
 }
 
+/// Which probe losses the curvature probe differentiates twice.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum CurvatureProbe {
+    /// f_{i_k}, the minibatch step k used.
+    Train,
+    /// The extra seeded minibatches `extra-<j>`.
+    Extra,
+    /// f, the full data (or `probe.full_subset`), in chunks of `probe.chunk_size`.
+    Full,
+}
+
+impl CurvatureProbe {
+    pub fn name(self) -> &'static str {
+        match self {
+            CurvatureProbe::Train => "train",
+            CurvatureProbe::Extra => "extra",
+            CurvatureProbe::Full => "full",
+        }
+    }
+}
+
+/// `probe.curvature`: the eigenvalue of largest magnitude of the Hessian of
+/// f_i (and f) at each probed snapshot, by power iteration on Hessian-vector
+/// products (src/curvature.rs).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CurvatureConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    /// Most power iterations (Hessian-vector products) per eigenvalue.
+    #[serde(default = "default_curvature_iterations")]
+    pub iterations: u64,
+    /// Stop when the eigenvalue estimate changes by at most tol relative to itself.
+    #[serde(default = "default_curvature_tol")]
+    pub tol: f64,
+    /// Which losses: train, extra, full.
+    #[serde(default = "default_curvature_probes")]
+    pub probes: Vec<CurvatureProbe>,
+    /// Also the other end of the spectrum (so both lambda_max and lambda_min)
+    /// by a second power iteration on H − λ·I; doubles the cost.
+    #[serde(default = "default_true")]
+    pub both_ends: bool,
+}
+
+fn default_curvature_iterations() -> u64 {
+    100
+}
+fn default_curvature_tol() -> f64 {
+    1e-6
+}
+fn default_curvature_probes() -> Vec<CurvatureProbe> {
+    vec![CurvatureProbe::Train, CurvatureProbe::Full]
+}
+
+impl Default for CurvatureConfig {
+    fn default() -> Self {
+        CurvatureConfig {
+            enabled: false,
+            iterations: default_curvature_iterations(),
+            tol: default_curvature_tol(),
+            probes: default_curvature_probes(),
+            both_ends: true,
+        }
+    }
+}
+
+impl CurvatureConfig {
+    fn is_default(&self) -> bool {
+        *self == CurvatureConfig::default()
+    }
+
+    /// Range checks.
+    pub fn validate(&self) -> Result<()> {
+        if !(1..=1_000_000).contains(&self.iterations) {
+            bail!(
+                "key `probe.curvature.iterations` must be between 1 and 1000000, got {}",
+                self.iterations
+            );
+        }
+        if !(self.tol.is_finite() && self.tol > 0.0 && self.tol < 1.0) {
+            bail!(
+                "key `probe.curvature.tol` must be a number in (0, 1), got {}",
+                self.tol
+            );
+        }
+        if self.probes.is_empty() {
+            bail!("key `probe.curvature.probes` must list at least one of train, extra, full");
+        }
+        let mut p = self.probes.clone();
+        p.sort();
+        p.dedup();
+        if p.len() != self.probes.len() {
+            bail!(
+                "key `probe.curvature.probes` lists a probe twice: {:?}",
+                self.probes.iter().map(|p| p.name()).collect::<Vec<_>>()
+            );
+        }
+        Ok(())
+    }
+}
+
 fn default_extra_batches() -> u64 {
     2
 }
@@ -543,6 +649,7 @@ impl Default for ProbeConfig {
             batchnorm: BatchNormPolicy::default(),
             reference: Reference::Final,
             cloud: None,
+            curvature: CurvatureConfig::default(),
         }
     }
 }
@@ -908,6 +1015,7 @@ impl Config {
         if p.full_subset == Some(0) {
             bail!("key `probe.full_subset` must be at least 1 (or absent for all data)");
         }
+        p.curvature.validate()?;
         self.resolve_probe_reference()?;
         Ok(self)
     }
@@ -1440,6 +1548,9 @@ impl Config {
             }
         }
         if let Some(c) = &p.cloud {
+            if p.curvature.enabled {
+                bail!("key `probe.curvature` does not apply to `probe.cloud` (the cloud has no snapshots to take Hessians at); disable one of them");
+            }
             if c.points == 0 {
                 bail!("key `probe.cloud.points` must be at least 1");
             }

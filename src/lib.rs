@@ -3,12 +3,14 @@
 //!
 //! The pipeline, one module each: [`config`] → [`data`] → [`model`] →
 //! [`optim`] → [`train`] (steps and iterate snapshots, via [`store`] into a
-//! [`run`] directory) → [`probe`] (landscape rows) → [`analysis`] (exact
+//! [`run`] directory) → [`probe`] (landscape rows; [`curvature`]: Hessian
+//! eigenvalues) → [`analysis`] (exact
 //! alpha-beta region, PL/Aiming constants, figures, report).
 
 pub mod analysis;
 pub mod cli;
 pub mod config;
+pub mod curvature;
 pub mod data;
 pub mod device;
 pub mod inspect;

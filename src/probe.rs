@@ -132,6 +132,7 @@ fn fingerprint(p: &ProbeConfig) -> String {
     let mut p = p.clone();
     p.steps = None; // which snapshots are selected does not change a part
     p.include_final = false;
+    p.curvature = Default::default(); // curvature has parts of its own
     format!(
         "{:016x}",
         crate::config::fnv1a64(serde_yaml::to_string(&p).unwrap().as_bytes())
@@ -414,6 +415,7 @@ pub fn probe(
     if dir.cloud().is_file() {
         std::fs::remove_file(dir.cloud())?;
     }
+    let curvature = crate::curvature::probe(dir, &manifest, &cfg, device, &selected, quiet)?;
     manifest.probe = Some(ProbeInfo {
         status: "completed".into(),
         started,
@@ -423,6 +425,7 @@ pub fn probe(
         snapshots_probed: selected.len() as u64,
         rows: rows.len() as u64,
         seconds_per_snapshot,
+        curvature_seconds_per_snapshot: curvature.and_then(|c| c.seconds_per_snapshot),
     });
     dir.write_manifest(&manifest)?;
     Ok(ProbeOutcome {

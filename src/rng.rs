@@ -14,6 +14,7 @@ pub mod stream {
     pub const FULL_SUBSET: u64 = 5;
     pub const STEP_TORCH_SEED: u64 = 6;
     pub const PROBE_CLOUD: u64 = 7;
+    pub const CURVATURE_START: u64 = 8;
 }
 
 fn splitmix64(state: &mut u64) -> u64 {

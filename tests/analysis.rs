@@ -16,7 +16,7 @@ data: {dataset: halfspace, dim: 2, per_class: 20, variance: 2.0}
 train: {batch_size: 1, steps: 600}
 optim: {name: sgd, lr: 0.25}
 snapshots: {every: 50}
-probe: {extra_batches: 3, full: true}
+probe: {extra_batches: 3, full: true, curvature: {enabled: true, probes: [train, extra, full]}}
 ";
 
 /// Trains and probes the half-space experiment for seeds 0, 1 and learning

@@ -195,6 +195,103 @@ for g in summary["groups"]:
         fail(f"[{label}] sigma_int2 {s_sum} vs {np.mean(sig)}")
 print(f"ok region/grid/summary: {len(summary['groups'])} group(s), {checked} brute-force grid points")
 
+# Curvature and the SGD bound of Theorem 1 (when the runs have curvature.parquet):
+# L from the eigenvalues, the bound brute-forced over points sampled inside the
+# polygon with alpha − beta ≥ 2·L·gamma, its terms, the observed gap.
+n_bound = 0
+for g in summary["groups"]:
+    label, sb = g["label"], g["sgd_bound"]
+    curv = []
+    for r in summary["runs"]:
+        p = os.path.join(r["dir"], "curvature.parquet")
+        if r["run_id"] in g["runs"] and os.path.exists(p):
+            curv.append(pq.read_table(p).to_pandas())
+    if not curv:
+        if g["curvature"]["rows"] != 0 or sb["L"] is not None:
+            fail(f"[{label}] curvature reported without curvature.parquet")
+        continue
+    cv = pd.concat(curv)
+    mini = cv[(cv.probe == "train") | (~cv.probe.isin(["train", "full"]) & (not train_only))]
+    L = float(mini.eigenvalue.abs().max())
+    if not close(sb["L"], L, rel=1e-15) or not close(g["curvature"]["L_minibatch"]["value"], L, rel=1e-15):
+        fail(f"[{label}] L {sb['L']} vs max |eigenvalue| {L}")
+    full_c = cv[cv.probe == "full"]
+    if len(full_c) and not close(g["curvature"]["L_full"]["value"], float(full_c.eigenvalue.abs().max()), rel=1e-15):
+        fail(f"[{label}] L_full")
+    if g["curvature"]["unconverged"] != int((~cv.converged).sum()):
+        fail(f"[{label}] unconverged count")
+    entries = [(sb, None)] + [(pr, pr["run_id"]) for pr in sb["per_run"]]
+    for e, rid in entries:
+        where = f"[{label}] {rid or 'group'}"
+        gamma, K = e["gamma"], e["K"]
+        rids = [rid] if rid else g["runs"]
+        d2 = []
+        obs = []
+        for x in rids:
+            land = runs[x]
+            d2.append(float(land[land.step == 0].dist.iloc[0]) ** 2)
+            full = land[(land.probe == "full") & (land.step != land.ref_step)]
+            obs.append(float((full.loss_k - full.loss_ref).min()))
+        dist0 = math.sqrt(np.mean(d2))
+        if not close(e["dist0"], dist0, rel=1e-12):
+            fail(f"{where}: dist0 {e['dist0']} vs {dist0}")
+        if not close(e["observed"]["min_gap"], float(np.mean(obs)), rel=1e-12):
+            fail(f"{where}: observed {e['observed']['min_gap']} vs {np.mean(obs)}")
+        s2 = e["sigma_int2"]
+        if rid is None and not close(s2, g["interpolation"]["sigma_int2"]):
+            fail(f"{where}: sigma_int2")
+        poly = polygon(region, label)
+        if e["bound"] is None:
+            # No pair allows gamma: every sampled feasible point has alpha − beta < 2Lgamma.
+            if e["applicable"]:
+                fail(f"{where}: applicable without a bound")
+            continue
+        B = lambda al, be: (dist0**2 / (K * gamma) + 2 * L * gamma * s2 + 2 * be * s2) / (al - be)
+        al0, be0 = e["alpha"], e["beta"]
+        terms = e["terms"]
+        if e["attained"]:
+            gap = al0 - be0
+            want = [dist0**2 / (K * gamma * gap), 2 * L * gamma * s2 / gap, 2 * be0 * s2 / gap]
+            for name, w in zip(["initial_distance", "step_size", "interpolation"], want):
+                if not close(terms[name], w, rel=1e-9):
+                    fail(f"{where}: term {name} {terms[name]} vs {w}")
+            if not close(e["bound"], B(al0, be0), rel=1e-9):
+                fail(f"{where}: bound {e['bound']} vs B at its pair {B(al0, be0)}")
+            if gap < 2 * L * gamma * (1 - 1e-9):
+                fail(f"{where}: pair has alpha − beta = {gap} < 2Lgamma = {2 * L * gamma}")
+            a_, b_, c_, _ = rows_of(g["runs"])
+            t = (a_ - al0 * b_ + be0 * c_).min()
+            if t < -1e-9 * max(1.0, abs(al0) + abs(be0)) * max(1.0, np.abs(np.c_[a_, b_, c_]).max()):
+                fail(f"{where}: the bound's pair ({al0}, {be0}) violates a row: {t}")
+        # brute force: sample the polygon (grid over a frame plus points along
+        # every edge) intersected with alpha − beta ≥ 2Lgamma
+        a_, b_, c_, _ = rows_of(g["runs"])
+        verts = [(x, y) for k, x, y in poly if k == "vertex"]
+        top = max([4.0] + [3 * x for x, _ in verts if x < 1e6])
+        al, be = np.meshgrid(np.linspace(0, top, 401), np.linspace(0, top, 401))
+        al, be = al.ravel(), be.ravel()
+        pts = [np.c_[al, be]]
+        for i in range(len(verts) - 1):
+            t = np.linspace(0, 1, 2001)[:, None]
+            pts.append(np.array(verts[i]) * (1 - t) + np.array(verts[i + 1]) * t)
+        pts = np.vstack(pts + [np.array(verts)])
+        al, be = pts[:, 0], pts[:, 1]
+        T = (a_[None, :] - al[:, None] * b_[None, :] + be[:, None] * c_[None, :]).min(axis=1)
+        ok = (T >= -1e-9 * np.maximum(1, np.abs(al) + np.abs(be))) & (be >= -1e-12) & (al - be >= margin - 1e-12) & (
+            al - be >= 2 * L * gamma * (1 - 1e-12)
+        )
+        if not ok.any():
+            fail(f"{where}: no sampled point in the usable region")
+        vals = B(al[ok], be[ok])
+        if vals.min() < e["bound"] * (1 - 1e-7):
+            i = np.argmin(vals)
+            fail(f"{where}: sampled pair ({al[ok][i]}, {be[ok][i]}) gives {vals.min()} < reported {e['bound']}")
+        if e["attained"] and vals.min() > e["bound"] * (1 + 1e-3):
+            fail(f"{where}: brute force minimum {vals.min()} well above the reported {e['bound']}")
+        # the theorem's conclusion on this run: report, not a pass/fail criterion
+        n_bound += 1
+print(f"ok curvature/sgd bound: {n_bound} bound(s) against brute force")
+
 # Aiming and PL from the full-data rows.
 aim = pq.read_table(os.path.join(adir, "aiming.parquet")).to_pandas()
 plt_ = pq.read_table(os.path.join(adir, "pl.parquet")).to_pandas()
@@ -252,6 +349,15 @@ if len(summary["groups"]) > 1:
         s = g["interpolation"]["sigma_int2"]
         if best and not close(row.beta_sigma_int2, best["beta"] * s):
             fail(f"trends beta·sigma² of {g['label']}")
+        sb = g["sgd_bound"]
+        if sb["L"] is not None and not close(row.L, sb["L"]):
+            fail(f"trends L of {g['label']}")
+        if (sb["bound"] is None) != pd.isna(row.sgd_bound) or (
+            sb["bound"] is not None and not close(row.sgd_bound, sb["bound"])
+        ):
+            fail(f"trends sgd_bound of {g['label']}: {row.sgd_bound} vs {sb['bound']}")
+        if bool(row.sgd_bound_applicable) != sb["applicable"]:
+            fail(f"trends sgd_bound_applicable of {g['label']}")
     print(f"ok trends: {len(tr)} rows")
 elif os.path.exists(tp):
     fail("trends.parquet written for a single group")

@@ -4,7 +4,7 @@
 
 use crate::config::{AnalysisConfig, Config};
 use crate::run::RunDir;
-use crate::store::tables::{LandscapeRow, StepRow};
+use crate::store::tables::{CurvatureRow, LandscapeRow, StepRow};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_yaml::Value;
 use std::collections::BTreeMap;
@@ -19,6 +19,8 @@ pub struct RunData {
     pub rows: Vec<LandscapeRow>,
     /// The training steps (for the loss plot); empty if steps.parquet is missing.
     pub steps: Vec<StepRow>,
+    /// Hessian eigenvalues (curvature.parquet); empty without `probe.curvature`.
+    pub curvature: Vec<CurvatureRow>,
 }
 
 /// Runs sharing every setting but the seed (and what never changes a
@@ -135,7 +137,13 @@ pub fn load_runs(dirs: &[PathBuf], skipped: &mut Vec<String>) -> Result<Vec<RunD
         } else {
             Vec::new()
         };
+        let curvature = if rd.curvature().is_file() {
+            crate::store::tables::read_curvature(&rd.curvature())?.0
+        } else {
+            Vec::new()
+        };
         runs.push(RunData {
+            curvature,
             dir: d.clone(),
             run_id: manifest.run_id.clone(),
             seed: manifest.config.seed as i64,

@@ -6,6 +6,7 @@
 //! `PATH/analysis/`.
 
 pub mod alphabeta;
+pub mod bound;
 pub mod conditions;
 pub mod inputs;
 pub mod plots;
@@ -25,6 +26,9 @@ use tables::Columns;
 
 pub const SUMMARY_FORMAT: &str = "abcond.analysis/1";
 
+/// Theorem 1 and the approximations abcond evaluates it with.
+pub const BOUND_TEXT: &str = "Theorem 1 (SGD, constant gamma ≤ (alpha − beta)/(2L)): min_k E[f(x^k) − f*] ≤ dist(x^0,S)²/(K·gamma·(alpha − beta)) + 2·L·gamma·sigma²/(alpha − beta) + 2·beta·sigma²/(alpha − beta), minimised over the feasible (alpha, beta) with alpha − beta ≥ 2·L·gamma; dist(x^0,S) ≈ ||x^0 − x^K||, sigma² = sigma_int², f* ≈ f(x^K), L = max |λ| of the probed minibatch Hessians, gamma = optim.lr";
+
 /// Everything computed for one group of runs.
 pub struct GroupResult {
     pub group: Group,
@@ -35,6 +39,11 @@ pub struct GroupResult {
     pub sigma: Vec<(usize, f64, f64, bool)>,
     /// Per run with full-data rows: (run index, Aiming rows, PL rows, constants).
     pub conditions: Vec<(usize, Vec<AimingRow>, Vec<PlRow>, RunConditions)>,
+    /// L from the Hessian eigenvalues of the group's runs.
+    pub curvature: bound::Curvature,
+    /// Theorem 1 for the group and per run.
+    pub bound: bound::SgdBound,
+    pub run_bounds: Vec<(usize, bound::SgdBound)>,
 }
 
 impl GroupResult {
@@ -117,7 +126,7 @@ fn analyse_group(runs: &[RunData], group: Group, s: &AnalysisConfig) -> GroupRes
     let ab = alphabeta::analyse(rows, s.margin);
     let frame = alphabeta::frame(&ab, s);
     let cells = alphabeta::grid(&ab.rows, frame, s.grid.points as usize, s.margin);
-    let sigma = group
+    let sigma: Vec<(usize, f64, f64, bool)> = group
         .runs
         .iter()
         .filter_map(|&ri| {
@@ -137,6 +146,18 @@ fn analyse_group(runs: &[RunData], group: Group, s: &AnalysisConfig) -> GroupRes
             Some((ri, aiming, pl, c))
         })
         .collect();
+    let curvature = bound::curvature(runs, &group.runs, s.train_only);
+    let sig: Vec<(usize, f64, f64)> = sigma.iter().map(|s| (s.0, s.1, s.2)).collect();
+    let group_sigma2 =
+        (!sig.is_empty()).then(|| sig.iter().map(|s| s.1).sum::<f64>() / sig.len() as f64);
+    let (bound, run_bounds) = bound::for_group(
+        runs,
+        &group.runs,
+        &ab.region,
+        &curvature,
+        &sig,
+        group_sigma2,
+    );
     GroupResult {
         group,
         ab,
@@ -144,6 +165,9 @@ fn analyse_group(runs: &[RunData], group: Group, s: &AnalysisConfig) -> GroupRes
         cells,
         sigma,
         conditions,
+        curvature,
+        bound,
+        run_bounds,
     }
 }
 
@@ -411,6 +435,30 @@ fn trends_table(a: &Analysis) -> Columns {
             "bound_term",
             gs.iter().map(|g| g.bound_terms().map(|t| t.1)),
         )
+        .f64_opt(
+            "L",
+            gs.iter()
+                .map(|g| g.curvature.minibatch.as_ref().map(|m| m.value)),
+        )
+        .f64_opt(
+            "L_full",
+            gs.iter()
+                .map(|g| g.curvature.full.as_ref().map(|m| m.value)),
+        )
+        .f64_opt(
+            "sgd_bound",
+            gs.iter()
+                .map(|g| g.bound.bound.as_ref().map(|b| b.at.value)),
+        )
+        .bool(
+            "sgd_bound_applicable",
+            gs.iter().map(|g| g.bound.applicable()),
+        )
+        .f64_opt(
+            "sgd_observed",
+            gs.iter()
+                .map(|g| g.bound.observed.as_ref().map(|o| o.value)),
+        )
 }
 
 fn map(entries: Vec<(&str, Value)>) -> Value {
@@ -503,6 +551,65 @@ fn conditions_yaml(c: &RunConditions) -> Vec<(&'static str, Value)> {
             ]),
         ),
     ]
+}
+
+/// Theorem 1 (of one run or a group) as summary.yaml entries.
+fn bound_yaml(b: &bound::SgdBound) -> Vec<(&'static str, Value)> {
+    let best = b.bound.as_ref();
+    vec![
+        ("applicable", Value::from(b.applicable())),
+        (
+            "not_applicable_because",
+            Value::Sequence(b.reasons.iter().map(|r| Value::from(r.clone())).collect()),
+        ),
+        ("L", opt(b.l)),
+        ("gamma", f(b.gamma)),
+        ("K", Value::from(b.steps)),
+        ("dist0", opt(b.dist0)),
+        ("sigma_int2", opt(b.sigma2)),
+        ("bound", opt(best.map(|x| x.at.value))),
+        ("alpha", opt(best.map(|x| x.at.alpha))),
+        ("beta", opt(best.map(|x| x.at.beta))),
+        (
+            "attained",
+            best.map_or(Value::Null, |x| Value::from(x.at.attained)),
+        ),
+        (
+            "direction",
+            best.and_then(|x| x.at.direction).map_or(Value::Null, pair),
+        ),
+        (
+            "terms",
+            best.map_or(Value::Null, |x| {
+                map(vec![
+                    ("initial_distance", f(x.terms[0])),
+                    ("step_size", f(x.terms[1])),
+                    ("interpolation", f(x.terms[2])),
+                ])
+            }),
+        ),
+        (
+            "observed",
+            b.observed.as_ref().map_or(Value::Null, |o| {
+                map(vec![
+                    ("min_gap", f(o.value)),
+                    ("step", o.step.map_or(Value::Null, Value::from)),
+                    ("from", Value::from(o.from)),
+                ])
+            }),
+        ),
+    ]
+}
+
+fn smoothness_yaml(a: &Analysis, s: &Option<bound::Smoothness>) -> Value {
+    s.as_ref().map_or(Value::Null, |m| {
+        map(vec![
+            ("value", f(m.value)),
+            ("run_id", Value::from(a.runs[m.run].run_id.clone())),
+            ("step", Value::from(m.step)),
+            ("probe", Value::from(m.probe.clone())),
+        ])
+    })
 }
 
 fn summary_yaml(a: &Analysis) -> Value {
@@ -643,6 +750,30 @@ fn summary_yaml(a: &Analysis) -> Value {
                 ("interpolation", interp),
             ];
             entries.extend(conditions);
+            entries.push((
+                "curvature",
+                map(vec![
+                    ("rows", Value::from(g.curvature.rows as u64)),
+                    ("unconverged", Value::from(g.curvature.unconverged as u64)),
+                    ("L_minibatch", smoothness_yaml(a, &g.curvature.minibatch)),
+                    ("L_full", smoothness_yaml(a, &g.curvature.full)),
+                ]),
+            ));
+            let mut sgd = bound_yaml(&g.bound);
+            sgd.push((
+                "per_run",
+                Value::Sequence(
+                    g.run_bounds
+                        .iter()
+                        .map(|(ri, b)| {
+                            let mut e = vec![("run_id", Value::from(a.runs[*ri].run_id.clone()))];
+                            e.extend(bound_yaml(b));
+                            map(e)
+                        })
+                        .collect(),
+                ),
+            ));
+            entries.push(("sgd_bound", map(sgd)));
             entries.push(("per_run", Value::Sequence(per_run)));
             map(entries)
         })
@@ -655,6 +786,10 @@ fn summary_yaml(a: &Analysis) -> Value {
         (
             "slack",
             Value::from("T = inner − alpha·(loss_k − loss_ref) + beta·(loss_k − f_i*) (the definition's +beta)"),
+        ),
+        (
+            "sgd_bound",
+            Value::from(BOUND_TEXT),
         ),
         (
             "runs",
@@ -719,6 +854,59 @@ pub fn aggregate(g: &GroupResult) -> Option<RunConditions> {
         })
         .collect();
     Some(c)
+}
+
+/// The curvature and Theorem 1 lines of the printed summary (nothing
+/// without curvature rows).
+fn render_bound(g: &GroupResult, a: &Analysis) -> String {
+    let fmt = plots::num;
+    let c = &g.curvature;
+    if c.rows == 0 {
+        return String::new();
+    }
+    let mut out = String::new();
+    let at = |m: &bound::Smoothness| {
+        format!(
+            "{} ({} step {} {})",
+            fmt(m.value),
+            a.runs[m.run].run_id,
+            m.step,
+            m.probe
+        )
+    };
+    out.push_str(&format!(
+        "  curvature: L = max |λ| of minibatch Hessians {}; of f {}; {} rows, {} not converged\n",
+        c.minibatch.as_ref().map_or("-".into(), at),
+        c.full.as_ref().map_or("-".into(), at),
+        c.rows,
+        c.unconverged
+    ));
+    let b = &g.bound;
+    let observed = b
+        .observed
+        .as_ref()
+        .map_or("-".into(), |o| format!("{} ({})", fmt(o.value), o.from));
+    match &b.bound {
+        Some(x) => out.push_str(&format!(
+            "  SGD bound (Theorem 1, gamma {}): {} = {} + {} + {} at (alpha, beta) = ({}, {}){}; observed min_k f(x^k) − f* = {}\n",
+            fmt(b.gamma),
+            fmt(x.at.value),
+            fmt(x.terms[0]),
+            fmt(x.terms[1]),
+            fmt(x.terms[2]),
+            fmt(x.at.alpha),
+            fmt(x.at.beta),
+            if x.at.attained { "" } else { ", approached along an unbounded edge" },
+            observed
+        )),
+        None => out.push_str(&format!(
+            "  SGD bound (Theorem 1): not evaluated; observed min_k f(x^k) − f* = {observed}\n"
+        )),
+    }
+    if !b.applicable() {
+        out.push_str(&format!("    not applicable: {}\n", b.reasons.join("; ")));
+    }
+    out
 }
 
 /// The concise summary printed by `abcond analyze` and `abcond run`.
@@ -811,6 +999,7 @@ pub fn render(a: &Analysis) -> String {
                 .unwrap_or_default();
             out.push_str(&format!("  sigma_int² = {}{}\n", fmt(sig), terms));
         }
+        out.push_str(&render_bound(g, a));
         match aggregate(g) {
             Some(c) => {
                 out.push_str(&format!(

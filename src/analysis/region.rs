@@ -222,6 +222,20 @@ pub struct BestRatio {
     pub direction: Option<(f64, f64)>,
 }
 
+/// The infimum of a linear-fractional function over a region
+/// ([`Region::min_fraction`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BestFraction {
+    pub alpha: f64,
+    pub beta: f64,
+    /// The value at (alpha, beta), or the infimum when not attained.
+    pub value: f64,
+    /// False when the infimum is only approached along the unbounded edge from
+    /// (alpha, beta) in direction `direction`.
+    pub attained: bool,
+    pub direction: Option<(f64, f64)>,
+}
+
 impl Region {
     pub fn is_empty(&self) -> bool {
         self.vertices.is_empty()
@@ -322,6 +336,90 @@ impl Region {
             }
         }
         Some(out)
+    }
+
+    /// The part of the region inside the half-plane `h`.
+    pub fn clip(&self, h: &HalfPlane) -> Region {
+        if self.is_empty() {
+            return Region::default();
+        }
+        let mut p = self.polygon();
+        p.clip(h);
+        if p.is_empty() {
+            Region::default()
+        } else {
+            p.region()
+        }
+    }
+
+    /// The supremum of alpha − beta over the region (∞ when an unbounded edge
+    /// widens the gap).
+    pub fn max_gap(&self) -> Option<f64> {
+        let v = self
+            .vertices
+            .iter()
+            .map(|v| v.0 - v.1)
+            .max_by(|a, b| a.total_cmp(b))?;
+        let widens = [self.ray_first, self.ray_last]
+            .iter()
+            .flatten()
+            .any(|d| d.0 - d.1 > 1e-12);
+        Some(if widens { f64::INFINITY } else { v })
+    }
+
+    /// The infimum over the region of the linear-fractional function
+    /// (n0 + n1·alpha + n2·beta) / (d0 + d1·alpha + d2·beta), whose denominator
+    /// must be positive on the region. On every edge such a function is
+    /// monotone, so the infimum is at a vertex or approached at the far end of
+    /// an unbounded edge (the limit along its direction d is
+    /// (n1·d.0 + n2·d.1)/(d1·d.0 + d2·d.1)); among ties the vertex with the
+    /// smallest alpha. `best_ratio` is the case n = (0, 0, 1), d = (0, 1, −1).
+    pub fn min_fraction(&self, n: [f64; 3], d: [f64; 3]) -> Option<BestFraction> {
+        let value = |a: f64, b: f64| (n[0] + n[1] * a + n[2] * b) / (d[0] + d[1] * a + d[2] * b);
+        let mut best: Option<BestFraction> = None;
+        for v in &self.vertices {
+            let f = value(v.0, v.1);
+            let better = best.as_ref().is_none_or(|b| {
+                f < b.value - 1e-12 * b.value.abs()
+                    || (f <= b.value + 1e-12 * b.value.abs() && v.0 < b.alpha)
+            });
+            if better {
+                best = Some(BestFraction {
+                    alpha: v.0,
+                    beta: v.1,
+                    value: f,
+                    attained: true,
+                    direction: None,
+                });
+            }
+        }
+        let mut best = best?;
+        for (ray, v) in [
+            (self.ray_first, self.vertices.first()),
+            (self.ray_last, self.vertices.last()),
+        ] {
+            if let (Some(dir), Some(v)) = (ray, v) {
+                let nd = n[1] * dir.0 + n[2] * dir.1;
+                let dd = d[1] * dir.0 + d[2] * dir.1;
+                let limit = if dd > 1e-12 * (d[1].abs() + d[2].abs()) {
+                    nd / dd
+                } else if nd < 0.0 {
+                    f64::NEG_INFINITY
+                } else {
+                    continue; // constant or growing along the edge
+                };
+                if limit < best.value - 1e-12 * best.value.abs() {
+                    best = BestFraction {
+                        alpha: v.0,
+                        beta: v.1,
+                        value: limit,
+                        attained: false,
+                        direction: Some(dir),
+                    };
+                }
+            }
+        }
+        Some(best)
     }
 
     /// Back to homogeneous points (for clipping the region to a picture frame).
@@ -614,6 +712,57 @@ mod tests {
             .vertices
             .iter()
             .all(|v| v.0.is_finite() && v.1.is_finite()));
+    }
+
+    #[test]
+    fn linear_fractional_minimum() {
+        // The SGD bound's shape: (c + 2s·beta)/(alpha − beta) over the wedge
+        // cut by alpha − beta ≥ g and alpha ≤ 4: vertices (g, 0), (4, 0),
+        // (4, 4 − g); the minimum c/(4) at (4, 0).
+        let (c, s, g) = (1.0, 0.5, 0.5);
+        let r = intersect(0.1, &[alpha_le(4.0)]).clip(&HalfPlane {
+            p: -1.0,
+            q: 1.0,
+            r: -g,
+        });
+        assert_vertices(&r, &[(0.5, 0.0), (4.0, 0.0), (4.0, 3.5)]);
+        assert!((r.max_gap().unwrap() - 4.0).abs() < 1e-12);
+        let b = r.min_fraction([c, 0.0, 2.0 * s], [0.0, 1.0, -1.0]).unwrap();
+        assert!(b.attained && close((b.alpha, b.beta), (4.0, 0.0)), "{b:?}");
+        assert!((b.value - 0.25).abs() < 1e-15, "{b:?}");
+        // Unbounded with beta ≥ 1: along beta = 1 the value (c + 2s)/(alpha − 1)
+        // falls to 0, approached, not attained.
+        let r = intersect(0.1, &[beta_ge(1.0)]);
+        assert_eq!(r.max_gap(), Some(f64::INFINITY));
+        let b = r.min_fraction([c, 0.0, 2.0 * s], [0.0, 1.0, -1.0]).unwrap();
+        assert!(
+            !b.attained && b.value == 0.0 && b.direction == Some((1.0, 0.0)),
+            "{b:?}"
+        );
+        // Only the diagonal direction (1, 1) is unbounded: alpha ≤ beta + 2
+        // with beta ≥ 1; along it the value grows, so a vertex is best:
+        // (1.1, 1): 2/0.1 = 20, (3, 1): 2/2 = 1.
+        let r = intersect(
+            0.1,
+            &[
+                beta_ge(1.0),
+                HalfPlane {
+                    p: 1.0,
+                    q: -1.0,
+                    r: 2.0,
+                },
+            ],
+        );
+        let b = r.min_fraction([c, 0.0, 2.0 * s], [0.0, 1.0, -1.0]).unwrap();
+        assert!(b.attained && close((b.alpha, b.beta), (3.0, 1.0)), "{b:?}");
+        assert!((b.value - 1.0).abs() < 1e-12);
+        // beta/(alpha − beta) agrees with best_ratio on these regions.
+        for r in [intersect(0.1, &[beta_ge(1.0), alpha_le(5.0)]), r] {
+            let f = r.min_fraction([0.0, 0.0, 1.0], [0.0, 1.0, -1.0]).unwrap();
+            let b = r.best_ratio().unwrap();
+            assert!((f.value - b.ratio).abs() < 1e-12 && f.attained == b.attained);
+            assert!(close((f.alpha, f.beta), (b.alpha, b.beta)));
+        }
     }
 
     #[test]

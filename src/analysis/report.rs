@@ -256,6 +256,57 @@ pub fn figures_and_report(a: &Analysis) -> Result<Vec<PathBuf>> {
             let _ = writeln!(md, "| beta·sigma_int² | {} |", num(bs));
             let _ = writeln!(md, "| 2·beta·sigma_int²/(alpha − beta) | {} |", num(bt));
         }
+        let c = &g.curvature;
+        if c.rows > 0 {
+            let l = |m: &Option<super::bound::Smoothness>| {
+                m.as_ref().map_or("–".into(), |m| {
+                    format!("{} (step {}, {})", num(m.value), m.step, m.probe)
+                })
+            };
+            let _ = writeln!(
+                md,
+                "| L = max abs(λ) of the minibatch Hessians | {} |",
+                l(&c.minibatch)
+            );
+            let _ = writeln!(md, "| max abs(λ) of the Hessian of f | {} |", l(&c.full));
+            let _ = writeln!(
+                md,
+                "| curvature rows (not converged) | {} ({}) |",
+                c.rows, c.unconverged
+            );
+            let b = &g.bound;
+            if let Some(x) = &b.bound {
+                let _ = writeln!(
+                    md,
+                    "| SGD bound, Theorem 1 (gamma = {}) | {} = {} (initial distance) + {} (step size) + {} (interpolation) at (alpha, beta) = ({}, {}){} |",
+                    num(b.gamma),
+                    num(x.at.value),
+                    num(x.terms[0]),
+                    num(x.terms[1]),
+                    num(x.terms[2]),
+                    num(x.at.alpha),
+                    num(x.at.beta),
+                    if x.at.attained { "" } else { ", approached along an unbounded edge" }
+                );
+            }
+            if let Some(o) = &b.observed {
+                let _ = writeln!(
+                    md,
+                    "| observed min_k f(x^k) − f(x^K) | {} ({}) |",
+                    num(o.value),
+                    o.from
+                );
+            }
+            let _ = writeln!(
+                md,
+                "| Theorem 1 applies | {} |",
+                if b.applicable() {
+                    "yes".to_string()
+                } else {
+                    format!("no: {}", b.reasons.join("; "))
+                }
+            );
+        }
         if let Some(c) = aggregate(g) {
             let _ = writeln!(
                 md,

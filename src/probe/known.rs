@@ -218,6 +218,7 @@ pub fn probe_cloud(
         snapshots_probed: 0,
         rows: rows.len() as u64,
         seconds_per_snapshot: None,
+        curvature_seconds_per_snapshot: None,
     });
     dir.write_manifest(manifest)?;
     Ok(super::ProbeOutcome {

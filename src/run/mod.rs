@@ -120,6 +120,10 @@ pub struct ProbeInfo {
     /// Wall-clock seconds per probed snapshot (mean over this probe session).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seconds_per_snapshot: Option<f64>,
+    /// With `probe.curvature`: wall-clock seconds per snapshot of the
+    /// curvature pass alone (mean over this probe session).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub curvature_seconds_per_snapshot: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -193,6 +197,16 @@ impl RunDir {
         self.probe_parts().join(format!("step={step}.parquet"))
     }
 
+    pub fn curvature(&self) -> PathBuf {
+        self.root.join("curvature.parquet")
+    }
+    pub fn curvature_parts(&self) -> PathBuf {
+        self.root.join("curvature-parts")
+    }
+    pub fn curvature_part(&self, step: u64) -> PathBuf {
+        self.curvature_parts().join(format!("step={step}.parquet"))
+    }
+
     pub fn exists(&self) -> bool {
         self.manifest().is_file()
     }
@@ -235,7 +249,16 @@ impl RunDir {
 
     /// Steps of the probe parts on disk.
     pub fn probe_part_steps(&self) -> Result<Vec<u64>> {
-        list_steps(&self.probe_parts(), |e| {
+        Self::part_steps(&self.probe_parts())
+    }
+
+    /// Steps of the curvature parts on disk.
+    pub fn curvature_part_steps(&self) -> Result<Vec<u64>> {
+        Self::part_steps(&self.curvature_parts())
+    }
+
+    fn part_steps(dir: &Path) -> Result<Vec<u64>> {
+        list_steps(dir, |e| {
             let name = e.file_name().to_string_lossy().to_string();
             name.strip_prefix("step=")?
                 .strip_suffix(".parquet")?

@@ -497,3 +497,136 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+pub const CURVATURE_FORMAT: &str = "abcond.curvature/1";
+
+/// The Hessian's extreme eigenvalues for one probe loss at snapshot x^k
+/// (src/curvature.rs): a row of `curvature.parquet`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CurvatureRow {
+    pub experiment: String,
+    pub run_id: String,
+    pub seed: i64,
+    pub step: i64,
+    /// "train", "extra-<j>" or "full", as in landscape.parquet.
+    pub probe: String,
+    pub batch_size: i64,
+    /// The eigenvalue of largest magnitude, with its sign.
+    pub eigenvalue: f64,
+    pub iterations: i64,
+    /// ||Hv − λv|| / |λ| at the last iterate v.
+    pub residual: f64,
+    pub converged: bool,
+    /// The largest and smallest eigenvalue: one of them is `eigenvalue`, the
+    /// other comes from the shifted iteration (null without `both_ends`).
+    pub lambda_max: Option<f64>,
+    pub lambda_min: Option<f64>,
+    pub other_iterations: Option<i64>,
+    pub other_residual: Option<f64>,
+    pub other_converged: Option<bool>,
+    /// Hessian-vector products spent on this row.
+    pub hvps: i64,
+    /// Example indices (null for "full" over all data).
+    pub batch_indices: Option<Vec<i64>>,
+}
+
+pub fn curvature_schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("experiment", DataType::Utf8, false),
+        Field::new("run_id", DataType::Utf8, false),
+        Field::new("seed", DataType::Int64, false),
+        Field::new("step", DataType::Int64, false),
+        Field::new("probe", DataType::Utf8, false),
+        Field::new("batch_size", DataType::Int64, false),
+        Field::new("eigenvalue", DataType::Float64, false),
+        Field::new("iterations", DataType::Int64, false),
+        Field::new("residual", DataType::Float64, false),
+        Field::new("converged", DataType::Boolean, false),
+        Field::new("lambda_max", DataType::Float64, true),
+        Field::new("lambda_min", DataType::Float64, true),
+        Field::new("other_iterations", DataType::Int64, true),
+        Field::new("other_residual", DataType::Float64, true),
+        Field::new("other_converged", DataType::Boolean, true),
+        Field::new("hvps", DataType::Int64, false),
+        Field::new("batch_indices", DataType::List(list_i64_field()), true),
+    ]))
+}
+
+pub fn write_curvature(path: &Path, rows: &[CurvatureRow], meta: &[(&str, String)]) -> Result<()> {
+    use arrow::array::BooleanArray;
+    let batch = RecordBatch::try_new(
+        curvature_schema(),
+        vec![
+            strs(rows.iter().map(|r| r.experiment.as_str())),
+            strs(rows.iter().map(|r| r.run_id.as_str())),
+            i64s(rows.iter().map(|r| r.seed)),
+            i64s(rows.iter().map(|r| r.step)),
+            strs(rows.iter().map(|r| r.probe.as_str())),
+            i64s(rows.iter().map(|r| r.batch_size)),
+            f64s(rows.iter().map(|r| r.eigenvalue)),
+            i64s(rows.iter().map(|r| r.iterations)),
+            f64s(rows.iter().map(|r| r.residual)),
+            Arc::new(BooleanArray::from(
+                rows.iter().map(|r| r.converged).collect::<Vec<_>>(),
+            )),
+            Arc::new(rows.iter().map(|r| r.lambda_max).collect::<Float64Array>()),
+            Arc::new(rows.iter().map(|r| r.lambda_min).collect::<Float64Array>()),
+            Arc::new(
+                rows.iter()
+                    .map(|r| r.other_iterations)
+                    .collect::<Int64Array>(),
+            ),
+            Arc::new(
+                rows.iter()
+                    .map(|r| r.other_residual)
+                    .collect::<Float64Array>(),
+            ),
+            Arc::new(BooleanArray::from(
+                rows.iter().map(|r| r.other_converged).collect::<Vec<_>>(),
+            )),
+            i64s(rows.iter().map(|r| r.hvps)),
+            Arc::new(list_i64(rows.iter().map(|r| r.batch_indices.clone()))),
+        ],
+    )?;
+    let mut m = vec![("abcond.format", CURVATURE_FORMAT.to_string())];
+    m.extend(meta.iter().cloned());
+    write_batch(path, &batch, &m)
+}
+
+pub fn read_curvature(path: &Path) -> Result<(Vec<CurvatureRow>, BTreeMap<String, String>)> {
+    use arrow::array::BooleanArray;
+    let t = read_table(path, CURVATURE_FORMAT, &curvature_schema())?;
+    let mut rows = Vec::new();
+    for b in &t.batches {
+        let s = |n| col::<StringArray>(b, n);
+        let i = |n| col::<Int64Array>(b, n);
+        let f = |n| col::<Float64Array>(b, n);
+        let bo = |n| col::<BooleanArray>(b, n);
+        let fo = |n, r| (!f(n).is_null(r)).then(|| f(n).value(r));
+        let bi = col::<ListArray>(b, "batch_indices");
+        for r in 0..b.num_rows() {
+            rows.push(CurvatureRow {
+                experiment: s("experiment").value(r).to_string(),
+                run_id: s("run_id").value(r).to_string(),
+                seed: i("seed").value(r),
+                step: i("step").value(r),
+                probe: s("probe").value(r).to_string(),
+                batch_size: i("batch_size").value(r),
+                eigenvalue: f("eigenvalue").value(r),
+                iterations: i("iterations").value(r),
+                residual: f("residual").value(r),
+                converged: bo("converged").value(r),
+                lambda_max: fo("lambda_max", r),
+                lambda_min: fo("lambda_min", r),
+                other_iterations: (!i("other_iterations").is_null(r))
+                    .then(|| i("other_iterations").value(r)),
+                other_residual: fo("other_residual", r),
+                other_converged: (!bo("other_converged").is_null(r))
+                    .then(|| bo("other_converged").value(r)),
+                hvps: i("hvps").value(r),
+                batch_indices: list_row(bi, r),
+            });
+        }
+    }
+    Ok((rows, t.meta))
+}
