@@ -39,6 +39,10 @@ pub trait Net {
     fn known(&self) -> Option<&known::Problem> {
         None
     }
+
+    /// Moves tensors the net holds outside the VarStore (constants of the
+    /// known-answer problems) to `device`; the VarStore moves itself.
+    fn to_device(&mut self, _device: Device) {}
 }
 
 pub struct Model {
@@ -89,7 +93,7 @@ impl Model {
         tch::manual_seed(seed as i64);
         let root = vs.root();
         let input_dim: i64 = data.input_shape.iter().product();
-        let net: Box<dyn Net> =
+        let mut net: Box<dyn Net> =
             match (cfg.kind, data.targets) {
                 (ModelKind::Mlp, Targets::Classes(c)) => {
                     Box::new(mlp::Mlp::new(&root, input_dim, cfg.width.unwrap_or(128), c))
@@ -121,6 +125,7 @@ impl Model {
             };
         if device != Device::Cpu {
             vs.set_device(device);
+            net.to_device(device);
         }
         let mut named: Vec<NamedTensor> = vs
             .variables()

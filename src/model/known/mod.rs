@@ -283,6 +283,19 @@ impl KnownNet {
 }
 
 impl Net for KnownNet {
+    fn to_device(&mut self, device: tch::Device) {
+        for t in [
+            &mut self.points,
+            &mut self.shifts,
+            &mut self.radial,
+            &mut self.gaussian,
+            &mut self.p,
+            &mut self.q,
+        ] {
+            *t = t.to_device(device);
+        }
+    }
+
     fn per_example_loss(&self, batch: &Batch, _mode: Mode) -> Tensor {
         let i = batch.x.select(1, 0);
         let pts = self.points.index_select(0, &i); // B × d
