@@ -320,8 +320,9 @@ impl OptimName {
 pub enum DecayExclude {
     /// Parameters named `….bias`.
     Biases,
-    /// Scales of normalisation layers: one-dimensional parameters named `….weight`
-    /// (BatchNorm, LayerNorm and GroupNorm weights are the only such tensors).
+    /// Scales of normalisation layers: one-dimensional parameters named
+    /// `<layer>.weight` (BatchNorm, LayerNorm and GroupNorm weights are the only
+    /// such tensors of a layer; a bare `weight`, the half-space x, is not one).
     Norms,
 }
 
@@ -1174,7 +1175,9 @@ impl Config {
                 positive("data.mean_std", *d.mean_std.get_or_insert(1.0))?;
             }
             DatasetKind::Components => {
-                only("data", &what, &set, &["components", "subset", "seed"])?;
+                // No `subset`: the known-answer problem (S, f*, f_i*) is defined by
+                // all n components, and rows name components by index.
+                only("data", &what, &set, &["components", "seed"])?;
             }
             DatasetKind::MatrixFactorisation => {
                 only(
@@ -1627,6 +1630,14 @@ mod tests {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let c = load(&root.join("configs/quickstart.yaml"), &[]).unwrap();
         assert_eq!(c.default_run_id(), "seed0-5f20edb5");
+    }
+
+    #[test]
+    fn known_answer_data_take_no_subset() {
+        let base = "experiment: t\nmodel: {kind: example6}\ndata: {dataset: components}\ntrain: {batch_size: 1, steps: 10}\noptim: {name: sgd, lr: 0.1}\n";
+        assert!(parse(base, &[]).is_ok());
+        let msg = format!("{:#}", parse(base, &["data.subset=1"]).unwrap_err());
+        assert!(msg.contains("data.subset"), "{msg}");
     }
 
     fn parse(text: &str, sets: &[&str]) -> Result<Config> {

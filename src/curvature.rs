@@ -179,7 +179,11 @@ pub fn power_iteration(
         out.iterations = it;
         out.value = mu + shift;
         out.residual_norm = residual;
-        let stalled = previous.is_some_and(|p| (mu - p).abs() <= tol * mu.abs());
+        // The Rayleigh quotient alone can stall at a value that is no
+        // eigenvalue (v mixing ±|λ| in a fixed ratio); a stalled estimate counts
+        // only when the residual says v is close to an eigenvector too.
+        let stalled = previous.is_some_and(|p| (mu - p).abs() <= tol * mu.abs())
+            && residual <= tol.sqrt() * mu.abs();
         previous = Some(mu);
         match next {
             // A v = 0: v is an eigenvector with eigenvalue 0 of A.
@@ -276,6 +280,8 @@ fn fingerprint(cfg: &Config) -> String {
     p.steps = None;
     p.include_final = false;
     p.full = false; // the curvature of f does not need the landscape's full rows
+    p.reference = crate::config::Reference::Final; // x_p does not enter a Hessian
+    p.cloud = None;
     format!(
         "{:016x}",
         crate::config::fnv1a64(serde_yaml::to_string(&p).unwrap().as_bytes())
@@ -526,6 +532,24 @@ mod tests {
         check(&[-5.0, 3.0, 1.0, -0.5], -5.0, 3.0, -5.0);
         // indefinite, largest magnitude positive
         check(&[6.0, -2.0, 1.0, 0.0, -1.0], 6.0, 6.0, -2.0);
+    }
+
+    /// Eigenvalues +5 and −5: v keeps its mix of the two eigenvectors, so the
+    /// Rayleigh quotient is constant from the first step at a value that is no
+    /// eigenvalue. That must not count as converged.
+    #[test]
+    fn equal_magnitudes_of_opposite_sign_are_not_converged() {
+        let (params, a) = quadratic(&[5.0, -5.0, 1.0]);
+        let (p1, p2) = (params[0].shallow_clone(), params[1].shallow_clone());
+        let h = Hessian::new(params, 1, move |_| {
+            let z = Tensor::cat(&[p1.shallow_clone(), p2.reshape([-1])], 0);
+            z.dot(&a.mv(&z)) * 0.5
+        });
+        let e = extremes(&h, 7, &[1, 2], 200, 1e-8, false);
+        assert!(!e.top.converged, "{e:?}");
+        assert_eq!(e.top.iterations, 200);
+        // The residual tells: v is no eigenvector.
+        assert!(e.top.residual_norm > 0.1, "{e:?}");
     }
 
     #[test]

@@ -460,7 +460,12 @@ fn row(
         grad_norm: m.grad_norm,
         dist,
         cos: m.inner / (m.grad_norm * dist),
-        ref_step: total as i64,
+        // The step of the reference iterate: K, or −1 when x_p = Proj(x^k, S).
+        ref_step: if cfg.probe.reference == crate::config::Reference::Projection {
+            -1
+        } else {
+            total as i64
+        },
         batch_indices: indices,
     }
 }

@@ -162,8 +162,13 @@ fn step_size_methods_resume_bit_identical() {
         let b = run_dir(&dir.join("crashed"), name);
         let fin = "iterates/step=80/part-0.parquet";
         let (va, vb) = (read_values(&a.join(fin)), read_values(&b.join(fin)));
+        assert!(
+            !va.is_empty() && va.len() == vb.len(),
+            "{name}: tensor lists differ"
+        );
         for ((n1, x1), (n2, x2)) in va.iter().zip(&vb) {
             assert_eq!(n1, n2);
+            assert_eq!(x1.len(), x2.len());
             assert!(
                 x1.iter().zip(x2).all(|(p, q)| p.to_bits() == q.to_bits()),
                 "{name}: {n1} differs after resume"
@@ -176,6 +181,7 @@ fn step_size_methods_resume_bit_identical() {
         };
         let (sa, sb) = (read(&a), read(&b));
         assert_eq!(sa.len(), 80);
+        assert_eq!(sb.len(), 80);
         for (ra, rb) in sa.iter().zip(&sb) {
             assert_eq!(
                 ra.step_size.map(f64::to_bits),

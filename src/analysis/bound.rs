@@ -62,7 +62,9 @@ pub fn curvature(runs: &[RunData], ris: &[usize], train_only: bool) -> Curvature
         |r: &CurvatureRow| r.probe == "train" || (!train_only && r.probe.starts_with("extra-"));
     Curvature {
         rows: all().count(),
-        unconverged: all().filter(|(_, r)| !r.converged).count(),
+        unconverged: all()
+            .filter(|(_, r)| !r.converged || r.other_converged == Some(false))
+            .count(),
         minibatch: max_abs(all().filter(|(_, r)| minibatch(r))),
         full: max_abs(all().filter(|(_, r)| r.probe == "full")),
     }
@@ -249,7 +251,13 @@ pub fn for_group(
             reasons: optimiser_reasons(run),
             l,
             gamma: run.config.optim.lr,
-            steps: run.rows.first().map_or(0, |r| r.ref_step),
+            // K: the number of training steps (steps.parquet), else the
+            // reference step of the rows (−1 for projection and cloud rows).
+            steps: if run.steps.is_empty() {
+                run.rows.iter().map(|r| r.ref_step).max().unwrap_or(0)
+            } else {
+                run.steps.len() as i64
+            },
             dist0: dist0(run),
             sigma2: sig.map(|s| s.1),
             bound: None,
@@ -269,6 +277,18 @@ pub fn for_group(
         }
         if b.sigma2.is_none() {
             b.reasons.push("no sigma_int² estimate".into());
+        }
+        if run
+            .rows
+            .iter()
+            .any(|r| r.step >= 0 && r.ref_step < 0 && r.probe.starts_with("component-"))
+        {
+            b.reasons
+                .push("the rows are a point-cloud probe, not a training trajectory".into());
+        }
+        if b.steps <= 0 {
+            b.reasons
+                .push("the number of training steps K is unknown".into());
         }
         for r in &b.reasons {
             if !group_reasons.contains(r) {

@@ -11,8 +11,8 @@
 //! The paper's methods take one step x^{k+1} = x^k − gamma_k ∇f_{i_k}(x^k) with
 //! gamma_k computed from f_{i_k}(x^k) and ||∇f_{i_k}(x^k)|| (both from the
 //! training step, the norm accumulated in f64) and the learning rate of the
-//! schedule at step k (gamma_b of SPS_max and DecSPS, gamma of NGN and
-//! AdaGrad-norm-max).
+//! schedule at step k (gamma_b of SPS_max, gamma of NGN and AdaGrad-norm-max);
+//! DecSPS decays its own step and takes the constant `optim.lr` as gamma_b.
 
 pub mod schedule;
 
@@ -63,7 +63,7 @@ pub fn excluded_from_decay(exclude: &[DecayExclude], name: &str, shape: &[i64]) 
     let last = name.rsplit('.').next().unwrap_or(name);
     exclude.iter().any(|e| match e {
         DecayExclude::Biases => last == "bias",
-        DecayExclude::Norms => last == "weight" && shape.len() == 1,
+        DecayExclude::Norms => name.contains('.') && last == "weight" && shape.len() == 1,
     })
 }
 
@@ -549,5 +549,7 @@ mod tests {
             &[64]
         ));
         assert!(!excluded_from_decay(&[], "fc.bias", &[64]));
+        // The half-space model's x is a 1-D `weight` of no layer: not a norm scale.
+        assert!(!excluded_from_decay(&both, "weight", &[2]));
     }
 }

@@ -192,6 +192,9 @@ pub fn probe_cloud(
             crate::util::human_duration(seconds)
         ),
     );
+    // Hessians of an earlier trajectory probe do not describe the cloud rows.
+    std::fs::remove_file(dir.curvature()).ok();
+    std::fs::remove_dir_all(dir.curvature_parts()).ok();
     let mut meta = vec![
         ("abcond.experiment", manifest.experiment.clone()),
         ("abcond.run_id", manifest.run_id.clone()),

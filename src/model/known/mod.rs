@@ -309,7 +309,8 @@ impl Net for KnownNet {
         let p = self.p.index_select(0, &i);
         let q = self.q.index_select(0, &i);
         let rational = (p + &u) / (q + &u);
-        let gauss = 1.0 - (-&u).exp();
+        // 1 − e^(−u) without cancellation at small u (Example 2's f_i on S ~ 1e-6).
+        let gauss = -(-&u).expm1();
         &gaussian * gauss + (1.0 - &gaussian) * rational
     }
 
