@@ -88,6 +88,15 @@ pub enum ModelKind {
     /// Example 6 with two centres in R^d: f_i = r_i²/(1+r_i²), r_i = ||x − c_i||.
     #[serde(rename = "example6-nd")]
     Example6Nd,
+    // --- CIFAR vision models (branch cifar) ---
+    /// The paper's CNN (§5.2): two conv layers (max-pool + ReLU each), one linear.
+    Cnn,
+    /// ResNet9 (DAWNBench/Myrtle layout), the paper's CIFAR-100 model (§5.3).
+    Resnet9,
+    /// ResNet18, CIFAR form (3×3 stem, stride 1, no max-pool).
+    Resnet18,
+    /// ResNet34, CIFAR form.
+    Resnet34,
 }
 
 impl ModelKind {
@@ -103,7 +112,19 @@ impl ModelKind {
             ModelKind::Example6 => "example6",
             ModelKind::Example1Nd => "example1-nd",
             ModelKind::Example6Nd => "example6-nd",
+            ModelKind::Cnn => "cnn",
+            ModelKind::Resnet9 => "resnet9",
+            ModelKind::Resnet18 => "resnet18",
+            ModelKind::Resnet34 => "resnet34",
         }
+    }
+
+    /// Models with BatchNorm layers (running statistics are snapshot buffers).
+    pub fn has_batchnorm(self) -> bool {
+        matches!(
+            self,
+            ModelKind::Resnet9 | ModelKind::Resnet18 | ModelKind::Resnet34
+        )
     }
 
     /// The known-answer problems (parameter `x`, data = component indices).
@@ -130,7 +151,8 @@ pub struct ModelConfig {
     pub kind: ModelKind,
     #[serde(default)]
     pub dtype: Dtype,
-    /// Hidden width (mlp: square hidden layer; two-layer-relu: k).
+    /// Hidden width (mlp: square hidden layer; two-layer-relu: k; cnn: channels
+    /// of the second conv layer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub width: Option<i64>,
     /// L2 coefficient inside the half-space loss.
@@ -167,6 +189,11 @@ pub enum DatasetKind {
     /// The component indices i of a known-answer problem (a minibatch is a
     /// set of components); the count comes from the model.
     Components,
+    // --- CIFAR binary files (branch cifar) ---
+    /// CIFAR-10 binary version: data_batch_{1..5}.bin.
+    Cifar10,
+    /// CIFAR-100 binary version: train.bin, fine labels.
+    Cifar100,
 }
 
 impl DatasetKind {
@@ -177,8 +204,20 @@ impl DatasetKind {
             DatasetKind::Halfspace => "halfspace",
             DatasetKind::MatrixFactorisation => "matrix-factorisation",
             DatasetKind::Components => "components",
+            DatasetKind::Cifar10 => "cifar10",
+            DatasetKind::Cifar100 => "cifar100",
         }
     }
+}
+
+/// Data augmentation of training minibatches (`data.augment`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Augment {
+    /// Random 32×32 crop of the image zero-padded by 4 pixels (zero in pixel
+    /// values, before normalisation) and a horizontal flip with probability ½,
+    /// drawn per (seed, step, example) (src/data/augment.rs).
+    CropFlip,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -234,6 +273,9 @@ pub struct DataConfig {
     // components: filled in from the model (n), not set by hand
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub components: Option<i64>,
+    /// Augmentation of the training minibatches (CIFAR only; default none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub augment: Option<Augment>,
 }
 
 /// Length of training and minibatch size. Exactly one of `steps`, `epochs`.
@@ -1016,6 +1058,19 @@ impl Config {
         if p.full_subset == Some(0) {
             bail!("key `probe.full_subset` must be at least 1 (or absent for all data)");
         }
+        // With batch statistics a forward pass over a chunk normalises by that
+        // chunk: a minibatch split into chunks would not be the f_i step k used.
+        if self.model.kind.has_batchnorm()
+            && p.batchnorm == BatchNormPolicy::BatchStats
+            && p.chunk_size < self.train.batch_size
+        {
+            bail!(
+                "key `probe.chunk_size` ({}) must be at least `train.batch_size` ({}) for model kind `{}` under `probe.batchnorm: batch-stats`: BatchNorm would normalise each chunk by its own statistics",
+                p.chunk_size,
+                self.train.batch_size,
+                self.model.kind.name()
+            );
+        }
         p.curvature.validate()?;
         self.resolve_probe_reference()?;
         Ok(self)
@@ -1042,6 +1097,16 @@ impl Config {
                 if w < 1 {
                     bail!("key `model.width` must be at least 1, got {w}");
                 }
+            }
+            ModelKind::Cnn => {
+                only("model", &what, &set, &["width", "dtype", "preset"])?;
+                let w = *m.width.get_or_insert(64);
+                if w < 1 {
+                    bail!("key `model.width` must be at least 1, got {w}");
+                }
+            }
+            ModelKind::Resnet9 | ModelKind::Resnet18 | ModelKind::Resnet34 => {
+                only("model", &what, &set, &["dtype", "preset"])?;
             }
             ModelKind::Halfspace => {
                 only(
@@ -1135,6 +1200,7 @@ impl Config {
             ("true_rank", d.true_rank.is_some()),
             ("noise", d.noise.is_some()),
             ("components", d.components.is_some()),
+            ("augment", d.augment.is_some()),
         ];
         let what = format!("dataset `{}`", d.dataset.name());
         d.seed.get_or_insert(0);
@@ -1156,6 +1222,34 @@ impl Config {
                     }
                     if let Some(c) = classes.iter().find(|c| !(0..10).contains(*c)) {
                         bail!("key `data.classes`: class {c} does not exist; classes are 0..9");
+                    }
+                }
+            }
+            DatasetKind::Cifar10 | DatasetKind::Cifar100 => {
+                only(
+                    "data",
+                    &what,
+                    &set,
+                    &["path", "subset", "classes", "normalize", "seed", "augment"],
+                )?;
+                d.normalize.get_or_insert(Normalize::Standard);
+                let n = if d.dataset == DatasetKind::Cifar10 {
+                    10
+                } else {
+                    100
+                };
+                if let Some(classes) = &d.classes {
+                    let mut sorted = classes.clone();
+                    sorted.sort();
+                    sorted.dedup();
+                    if classes.len() < 2 || sorted.len() != classes.len() {
+                        bail!("key `data.classes` must list at least two distinct classes, got {classes:?}");
+                    }
+                    if let Some(c) = classes.iter().find(|c| !(0..n).contains(*c)) {
+                        bail!(
+                            "key `data.classes`: class {c} does not exist; classes are 0..{}",
+                            n - 1
+                        );
                     }
                 }
             }
@@ -1244,10 +1338,31 @@ impl Config {
             }
             _ => {}
         }
+        let vision_model = matches!(
+            self.model.kind,
+            ModelKind::Cnn | ModelKind::Resnet9 | ModelKind::Resnet18 | ModelKind::Resnet34
+        );
+        let image_data = matches!(
+            self.data.dataset,
+            DatasetKind::FashionMnist
+                | DatasetKind::Mnist
+                | DatasetKind::Cifar10
+                | DatasetKind::Cifar100
+        );
+        if vision_model && !image_data {
+            bail!(
+                "model kind `{}` is a convolutional network and needs image data (cifar10, cifar100, mnist, fashion-mnist), not `{}`",
+                self.model.kind.name(),
+                self.data.dataset.name()
+            );
+        }
         if binary_model
             && matches!(
                 self.data.dataset,
-                DatasetKind::FashionMnist | DatasetKind::Mnist
+                DatasetKind::FashionMnist
+                    | DatasetKind::Mnist
+                    | DatasetKind::Cifar10
+                    | DatasetKind::Cifar100
             )
             && self.data.classes.as_ref().map(Vec::len) != Some(2)
         {

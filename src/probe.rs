@@ -7,7 +7,9 @@
 //!
 //! f_i is the mean of the per-example losses of the minibatch (or of the
 //! data), evaluated in measurement mode (dropout off, BatchNorm per the
-//! recorded policy). Per-example losses are summed in f64; gradients are
+//! recorded policy). With `data.augment`, the `train` row evaluates the
+//! minibatch i_k augmented as step k saw it; `extra-*` and `full` rows use the
+//! un-augmented examples (src/data/augment.rs). Per-example losses are summed in f64; gradients are
 //! computed by autograd in the model dtype (summed over chunks of the full
 //! data by autograd); every inner product and norm is accumulated in f64.
 //!
@@ -22,6 +24,7 @@
 pub mod known;
 
 use crate::config::{Config, ProbeConfig};
+use crate::data::augment::AugmentAt;
 use crate::data::sampler::{self, Sampler};
 use crate::data::Dataset;
 use crate::model::{Mode, Model};
@@ -36,19 +39,21 @@ use std::time::Instant;
 use tch::{Kind, Tensor};
 
 /// f_i(x), and ∇f_i(x) left in the parameters' `.grad()`, for the examples
-/// `indices`, processed `chunk` examples at a time.
+/// `indices`, processed `chunk` examples at a time; `at`: augmented as that
+/// training step saw them (None: un-augmented).
 pub fn loss_and_grad(
     model: &Model,
     data: &Dataset,
     indices: &[i64],
     chunk: usize,
     mode: Mode,
+    at: Option<AugmentAt>,
 ) -> f64 {
     model.zero_grad();
     let n = indices.len() as f64;
     let mut sum = 0.0;
     for part in indices.chunks(chunk.max(1)) {
-        let batch = data.batch(part);
+        let batch = data.batch_at(part, at);
         let per = model.per_example_loss(&batch, mode);
         sum += per
             .to_kind(Kind::Double)
@@ -60,11 +65,18 @@ pub fn loss_and_grad(
 }
 
 /// f_i(x) without gradients.
-pub fn loss_only(model: &Model, data: &Dataset, indices: &[i64], chunk: usize, mode: Mode) -> f64 {
+pub fn loss_only(
+    model: &Model,
+    data: &Dataset,
+    indices: &[i64],
+    chunk: usize,
+    mode: Mode,
+    at: Option<AugmentAt>,
+) -> f64 {
     tch::no_grad(|| {
         let mut sum = 0.0;
         for part in indices.chunks(chunk.max(1)) {
-            let per = model.per_example_loss(&data.batch(part), mode);
+            let per = model.per_example_loss(&data.batch_at(part, at), mode);
             sum += per
                 .to_kind(Kind::Double)
                 .sum(Kind::Double)
@@ -82,6 +94,7 @@ pub struct Measurement {
     pub grad_norm: f64,
 }
 
+#[allow(clippy::too_many_arguments)]
 pub fn measure(
     model: &Model,
     reference: &[Tensor],
@@ -90,8 +103,9 @@ pub fn measure(
     loss_ref: f64,
     chunk: usize,
     mode: Mode,
+    at: Option<AugmentAt>,
 ) -> Measurement {
-    let loss_k = loss_and_grad(model, data, indices, chunk, mode);
+    let loss_k = loss_and_grad(model, data, indices, chunk, mode, at);
     let params: Vec<Tensor> = model.params().into_iter().map(|(_, p)| p).collect();
     let grads: Vec<Tensor> = params.iter().map(|p| p.grad()).collect();
     let (inner, grad_norm) = tch::no_grad(|| {
@@ -297,7 +311,8 @@ pub fn probe(
                 projected.unwrap_or_else(|| reference.iter().map(Tensor::shallow_clone).collect());
             let params: Vec<Tensor> = model.params().into_iter().map(|(_, t)| t).collect();
             let dist = tch::no_grad(|| reduce::dist_sq(&params, &reference)).sqrt();
-            let mut batches: Vec<(String, Vec<i64>)> = Vec::new();
+            // (label, examples, augmentation draw of the step that used them)
+            let mut batches: Vec<(String, Vec<i64>, Option<AugmentAt>)> = Vec::new();
             if k < total {
                 let row = steps
                     .get(k as usize)
@@ -315,16 +330,20 @@ pub fn probe(
                         dir.steps().display()
                     );
                 }
-                batches.push(("train".into(), stored));
+                let at = AugmentAt {
+                    seed: cfg.seed,
+                    step: k,
+                };
+                batches.push(("train".into(), stored, Some(at)));
             }
             for j in 0..p.extra_batches {
                 let idx = sampler::extra_batch(cfg.seed, k, j, data.len, cfg.train.batch_size);
-                batches.push((format!("extra-{j}"), idx));
+                batches.push((format!("extra-{j}"), idx, None));
             }
             let mut rows = Vec::new();
-            for (label, idx) in &batches {
-                let loss_ref = loss_only(&reference_model, &data, idx, chunk, mode);
-                let m = measure(&model, &reference, &data, idx, loss_ref, chunk, mode);
+            for (label, idx, at) in &batches {
+                let loss_ref = loss_only(&reference_model, &data, idx, chunk, mode, *at);
+                let m = measure(&model, &reference, &data, idx, loss_ref, chunk, mode, *at);
                 rows.push(row(
                     &manifest,
                     &cfg,
@@ -339,13 +358,13 @@ pub fn probe(
             }
             if let Some(full) = &full_indices {
                 let loss_ref = if is_projected {
-                    loss_only(&reference_model, &data, full, chunk, mode)
+                    loss_only(&reference_model, &data, full, chunk, mode, None)
                 } else {
                     *full_ref.get_or_insert_with(|| {
-                        loss_only(&reference_model, &data, full, chunk, mode)
+                        loss_only(&reference_model, &data, full, chunk, mode, None)
                     })
                 };
-                let m = measure(&model, &reference, &data, full, loss_ref, chunk, mode);
+                let m = measure(&model, &reference, &data, full, loss_ref, chunk, mode, None);
                 // Null indices mean "all examples"; a subset is listed explicitly.
                 let listed = p.full_subset.is_some().then(|| full.clone());
                 rows.push(row(

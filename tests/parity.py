@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import torch_models  # noqa: E402
 from torch_models import Run, flat, grad_at, loss_at, rel_err  # noqa: E402
 
 
@@ -112,7 +113,12 @@ def main():
         if not torch.equal(p.detach(), snap0[n]):
             failures.append(f"x^0 tensor {n} differs from torch.manual_seed({cfg['seed']}) initialisation")
 
-    land = pq.read_table(os.path.join(args.run_dir, "landscape.parquet")).to_pylist()
+    land_table = pq.read_table(os.path.join(args.run_dir, "landscape.parquet"))
+    land = land_table.to_pylist()
+    # BatchNorm models: the probe's policy for the rows, train() for the replay.
+    policy = land_table.schema.metadata[b"abcond.batchnorm"].decode()
+    has_bn = any(isinstance(m, torch.nn.BatchNorm2d) for m in init.modules())
+    torch_models.BN_POLICY = policy
     steps = pq.read_table(os.path.join(args.run_dir, "steps.parquet")).to_pylist()
     ref = run.load(run.model(), K)
     xK = [p.detach().clone() for p in ref.parameters()]
@@ -127,8 +133,10 @@ def main():
         where = f"step={k} probe={r['probe']}"
         idx = r["batch_indices"] if r["batch_indices"] is not None else list(range(n))
         assert len(idx) == r["batch_size"], where
-        loss_k, grads = grad_at(model, run, idx)
-        loss_ref = loss_at(ref, run, idx)
+        # The train row is minibatch i_k as step k saw it (augmented, if data.augment).
+        aug = k if r["probe"] == "train" else None
+        loss_k, grads = grad_at(model, run, idx, aug)
+        loss_ref = loss_at(ref, run, idx, aug)
         g = flat(grads)
         d = flat([p.detach() for p in model.parameters()]) - flat(xK)
         inner = torch.dot(g, d).item()
@@ -141,7 +149,9 @@ def main():
         check("dist", r["dist"], dist, where)
         if dist > 0:
             check("cos", r["cos"], inner / (gn * dist), where)
-        if r["probe"] == "train":
+        # Training normalises by batch statistics: only the batch-stats probe
+        # measures the same f_i on a BatchNorm model.
+        if r["probe"] == "train" and (policy == "batch-stats" or not has_bn):
             check("steps.loss vs probe loss_k", steps[k]["loss"], r["loss_k"], where)
 
     # Replay the first steps with torch.optim and torch.optim.lr_scheduler from
@@ -155,6 +165,7 @@ def main():
     if cfg["optim"]["name"] not in TORCH_OPTIM or cfg["optim"].get("weight_decay_exclude"):
         m = 0
     if m > 0:
+        torch_models.BN_POLICY = "train"
         model = run.load(run.model(), 0)
         opt = torch_optimizer(model.parameters(), cfg["optim"])
         sched = torch_scheduler(opt, cfg["schedule"], cfg["optim"]["lr"], K)
@@ -163,14 +174,18 @@ def main():
             check("lr vs torch scheduler", steps[k]["lr"], lr, f"step {k}")
             idx = torch.as_tensor(steps[k]["batch_indices"])
             opt.zero_grad()
-            loss = model(run.x[idx], run.y[idx]).mean()
+            loss = model(run.batch_x(steps[k]["batch_indices"], k), run.y[idx]).mean()
             check_loose("loss vs torch replay", steps[k]["loss"], loss.item(), f"step {k}", replay_tol)
             loss.backward()
             opt.step()
             if sched is not None:
                 sched.step()
             nxt = run.snapshot(k + 1)
-            for name, p in model.named_parameters():
+            # parameters, and the BatchNorm running statistics train() updated
+            tensors = list(model.named_parameters()) + [
+                (n, b) for n, b in model.named_buffers() if not n.endswith("num_batches_tracked")
+            ]
+            for name, p in tensors:
                 err = (p.detach().double() - nxt[name].double()).abs().max().item()
                 scale = max(nxt[name].double().abs().max().item(), 1e-300)
                 check_loose(f"x^k vs torch.optim replay", 0.0, err / scale, f"step {k + 1} {name}", replay_tol)

@@ -6,6 +6,9 @@
 pub mod idx;
 pub mod sampler;
 pub mod synthetic;
+// --- CIFAR (branch cifar) ---
+pub mod augment;
+pub mod cifar;
 
 use crate::config::{DataConfig, DatasetKind, Dtype, Normalize};
 use crate::rng::{stream, Rng};
@@ -39,6 +42,8 @@ pub struct Dataset {
     pub source_index: Vec<i64>,
     /// Directory the files were read from (IDX data sets).
     pub source_dir: Option<PathBuf>,
+    /// Augmentation of training minibatches (`data.augment`), if any.
+    pub augment: Option<augment::Augmenter>,
 }
 
 /// A minibatch: inputs and targets of the examples `indices`.
@@ -58,6 +63,7 @@ impl Dataset {
                 synthetic::matrix_factorisation(cfg, data_seed, dtype)
             }
             DatasetKind::Components => synthetic::components(cfg),
+            DatasetKind::Cifar10 | DatasetKind::Cifar100 => cifar::load(cfg, dtype)?,
         };
         if let Some(m) = cfg.subset {
             if m > ds.len {
@@ -97,6 +103,17 @@ impl Dataset {
             y: self.y.index_select(0, &idx),
             len: indices.len(),
         }
+    }
+
+    /// The minibatch of examples `indices` as training step `at.step` saw it:
+    /// augmented with that step's draws when `data.augment` is set, else as
+    /// [`Dataset::batch`]. `None` gives the un-augmented examples.
+    pub fn batch_at(&self, indices: &[i64], at: Option<augment::AugmentAt>) -> Batch {
+        let mut b = self.batch(indices);
+        if let (Some(aug), Some(at)) = (&self.augment, at) {
+            b.x = aug.apply(&b.x, indices, at);
+        }
+        b
     }
 }
 
@@ -175,24 +192,7 @@ fn load_idx(cfg: &DataConfig, dtype: Dtype) -> Result<Dataset> {
         bail!("{}: label {bad} is outside 0..9", labels_path.display());
     }
     let (h, w) = (images.dims[1] as i64, images.dims[2] as i64);
-    // Class filter: keep the listed classes and relabel them 0, 1, … in order.
-    let (keep, y): (Vec<i64>, Vec<i64>) = match &cfg.classes {
-        None => (
-            (0..n as i64).collect(),
-            labels.data.iter().map(|&l| l as i64).collect(),
-        ),
-        Some(classes) => labels
-            .data
-            .iter()
-            .enumerate()
-            .filter_map(|(i, &l)| {
-                classes
-                    .iter()
-                    .position(|&c| c == l as i64)
-                    .map(|p| (i as i64, p as i64))
-            })
-            .unzip(),
-    };
+    let (keep, y) = filter_classes(&labels.data, cfg.classes.as_deref());
     let num_classes = cfg.classes.as_ref().map_or(10, |c| c.len() as i64);
     let pixels = Tensor::from_slice(&images.data).view([n as i64, 1, h, w]);
     let pixels = if keep.len() == n {
@@ -214,5 +214,27 @@ fn load_idx(cfg: &DataConfig, dtype: Dtype) -> Result<Dataset> {
         targets: Targets::Classes(num_classes),
         source_index: keep,
         source_dir: Some(dir),
+        augment: None,
     })
+}
+
+/// Class filter: the rows to keep and their labels; with `classes`, keeps the
+/// listed classes and relabels them 0, 1, … in that order.
+pub(crate) fn filter_classes(labels: &[u8], classes: Option<&[i64]>) -> (Vec<i64>, Vec<i64>) {
+    match classes {
+        None => (
+            (0..labels.len() as i64).collect(),
+            labels.iter().map(|&l| l as i64).collect(),
+        ),
+        Some(classes) => labels
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &l)| {
+                classes
+                    .iter()
+                    .position(|&c| c == l as i64)
+                    .map(|p| (i as i64, p as i64))
+            })
+            .unzip(),
+    }
 }

@@ -12,6 +12,11 @@ pub mod known;
 pub mod matfact;
 pub mod mlp;
 pub mod two_layer;
+// --- CIFAR vision models (branch cifar) ---
+pub mod cnn;
+pub mod layers;
+pub mod resnet;
+pub mod resnet9;
 
 use crate::config::{BatchNormPolicy, Dtype, ModelConfig, ModelKind};
 use crate::data::{Batch, Dataset, Targets};
@@ -116,6 +121,27 @@ impl Model {
                         cfg.init_std.unwrap_or(0.3),
                     ))
                 }
+                (ModelKind::Cnn, Targets::Classes(c)) => Box::new(cnn::Cnn::new(
+                    &root,
+                    &data.input_shape,
+                    cfg.width.unwrap_or(64),
+                    c,
+                )),
+                (ModelKind::Resnet9, Targets::Classes(c)) => {
+                    Box::new(resnet9::ResNet9::new(&root, data.input_shape[0], c))
+                }
+                (ModelKind::Resnet18, Targets::Classes(c)) => Box::new(resnet::ResNet::new(
+                    &root,
+                    resnet::RESNET18,
+                    data.input_shape[0],
+                    c,
+                )),
+                (ModelKind::Resnet34, Targets::Classes(c)) => Box::new(resnet::ResNet::new(
+                    &root,
+                    resnet::RESNET34,
+                    data.input_shape[0],
+                    c,
+                )),
                 (kind, Targets::Components(_)) if kind.is_known_answer() => {
                     Box::new(known::KnownNet::new(&root, cfg)?)
                 }

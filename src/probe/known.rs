@@ -160,8 +160,9 @@ pub fn probe_cloud(
             batches.push(("full".to_string(), all.clone()));
         }
         for (label, idx) in &batches {
-            let loss_ref = loss_only(&reference_model, &data, idx, chunk, mode);
-            let m: Measurement = measure(&model, &reference, &data, idx, loss_ref, chunk, mode);
+            let loss_ref = loss_only(&reference_model, &data, idx, chunk, mode, None);
+            let m: Measurement =
+                measure(&model, &reference, &data, idx, loss_ref, chunk, mode, None);
             rows.push(LandscapeRow {
                 experiment: manifest.experiment.clone(),
                 run_id: manifest.run_id.clone(),

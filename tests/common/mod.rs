@@ -173,3 +173,46 @@ pub fn tree(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
     walk(dir, &mut out);
     out
 }
+
+/// Writes a learnable CIFAR training set of `n` images in the exact binary
+/// format into `dir`: CIFAR-10 as data_batch_1..5.bin (3073-byte records, the
+/// n images split over the five files), CIFAR-100 as train.bin (3074-byte
+/// records, coarse label fine/5). Class c brightens channel c mod 3 in a band of
+/// rows on top of noise.
+pub fn write_cifar_fixture(dir: &Path, kind: abcond::config::DatasetKind, n: usize) {
+    use abcond::config::DatasetKind;
+    use abcond::data::cifar;
+    std::fs::create_dir_all(dir).unwrap();
+    let classes = if kind == DatasetKind::Cifar100 {
+        100
+    } else {
+        10
+    };
+    let mut rng = Lcg(777);
+    let mut labels = Vec::with_capacity(n);
+    let mut pixels = Vec::with_capacity(n * cifar::PIXELS);
+    for _ in 0..n {
+        let c = (rng.next() % classes) as usize;
+        labels.push(c as u8);
+        for ch in 0..3 {
+            for r in 0..32 {
+                for _ in 0..32 {
+                    let noise = (rng.next() % 128) as u8;
+                    let band = ch == c % 3 && r >= (c % 10) * 3 && r < (c % 10) * 3 + 4;
+                    pixels.push(noise + if band { 100 } else { 0 });
+                }
+            }
+        }
+    }
+    let files = cifar::train_files(kind);
+    let per = n.div_ceil(files.len());
+    for (j, f) in files.iter().enumerate() {
+        let (lo, hi) = ((j * per).min(n), ((j + 1) * per).min(n));
+        let bytes = cifar::encode(
+            kind,
+            &labels[lo..hi],
+            &pixels[lo * cifar::PIXELS..hi * cifar::PIXELS],
+        );
+        std::fs::write(dir.join(f), bytes).unwrap();
+    }
+}
