@@ -78,7 +78,7 @@ fn archive_dir(kind: DatasetKind) -> &'static str {
 pub fn parse(bytes: &[u8], kind: DatasetKind, what: &str) -> Result<(Vec<u8>, Vec<u8>)> {
     let (label_bytes, label_at, classes) = record_layout(kind);
     let record = label_bytes + PIXELS;
-    if bytes.is_empty() || bytes.len() % record != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(record) {
         bail!(
             "{what}: {} bytes is not a whole number of {record}-byte {} records ({} label byte{} + 3072 pixel bytes); is this the {} binary version?",
             bytes.len(),
