@@ -179,7 +179,9 @@ fn train_or_run(cli: &Cli, a: &TrainArgs, run: bool) -> anyhow::Result<()> {
         return one_run(cli, &config, a.run_id.as_deref(), None, stage);
     };
     if a.run_id.is_some() {
-        anyhow::bail!("--run-id does not apply to a sweep: each task's run id is that of its config");
+        anyhow::bail!(
+            "--run-id does not apply to a sweep: each task's run id is that of its config"
+        );
     }
     if a.all {
         return run_all(cli, &sweep, stage);
@@ -273,7 +275,10 @@ fn run_all(cli: &Cli, sweep: &crate::sweep::Sweep, stage: Stage) -> anyhow::Resu
             if s.status == "diverged" {
                 diverged.push(what.clone());
             }
-            note(cli.quiet, &format!("sweep {}/{n}: {what} is {}; skipped", t.index + 1, s.status));
+            note(
+                cli.quiet,
+                &format!("sweep {}/{n}: {what} is {}; skipped", t.index + 1, s.status),
+            );
             continue;
         }
         note(cli.quiet, &format!("sweep {}/{n}: {what}", t.index + 1));
@@ -311,7 +316,11 @@ fn run_all(cli: &Cli, sweep: &crate::sweep::Sweep, stage: Stage) -> anyhow::Resu
         anyhow::bail!(
             "{} of the sweep's {n} tasks failed{}{}",
             failed.len(),
-            if failed.is_empty() { String::new() } else { format!(": {}", failed.join("; ")) },
+            if failed.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", failed.join("; "))
+            },
             analysis_error.map(|e| format!("; {e}")).unwrap_or_default()
         );
     }

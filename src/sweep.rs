@@ -101,7 +101,10 @@ pub struct Sweep {
 pub fn show(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
-        Value::Sequence(items) => format!("[{}]", items.iter().map(show).collect::<Vec<_>>().join(", ")),
+        Value::Sequence(items) => format!(
+            "[{}]",
+            items.iter().map(show).collect::<Vec<_>>().join(", ")
+        ),
         other => serde_yaml::to_string(other)
             .unwrap_or_default()
             .trim_end()
@@ -144,10 +147,7 @@ impl Sweep {
         overrides: &[String],
     ) -> Result<Option<Sweep>> {
         let mut tree = crate::config::parse_tree(text, source)?;
-        let Some(spec) = tree
-            .as_mapping_mut()
-            .and_then(|m| m.remove(SWEEP_KEY))
-        else {
+        let Some(spec) = tree.as_mapping_mut().and_then(|m| m.remove(SWEEP_KEY)) else {
             return Ok(None);
         };
         let axes = parse_axes(&spec, source)?;
@@ -174,12 +174,10 @@ impl Sweep {
                 .map(|(k, v)| format!("{k}={}", show(v)))
                 .collect::<Vec<_>>()
                 .join(", ");
-            let config = crate::config::from_tree(tree.clone(), source, base_dir, overrides, &values)
-                .with_context(|| format!("sweep task {index} ({label})"))?;
-            if let Some(other) = tasks
-                .iter()
-                .find(|t| t.run_id() == config.default_run_id())
-            {
+            let config =
+                crate::config::from_tree(tree.clone(), source, base_dir, overrides, &values)
+                    .with_context(|| format!("sweep task {index} ({label})"))?;
+            if let Some(other) = tasks.iter().find(|t| t.run_id() == config.default_run_id()) {
                 bail!(
                     "{source}: sweep tasks {} ({}) and {index} ({label}) are the same training run {}: a swept key that does not change training (probe.*, analysis.*, device, data.path, checkpoint cadence) cannot be a sweep axis",
                     other.index,
@@ -247,11 +245,15 @@ fn parse_axes(spec: &Value, source: &str) -> Result<Vec<(String, Vec<Value>)>> {
             bail!("{source}: key `sweep`: `{key}` cannot be swept (all runs of a sweep share one experiment directory)");
         }
         if let Some((other, _)) = axes.iter().find(|(o, _)| overlaps(o, &key)) {
-            bail!("{source}: key `sweep`: `{key}` overlaps `{other}`; each setting can be swept once");
+            bail!(
+                "{source}: key `sweep`: `{key}` overlaps `{other}`; each setting can be swept once"
+            );
         }
         let values = match v {
             Value::Sequence(s) if !s.is_empty() => s.clone(),
-            Value::Sequence(_) => bail!("{source}: key `sweep.{key}`: the list of values is empty; give at least one value"),
+            Value::Sequence(_) => bail!(
+                "{source}: key `sweep.{key}`: the list of values is empty; give at least one value"
+            ),
             other => bail!(
                 "{source}: key `sweep.{key}`: expected a list of values, e.g. [{}], got {}",
                 show(other),
@@ -408,11 +410,19 @@ pub fn write_runs_table(sweep: &Sweep, out: &Path) -> Result<PathBuf> {
         fields.push(Field::new(key, col.data_type().clone(), true));
         arrays.push(col);
     }
-    fields.push(Field::new("status", arrow::datatypes::DataType::Utf8, false));
+    fields.push(Field::new(
+        "status",
+        arrow::datatypes::DataType::Utf8,
+        false,
+    ));
     arrays.push(Arc::new(StringArray::from_iter_values(
         states.iter().map(|s| s.status.clone()),
     )));
-    fields.push(Field::new("probed", arrow::datatypes::DataType::Boolean, false));
+    fields.push(Field::new(
+        "probed",
+        arrow::datatypes::DataType::Boolean,
+        false,
+    ));
     arrays.push(Arc::new(BooleanArray::from(
         states.iter().map(|s| s.probed).collect::<Vec<_>>(),
     )));
@@ -434,9 +444,11 @@ pub fn write_runs_table(sweep: &Sweep, out: &Path) -> Result<PathBuf> {
 /// The task of `--task`, else of $SLURM_ARRAY_TASK_ID.
 pub fn task_from_env() -> Result<Option<usize>> {
     match std::env::var(TASK_ENV) {
-        Ok(v) => v.trim().parse().map(Some).map_err(|_| {
-            anyhow!("${TASK_ENV}={v:?} is not a task index (0, 1, …); pass --task N")
-        }),
+        Ok(v) => {
+            v.trim().parse().map(Some).map_err(|_| {
+                anyhow!("${TASK_ENV}={v:?} is not a task index (0, 1, …); pass --task N")
+            })
+        }
         Err(_) => Ok(None),
     }
 }
