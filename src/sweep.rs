@@ -13,7 +13,8 @@
 //!   (Slurm: `--array=0-<runs−1>`).
 //! - Each swept value is set exactly as `--set key=value` would set it, so the
 //!   same checks and error messages apply; `--set` overrides apply to every task
-//!   and may not name a swept key (or a section of one).
+//!   and may not name a swept key (or a section of one); `--set sweep.KEY=[…]`
+//!   replaces the values of an axis (or adds one), e.g. to scale a sweep down.
 //! - `sweep` is not part of a run's identity: a task's run id is the run id of
 //!   its resolved config, the same as the run made by hand with `--set`.
 //! - `<out>/<experiment>/runs.parquet` lists every task with its run id, its
@@ -147,9 +148,25 @@ impl Sweep {
         overrides: &[String],
     ) -> Result<Option<Sweep>> {
         let mut tree = crate::config::parse_tree(text, source)?;
-        let Some(spec) = tree.as_mapping_mut().and_then(|m| m.remove(SWEEP_KEY)) else {
+        let Some(mut spec) = tree.as_mapping_mut().and_then(|m| m.remove(SWEEP_KEY)) else {
             return Ok(None);
         };
+        // `--set sweep.KEY=[…]` replaces (or adds) an axis; the rest apply to every task.
+        let mut rest = Vec::new();
+        for o in overrides {
+            let (key, raw) = o.split_once('=').unwrap_or((o.as_str(), ""));
+            match key.trim().strip_prefix("sweep.") {
+                Some(axis) => {
+                    let value: Value =
+                        serde_yaml::from_str(raw).unwrap_or_else(|_| Value::String(raw.into()));
+                    spec.as_mapping_mut()
+                        .ok_or_else(|| anyhow!("{source}: key `sweep` is not a mapping"))?
+                        .insert(Value::String(axis.to_string()), value);
+                }
+                None => rest.push(o.clone()),
+            }
+        }
+        let overrides = &rest[..];
         let axes = parse_axes(&spec, source)?;
         for o in overrides {
             let key = o.split_once('=').map_or(o.as_str(), |(k, _)| k).trim();

@@ -67,6 +67,21 @@ fn sweep_order_and_validation() {
     );
     assert!(s.tasks[1].values[1].1.is_f64() && s.tasks[0].values[1].1.is_f64());
     assert!(s.tasks.iter().all(|t| t.config.train.steps == Some(5)));
+    // --set sweep.KEY replaces an axis
+    let small = sweep(
+        &format!("{BASE}sweep:\n  model.width: [8, 16, 32]\n  optim.lr: [1, 0.5]\n"),
+        &["sweep.model.width=[64]", "sweep.optim.lr=[0.2]"],
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(small.tasks.len(), 1);
+    assert_eq!(
+        (
+            small.tasks[0].config.model.width,
+            small.tasks[0].config.optim.lr
+        ),
+        (Some(64), 0.2)
+    );
     let msg = format!("{:#}", s.task(6).unwrap_err());
     assert!(
         msg.contains("task 6") && msg.contains("6 runs") && msg.contains("--array=0-5"),
