@@ -12,6 +12,9 @@ Examples:
   abcond inspect results/quickstart/seed0-1a2b3c4d
   abcond analyze results/quickstart                  all runs of an experiment, grouped by sweep value
   abcond analyze RUN_DIR --set analysis.f_star=min-observed --set analysis.margin=0.5
+  abcond sweep configs/paper/fmnist-mlp-width.yaml --list   the runs of a config's `sweep`
+  abcond run configs/paper/fmnist-mlp-width.yaml --task 3   one of them ($SLURM_ARRAY_TASK_ID if unset)
+  abcond run configs/paper/fmnist-mlp-width.yaml --all      all of them in turn, then analyse the experiment
 
 Run directory: <out>/<experiment>/<run_id>/ with run.yaml, steps.parquet,
 iterates/step=<k>/part-0.parquet and landscape.parquet; `analyze` writes
@@ -57,7 +60,14 @@ pub enum Command {
     /// and write landscape.parquet. Already probed snapshots are skipped.
     Probe(ProbeArgs),
     /// Train (or resume), probe, and analyse the run (writes RUN_DIR/analysis/).
+    ///
+    /// With a config that declares `sweep`: --task N runs task N (train, probe,
+    /// analyse that run); --all runs every task in turn, skipping finished
+    /// ones, and then analyses the experiment directory once.
     Run(TrainArgs),
+    /// Show the runs of a config's `sweep` (task, run id, swept values, status)
+    /// and refresh <out>/<experiment>/runs.parquet when the experiment exists.
+    Sweep(SweepArgs),
     /// Analyse probed runs: the exact feasible (alpha, beta) region, slack
     /// grid, PL/Aiming/QCvx constants, sigma_int², trends, figures, report.md.
     ///
@@ -87,6 +97,26 @@ pub struct TrainArgs {
     /// Use this run id instead of seed<seed>-<config hash>.
     #[arg(long, value_name = "ID")]
     pub run_id: Option<String>,
+    /// Sweep configs: run task N (0-based, see `abcond sweep CONFIG --list`);
+    /// default $SLURM_ARRAY_TASK_ID.
+    #[arg(long, value_name = "N", conflicts_with_all = ["all", "run_id"])]
+    pub task: Option<usize>,
+    /// Sweep configs: run every task in turn, skipping finished ones (resumable).
+    /// A failing task does not stop the others; the exit status reports it.
+    #[arg(long, conflicts_with = "run_id")]
+    pub all: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SweepArgs {
+    /// Experiment config (YAML) with a top-level `sweep` key.
+    pub config: PathBuf,
+    /// Override a config value in every task (not a swept key).
+    #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
+    pub set: Vec<String>,
+    /// List the tasks (the default and only action; accepted for clarity).
+    #[arg(long)]
+    pub list: bool,
 }
 
 #[derive(Args, Debug)]
@@ -116,24 +146,210 @@ fn command_line() -> String {
     std::env::args().collect::<Vec<_>>().join(" ")
 }
 
-fn train_cmd(
+/// What `train` and `run` do to one run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Train (or resume).
+    Train,
+    /// Train, probe and, when `analyse`, analyse the run.
+    Run { analyse: bool },
+}
+
+/// `abcond train|run CONFIG`: one run, or the sweep task(s) chosen by
+/// --task / $SLURM_ARRAY_TASK_ID / --all.
+fn train_or_run(cli: &Cli, a: &TrainArgs, run: bool) -> anyhow::Result<()> {
+    let stage = if run {
+        Stage::Run { analyse: true }
+    } else {
+        Stage::Train
+    };
+    let Some(sweep) = crate::sweep::Sweep::load(&a.config, &a.set)? else {
+        if a.task.is_some() || a.all {
+            anyhow::bail!(
+                "--task/--all: {} declares no `sweep`; run it without them",
+                a.config.display()
+            );
+        }
+        let config = crate::config::load(&a.config, &a.set)?;
+        if let Some(id) = &a.run_id {
+            if id.is_empty() || id.contains('/') || id.starts_with('.') {
+                anyhow::bail!("--run-id {id:?} is not a valid directory name");
+            }
+        }
+        return one_run(cli, &config, a.run_id.as_deref(), None, stage);
+    };
+    if a.run_id.is_some() {
+        anyhow::bail!(
+            "--run-id does not apply to a sweep: each task's run id is that of its config"
+        );
+    }
+    if a.all {
+        return run_all(cli, &sweep, stage);
+    }
+    let n = match a.task {
+        Some(n) => n,
+        None => crate::sweep::task_from_env()?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} declares a sweep of {} runs: choose one with --task N (0..={}; default ${}) or all with --all; `abcond sweep {} --list` lists them",
+                sweep.source,
+                sweep.tasks.len(),
+                sweep.tasks.len() - 1,
+                crate::sweep::TASK_ENV,
+                sweep.source
+            )
+        })?,
+    };
+    let task = sweep.task(n)?;
+    crate::progress::note(
+        cli.quiet,
+        &format!(
+            "sweep task {n} of {}: {} (run {})",
+            sweep.tasks.len(),
+            task.label(),
+            task.run_id()
+        ),
+    );
+    let result = one_run(cli, &task.config, None, Some(task), stage);
+    refresh_runs_table(cli, &sweep);
+    result
+}
+
+/// Rewrites runs.parquet; a failure is reported, not fatal (the next command
+/// of the sweep writes it again).
+fn refresh_runs_table(cli: &Cli, sweep: &crate::sweep::Sweep) {
+    if let Err(e) = crate::sweep::write_runs_table(sweep, &cli.out) {
+        eprintln!("warning: {e:#}");
+    }
+}
+
+/// Trains one run (recording its sweep task in run.yaml), then probes and
+/// analyses it as `stage` says.
+fn one_run(
     cli: &Cli,
-    a: &TrainArgs,
-) -> anyhow::Result<(crate::train::TrainOutcome, crate::config::Config)> {
-    let config = crate::config::load(&a.config, &a.set)?;
-    if let Some(id) = &a.run_id {
-        if id.is_empty() || id.contains('/') || id.starts_with('.') {
-            anyhow::bail!("--run-id {id:?} is not a valid directory name");
+    config: &crate::config::Config,
+    run_id: Option<&str>,
+    task: Option<&crate::sweep::Task>,
+    stage: Stage,
+) -> anyhow::Result<()> {
+    let trained = crate::train::train(config, &cli.out, run_id, &command_line(), cli.quiet);
+    if let Some(t) = task {
+        crate::sweep::record(t, &cli.out)?;
+    }
+    let o = trained?;
+    match stage {
+        Stage::Train => {
+            out(&format!("run directory: {}\n", o.dir.root.display()));
+            Ok(())
+        }
+        // The config's probe settings and device apply, also when the run was
+        // trained before.
+        Stage::Run { analyse } => probe_and_analyse(
+            cli,
+            &o.dir,
+            Some((&config.probe, &config.device)),
+            &[],
+            analyse.then_some(&config.analysis),
+        ),
+    }
+}
+
+/// `--all`: every task in turn, skipping finished ones; failures are collected
+/// and reported at the end (error: any task failed; exit 3: none failed but
+/// some diverged). `run` then analyses the experiment directory once.
+fn run_all(cli: &Cli, sweep: &crate::sweep::Sweep, stage: Stage) -> anyhow::Result<()> {
+    use crate::progress::note;
+    refresh_runs_table(cli, sweep);
+    let n = sweep.tasks.len();
+    let (mut ran, mut skipped) = (0usize, 0usize);
+    let mut failed: Vec<String> = Vec::new();
+    let mut diverged: Vec<String> = Vec::new();
+    for t in &sweep.tasks {
+        let s = crate::sweep::state(t, &cli.out);
+        let done = match stage {
+            Stage::Train => s.status == "diverged" || (s.status == "completed" && s.recorded),
+            Stage::Run { .. } => s.done(),
+        };
+        let what = format!("task {} ({}, run {})", t.index, t.label(), t.run_id());
+        if done {
+            skipped += 1;
+            if s.status == "diverged" {
+                diverged.push(what.clone());
+            }
+            note(
+                cli.quiet,
+                &format!("sweep {}/{n}: {what} is {}; skipped", t.index + 1, s.status),
+            );
+            continue;
+        }
+        note(cli.quiet, &format!("sweep {}/{n}: {what}", t.index + 1));
+        ran += 1;
+        let stage = match stage {
+            Stage::Run { .. } => Stage::Run { analyse: false },
+            s => s,
+        };
+        if let Err(e) = one_run(cli, &t.config, None, Some(t), stage) {
+            eprintln!("error: sweep {what}: {e:#}");
+            if e.downcast_ref::<crate::train::Diverged>().is_some() {
+                diverged.push(what);
+            } else {
+                failed.push(what);
+            }
+        }
+        refresh_runs_table(cli, sweep);
+    }
+    out(&format!(
+        "sweep {}: {n} runs: {ran} run now, {skipped} finished before, {} diverged, {} failed; runs: {}\n",
+        sweep.source,
+        diverged.len(),
+        failed.len(),
+        sweep.runs_table(&cli.out).display()
+    ));
+    let mut analysis_error = None;
+    if matches!(stage, Stage::Run { .. }) {
+        let exp = sweep.experiment_dir(&cli.out);
+        match crate::analysis::analyze(&exp, None, &[], cli.quiet) {
+            Ok(r) => out(&crate::analysis::render(&r)),
+            Err(e) => analysis_error = Some(format!("analysis of {}: {e:#}", exp.display())),
         }
     }
-    let outcome = crate::train::train(
-        &config,
-        &cli.out,
-        a.run_id.as_deref(),
-        &command_line(),
-        cli.quiet,
-    )?;
-    Ok((outcome, config))
+    if !failed.is_empty() || analysis_error.is_some() {
+        anyhow::bail!(
+            "{} of the sweep's {n} tasks failed{}{}",
+            failed.len(),
+            if failed.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", failed.join("; "))
+            },
+            analysis_error.map(|e| format!("; {e}")).unwrap_or_default()
+        );
+    }
+    if !diverged.is_empty() {
+        return Err(crate::train::Diverged {
+            message: format!(
+                "{} of the sweep's {n} runs diverged: {}",
+                diverged.len(),
+                diverged.join("; ")
+            ),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// `abcond sweep CONFIG --list`.
+fn sweep_cmd(cli: &Cli, a: &SweepArgs) -> anyhow::Result<()> {
+    let sweep = crate::sweep::Sweep::load(&a.config, &a.set)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "{} declares no `sweep` (a top-level mapping such as sweep: {{model.width: [32, 128], seed: [0, 1]}})",
+            a.config.display()
+        )
+    })?;
+    out(&crate::sweep::list(&sweep, &cli.out));
+    if sweep.experiment_dir(&cli.out).is_dir() {
+        crate::sweep::write_runs_table(&sweep, &cli.out)?;
+    }
+    Ok(())
 }
 
 /// Writes to stdout, ignoring a closed pipe (`abcond run … | head`).
@@ -170,20 +386,9 @@ pub fn main() -> i32 {
         tch::set_num_threads(n.max(1));
     }
     let result = match &cli.command {
-        Command::Train(a) => train_cmd(&cli, a).map(|(o, _)| {
-            out(&format!("run directory: {}\n", o.dir.root.display()));
-        }),
-        // The config's probe settings and device apply, also when the run was
-        // trained before.
-        Command::Run(a) => train_cmd(&cli, a).and_then(|(o, cfg)| {
-            probe_and_analyse(
-                &cli,
-                &o.dir,
-                Some((&cfg.probe, &cfg.device)),
-                &[],
-                Some(&cfg.analysis),
-            )
-        }),
+        Command::Train(a) => train_or_run(&cli, a, false),
+        Command::Run(a) => train_or_run(&cli, a, true),
+        Command::Sweep(a) => sweep_cmd(&cli, a),
         Command::Probe(a) => probe_and_analyse(&cli, &RunDir::new(&a.run_dir), None, &a.set, None),
         Command::Analyze(a) => crate::analysis::analyze(&a.path, None, &a.set, cli.quiet)
             .map(|r| out(&crate::analysis::render(&r))),

@@ -875,17 +875,56 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<Config> {
 }
 
 /// Parses a config from YAML text; `source` names it in errors and `base_dir`
-/// anchors relative preset paths.
+/// anchors relative preset paths. A config that declares a `sweep` is a family
+/// of runs: load one of them with [`crate::sweep::Sweep`] instead.
 pub fn from_yaml_text(
     text: &str,
     source: &str,
     base_dir: &Path,
     overrides: &[String],
 ) -> Result<Config> {
-    let mut tree: Value =
+    let tree = parse_tree(text, source)?;
+    if let Some(sweep) = tree.get(crate::sweep::SWEEP_KEY) {
+        let runs = sweep
+            .as_mapping()
+            .map(|m| {
+                m.values()
+                    .map(|v| v.as_sequence().map_or(1, Vec::len))
+                    .product::<usize>()
+            })
+            .unwrap_or(0);
+        bail!(
+            "{source} declares a sweep ({runs} runs): choose one with --task N (0-based; default $SLURM_ARRAY_TASK_ID) or all with --all; `abcond sweep {source} --list` lists them"
+        );
+    }
+    from_tree(tree, source, base_dir, overrides, &[])
+}
+
+/// Reads YAML text into a tree whose top level is a mapping.
+pub fn parse_tree(text: &str, source: &str) -> Result<Value> {
+    let tree: Value =
         serde_yaml::from_str(text).with_context(|| format!("{source}: not valid YAML"))?;
     if !tree.is_mapping() {
         bail!("{source}: expected a mapping of settings at the top level (experiment, seed, model, data, train, optim, …)");
+    }
+    Ok(tree)
+}
+
+// --- sweep support (branch sweep): `from_tree` takes the swept values ---
+/// Builds a config from a YAML tree: the swept `key = value` pairs are set
+/// first (as `--set` would), then the `--set` overrides, then the model preset
+/// is merged, the tree deserialised and the result resolved. Errors name the
+/// key and whether it came from `sweep` or `--set`.
+pub fn from_tree(
+    mut tree: Value,
+    source: &str,
+    base_dir: &Path,
+    overrides: &[String],
+    swept: &[(String, Value)],
+) -> Result<Config> {
+    for (key, value) in swept {
+        set_path(&mut tree, key, value.clone())
+            .with_context(|| format!("{source}: applying sweep key `{key}`"))?;
     }
     let mut set_keys = Vec::new();
     for o in overrides {
@@ -895,11 +934,11 @@ pub fn from_yaml_text(
     merge_model_preset(&mut tree, source, base_dir)?;
     let config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
         let path = e.path().to_string();
-        let from_set = set_keys
-            .iter()
-            .any(|k| path == *k || path.starts_with(&format!("{k}.")));
-        let note = if from_set {
+        let from = |k: &String| path == *k || path.starts_with(&format!("{k}."));
+        let note = if set_keys.iter().any(from) {
             " (the key comes from --set)"
+        } else if swept.iter().map(|(k, _)| k).any(from) {
+            " (the key comes from `sweep`)"
         } else {
             ""
         };
@@ -917,10 +956,16 @@ pub fn apply_override(tree: &mut Value, assignment: &str) -> Result<String> {
         .split_once('=')
         .ok_or_else(|| anyhow!("expected key.path=value, e.g. --set optim.lr=0.05"))?;
     let key = key.trim();
+    let value: Value = serde_yaml::from_str(raw).unwrap_or_else(|_| Value::String(raw.into()));
+    set_path(tree, key, value)?;
+    Ok(key.to_string())
+}
+
+/// Sets the dotted `key` of the YAML tree to `value`, creating sections on the way.
+pub fn set_path(tree: &mut Value, key: &str, value: Value) -> Result<()> {
     if key.is_empty() || key.split('.').any(str::is_empty) {
         bail!("`{key}` is not a key path; expected e.g. optim.lr");
     }
-    let value: Value = serde_yaml::from_str(raw).unwrap_or_else(|_| Value::String(raw.into()));
     let mut node = tree;
     let parts: Vec<&str> = key.split('.').collect();
     for (i, part) in parts.iter().enumerate() {
@@ -933,7 +978,7 @@ pub fn apply_override(tree: &mut Value, assignment: &str) -> Result<String> {
         let k = Value::String(part.to_string());
         if i + 1 == parts.len() {
             map.insert(k, value);
-            return Ok(key.to_string());
+            return Ok(());
         }
         if !map.contains_key(&k) {
             map.insert(k.clone(), Value::Mapping(Mapping::new()));

@@ -22,5 +22,6 @@ pub mod reduce;
 pub mod rng;
 pub mod run;
 pub mod store;
+pub mod sweep;
 pub mod train;
 pub mod util;

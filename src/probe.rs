@@ -429,7 +429,8 @@ pub fn probe(
         ("abcond.probe_settings", settings),
     ];
     meta.extend(known::reference_meta(&cfg));
-    tables::write_landscape(&dir.landscape(), &rows, &meta)?;
+    let swept = crate::sweep::swept_values(&manifest);
+    tables::write_landscape_swept(&dir.landscape(), &rows, &meta, &swept)?;
     // Points of an earlier cloud probe no longer describe landscape.parquet.
     if dir.cloud().is_file() {
         std::fs::remove_file(dir.cloud())?;

@@ -321,6 +321,7 @@ pub fn train(
             provenance: Provenance::current(),
             sessions: vec![],
             probe: None,
+            sweep: None,
             config: cfg.clone(),
         },
     };

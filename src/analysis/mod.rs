@@ -396,10 +396,13 @@ struct PlCols {
 fn trends_table(a: &Analysis) -> Columns {
     let gs = &a.groups;
     let mut c = Columns::default().utf8("group", gs.iter().map(|g| g.group.label.clone()));
-    // One column per sweep key: float64 when every value is a number.
+    // One column per sweep key: int64 when every value is an integer (as in
+    // runs.parquet and the landscape columns), float64 when every value is a number.
     for (k, key) in gs[0].group.values.iter().map(|v| &v.0).enumerate() {
         let vals: Vec<&Value> = gs.iter().map(|g| &g.group.values[k].1).collect();
-        if vals.iter().all(|v| v.as_f64().is_some()) {
+        if vals.iter().all(|v| v.as_i64().is_some()) {
+            c = c.i64(key, vals.iter().map(|v| v.as_i64().unwrap()));
+        } else if vals.iter().all(|v| v.as_f64().is_some()) {
             c = c.f64(key, vals.iter().map(|v| v.as_f64().unwrap()));
         } else {
             c = c.utf8(key, vals.iter().map(|v| inputs::show(v)));

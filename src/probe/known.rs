@@ -211,7 +211,8 @@ pub fn probe_cloud(
         &projections,
         &[("abcond.run_id", manifest.run_id.clone())],
     )?;
-    tables::write_landscape(&dir.landscape(), &rows, &meta)
+    let swept = crate::sweep::swept_values(manifest);
+    tables::write_landscape_swept(&dir.landscape(), &rows, &meta, &swept)
         .with_context(|| format!("writing {}", dir.landscape().display()))?;
     manifest.probe = Some(ProbeInfo {
         status: "completed".into(),

@@ -139,6 +139,10 @@ pub struct Manifest {
     pub sessions: Vec<Session>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe: Option<ProbeInfo>,
+    /// The sweep task that made this run and its swept values (src/sweep.rs);
+    /// absent for runs made without a sweep. Not part of the run identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<crate::sweep::SweepRecord>,
     pub config: Config,
 }
 

@@ -214,6 +214,87 @@ pub fn write_landscape(path: &Path, rows: &[LandscapeRow], meta: &[(&str, String
     write_batch(path, &landscape_batch(rows)?, &m)
 }
 
+// --- sweep columns (branch sweep) ---
+
+/// A typed column of YAML values, as the swept values are stored (runs.parquet,
+/// the extra landscape columns): int64 when every value is an integer,
+/// float64 when every value is a number, bool when every value is a boolean,
+/// else utf8 (strings as they are, other values as flow YAML). Nulls (`~`)
+/// stay null and do not decide the type; an all-null column is utf8.
+pub fn value_column(values: &[serde_yaml::Value]) -> ArrayRef {
+    use serde_yaml::Value;
+    let set: Vec<&Value> = values.iter().filter(|v| !v.is_null()).collect();
+    if !set.is_empty() && set.iter().all(|v| v.as_i64().is_some()) {
+        Arc::new(values.iter().map(Value::as_i64).collect::<Int64Array>())
+    } else if !set.is_empty() && set.iter().all(|v| v.as_f64().is_some()) {
+        Arc::new(values.iter().map(Value::as_f64).collect::<Float64Array>())
+    } else if !set.is_empty() && set.iter().all(|v| v.as_bool().is_some()) {
+        Arc::new(
+            values
+                .iter()
+                .map(Value::as_bool)
+                .collect::<arrow::array::BooleanArray>(),
+        )
+    } else {
+        Arc::new(
+            values
+                .iter()
+                .map(|v| match v {
+                    Value::Null => None,
+                    Value::String(s) => Some(s.clone()),
+                    other => Some(crate::sweep::show(other)),
+                })
+                .collect::<StringArray>(),
+        )
+    }
+}
+
+/// Appends constant columns (one value per name, repeated on every row) to a
+/// batch; a name the batch has already (`seed`) is left as it is.
+pub fn with_constant_columns(
+    batch: RecordBatch,
+    columns: &[(String, serde_yaml::Value)],
+) -> Result<RecordBatch> {
+    if columns.is_empty() {
+        return Ok(batch);
+    }
+    let n = batch.num_rows();
+    let mut fields: Vec<Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    let mut arrays: Vec<ArrayRef> = batch.columns().to_vec();
+    for (name, value) in columns {
+        // `seed` is a fixed landscape column already.
+        if fields.iter().any(|f| f.name() == name) {
+            continue;
+        }
+        let a = value_column(&vec![value.clone(); n]);
+        fields.push(Field::new(name, a.data_type().clone(), true));
+        arrays.push(a);
+    }
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?)
+}
+
+/// [`write_landscape`] plus the run's swept values as extra typed columns after
+/// the fixed ones (named by the dotted key, e.g. `model.width`).
+pub fn write_landscape_swept(
+    path: &Path,
+    rows: &[LandscapeRow],
+    meta: &[(&str, String)],
+    swept: &[(String, serde_yaml::Value)],
+) -> Result<()> {
+    let mut m = vec![("abcond.format", LANDSCAPE_FORMAT.to_string())];
+    m.extend(meta.iter().cloned());
+    write_batch(
+        path,
+        &with_constant_columns(landscape_batch(rows)?, swept)?,
+        &m,
+    )
+}
+
 /// A table read back: its batches (schema checked) and abcond metadata.
 pub struct Table {
     pub batches: Vec<RecordBatch>,
