@@ -88,6 +88,12 @@ pub enum ModelKind {
     /// Example 6 with two centres in R^d: f_i = r_i²/(1+r_i²), r_i = ||x − c_i||.
     #[serde(rename = "example6-nd")]
     Example6Nd,
+    // --- ImageNet models (src/model/resnet50.rs, src/model/vit.rs) ---
+    /// ResNet-50 (torchvision layout, AlgoPerf imagenet_resnet); `model.width` is
+    /// the stem width (64).
+    Resnet50,
+    /// Vision Transformer (AlgoPerf imagenet_vit, ViT-S/16 by the preset).
+    Vit,
 }
 
 impl ModelKind {
@@ -103,6 +109,8 @@ impl ModelKind {
             ModelKind::Example6 => "example6",
             ModelKind::Example1Nd => "example1-nd",
             ModelKind::Example6Nd => "example6-nd",
+            ModelKind::Resnet50 => "resnet50",
+            ModelKind::Vit => "vit",
         }
     }
 
@@ -155,6 +163,23 @@ pub struct ModelConfig {
     /// example1-nd: number of components n.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub components: Option<i64>,
+    // --- ImageNet models ---
+    /// vit: number of encoder blocks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depth: Option<i64>,
+    /// vit: attention heads (must divide `width`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heads: Option<i64>,
+    /// vit: hidden width of the MLP blocks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mlp_dim: Option<i64>,
+    /// vit: side of the square patches (the image side must be a multiple).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch_size: Option<i64>,
+    /// vit: dropout rate in training steps (AlgoPerf's places); the probe
+    /// measures with dropout off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropout: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -167,6 +192,8 @@ pub enum DatasetKind {
     /// The component indices i of a known-answer problem (a minibatch is a
     /// set of components); the count comes from the model.
     Components,
+    /// An ImageFolder tree (ImageNet layout): `data.path/<class>/<image>.{jpg,png}`.
+    Imagefolder,
 }
 
 impl DatasetKind {
@@ -177,6 +204,7 @@ impl DatasetKind {
             DatasetKind::Halfspace => "halfspace",
             DatasetKind::MatrixFactorisation => "matrix-factorisation",
             DatasetKind::Components => "components",
+            DatasetKind::Imagefolder => "imagefolder",
         }
     }
 }
@@ -234,6 +262,33 @@ pub struct DataConfig {
     // components: filled in from the model (n), not set by hand
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub components: Option<i64>,
+    // --- imagefolder ---
+    /// imagefolder: side of the square model input in pixels (default 224).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_size: Option<i64>,
+    /// Training-time augmentation (imagefolder: random-resized-crop); the probe's
+    /// `train` rows rebuild the augmentation of step k, other rows use the
+    /// evaluation transform.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub augment: Option<Augment>,
+}
+
+/// Training-time data augmentation (`data.augment`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Augment {
+    /// imagefolder: torchvision RandomResizedCrop (scale 0.08–1, ratio 3/4–4/3)
+    /// to `data.image_size`, then a horizontal flip with probability ½, drawn
+    /// from the portable rng per (seed, step, example).
+    RandomResizedCrop,
+}
+
+impl Augment {
+    pub fn name(self) -> &'static str {
+        match self {
+            Augment::RandomResizedCrop => "random-resized-crop",
+        }
+    }
 }
 
 /// Length of training and minibatch size. Exactly one of `steps`, `epochs`.
@@ -1032,6 +1087,11 @@ impl Config {
             ("init_box", m.init_box.is_some()),
             ("dim", m.dim.is_some()),
             ("components", m.components.is_some()),
+            ("depth", m.depth.is_some()),
+            ("heads", m.heads.is_some()),
+            ("mlp_dim", m.mlp_dim.is_some()),
+            ("patch_size", m.patch_size.is_some()),
+            ("dropout", m.dropout.is_some()),
         ];
         let what = format!("model kind `{}`", m.kind.name());
         match m.kind {
@@ -1068,6 +1128,46 @@ impl Config {
                     bail!("key `model.rank` must be at least 1, got {r}");
                 }
                 positive("model.init_std", *m.init_std.get_or_insert(0.3))?;
+            }
+            ModelKind::Resnet50 => {
+                only("model", &what, &set, &["width", "dtype", "preset"])?;
+                let w = *m.width.get_or_insert(64);
+                if w < 1 {
+                    bail!("key `model.width` must be at least 1, got {w}");
+                }
+            }
+            ModelKind::Vit => {
+                only(
+                    "model",
+                    &what,
+                    &set,
+                    &[
+                        "width",
+                        "depth",
+                        "heads",
+                        "mlp_dim",
+                        "patch_size",
+                        "dropout",
+                        "dtype",
+                        "preset",
+                    ],
+                )?;
+                // Defaults: ViT-S/16 (models/vit-s16.yaml).
+                let w = *m.width.get_or_insert(384);
+                let depth = *m.depth.get_or_insert(12);
+                let heads = *m.heads.get_or_insert(6);
+                let mlp = *m.mlp_dim.get_or_insert(1536);
+                let patch = *m.patch_size.get_or_insert(16);
+                if w < 1 || depth < 1 || heads < 1 || mlp < 1 || patch < 1 {
+                    bail!("keys `model.width`, `model.depth`, `model.heads`, `model.mlp_dim`, `model.patch_size` must be at least 1");
+                }
+                if w % heads != 0 || w % 4 != 0 {
+                    bail!("key `model.width` ({w}) must be a multiple of 4 (2-D sin-cos positions) and of `model.heads` ({heads})");
+                }
+                let d = *m.dropout.get_or_insert(0.0);
+                if !(0.0..1.0).contains(&d) {
+                    bail!("key `model.dropout` must be in [0, 1), got {d}");
+                }
             }
             ModelKind::Example1
             | ModelKind::Example2
@@ -1135,6 +1235,8 @@ impl Config {
             ("true_rank", d.true_rank.is_some()),
             ("noise", d.noise.is_some()),
             ("components", d.components.is_some()),
+            ("image_size", d.image_size.is_some()),
+            ("augment", d.augment.is_some()),
         ];
         let what = format!("dataset `{}`", d.dataset.name());
         d.seed.get_or_insert(0);
@@ -1173,6 +1275,21 @@ impl Config {
                 }
                 positive("data.variance", *d.variance.get_or_insert(2.0))?;
                 positive("data.mean_std", *d.mean_std.get_or_insert(1.0))?;
+            }
+            DatasetKind::Imagefolder => {
+                only(
+                    "data",
+                    &what,
+                    &set,
+                    &["path", "subset", "image_size", "augment", "seed"],
+                )?;
+                if d.path.is_none() {
+                    bail!("dataset `imagefolder` needs key `data.path`: the root directory with one sub-directory per class");
+                }
+                let size = *d.image_size.get_or_insert(224);
+                if size < 1 {
+                    bail!("key `data.image_size` must be at least 1, got {size}");
+                }
             }
             DatasetKind::Components => {
                 // No `subset`: the known-answer problem (S, f*, f_i*) is defined by

@@ -322,9 +322,13 @@ pub fn probe(
                 batches.push((format!("extra-{j}"), idx));
             }
             let mut rows = Vec::new();
+            // The `train` row sees minibatch i_k as step k did (its data
+            // augmentation); extra and full rows use the evaluation transform.
+            let step_data = data.at_step(cfg.seed, k);
             for (label, idx) in &batches {
-                let loss_ref = loss_only(&reference_model, &data, idx, chunk, mode);
-                let m = measure(&model, &reference, &data, idx, loss_ref, chunk, mode);
+                let data = if label == "train" { &step_data } else { &data };
+                let loss_ref = loss_only(&reference_model, data, idx, chunk, mode);
+                let m = measure(&model, &reference, data, idx, loss_ref, chunk, mode);
                 rows.push(row(
                     &manifest,
                     &cfg,

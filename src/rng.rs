@@ -15,6 +15,8 @@ pub mod stream {
     pub const STEP_TORCH_SEED: u64 = 6;
     pub const PROBE_CLOUD: u64 = 7;
     pub const CURVATURE_START: u64 = 8;
+    /// imagefolder random-resized-crop + flip, per (step, example).
+    pub const IMAGE_AUGMENT: u64 = 9;
 }
 
 fn splitmix64(state: &mut u64) -> u64 {

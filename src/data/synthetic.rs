@@ -41,6 +41,8 @@ pub fn halfspace(cfg: &DataConfig, seed: u64, dtype: Dtype) -> Dataset {
         targets: Targets::Classes(2),
         source_index: (0..n as i64).collect(),
         source_dir: None,
+        images: None,
+        augment_at: None,
     }
 }
 
@@ -81,6 +83,8 @@ pub fn matrix_factorisation(cfg: &DataConfig, seed: u64, dtype: Dtype) -> Datase
         },
         source_index: (0..n as i64).collect(),
         source_dir: None,
+        images: None,
+        augment_at: None,
     }
 }
 
@@ -98,5 +102,7 @@ pub fn components(cfg: &DataConfig) -> Dataset {
         targets: Targets::Components(n),
         source_index: idx,
         source_dir: None,
+        images: None,
+        augment_at: None,
     }
 }
