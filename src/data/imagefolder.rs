@@ -64,8 +64,7 @@ fn is_image(p: &Path) -> bool {
 
 /// All image files below `dir` (recursively, as torchvision does), sorted.
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let entries =
-        std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))?;
+    let entries = std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))?;
     for e in entries {
         let e = e.with_context(|| format!("listing {}", dir.display()))?;
         let p = e.path();
@@ -93,7 +92,10 @@ impl ImageFolder {
             let e = e.with_context(|| format!("listing {}", root.display()))?;
             if e.path().is_dir() {
                 let name = e.file_name().into_string().map_err(|n| {
-                    anyhow!("{}: class directory name {n:?} is not UTF-8", root.display())
+                    anyhow!(
+                        "{}: class directory name {n:?} is not UTF-8",
+                        root.display()
+                    )
                 })?;
                 classes.push(name);
             }
@@ -117,7 +119,7 @@ impl ImageFolder {
                 );
             }
             found.sort();
-            labels.extend(std::iter::repeat(label as i64).take(found.len()));
+            labels.extend(std::iter::repeat_n(label as i64, found.len()));
             files.extend(found);
         }
         Ok(ImageFolder {
@@ -140,7 +142,10 @@ impl ImageFolder {
 
     /// Keeps examples `keep` (in that order).
     pub fn select(&mut self, keep: &[i64]) {
-        self.files = keep.iter().map(|&i| self.files[i as usize].clone()).collect();
+        self.files = keep
+            .iter()
+            .map(|&i| self.files[i as usize].clone())
+            .collect();
         self.labels = keep.iter().map(|&i| self.labels[i as usize]).collect();
     }
 
@@ -169,7 +174,8 @@ impl ImageFolder {
                 })
                 .collect();
             for h in handles {
-                h.join().map_err(|_| anyhow!("an image-decoding thread panicked"))??;
+                h.join()
+                    .map_err(|_| anyhow!("an image-decoding thread panicked"))??;
             }
             Ok(())
         })?;
@@ -201,9 +207,12 @@ pub fn decode(path: &Path) -> Result<RgbImage> {
         .with_context(|| format!("opening image {}", path.display()))?
         .with_guessed_format()
         .with_context(|| format!("reading image {}", path.display()))?;
-    let img = reader
-        .decode()
-        .with_context(|| format!("decoding image {} (expected a JPEG or PNG file)", path.display()))?;
+    let img = reader.decode().with_context(|| {
+        format!(
+            "decoding image {} (expected a JPEG or PNG file)",
+            path.display()
+        )
+    })?;
     Ok(img.to_rgb8())
 }
 
@@ -281,7 +290,9 @@ mod tests {
     use image::Rgb;
 
     fn gradient(w: u32, h: u32) -> RgbImage {
-        RgbImage::from_fn(w, h, |x, y| Rgb([(x * 7 % 256) as u8, (y * 5 % 256) as u8, 100]))
+        RgbImage::from_fn(w, h, |x, y| {
+            Rgb([(x * 7 % 256) as u8, (y * 5 % 256) as u8, 100])
+        })
     }
 
     #[test]

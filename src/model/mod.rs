@@ -122,9 +122,9 @@ impl Model {
                 (ModelKind::Resnet50, Targets::Classes(c)) => {
                     if data.input_shape.len() != 3 || data.input_shape[0] != 3 {
                         bail!(
-                            "model kind `resnet50` needs RGB images [3, H, W], got input shape {:?}",
-                            data.input_shape
-                        );
+                        "model kind `resnet50` needs RGB images [3, H, W], got input shape {:?}",
+                        data.input_shape
+                    );
                     }
                     Box::new(resnet50::ResNet50::new(&root, cfg.width.unwrap_or(64), c))
                 }

@@ -213,11 +213,11 @@ impl ResNet50 {
     /// Logits [B, C].
     pub fn logits(&self, x: &Tensor, mode: Mode) -> Tensor {
         let h = x.conv2d(&self.conv1, None::<Tensor>, [2, 2], [3, 3], [1, 1], 1);
-        let mut h = self
-            .bn1
-            .forward(&h, mode)
-            .relu()
-            .max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
+        let mut h =
+            self.bn1
+                .forward(&h, mode)
+                .relu()
+                .max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
         for b in &self.blocks {
             h = b.forward(&h, mode);
         }
@@ -267,10 +267,16 @@ mod tests {
         // Batch statistics: every channel has mean 0, and the running stats stay.
         let mean = y.mean_dim([0, 2, 3].as_slice(), false, Kind::Double);
         assert!(mean.abs().max().double_value(&[]) < 1e-5);
-        assert_eq!(bn.running_mean.abs().sum(Kind::Double).double_value(&[]), 0.0);
+        assert_eq!(
+            bn.running_mean.abs().sum(Kind::Double).double_value(&[]),
+            0.0
+        );
         // Eval mode with fresh running stats (0, 1) is the identity (up to eps).
         let e = bn.forward(&x, Mode::Measure(BatchNormPolicy::RunningStats));
-        let diff = (e - &x / (1.0f64 + 1e-5).sqrt()).abs().max().double_value(&[]);
+        let diff = (e - &x / (1.0f64 + 1e-5).sqrt())
+            .abs()
+            .max()
+            .double_value(&[]);
         assert!(diff < 1e-5, "{diff}");
         // Train updates the running mean by momentum 0.1 towards the batch mean.
         let _ = bn.forward(&x, Mode::Train);

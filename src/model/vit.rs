@@ -168,7 +168,10 @@ impl Vit {
             pl.zeros("bias", &[d]),
         );
         let hp = p / "head";
-        let head = (hp.zeros("weight", &[classes, d]), hp.zeros("bias", &[classes]));
+        let head = (
+            hp.zeros("weight", &[classes, d]),
+            hp.zeros("bias", &[classes]),
+        );
         Ok(Vit {
             cfg,
             patch: (patch_w, patch_b),
@@ -180,6 +183,9 @@ impl Vit {
     }
 
     /// Logits [B, C].
+    // `h = h + …`, not `h += …`: Tensor's `+=` is in place, and autograd still
+    // needs the old `h` (the LayerNorm input).
+    #[allow(clippy::assign_op_pattern)]
     pub fn logits(&self, x: &Tensor, mode: Mode) -> Tensor {
         let VitConfig {
             width: d,
@@ -200,7 +206,9 @@ impl Vit {
         );
         let (n, gh, gw) = (h.size()[0], h.size()[2], h.size()[3]);
         let t = gh * gw;
-        let pe = posemb_sincos_2d(gh, gw, d).to_kind(h.kind()).to_device(h.device());
+        let pe = posemb_sincos_2d(gh, gw, d)
+            .to_kind(h.kind())
+            .to_device(h.device());
         let mut h = drop(h.reshape([n, d, t]).transpose(1, 2) + pe);
         let hd = d / heads;
         let split = |u: Tensor| u.view([n, t, heads, hd]).permute([0, 2, 1, 3]);
