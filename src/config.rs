@@ -97,6 +97,12 @@ pub enum ModelKind {
     Resnet18,
     /// ResNet34, CIFAR form.
     Resnet34,
+    // --- ImageNet models (src/model/resnet50.rs, src/model/vit.rs) ---
+    /// ResNet-50 (torchvision layout, AlgoPerf imagenet_resnet); `model.width` is
+    /// the stem width (64).
+    Resnet50,
+    /// Vision Transformer (AlgoPerf imagenet_vit, ViT-S/16 by the preset).
+    Vit,
 }
 
 impl ModelKind {
@@ -116,6 +122,8 @@ impl ModelKind {
             ModelKind::Resnet9 => "resnet9",
             ModelKind::Resnet18 => "resnet18",
             ModelKind::Resnet34 => "resnet34",
+            ModelKind::Resnet50 => "resnet50",
+            ModelKind::Vit => "vit",
         }
     }
 
@@ -177,6 +185,23 @@ pub struct ModelConfig {
     /// example1-nd: number of components n.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub components: Option<i64>,
+    // --- ImageNet models ---
+    /// vit: number of encoder blocks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depth: Option<i64>,
+    /// vit: attention heads (must divide `width`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heads: Option<i64>,
+    /// vit: hidden width of the MLP blocks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mlp_dim: Option<i64>,
+    /// vit: side of the square patches (the image side must be a multiple).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch_size: Option<i64>,
+    /// vit: dropout rate in training steps (AlgoPerf's places); the probe
+    /// measures with dropout off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropout: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -194,6 +219,8 @@ pub enum DatasetKind {
     Cifar10,
     /// CIFAR-100 binary version: train.bin, fine labels.
     Cifar100,
+    /// An ImageFolder tree (ImageNet layout): `data.path/<class>/<image>.{jpg,png}`.
+    Imagefolder,
 }
 
 impl DatasetKind {
@@ -206,6 +233,7 @@ impl DatasetKind {
             DatasetKind::Components => "components",
             DatasetKind::Cifar10 => "cifar10",
             DatasetKind::Cifar100 => "cifar100",
+            DatasetKind::Imagefolder => "imagefolder",
         }
     }
 }
@@ -218,6 +246,19 @@ pub enum Augment {
     /// values, before normalisation) and a horizontal flip with probability ½,
     /// drawn per (seed, step, example) (src/data/augment.rs).
     CropFlip,
+    /// imagefolder: torchvision RandomResizedCrop (scale 0.08–1, ratio 3/4–4/3)
+    /// to `data.image_size`, then a horizontal flip with probability ½, drawn
+    /// from the portable rng per (seed, step, example) (src/data/imagefolder.rs).
+    RandomResizedCrop,
+}
+
+impl Augment {
+    pub fn name(self) -> &'static str {
+        match self {
+            Augment::CropFlip => "crop-flip",
+            Augment::RandomResizedCrop => "random-resized-crop",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -273,7 +314,14 @@ pub struct DataConfig {
     // components: filled in from the model (n), not set by hand
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub components: Option<i64>,
-    /// Augmentation of the training minibatches (CIFAR only; default none).
+    // --- imagefolder ---
+    /// imagefolder: side of the square model input in pixels (default 224).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_size: Option<i64>,
+    /// Augmentation of the training minibatches (default none): `crop-flip`
+    /// for CIFAR, `random-resized-crop` for imagefolder. The probe's `train`
+    /// rows rebuild the augmentation of step k; other rows are un-augmented
+    /// (imagefolder: the evaluation transform).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub augment: Option<Augment>,
 }
@@ -1132,6 +1180,11 @@ impl Config {
             ("init_box", m.init_box.is_some()),
             ("dim", m.dim.is_some()),
             ("components", m.components.is_some()),
+            ("depth", m.depth.is_some()),
+            ("heads", m.heads.is_some()),
+            ("mlp_dim", m.mlp_dim.is_some()),
+            ("patch_size", m.patch_size.is_some()),
+            ("dropout", m.dropout.is_some()),
         ];
         let what = format!("model kind `{}`", m.kind.name());
         match m.kind {
@@ -1178,6 +1231,46 @@ impl Config {
                     bail!("key `model.rank` must be at least 1, got {r}");
                 }
                 positive("model.init_std", *m.init_std.get_or_insert(0.3))?;
+            }
+            ModelKind::Resnet50 => {
+                only("model", &what, &set, &["width", "dtype", "preset"])?;
+                let w = *m.width.get_or_insert(64);
+                if w < 1 {
+                    bail!("key `model.width` must be at least 1, got {w}");
+                }
+            }
+            ModelKind::Vit => {
+                only(
+                    "model",
+                    &what,
+                    &set,
+                    &[
+                        "width",
+                        "depth",
+                        "heads",
+                        "mlp_dim",
+                        "patch_size",
+                        "dropout",
+                        "dtype",
+                        "preset",
+                    ],
+                )?;
+                // Defaults: ViT-S/16 (models/vit-s16.yaml).
+                let w = *m.width.get_or_insert(384);
+                let depth = *m.depth.get_or_insert(12);
+                let heads = *m.heads.get_or_insert(6);
+                let mlp = *m.mlp_dim.get_or_insert(1536);
+                let patch = *m.patch_size.get_or_insert(16);
+                if w < 1 || depth < 1 || heads < 1 || mlp < 1 || patch < 1 {
+                    bail!("keys `model.width`, `model.depth`, `model.heads`, `model.mlp_dim`, `model.patch_size` must be at least 1");
+                }
+                if w % heads != 0 || w % 4 != 0 {
+                    bail!("key `model.width` ({w}) must be a multiple of 4 (2-D sin-cos positions) and of `model.heads` ({heads})");
+                }
+                let d = *m.dropout.get_or_insert(0.0);
+                if !(0.0..1.0).contains(&d) {
+                    bail!("key `model.dropout` must be in [0, 1), got {d}");
+                }
             }
             ModelKind::Example1
             | ModelKind::Example2
@@ -1245,6 +1338,7 @@ impl Config {
             ("true_rank", d.true_rank.is_some()),
             ("noise", d.noise.is_some()),
             ("components", d.components.is_some()),
+            ("image_size", d.image_size.is_some()),
             ("augment", d.augment.is_some()),
         ];
         let what = format!("dataset `{}`", d.dataset.name());
@@ -1277,6 +1371,9 @@ impl Config {
                     &set,
                     &["path", "subset", "classes", "normalize", "seed", "augment"],
                 )?;
+                if let Some(a) = d.augment.filter(|a| *a != Augment::CropFlip) {
+                    bail!("key `data.augment`: `{}` does not apply to {what}; its augmentation is crop-flip", a.name());
+                }
                 d.normalize.get_or_insert(Normalize::Standard);
                 let n = if d.dataset == DatasetKind::Cifar10 {
                     10
@@ -1312,6 +1409,24 @@ impl Config {
                 }
                 positive("data.variance", *d.variance.get_or_insert(2.0))?;
                 positive("data.mean_std", *d.mean_std.get_or_insert(1.0))?;
+            }
+            DatasetKind::Imagefolder => {
+                only(
+                    "data",
+                    &what,
+                    &set,
+                    &["path", "subset", "image_size", "augment", "seed"],
+                )?;
+                if let Some(a) = d.augment.filter(|a| *a != Augment::RandomResizedCrop) {
+                    bail!("key `data.augment`: `{}` does not apply to {what}; its augmentation is random-resized-crop", a.name());
+                }
+                if d.path.is_none() {
+                    bail!("dataset `imagefolder` needs key `data.path`: the root directory with one sub-directory per class");
+                }
+                let size = *d.image_size.get_or_insert(224);
+                if size < 1 {
+                    bail!("key `data.image_size` must be at least 1, got {size}");
+                }
             }
             DatasetKind::Components => {
                 // No `subset`: the known-answer problem (S, f*, f_i*) is defined by

@@ -399,8 +399,11 @@ pub fn probe(
                 }
             }
             let mut rows = Vec::new();
+            // As in the probe: the `train` minibatch with step k's augmentation.
+            let step_data = data.at_step(cfg.seed, k);
             for (label, id, idx, listed) in &losses {
-                let h = Hessian::of_loss(&model, &data, idx, chunk, mode);
+                let data = if label == "train" { &step_data } else { &data };
+                let h = Hessian::of_loss(&model, data, idx, chunk, mode);
                 let e = extremes(&h, cfg.seed, &[k, *id], c.iterations, c.tol, c.both_ends);
                 let top = e.top.value.abs();
                 let (lambda_max, lambda_min) = e.max_min();

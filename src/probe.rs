@@ -53,7 +53,9 @@ pub fn loss_and_grad(
     let n = indices.len() as f64;
     let mut sum = 0.0;
     for part in indices.chunks(chunk.max(1)) {
-        let batch = data.batch_at(part, at);
+        let batch = data
+            .batch_at(part, at)
+            .unwrap_or_else(|e| panic!("building a probe minibatch: {e:#}"));
         let per = model.per_example_loss(&batch, mode);
         sum += per
             .to_kind(Kind::Double)
@@ -76,7 +78,10 @@ pub fn loss_only(
     tch::no_grad(|| {
         let mut sum = 0.0;
         for part in indices.chunks(chunk.max(1)) {
-            let per = model.per_example_loss(&data.batch_at(part, at), mode);
+            let batch = data
+                .batch_at(part, at)
+                .unwrap_or_else(|e| panic!("building a probe minibatch: {e:#}"));
+            let per = model.per_example_loss(&batch, mode);
             sum += per
                 .to_kind(Kind::Double)
                 .sum(Kind::Double)

@@ -17,6 +17,8 @@ pub mod stream {
     pub const CURVATURE_START: u64 = 8;
     /// CIFAR crop-flip augmentation of example i at step k (branch cifar).
     pub const AUGMENT: u64 = 9;
+    /// imagefolder random-resized-crop + flip, per (step, example).
+    pub const IMAGE_AUGMENT: u64 = 10;
 }
 
 fn splitmix64(state: &mut u64) -> u64 {

@@ -522,13 +522,17 @@ fn run_loop(
         // The update x^k → x^{k+1} on minibatch i_k.
         tch::manual_seed(rng::derive(cfg.seed, &[stream::STEP_TORCH_SEED, k]) as i64 & i64::MAX);
         let indices = setup.sampler.batch(k);
-        let batch = setup.data.batch_at(
-            &indices,
-            Some(crate::data::augment::AugmentAt {
-                seed: cfg.seed,
-                step: k,
-            }),
-        );
+        // Image data: the augmentation of step k (a pure function of seed, k, i).
+        let batch = setup
+            .data
+            .batch_at(
+                &indices,
+                Some(crate::data::augment::AugmentAt {
+                    seed: cfg.seed,
+                    step: k,
+                }),
+            )
+            .with_context(|| format!("building the minibatch of step {k}"))?;
         let lr = schedule::lr_at(&cfg.schedule, cfg.optim.lr, k, total);
         if !(lr.is_finite() && lr >= 0.0) {
             bail!("the learning-rate schedule gives {lr} at step {k} of {total}; check the schedule section");

@@ -50,6 +50,7 @@ impl CropFlip {
     }
 }
 
+#[derive(Clone)]
 pub struct Augmenter {
     pub kind: Augment,
     /// Padding value per channel, in the stored (normalised) units.
@@ -66,6 +67,8 @@ impl Augmenter {
     pub fn apply(&self, x: &Tensor, indices: &[i64], at: AugmentAt) -> Tensor {
         match self.kind {
             Augment::CropFlip => tch::no_grad(|| self.crop_flip(x, indices, at)),
+            // Applied while decoding the image files (src/data/imagefolder.rs).
+            Augment::RandomResizedCrop => x.shallow_clone(),
         }
     }
 

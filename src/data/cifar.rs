@@ -194,6 +194,8 @@ pub fn load(cfg: &DataConfig, dtype: Dtype) -> Result<Dataset> {
         augment: cfg
             .augment
             .map(|a| super::augment::Augmenter::new(a, pad_fill)),
+        images: None,
+        augment_at: None,
     })
 }
 

@@ -9,11 +9,14 @@ pub mod synthetic;
 // --- CIFAR (branch cifar) ---
 pub mod augment;
 pub mod cifar;
+// ImageNet-layout image trees, decoded per minibatch.
+pub mod imagefolder;
 
 use crate::config::{DataConfig, DatasetKind, Dtype, Normalize};
 use crate::rng::{stream, Rng};
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tch::{Device, Kind, Tensor};
 
 /// What the targets are, which decides the models that fit the data.
@@ -44,6 +47,12 @@ pub struct Dataset {
     pub source_dir: Option<PathBuf>,
     /// Augmentation of training minibatches (`data.augment`), if any.
     pub augment: Option<augment::Augmenter>,
+    /// imagefolder: the index → file table; `x` is then empty and minibatches
+    /// are decoded on demand (see [`Dataset::batch_at`]).
+    pub images: Option<Arc<imagefolder::ImageFolder>>,
+    /// (run seed, step) whose training augmentation [`Dataset::batch`] applies
+    /// (a view made by [`Dataset::at_step`]); None: the evaluation transform.
+    pub augment_at: Option<augment::AugmentAt>,
 }
 
 /// A minibatch: inputs and targets of the examples `indices`.
@@ -64,6 +73,7 @@ impl Dataset {
             }
             DatasetKind::Components => synthetic::components(cfg),
             DatasetKind::Cifar10 | DatasetKind::Cifar100 => cifar::load(cfg, dtype)?,
+            DatasetKind::Imagefolder => load_imagefolder(cfg, dtype)?,
         };
         if let Some(m) = cfg.subset {
             if m > ds.len {
@@ -81,7 +91,10 @@ impl Dataset {
             let mut keep = Rng::for_stream(data_seed, &[stream::SUBSET]).sample_distinct(ds.len, m);
             keep.sort_unstable();
             let idx = Tensor::from_slice(&keep);
-            ds.x = ds.x.index_select(0, &idx);
+            match &mut ds.images {
+                Some(images) => Arc::make_mut(images).select(&keep),
+                None => ds.x = ds.x.index_select(0, &idx),
+            }
             ds.y = ds.y.index_select(0, &idx);
             ds.source_index = keep.iter().map(|&i| ds.source_index[i as usize]).collect();
             ds.len = m;
@@ -95,25 +108,67 @@ impl Dataset {
         self.x.device()
     }
 
-    /// The minibatch made of examples `indices` (in that order).
-    pub fn batch(&self, indices: &[i64]) -> Batch {
-        let idx = Tensor::from_slice(indices).to_device(self.device());
-        Batch {
-            x: self.x.index_select(0, &idx),
-            y: self.y.index_select(0, &idx),
-            len: indices.len(),
+    /// A view of the data whose minibatches are those training step `step` of a
+    /// run with seed `seed` saw (its augmentation); the probe's `train` rows use
+    /// it so that their loss_k equals the training loss of step k.
+    pub fn at_step(&self, seed: u64, step: u64) -> Dataset {
+        Dataset {
+            kind: self.kind,
+            x: self.x.shallow_clone(),
+            y: self.y.shallow_clone(),
+            len: self.len,
+            input_shape: self.input_shape.clone(),
+            targets: self.targets,
+            source_index: self.source_index.clone(),
+            source_dir: self.source_dir.clone(),
+            augment: self.augment.clone(),
+            images: self.images.clone(),
+            augment_at: Some(augment::AugmentAt { seed, step }),
         }
     }
 
-    /// The minibatch of examples `indices` as training step `at.step` saw it:
-    /// augmented with that step's draws when `data.augment` is set, else as
-    /// [`Dataset::batch`]. `None` gives the un-augmented examples.
-    pub fn batch_at(&self, indices: &[i64], at: Option<augment::AugmentAt>) -> Batch {
-        let mut b = self.batch(indices);
-        if let (Some(aug), Some(at)) = (&self.augment, at) {
-            b.x = aug.apply(&b.x, indices, at);
-        }
-        b
+    /// The minibatch made of examples `indices` (in that order), with the
+    /// augmentation of the step this view was made for ([`Dataset::at_step`]),
+    /// otherwise the evaluation transform for image files. Panics with the file's name if an
+    /// image cannot be decoded (training uses [`Dataset::batch_at`], which
+    /// returns the error).
+    pub fn batch(&self, indices: &[i64]) -> Batch {
+        self.batch_at(indices, self.augment_at)
+            .unwrap_or_else(|e| panic!("building a minibatch: {e:#}"))
+    }
+
+    /// The minibatch of examples `indices` as training step `step` of a run with
+    /// seed `seed` sees it: `augment_at` = Some(AugmentAt { seed, step }) applies
+    /// the configured training augmentation of that step (CIFAR crop-flip,
+    /// imagefolder random-resized-crop), None the evaluation transform. Data without
+    /// augmentation give the same batch either way.
+    pub fn batch_at(
+        &self,
+        indices: &[i64],
+        augment_at: Option<augment::AugmentAt>,
+    ) -> Result<Batch> {
+        let idx = Tensor::from_slice(indices).to_device(self.device());
+        let x = match &self.images {
+            Some(images) => {
+                let s = images.size as i64;
+                let pixels = images.pixels(indices, augment_at.map(|a| (a.seed, a.step)))?;
+                Tensor::from_slice(&pixels)
+                    .view([indices.len() as i64, 3, s, s])
+                    .to_kind(self.x.kind())
+                    .to_device(self.device())
+            }
+            None => self.x.index_select(0, &idx),
+        };
+        // CIFAR crop-flip acts on the stored (normalised) tensors.
+        let x = match (&self.augment, augment_at) {
+            (Some(aug), Some(at)) => aug.apply(&x, indices, at),
+            _ => x,
+        };
+        Ok(Batch {
+            x,
+            y: self.y.index_select(0, &idx),
+            len: indices.len(),
+        })
     }
 }
 
@@ -215,6 +270,34 @@ fn load_idx(cfg: &DataConfig, dtype: Dtype) -> Result<Dataset> {
         source_index: keep,
         source_dir: Some(dir),
         augment: None,
+        images: None,
+        augment_at: None,
+    })
+}
+
+/// An ImageFolder tree: only the file table is built here; `x` stays empty (of
+/// the model dtype) and minibatches are decoded by [`Dataset::batch_at`].
+fn load_imagefolder(cfg: &DataConfig, dtype: Dtype) -> Result<Dataset> {
+    let root = cfg
+        .path
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("dataset `imagefolder` needs key `data.path`"))?;
+    let size = cfg.image_size.unwrap_or(224);
+    let augment = cfg.augment == Some(crate::config::Augment::RandomResizedCrop);
+    let images = imagefolder::ImageFolder::scan(&root, size as u32, augment)?;
+    let n = images.len();
+    Ok(Dataset {
+        kind: cfg.dataset,
+        x: Tensor::zeros([0], (dtype.kind(), Device::Cpu)),
+        y: Tensor::from_slice(&images.labels),
+        len: n as u64,
+        input_shape: vec![3, size, size],
+        targets: Targets::Classes(images.classes.len() as i64),
+        source_index: (0..n as i64).collect(),
+        source_dir: Some(root),
+        augment: None,
+        images: Some(Arc::new(images)),
+        augment_at: None,
     })
 }
 

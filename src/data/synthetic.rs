@@ -42,6 +42,8 @@ pub fn halfspace(cfg: &DataConfig, seed: u64, dtype: Dtype) -> Dataset {
         source_index: (0..n as i64).collect(),
         source_dir: None,
         augment: None,
+        images: None,
+        augment_at: None,
     }
 }
 
@@ -83,6 +85,8 @@ pub fn matrix_factorisation(cfg: &DataConfig, seed: u64, dtype: Dtype) -> Datase
         source_index: (0..n as i64).collect(),
         source_dir: None,
         augment: None,
+        images: None,
+        augment_at: None,
     }
 }
 
@@ -101,5 +105,7 @@ pub fn components(cfg: &DataConfig) -> Dataset {
         source_index: idx,
         source_dir: None,
         augment: None,
+        images: None,
+        augment_at: None,
     }
 }

@@ -17,6 +17,9 @@ pub mod cnn;
 pub mod layers;
 pub mod resnet;
 pub mod resnet9;
+// ImageNet models (AlgoPerf imagenet_resnet, imagenet_vit).
+pub mod resnet50;
+pub mod vit;
 
 use crate::config::{BatchNormPolicy, Dtype, ModelConfig, ModelKind};
 use crate::data::{Batch, Dataset, Targets};
@@ -142,6 +145,27 @@ impl Model {
                     data.input_shape[0],
                     c,
                 )),
+                (ModelKind::Resnet50, Targets::Classes(c)) => {
+                    if data.input_shape.len() != 3 || data.input_shape[0] != 3 {
+                        bail!(
+                        "model kind `resnet50` needs RGB images [3, H, W], got input shape {:?}",
+                        data.input_shape
+                    );
+                    }
+                    Box::new(resnet50::ResNet50::new(&root, cfg.width.unwrap_or(64), c))
+                }
+                (ModelKind::Vit, Targets::Classes(c)) => {
+                    let d = vit::VitConfig::small16();
+                    let vc = vit::VitConfig {
+                        width: cfg.width.unwrap_or(d.width),
+                        depth: cfg.depth.unwrap_or(d.depth),
+                        heads: cfg.heads.unwrap_or(d.heads),
+                        mlp_dim: cfg.mlp_dim.unwrap_or(d.mlp_dim),
+                        patch: cfg.patch_size.unwrap_or(d.patch),
+                        dropout: cfg.dropout.unwrap_or(0.0),
+                    };
+                    Box::new(vit::Vit::new(&root, vc, &data.input_shape, c)?)
+                }
                 (kind, Targets::Components(_)) if kind.is_known_answer() => {
                     Box::new(known::KnownNet::new(&root, cfg)?)
                 }
