@@ -98,13 +98,21 @@ pub struct Sweep {
     pub tasks: Vec<Task>,
 }
 
-/// A value as one line of YAML (`32`, `0.09`, `sgd`, `[1, 2]`).
+/// A value as one line of YAML (`32`, `0.09`, `sgd`, `[1, 2]`, `{name: sgd, lr: 0.01}`).
 pub fn show(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Sequence(items) => format!(
             "[{}]",
             items.iter().map(show).collect::<Vec<_>>().join(", ")
+        ),
+        // A whole section as a value (`optim: [{name: sgd, lr: 0.01}, …]`).
+        Value::Mapping(m) => format!(
+            "{{{}}}",
+            m.iter()
+                .map(|(k, v)| format!("{}: {}", show(k), show(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         other => serde_yaml::to_string(other)
             .unwrap_or_default()

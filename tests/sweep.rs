@@ -374,3 +374,36 @@ print("ok", tr.select("model.width", "alpha_min", "sigma_int2").rows())
     );
     assert!(out.starts_with("ok "), "{out}");
 }
+
+/// Every shipped config resolves, and a sweep config resolves for every task:
+/// a config that drifts from the schema (a renamed key, a preset that no longer
+/// exists) fails here rather than on a cluster.
+#[test]
+fn shipped_configs_resolve() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+    let mut files = Vec::new();
+    for dir in [root.clone(), root.join("paper")] {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "yaml") {
+                files.push(p);
+            }
+        }
+    }
+    assert!(files.len() >= 14, "{files:?}");
+    let mut sweeps = 0;
+    for f in &files {
+        match abcond::sweep::Sweep::load(f, &[])
+            .unwrap_or_else(|e| panic!("{}: {e:#}", f.display()))
+        {
+            Some(s) => {
+                sweeps += 1;
+                assert!(s.tasks.len() >= 2, "{}", f.display());
+            }
+            None => {
+                abcond::config::load(f, &[]).unwrap_or_else(|e| panic!("{}: {e:#}", f.display()));
+            }
+        }
+    }
+    assert_eq!(sweeps, 5, "the five paper sweeps");
+}

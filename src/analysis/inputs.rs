@@ -21,6 +21,8 @@ pub struct RunData {
     pub steps: Vec<StepRow>,
     /// Hessian eigenvalues (curvature.parquet); empty without `probe.curvature`.
     pub curvature: Vec<CurvatureRow>,
+    /// The values this run took on the axes of its `sweep` (empty without one).
+    pub swept: Vec<(String, Value)>,
 }
 
 /// Runs sharing every setting but the seed (and what never changes a
@@ -144,6 +146,7 @@ pub fn load_runs(dirs: &[PathBuf], skipped: &mut Vec<String>) -> Result<Vec<RunD
         };
         runs.push(RunData {
             curvature,
+            swept: crate::sweep::swept_values(&manifest),
             dir: d.clone(),
             run_id: manifest.run_id.clone(),
             seed: manifest.config.seed as i64,
@@ -225,16 +228,62 @@ fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, Value>) {
     }
 }
 
-/// Renders a YAML scalar (or sequence) on one line.
+/// Renders a YAML value on one line (`none`, `[0.9, 0.999]`, `{name: sgd, lr: 0.01}`).
 pub fn show(v: &Value) -> String {
     match v {
-        Value::String(s) => s.clone(),
         Value::Null => "none".to_string(),
-        other => serde_yaml::to_string(other)
-            .unwrap_or_default()
-            .trim()
-            .replace('\n', " "),
+        other => crate::sweep::show(other),
     }
+}
+
+/// The keys that tell groups apart. When every run comes from the same sweep,
+/// its axes (seed aside) — so a swept section reads `optim={name: adam, lr: 0.0001}`
+/// rather than as every key inside it; otherwise the flattened config keys whose
+/// values vary.
+fn group_values(runs: &[RunData], flat: &[BTreeMap<String, Value>]) -> Vec<Vec<(String, Value)>> {
+    let axes = |r: &RunData| -> Vec<String> { r.swept.iter().map(|(k, _)| k.clone()).collect() };
+    let same_sweep = !runs[0].swept.is_empty() && runs.iter().all(|r| axes(r) == axes(&runs[0]));
+    if same_sweep {
+        let varying: Vec<String> = axes(&runs[0])
+            .into_iter()
+            .filter(|k| !ignored_key(k))
+            .filter(|k| {
+                let first = runs[0].swept.iter().find(|(a, _)| a == k).map(|(_, v)| v);
+                runs.iter()
+                    .any(|r| r.swept.iter().find(|(a, _)| a == k).map(|(_, v)| v) != first)
+            })
+            .collect();
+        return runs
+            .iter()
+            .map(|r| {
+                varying
+                    .iter()
+                    .map(|k| {
+                        let v = r.swept.iter().find(|(a, _)| a == k).map(|(_, v)| v.clone());
+                        (k.clone(), v.unwrap_or(Value::Null))
+                    })
+                    .collect()
+            })
+            .collect();
+    }
+    let mut keys: Vec<String> = flat.iter().flat_map(|m| m.keys().cloned()).collect();
+    keys.sort();
+    keys.dedup();
+    let varying: Vec<String> = keys
+        .into_iter()
+        .filter(|k| {
+            let first = flat[0].get(k);
+            flat.iter().any(|m| m.get(k) != first)
+        })
+        .collect();
+    flat.iter()
+        .map(|m| {
+            varying
+                .iter()
+                .map(|k| (k.clone(), m.get(k).cloned().unwrap_or(Value::Null)))
+                .collect()
+        })
+        .collect()
 }
 
 /// Groups runs by the settings that vary between them (seed and the other
@@ -249,22 +298,8 @@ pub fn group(runs: &[RunData]) -> Vec<Group> {
             m
         })
         .collect();
-    let mut keys: Vec<String> = flat.iter().flat_map(|m| m.keys().cloned()).collect();
-    keys.sort();
-    keys.dedup();
-    let varying: Vec<String> = keys
-        .into_iter()
-        .filter(|k| {
-            let first = flat[0].get(k);
-            flat.iter().any(|m| m.get(k) != first)
-        })
-        .collect();
     let mut groups: Vec<Group> = Vec::new();
-    for (i, m) in flat.iter().enumerate() {
-        let values: Vec<(String, Value)> = varying
-            .iter()
-            .map(|k| (k.clone(), m.get(k).cloned().unwrap_or(Value::Null)))
-            .collect();
+    for (i, values) in group_values(runs, &flat).into_iter().enumerate() {
         match groups.iter_mut().find(|g| g.values == values) {
             Some(g) => g.runs.push(i),
             None => {
