@@ -378,10 +378,29 @@ want = {
 }
 polars_t = {"str": pl.String, "i64": pl.Int64, "f64": pl.Float64, "bool": pl.Boolean}
 duck_t = {"str": "VARCHAR", "i64": "BIGINT", "f64": "DOUBLE", "bool": "BOOLEAN"}
+# The grouping keys (sweep axes) follow `group` in every table, with trends.parquet's
+# types and each row holding its group's value.
+keys, trends_df = [], None
+if os.path.exists(tp):
+    trends_df = pq.read_table(tp).to_pandas()
+    keys = list(trends_df.columns)[1 : list(trends_df.columns).index("runs")]
+    if len(keys) == 0:
+        fail("trends.parquet has no grouping-key column")
 for name, cols in want.items():
     path = os.path.join(adir, name)
     df = pl.read_parquet(path)
+    items = list(cols.items())
+    cols = dict(items[:1] + [(k, None) for k in keys] + items[1:])
+    pdf_keys = pd.read_parquet(path)
+    for k in keys:
+        if df.schema.get(k) != pl.from_pandas(trends_df[[k]]).schema[k]:
+            fail(f"{name}: dtype of key column {k} is {df.schema.get(k)}")
+        want_v = pdf_keys.group.map(dict(zip(trends_df.group, trends_df[k])))
+        if not (pdf_keys[k] == want_v).all():
+            fail(f"{name}: key column {k} disagrees with the rows' groups")
     for col, t in cols.items():
+        if t is None:
+            continue
         if df.schema.get(col) != polars_t[t]:
             fail(f"{name}: polars dtype of {col} is {df.schema.get(col)}, expected {t}")
     pdf = pd.read_parquet(path)
@@ -390,9 +409,9 @@ for name, cols in want.items():
     desc = duckdb.sql(f"describe select * from '{path}'").fetchall()
     types = {r[0]: r[1] for r in desc}
     for col, t in cols.items():
-        if types.get(col) != duck_t[t]:
+        if t is not None and types.get(col) != duck_t[t]:
             fail(f"{name}: duckdb type of {col} is {types.get(col)}, expected {duck_t[t]}")
     md = pq.read_schema(path).metadata or {}
     if b"abcond.format" not in md or b"abcond.f_star" not in md:
         fail(f"{name}: metadata {md}")
-print("ok dtypes: pandas, polars, duckdb")
+print(f"ok dtypes: pandas, polars, duckdb; grouping-key columns {keys}")

@@ -368,6 +368,11 @@ ls = (pl.scan_parquet(exp + "/*/landscape.parquet")
 assert ls["model.width"].to_list() == [8, 16, 32] and (ls["n"] == 6).all(), ls
 # training did something on the real data: below log(10) = 2.30
 assert (ls["best"] < 2.0).all(), ls
+# the analysis tables carry the width as a typed column too
+for t in ["ab_region", "ab_grid", "aiming", "pl"]:
+    df = pl.read_parquet(f"{exp}/analysis/{t}.parquet")
+    assert df.schema["model.width"] == pl.Int64, (t, df.schema)
+    assert sorted(df["model.width"].unique().to_list()) == [8, 16, 32], t
 print("ok", tr.select("model.width", "alpha_min", "sigma_int2").rows())
 "#,
         &[exp.to_str().unwrap()],

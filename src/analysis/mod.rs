@@ -225,8 +225,7 @@ fn write_outputs(a: &mut Analysis) -> Result<()> {
         }
     }
     let p = dir.join("ab_region.parquet");
-    Columns::default()
-        .utf8("group", &g_col)
+    with_group_keys(Columns::default().utf8("group", &g_col), a, &g_col)
         .i64("order", order)
         .utf8("kind", &kind)
         .f64("alpha", alpha)
@@ -260,8 +259,7 @@ fn write_outputs(a: &mut Analysis) -> Result<()> {
         }
     }
     let p = dir.join("ab_grid.parquet");
-    Columns::default()
-        .utf8("group", &c.group)
+    with_group_keys(Columns::default().utf8("group", &c.group), a, &c.group)
         .f64("alpha", c.alpha)
         .f64("beta", c.beta)
         .bool("in_domain", c.in_domain)
@@ -298,8 +296,7 @@ fn write_outputs(a: &mut Analysis) -> Result<()> {
         }
     }
     let p = dir.join("aiming.parquet");
-    Columns::default()
-        .utf8("group", &am.group)
+    with_group_keys(Columns::default().utf8("group", &am.group), a, &am.group)
         .utf8("run_id", &am.run_id)
         .i64("seed", am.seed)
         .i64("step", am.rows.iter().map(|r| r.step))
@@ -316,8 +313,7 @@ fn write_outputs(a: &mut Analysis) -> Result<()> {
         .write(&p, tables::AIMING_FORMAT, &meta)?;
     written.push(p);
     let p = dir.join("pl.parquet");
-    Columns::default()
-        .utf8("group", &pl.group)
+    with_group_keys(Columns::default().utf8("group", &pl.group), a, &pl.group)
         .utf8("run_id", &pl.run_id)
         .i64("seed", pl.seed)
         .i64("step", pl.rows.iter().map(|r| r.0.step))
@@ -393,21 +389,42 @@ struct PlCols {
     rows: Vec<(PlRow, f64, f64, f64)>,
 }
 
-fn trends_table(a: &Analysis) -> Columns {
-    let gs = &a.groups;
-    let mut c = Columns::default().utf8("group", gs.iter().map(|g| g.group.label.clone()));
-    // One column per sweep key: int64 when every value is an integer (as in
-    // runs.parquet and the landscape columns), float64 when every value is a number.
-    for (k, key) in gs[0].group.values.iter().map(|v| &v.0).enumerate() {
-        let vals: Vec<&Value> = gs.iter().map(|g| &g.group.values[k].1).collect();
-        if vals.iter().all(|v| v.as_i64().is_some()) {
-            c = c.i64(key, vals.iter().map(|v| v.as_i64().unwrap()));
-        } else if vals.iter().all(|v| v.as_f64().is_some()) {
-            c = c.f64(key, vals.iter().map(|v| v.as_f64().unwrap()));
+/// One column per grouping key (the sweep axes: `model.width`, `optim`, …), each
+/// row taking the value of its group (`labels[i]` names row i's group): int64
+/// when every group's value is an integer (as in runs.parquet and the landscape
+/// columns), float64 when every one is a number, else the one-line YAML text.
+/// A single group ("all") has no keys, so no columns are added.
+fn with_group_keys(mut c: Columns, a: &Analysis, labels: &[String]) -> Columns {
+    let Some(first) = a.groups.first() else {
+        return c;
+    };
+    let index: Vec<usize> = labels
+        .iter()
+        .map(|l| {
+            a.groups
+                .iter()
+                .position(|g| &g.group.label == l)
+                .expect("every row belongs to a group")
+        })
+        .collect();
+    for (k, key) in first.group.values.iter().map(|v| v.0.clone()).enumerate() {
+        let all: Vec<&Value> = a.groups.iter().map(|g| &g.group.values[k].1).collect();
+        let val = |i: &usize| &a.groups[*i].group.values[k].1;
+        if all.iter().all(|v| v.as_i64().is_some()) {
+            c = c.i64(&key, index.iter().map(|i| val(i).as_i64().unwrap()));
+        } else if all.iter().all(|v| v.as_f64().is_some()) {
+            c = c.f64(&key, index.iter().map(|i| val(i).as_f64().unwrap()));
         } else {
-            c = c.utf8(key, vals.iter().map(|v| inputs::show(v)));
+            c = c.utf8(&key, index.iter().map(|i| inputs::show(val(i))));
         }
     }
+    c
+}
+
+fn trends_table(a: &Analysis) -> Columns {
+    let gs = &a.groups;
+    let labels: Vec<String> = gs.iter().map(|g| g.group.label.clone()).collect();
+    let c = with_group_keys(Columns::default().utf8("group", &labels), a, &labels);
     let best = |g: &GroupResult| g.ab.best.clone();
     c.i64("runs", gs.iter().map(|g| g.group.runs.len() as i64))
         .i64("rows", gs.iter().map(|g| g.ab.rows.len() as i64))
