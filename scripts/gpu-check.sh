@@ -17,7 +17,11 @@
 #   6. Hessian eigenvalues by power iteration on CUDA vs the CPU (4 snapshots,
 #      f32, rel. diff ≤ 1e-3 where both converged), and the half-space run's
 #      against dense PyTorch Hessians (tests/check_curvature.py);
-#   7. Example 6's point cloud on CUDA against numpy (tests/check_known.py).
+#   7. Example 6's point cloud on CUDA against numpy (tests/check_known.py);
+#   8. ResNet9 and ResNet18 (f64, crop-flip, BatchNorm) trained and probed on CUDA
+#      against PyTorch on the CPU (tests/parity.py, 3 replayed steps, rel. err ≤ 1e-9),
+#      and 300-step timings of the paper configs (random CIFAR-format data) for
+#      the GPU-time estimates in their headers.
 set -euo pipefail
 out=${1:?usage: scripts/gpu-check.sh OUTDIR}
 mkdir -p "$out"
@@ -109,4 +113,31 @@ PY
 log "7. known-answer problem (Example 6 point cloud) on cuda vs numpy"
 "$bin" --quiet --out "$work/gpu" run configs/paper/example6.yaml --set device=cuda >/dev/null
 "$py" tests/check_known.py "$(ls -d "$work"/gpu/example6/*)" | tail -5
+log "8. CIFAR models on cuda (f64, BatchNorm, crop-flip): PyTorch parity on the CPU; step times of the paper configs (f32)"
+"$py" - "$work/cifar10" "$work/cifar100" <<'PY'
+import os, sys, numpy as np
+rng = np.random.default_rng(0)
+os.makedirs(sys.argv[1], exist_ok=True); os.makedirs(sys.argv[2], exist_ok=True)
+for i in range(1, 6):  # random images in the exact CIFAR-10 binary format
+    n = 1024
+    np.concatenate([rng.integers(0, 10, (n, 1), dtype=np.uint8), rng.integers(0, 256, (n, 3072), dtype=np.uint8)], 1).tofile(f"{sys.argv[1]}/data_batch_{i}.bin")
+n = 5120
+np.concatenate([rng.integers(0, 20, (n, 1), dtype=np.uint8), rng.integers(0, 100, (n, 1), dtype=np.uint8),
+                rng.integers(0, 256, (n, 3072), dtype=np.uint8)], 1).tofile(f"{sys.argv[2]}/train.bin")
+PY
+for m in resnet9 resnet18; do
+    "$bin" --quiet --out "$work/vision" run configs/cifar10-cnn-tiny.yaml --run-id "$m" --set device=cuda \
+        --set model.preset=$m --set model.width=null --set model.dtype=f64 --set data.path="$work/cifar10" --set data.subset=256 \
+        --set train.batch_size=8 --set train.epochs=1 --set 'snapshots.at=[1, 2, 3]' --set snapshots.log_spaced=3 \
+        --set probe.full_subset=64 --set probe.chunk_size=64 >/dev/null
+    "$py" tests/parity.py "$work/vision/cifar10-cnn-tiny/$m" --tol 1e-9
+done
+for cfg in "cifar100-resnet9-batch:64" "cifar100-resnet9-batch:512" "cifar100-resnet-depth:64" "cifar10-cnn-width:64"; do
+    c=${cfg%%:*}; b=${cfg##*:}
+    t0=$(date +%s%N)
+    "$bin" --out "$work/timing" train configs/paper/$c.yaml --task 0 --set train.steps=300 --set train.epochs=null \
+        --set "sweep.train.batch_size=[$b]" --set 'sweep.seed=[0]' --set data.path="$work/${c%%-*}" \
+        --set snapshots.every=null --set snapshots.log_spaced=null 2>&1 | grep -E "^trained|error" || true
+    echo "$c batch $b: $(( ($(date +%s%N) - t0) / 1000000 )) ms for 300 steps incl. start-up"
+done
 log "all GPU checks passed"

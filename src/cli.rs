@@ -305,7 +305,13 @@ fn run_all(cli: &Cli, sweep: &crate::sweep::Sweep, stage: Stage) -> anyhow::Resu
         sweep.runs_table(&cli.out).display()
     ));
     let mut analysis_error = None;
-    if matches!(stage, Stage::Run { .. }) {
+    // Nothing to analyse when every task diverged (or failed): the exit status
+    // then tells that, not a failed analysis.
+    let probed = sweep.tasks.iter().any(|t| {
+        let s = crate::sweep::state(t, &cli.out);
+        s.status == "completed" && s.probed
+    });
+    if matches!(stage, Stage::Run { .. }) && probed {
         let exp = sweep.experiment_dir(&cli.out);
         match crate::analysis::analyze(&exp, None, &[], cli.quiet) {
             Ok(r) => out(&crate::analysis::render(&r)),

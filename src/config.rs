@@ -131,7 +131,7 @@ impl ModelKind {
     pub fn has_batchnorm(self) -> bool {
         matches!(
             self,
-            ModelKind::Resnet9 | ModelKind::Resnet18 | ModelKind::Resnet34
+            ModelKind::Resnet9 | ModelKind::Resnet18 | ModelKind::Resnet34 | ModelKind::Resnet50
         )
     }
 
@@ -1905,6 +1905,25 @@ mod tests {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let c = load(&root.join("configs/quickstart.yaml"), &[]).unwrap();
         assert_eq!(c.default_run_id(), "seed0-5f20edb5");
+    }
+
+    /// Every BatchNorm model (ResNet-50 included) refuses chunks smaller than the
+    /// batch under batch-stats: each chunk would be normalised on its own.
+    #[test]
+    fn batchnorm_models_need_whole_batches_per_chunk() {
+        for (preset, data) in [
+            ("resnet18", "{dataset: cifar10}"),
+            ("resnet50", "{dataset: imagefolder, path: /tmp}"),
+        ] {
+            let text = format!("experiment: t\nmodel: {{preset: {preset}}}\ndata: {data}\ntrain: {{batch_size: 64, steps: 10}}\noptim: {{name: sgd, lr: 0.1}}\nprobe: {{chunk_size: 32}}\n");
+            let msg = format!("{:#}", parse(&text, &[]).unwrap_err());
+            assert!(msg.contains("probe.chunk_size"), "{preset}: {msg}");
+            assert!(parse(&text, &["probe.chunk_size=64"]).is_ok(), "{preset}");
+            assert!(
+                parse(&text, &["probe.batchnorm=running-stats"]).is_ok(),
+                "{preset}"
+            );
+        }
     }
 
     #[test]

@@ -435,7 +435,8 @@ pub fn probe(
     ];
     meta.extend(known::reference_meta(&cfg));
     let swept = crate::sweep::swept_values(&manifest);
-    tables::write_landscape_swept(&dir.landscape(), &rows, &meta, &swept)?;
+    let types = crate::sweep::swept_types(&manifest);
+    tables::write_landscape_swept(&dir.landscape(), &rows, &meta, &swept, &types)?;
     // Points of an earlier cloud probe no longer describe landscape.parquet.
     if dir.cloud().is_file() {
         std::fs::remove_file(dir.cloud())?;

@@ -46,6 +46,10 @@ pub struct SweepRecord {
     pub task: u64,
     /// The swept keys (dotted, in sweep order) and this run's values.
     pub values: Mapping,
+    /// The column type of each axis over all its values (int64, float64, bool,
+    /// utf8), so every run's landscape column has the type of runs.parquet's.
+    #[serde(default, skip_serializing_if = "Mapping::is_empty")]
+    pub types: Mapping,
 }
 
 /// One run of a sweep.
@@ -54,6 +58,8 @@ pub struct Task {
     pub index: usize,
     /// The swept keys and this task's values, in sweep order.
     pub values: Vec<(String, Value)>,
+    /// Each axis's column type over all its values (see [`SweepRecord::types`]).
+    pub types: Vec<(String, &'static str)>,
     pub config: Config,
 }
 
@@ -68,6 +74,11 @@ impl Task {
                 .values
                 .iter()
                 .map(|(k, v)| (Value::String(k.clone()), v.clone()))
+                .collect(),
+            types: self
+                .types
+                .iter()
+                .map(|(k, t)| (Value::String(k.clone()), Value::String(t.to_string())))
                 .collect(),
         }
     }
@@ -119,6 +130,20 @@ pub fn show(v: &Value) -> String {
             .trim_end()
             .to_string(),
     }
+}
+
+/// The column types of a run's sweep axes (empty without a sweep, or for a
+/// run recorded before types were).
+pub fn swept_types(m: &Manifest) -> std::collections::BTreeMap<String, String> {
+    m.sweep
+        .as_ref()
+        .map(|r| {
+            r.types
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str()?.to_string(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The swept values of a run (empty for a run made without a sweep).
@@ -210,9 +235,14 @@ impl Sweep {
                     config.default_run_id()
                 );
             }
+            let types = axes
+                .iter()
+                .map(|(k, vals)| (k.clone(), crate::store::tables::column_type(vals)))
+                .collect();
             tasks.push(Task {
                 index,
                 values,
+                types,
                 config,
             });
         }

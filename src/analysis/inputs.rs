@@ -236,36 +236,12 @@ pub fn show(v: &Value) -> String {
     }
 }
 
-/// The keys that tell groups apart. When every run comes from the same sweep,
-/// its axes (seed aside) — so a swept section reads `optim={name: adam, lr: 0.0001}`
-/// rather than as every key inside it; otherwise the flattened config keys whose
-/// values vary.
+/// The keys that tell groups apart: the flattened config keys whose values vary
+/// between runs. When every run comes from one sweep and every such key is one of
+/// its axes or lies inside one (`optim.momentum` under a swept `optim`), the axes
+/// are used instead (seed aside), so a swept section reads
+/// `optim={name: adam, lr: 0.0001}` rather than as every key inside it.
 fn group_values(runs: &[RunData], flat: &[BTreeMap<String, Value>]) -> Vec<Vec<(String, Value)>> {
-    let axes = |r: &RunData| -> Vec<String> { r.swept.iter().map(|(k, _)| k.clone()).collect() };
-    let same_sweep = !runs[0].swept.is_empty() && runs.iter().all(|r| axes(r) == axes(&runs[0]));
-    if same_sweep {
-        let varying: Vec<String> = axes(&runs[0])
-            .into_iter()
-            .filter(|k| !ignored_key(k))
-            .filter(|k| {
-                let first = runs[0].swept.iter().find(|(a, _)| a == k).map(|(_, v)| v);
-                runs.iter()
-                    .any(|r| r.swept.iter().find(|(a, _)| a == k).map(|(_, v)| v) != first)
-            })
-            .collect();
-        return runs
-            .iter()
-            .map(|r| {
-                varying
-                    .iter()
-                    .map(|k| {
-                        let v = r.swept.iter().find(|(a, _)| a == k).map(|(_, v)| v.clone());
-                        (k.clone(), v.unwrap_or(Value::Null))
-                    })
-                    .collect()
-            })
-            .collect();
-    }
     let mut keys: Vec<String> = flat.iter().flat_map(|m| m.keys().cloned()).collect();
     keys.sort();
     keys.dedup();
@@ -276,6 +252,34 @@ fn group_values(runs: &[RunData], flat: &[BTreeMap<String, Value>]) -> Vec<Vec<(
             flat.iter().any(|m| m.get(k) != first)
         })
         .collect();
+    let axes = |r: &RunData| -> Vec<String> { r.swept.iter().map(|(k, _)| k.clone()).collect() };
+    let axes0 = axes(&runs[0]);
+    let covered = |k: &String| {
+        axes0
+            .iter()
+            .any(|a| k == a || k.starts_with(&format!("{a}.")))
+    };
+    let one_sweep =
+        !axes0.is_empty() && runs.iter().all(|r| axes(r) == axes0) && varying.iter().all(covered);
+    if one_sweep {
+        let value =
+            |r: &RunData, k: &str| r.swept.iter().find(|(a, _)| a == k).map(|(_, v)| v.clone());
+        let swept: Vec<String> = axes0
+            .iter()
+            .filter(|k| !ignored_key(k))
+            .filter(|k| runs.iter().any(|r| value(r, k) != value(&runs[0], k)))
+            .cloned()
+            .collect();
+        return runs
+            .iter()
+            .map(|r| {
+                swept
+                    .iter()
+                    .map(|k| (k.clone(), value(r, k).unwrap_or(Value::Null)))
+                    .collect()
+            })
+            .collect();
+    }
     flat.iter()
         .map(|m| {
             varying

@@ -17,6 +17,13 @@ fn uniform(p: &Path, name: &str, dims: &[i64], bound: f64) -> Tensor {
     p.add(name, t, true)
 }
 
+/// A non-trainable buffer filled with `value`, in the model's dtype (tch's
+/// `zeros_no_train` always makes f32, which breaks f64 models).
+pub(crate) fn buffer(p: &Path, name: &str, dims: &[i64], value: f64) -> Tensor {
+    let t = Tensor::full(dims, value, (p.kind(), p.device()));
+    p.add(name, t, false)
+}
+
 /// kaiming_uniform_(a = √5) with PyTorch's arithmetic: gain √(2/(1+a²)),
 /// std gain/√fan_in, bound √3·std.
 pub(crate) fn kaiming_uniform(p: &Path, name: &str, dims: &[i64], fan_in: i64) -> Tensor {
@@ -99,8 +106,8 @@ impl BatchNorm2d {
         BatchNorm2d {
             weight: p.ones("weight", &[c]),
             bias: p.zeros("bias", &[c]),
-            running_mean: p.zeros_no_train("running_mean", &[c]),
-            running_var: p.ones_no_train("running_var", &[c]),
+            running_mean: buffer(p, "running_mean", &[c], 0.0),
+            running_var: buffer(p, "running_var", &[c], 1.0),
         }
     }
 
@@ -124,5 +131,52 @@ impl BatchNorm2d {
             BN_EPS,
             true,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::nn::VarStore;
+    use tch::{Device, Kind};
+
+    /// The probe's modes never touch the running statistics; a training step
+    /// does (PyTorch: momentum 0.1, unbiased variance). In f64 too (the buffers
+    /// take the model's dtype).
+    #[test]
+    fn batchnorm_modes_and_running_statistics() {
+        for kind in [Kind::Float, Kind::Double] {
+            let mut vs = VarStore::new(Device::Cpu);
+            vs.set_kind(kind);
+            let bn = BatchNorm2d::new(&vs.root(), 2);
+            tch::manual_seed(1);
+            let x = Tensor::randn([4, 2, 3, 3], (kind, Device::Cpu)) * 2.0 + 1.0;
+            let stats = |bn: &BatchNorm2d| (bn.running_mean.copy(), bn.running_var.copy());
+            let (m0, v0) = stats(&bn);
+            assert_eq!(m0.kind(), kind);
+            for policy in [BatchNormPolicy::BatchStats, BatchNormPolicy::RunningStats] {
+                let _ = tch::no_grad(|| bn.forward(&x, Mode::Measure(policy)));
+                let (m, v) = stats(&bn);
+                assert!(
+                    m.equal(&m0) && v.equal(&v0),
+                    "{policy:?} changed the running statistics"
+                );
+            }
+            // eval mode with fresh statistics (mean 0, var 1) is the identity up to eps
+            let y = tch::no_grad(|| bn.forward(&x, Mode::Measure(BatchNormPolicy::RunningStats)));
+            let want = &x / (1.0 + BN_EPS).sqrt();
+            assert!(y.allclose(&want, 1e-6, 1e-6, false));
+            let _ = tch::no_grad(|| bn.forward(&x, Mode::Train));
+            let (m1, v1) = stats(&bn);
+            let mean = x.mean_dim([0, 2, 3].as_slice(), false, kind);
+            let var = x.var_dim([0, 2, 3].as_slice(), true, false);
+            assert!(m1.allclose(&(&mean * BN_MOMENTUM), 1e-6, 1e-6, false));
+            assert!(v1.allclose(
+                &(&var * BN_MOMENTUM + (1.0 - BN_MOMENTUM)),
+                1e-6,
+                1e-6,
+                false
+            ));
+        }
     }
 }

@@ -26,6 +26,7 @@
 //! torchvision's `num_batches_tracked` counter is not kept: it only matters for
 //! momentum = None.
 
+use super::layers::buffer;
 use super::mlp::cross_entropy_per_example;
 use super::{Mode, Net};
 use crate::config::BatchNormPolicy;
@@ -70,8 +71,8 @@ impl BatchNorm2d {
         BatchNorm2d {
             weight,
             bias: p.zeros("bias", &[channels]),
-            running_mean: p.zeros_no_train("running_mean", &[channels]),
-            running_var: p.ones_no_train("running_var", &[channels]),
+            running_mean: buffer(p, "running_mean", &[channels], 0.0),
+            running_var: buffer(p, "running_var", &[channels], 1.0),
         }
     }
 

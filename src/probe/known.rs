@@ -212,7 +212,8 @@ pub fn probe_cloud(
         &[("abcond.run_id", manifest.run_id.clone())],
     )?;
     let swept = crate::sweep::swept_values(manifest);
-    tables::write_landscape_swept(&dir.landscape(), &rows, &meta, &swept)
+    let types = crate::sweep::swept_types(manifest);
+    tables::write_landscape_swept(&dir.landscape(), &rows, &meta, &swept, &types)
         .with_context(|| format!("writing {}", dir.landscape().display()))?;
     manifest.probe = Some(ProbeInfo {
         status: "completed".into(),

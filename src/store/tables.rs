@@ -222,13 +222,36 @@ pub fn write_landscape(path: &Path, rows: &[LandscapeRow], meta: &[(&str, String
 /// else utf8 (strings as they are, other values as flow YAML). Nulls (`~`)
 /// stay null and do not decide the type; an all-null column is utf8.
 pub fn value_column(values: &[serde_yaml::Value]) -> ArrayRef {
+    typed_column(values, column_type(values))
+}
+
+/// The column type of a list of YAML values (nulls aside): `int64` when all are
+/// integers, `float64` when all are numbers, `bool` when all are booleans, else
+/// `utf8`.
+pub fn column_type(values: &[serde_yaml::Value]) -> &'static str {
+    let set: Vec<&serde_yaml::Value> = values.iter().filter(|v| !v.is_null()).collect();
+    if set.is_empty() {
+        "utf8"
+    } else if set.iter().all(|v| v.as_i64().is_some()) {
+        "int64"
+    } else if set.iter().all(|v| v.as_f64().is_some()) {
+        "float64"
+    } else if set.iter().all(|v| v.as_bool().is_some()) {
+        "bool"
+    } else {
+        "utf8"
+    }
+}
+
+/// `values` as a column of type `ty` (see [`column_type`]); a value that does
+/// not fit the type is null (e.g. `~`).
+pub fn typed_column(values: &[serde_yaml::Value], ty: &str) -> ArrayRef {
     use serde_yaml::Value;
-    let set: Vec<&Value> = values.iter().filter(|v| !v.is_null()).collect();
-    if !set.is_empty() && set.iter().all(|v| v.as_i64().is_some()) {
+    if ty == "int64" {
         Arc::new(values.iter().map(Value::as_i64).collect::<Int64Array>())
-    } else if !set.is_empty() && set.iter().all(|v| v.as_f64().is_some()) {
+    } else if ty == "float64" {
         Arc::new(values.iter().map(Value::as_f64).collect::<Float64Array>())
-    } else if !set.is_empty() && set.iter().all(|v| v.as_bool().is_some()) {
+    } else if ty == "bool" {
         Arc::new(
             values
                 .iter()
@@ -254,6 +277,7 @@ pub fn value_column(values: &[serde_yaml::Value]) -> ArrayRef {
 pub fn with_constant_columns(
     batch: RecordBatch,
     columns: &[(String, serde_yaml::Value)],
+    types: &BTreeMap<String, String>,
 ) -> Result<RecordBatch> {
     if columns.is_empty() {
         return Ok(batch);
@@ -271,7 +295,11 @@ pub fn with_constant_columns(
         if fields.iter().any(|f| f.name() == name) {
             continue;
         }
-        let a = value_column(&vec![value.clone(); n]);
+        let values = vec![value.clone(); n];
+        let a = match types.get(name) {
+            Some(ty) => typed_column(&values, ty),
+            None => value_column(&values),
+        };
         fields.push(Field::new(name, a.data_type().clone(), true));
         arrays.push(a);
     }
@@ -285,12 +313,13 @@ pub fn write_landscape_swept(
     rows: &[LandscapeRow],
     meta: &[(&str, String)],
     swept: &[(String, serde_yaml::Value)],
+    types: &BTreeMap<String, String>,
 ) -> Result<()> {
     let mut m = vec![("abcond.format", LANDSCAPE_FORMAT.to_string())];
     m.extend(meta.iter().cloned());
     write_batch(
         path,
-        &with_constant_columns(landscape_batch(rows)?, swept)?,
+        &with_constant_columns(landscape_batch(rows)?, swept, types)?,
         &m,
     )
 }
