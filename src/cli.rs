@@ -127,6 +127,12 @@ pub struct ProbeArgs {
     /// --set device=cpu (only probe.* and device may change after training).
     #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
     pub set: Vec<String>,
+    /// Probe only shard I of N (I is 0-based, as $SLURM_ARRAY_TASK_ID): the
+    /// selected snapshots at positions I, I+N, I+2N, … of the sorted selection.
+    /// A shard writes only its per-snapshot parts, so shards may run at once;
+    /// a later `abcond probe RUN_DIR` without --shard gathers landscape.parquet.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<crate::probe::Shard>,
 }
 
 #[derive(Args, Debug)]
@@ -371,7 +377,7 @@ fn probe_and_analyse(
     set: &[String],
     analyse: Option<&crate::config::AnalysisConfig>,
 ) -> anyhow::Result<()> {
-    let outcome = crate::probe::probe(dir, settings, set, cli.quiet)?;
+    let outcome = crate::probe::probe(dir, settings, set, None, cli.quiet)?;
     if let Some(a) = analyse {
         // The config's analysis section applies (also to a run trained before).
         let analysis = crate::analysis::analyze(&dir.root, Some(a.clone()), &[], cli.quiet)?;
@@ -381,6 +387,30 @@ fn probe_and_analyse(
         "results: {}  (run.yaml, steps.parquet, iterates/, landscape.parquet: {} rows)\n",
         dir.root.display(),
         outcome.rows.len()
+    ));
+    Ok(())
+}
+
+/// `abcond probe RUN_DIR --shard I/N`: that shard's parts only.
+fn probe_shard(cli: &Cli, a: &ProbeArgs, shard: crate::probe::Shard) -> anyhow::Result<()> {
+    let dir = RunDir::new(&a.run_dir);
+    let outcome = crate::probe::probe(&dir, None, &a.set, Some(shard), cli.quiet)?;
+    let s = outcome.shard.expect("a sharded probe reports its progress");
+    let next = if s.done == s.selected {
+        format!(
+            "all parts are done: gather them with `abcond probe {}`",
+            dir.root.display()
+        )
+    } else {
+        format!(
+            "{} remain for other shards; once they are done, gather with `abcond probe {}`",
+            s.selected - s.done,
+            dir.root.display()
+        )
+    };
+    out(&format!(
+        "shard {}: {} snapshots ({} probed now); {} of {} selected snapshots done; {next}\n",
+        s.shard, s.mine, outcome.probed_now, s.done, s.selected
     ));
     Ok(())
 }
@@ -395,7 +425,10 @@ pub fn main() -> i32 {
         Command::Train(a) => train_or_run(&cli, a, false),
         Command::Run(a) => train_or_run(&cli, a, true),
         Command::Sweep(a) => sweep_cmd(&cli, a),
-        Command::Probe(a) => probe_and_analyse(&cli, &RunDir::new(&a.run_dir), None, &a.set, None),
+        Command::Probe(a) => match a.shard {
+            Some(shard) => probe_shard(&cli, a, shard),
+            None => probe_and_analyse(&cli, &RunDir::new(&a.run_dir), None, &a.set, None),
+        },
         Command::Analyze(a) => crate::analysis::analyze(&a.path, None, &a.set, cli.quiet)
             .map(|r| out(&crate::analysis::render(&r))),
         Command::Inspect { run_dir } => {

@@ -275,7 +275,7 @@ pub fn extremes(
 
 /// A stable fingerprint of the settings a curvature part depends on (parts
 /// made with other settings are measured again).
-fn fingerprint(cfg: &Config) -> String {
+pub(crate) fn fingerprint(cfg: &Config) -> String {
     let mut p = cfg.probe.clone();
     p.steps = None;
     p.include_final = false;
@@ -289,21 +289,22 @@ fn fingerprint(cfg: &Config) -> String {
 }
 
 pub struct CurvatureOutcome {
-    pub rows: usize,
     pub measured_now: usize,
     pub seconds_per_snapshot: Option<f64>,
 }
 
 /// The curvature pass of `abcond probe` over the `selected` snapshots of the
 /// run in `dir` (K = `total`), with the resolved settings `cfg`: measures the
-/// snapshots without an up-to-date part, then gathers `curvature.parquet`.
-/// Nothing happens unless `probe.curvature.enabled`.
-pub fn probe(
+/// snapshots without an up-to-date part and writes their parts (a shard stops
+/// here; [`gather`] writes `curvature.parquet`). Nothing happens (None) unless
+/// `probe.curvature.enabled`.
+pub fn measure(
     dir: &RunDir,
     manifest: &Manifest,
     cfg: &Config,
     device: Device,
     selected: &[u64],
+    shard: Option<crate::probe::Shard>,
     quiet: bool,
 ) -> Result<Option<CurvatureOutcome>> {
     let p = &cfg.probe;
@@ -313,16 +314,15 @@ pub fn probe(
     }
     let total = manifest.training.total_steps;
     let fp = fingerprint(cfg);
-    let done = dir.curvature_part_steps()?;
     let todo: Vec<u64> = selected
         .iter()
         .copied()
-        .filter(|k| {
-            !(done.contains(k)
-                && tensors::read_meta(&dir.curvature_part(*k))
-                    .ok()
-                    .and_then(|m| m.get("abcond.curvature_fingerprint").cloned())
-                    == Some(fp.clone()))
+        .filter(|&k| {
+            !crate::probe::part_is_current(
+                &dir.curvature_part(k),
+                "abcond.curvature_fingerprint",
+                &fp,
+            )
         })
         .collect();
     let mut seconds_per_snapshot = None;
@@ -431,15 +431,13 @@ pub fn probe(
                     batch_indices: listed.then(|| idx.clone()),
                 });
             }
-            tables::write_curvature(
-                &dir.curvature_part(k),
-                &rows,
-                &[
-                    ("abcond.run_id", manifest.run_id.clone()),
-                    ("abcond.step", k.to_string()),
-                    ("abcond.curvature_fingerprint", fp.clone()),
-                ],
-            )?;
+            let mut meta = vec![
+                ("abcond.run_id", manifest.run_id.clone()),
+                ("abcond.step", k.to_string()),
+                ("abcond.curvature_fingerprint", fp.clone()),
+            ];
+            meta.extend(shard.map(|s| ("abcond.shard", s.to_string())));
+            tables::write_curvature(&dir.curvature_part(k), &rows, &meta)?;
             progress.update(n_done as u64 + 1, || format!("step {k}"));
         }
         progress.finish();
@@ -454,9 +452,20 @@ pub fn probe(
             ),
         );
     }
+    Ok(Some(CurvatureOutcome {
+        measured_now: todo.len(),
+        seconds_per_snapshot,
+    }))
+}
+
+/// Gathers the curvature parts of the `selected` snapshots into
+/// `curvature.parquet` (atomically; returns its number of rows).
+pub fn gather(dir: &RunDir, manifest: &Manifest, cfg: &Config, selected: &[u64]) -> Result<usize> {
+    let p = &cfg.probe;
     let mut rows = Vec::new();
     for &k in selected {
-        let (mut part, _) = tables::read_curvature(&dir.curvature_part(k))?;
+        let (mut part, _) = tables::read_curvature(&dir.curvature_part(k))
+            .with_context(|| format!("gathering the curvature part of snapshot step={k}"))?;
         rows.append(&mut part);
     }
     tables::write_curvature(
@@ -465,17 +474,16 @@ pub fn probe(
         &[
             ("abcond.experiment", manifest.experiment.clone()),
             ("abcond.run_id", manifest.run_id.clone()),
-            ("abcond.ref_step", total.to_string()),
+            ("abcond.ref_step", manifest.training.total_steps.to_string()),
             ("abcond.dtype", cfg.model.dtype.name().to_string()),
             ("abcond.batchnorm", p.batchnorm.name().to_string()),
-            ("abcond.curvature_settings", serde_yaml::to_string(c)?),
+            (
+                "abcond.curvature_settings",
+                serde_yaml::to_string(&p.curvature)?,
+            ),
         ],
     )?;
-    Ok(Some(CurvatureOutcome {
-        rows: rows.len(),
-        measured_now: todo.len(),
-        seconds_per_snapshot,
-    }))
+    Ok(rows.len())
 }
 
 #[cfg(test)]

@@ -17,6 +17,13 @@
 //! measured, so an interrupted probe resumes where it stopped; the parts are
 //! then gathered into `landscape.parquet`.
 //!
+//! A long run can be probed in shards (`--shard i/N`, [`Shard`]): shard i
+//! measures the selected snapshots at positions ≡ i (mod N) of the sorted
+//! selection and writes only their parts — never `landscape.parquet`,
+//! `curvature.parquet` or run.yaml — so shards may run concurrently on one run
+//! directory. An unsharded `abcond probe` afterwards finds every part done and
+//! only gathers.
+//!
 //! Known-answer problems may replace x^K by the exact projection Proj(x^k, S)
 //! (`probe.reference: projection`) or probe a point cloud instead of the
 //! snapshots (`probe.cloud`); both live in [`known`].
@@ -35,6 +42,7 @@ use crate::store::tables::{self, LandscapeRow};
 use crate::store::tensors;
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::BTreeMap;
+use std::str::FromStr;
 use std::time::Instant;
 use tch::{Kind, Tensor};
 
@@ -158,20 +166,101 @@ fn fingerprint(p: &ProbeConfig) -> String {
     )
 }
 
+/// Shard `index` of `count` (`--shard i/N`, i 0-based like
+/// `$SLURM_ARRAY_TASK_ID`): the selected snapshots at positions p of the
+/// sorted selection with p mod N = i.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u64,
+    pub count: u64,
+}
+
+impl FromStr for Shard {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Shard, String> {
+        let form =
+            "expected I/N with 0 ≤ I < N, e.g. 0/4 (I is 0-based, like $SLURM_ARRAY_TASK_ID)";
+        let (i, n) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} is not a shard: {form}"))?;
+        let parse = |t: &str, what: &str| {
+            t.trim().parse::<u64>().map_err(|_| {
+                format!("{s:?}: the shard {what} {t:?} is not a whole number ≥ 0; {form}")
+            })
+        };
+        let (index, count) = (parse(i, "index")?, parse(n, "count")?);
+        if count == 0 {
+            return Err(format!("{s:?}: the shard count must be at least 1; {form}"));
+        }
+        if index >= count {
+            return Err(format!(
+                "{s:?}: shard index {index} is out of range for {count} shards (0..={}); {form}",
+                count - 1
+            ));
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+impl Shard {
+    /// The steps of `selected` (sorted) that belong to this shard.
+    pub fn pick(&self, selected: &[u64]) -> Vec<u64> {
+        selected
+            .iter()
+            .enumerate()
+            .filter(|(p, _)| *p as u64 % self.count == self.index)
+            .map(|(_, &k)| k)
+            .collect()
+    }
+}
+
+/// Where the snapshots of a probe stand after one shard finished.
+pub struct ShardProgress {
+    pub shard: Shard,
+    /// Snapshots of this shard.
+    pub mine: usize,
+    /// Selected snapshots (all shards) whose parts are complete with the
+    /// current settings (landscape, and curvature when enabled).
+    pub done: usize,
+    pub selected: usize,
+}
+
 pub struct ProbeOutcome {
+    /// The gathered rows (empty for a shard, which gathers nothing).
     pub rows: Vec<LandscapeRow>,
     pub probed_now: usize,
     pub seconds_per_snapshot: Option<f64>,
+    /// Set for a sharded probe.
+    pub shard: Option<ShardProgress>,
+}
+
+/// Whether the part at `path` exists and was written with fingerprint `fp`
+/// under the metadata key `key`.
+pub(crate) fn part_is_current(path: &std::path::Path, key: &str, fp: &str) -> bool {
+    path.is_file()
+        && tensors::read_meta(path)
+            .ok()
+            .and_then(|m| m.get(key).cloned())
+            .as_deref()
+            == Some(fp)
 }
 
 /// Probes the run in `dir` (resuming: snapshots already probed with the same
 /// settings are skipped) and writes `landscape.parquet`. The probe settings and
 /// device are the run's, replaced by `settings` when given (`abcond run` passes
-/// its config's), then by the `--set` overrides.
+/// its config's), then by the `--set` overrides. With `shard`, probes only that
+/// shard's snapshots and writes only their parts (see the module doc).
 pub fn probe(
     dir: &RunDir,
     settings: Option<(&ProbeConfig, &str)>,
     overrides: &[String],
+    shard: Option<Shard>,
     quiet: bool,
 ) -> Result<ProbeOutcome> {
     let mut manifest = dir.read_manifest()?;
@@ -194,6 +283,9 @@ pub fn probe(
     let cfg = probe_config(&base, overrides)?;
     let p = cfg.probe.clone();
     if p.cloud.is_some() {
+        if let Some(s) = shard {
+            bail!("--shard {s}: a point-cloud probe (probe.cloud) cannot be sharded; probe it without --shard");
+        }
         return known::probe_cloud(dir, &mut manifest, &cfg, quiet);
     }
     let device = crate::device::select(&cfg.device)?;
@@ -227,21 +319,12 @@ pub fn probe(
         selected.retain(|&k| k != total);
     }
     let fp = fingerprint(&p);
-    let done_parts = dir.probe_part_steps()?;
-    let mut todo = Vec::new();
-    for &k in &selected {
-        if done_parts.contains(&k) {
-            let meta = tensors::read_meta(&dir.probe_part(k)).ok();
-            if meta
-                .as_ref()
-                .and_then(|m| m.get("abcond.probe_fingerprint"))
-                == Some(&fp)
-            {
-                continue;
-            }
-        }
-        todo.push(k);
-    }
+    let is_current = |k: u64| part_is_current(&dir.probe_part(k), "abcond.probe_fingerprint", &fp);
+    let mine = match shard {
+        Some(s) => s.pick(&selected),
+        None => selected.clone(),
+    };
+    let todo: Vec<u64> = mine.iter().copied().filter(|&k| !is_current(k)).collect();
 
     let started = crate::util::now_rfc3339();
     let mut seconds_per_snapshot = None;
@@ -385,15 +468,14 @@ pub fn probe(
                 ));
             }
             model.zero_grad();
-            tables::write_landscape(
-                &dir.probe_part(k),
-                &rows,
-                &[
-                    ("abcond.run_id", manifest.run_id.clone()),
-                    ("abcond.step", k.to_string()),
-                    ("abcond.probe_fingerprint", fp.clone()),
-                ],
-            )?;
+            let mut meta = vec![
+                ("abcond.run_id", manifest.run_id.clone()),
+                ("abcond.step", k.to_string()),
+                ("abcond.probe_fingerprint", fp.clone()),
+            ];
+            // Provenance only: which `--shard` measured the part.
+            meta.extend(shard.map(|s| ("abcond.shard", s.to_string())));
+            tables::write_landscape(&dir.probe_part(k), &rows, &meta)?;
             progress.update(done as u64 + 1, || format!("step {k}"));
         }
         progress.finish();
@@ -411,17 +493,49 @@ pub fn probe(
         note(
             quiet,
             &format!(
-                "all {} selected snapshots of {} are probed already",
-                selected.len(),
+                "all {} selected snapshots{} of {} are probed already",
+                mine.len(),
+                shard.map(|s| format!(" of shard {s}")).unwrap_or_default(),
                 dir.root.display()
             ),
         );
     }
 
+    if let Some(s) = shard {
+        // A shard writes parts only: the shared tables and run.yaml are left
+        // to the gather, so that concurrent shards never race on them.
+        let curvature =
+            crate::curvature::measure(dir, &manifest, &cfg, device, &mine, shard, quiet)?;
+        let curvature_fp = curvature
+            .is_some()
+            .then(|| crate::curvature::fingerprint(&cfg));
+        let done = selected
+            .iter()
+            .filter(|&&k| {
+                is_current(k)
+                    && curvature_fp.as_ref().is_none_or(|cfp| {
+                        part_is_current(&dir.curvature_part(k), "abcond.curvature_fingerprint", cfp)
+                    })
+            })
+            .count();
+        return Ok(ProbeOutcome {
+            rows: Vec::new(),
+            probed_now: todo.len(),
+            seconds_per_snapshot,
+            shard: Some(ShardProgress {
+                shard: s,
+                mine: mine.len(),
+                done,
+                selected: selected.len(),
+            }),
+        });
+    }
+
     // Gather the parts of the selected snapshots into landscape.parquet.
     let mut rows = Vec::new();
     for &k in &selected {
-        let (mut part, _) = tables::read_landscape(&dir.probe_part(k))?;
+        let (mut part, _) = tables::read_landscape(&dir.probe_part(k))
+            .with_context(|| format!("gathering the probe part of snapshot step={k}"))?;
         rows.append(&mut part);
     }
     let settings = serde_yaml::to_string(&p)?;
@@ -441,7 +555,11 @@ pub fn probe(
     if dir.cloud().is_file() {
         std::fs::remove_file(dir.cloud())?;
     }
-    let curvature = crate::curvature::probe(dir, &manifest, &cfg, device, &selected, quiet)?;
+    let curvature =
+        crate::curvature::measure(dir, &manifest, &cfg, device, &selected, None, quiet)?;
+    if curvature.is_some() {
+        crate::curvature::gather(dir, &manifest, &cfg, &selected)?;
+    }
     manifest.probe = Some(ProbeInfo {
         status: "completed".into(),
         started,
@@ -458,6 +576,7 @@ pub fn probe(
         rows,
         probed_now: todo.len(),
         seconds_per_snapshot,
+        shard: None,
     })
 }
 

@@ -98,6 +98,28 @@ fn walk(dir: &Path, depth: usize, found: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
+/// A part file in `parts` modified after `table` was written (None when the
+/// table or the parts directory is missing).
+fn newer_part(table: &Path, parts: &Path) -> Result<Option<PathBuf>> {
+    let Ok(written) = std::fs::metadata(table).and_then(|m| m.modified()) else {
+        return Ok(None);
+    };
+    if !parts.is_dir() {
+        return Ok(None);
+    }
+    for e in std::fs::read_dir(parts).with_context(|| format!("listing {}", parts.display()))? {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().to_string();
+        if !(name.starts_with("step=") && name.ends_with(".parquet")) {
+            continue;
+        }
+        if e.metadata()?.modified()? > written {
+            return Ok(Some(e.path()));
+        }
+    }
+    Ok(None)
+}
+
 /// Loads the runs that have been probed; notes the others in `skipped`.
 pub fn load_runs(dirs: &[PathBuf], skipped: &mut Vec<String>) -> Result<Vec<RunData>> {
     let mut runs = Vec::new();
@@ -105,13 +127,37 @@ pub fn load_runs(dirs: &[PathBuf], skipped: &mut Vec<String>) -> Result<Vec<RunD
         let rd = RunDir::new(d);
         let manifest = rd.read_manifest()?;
         if !rd.landscape().is_file() {
-            skipped.push(format!(
-                "{}: no landscape.parquet (status {}; probe it with `abcond probe {}`)",
-                d.display(),
-                manifest.status.name(),
-                d.display()
-            ));
+            let parts = rd.probe_part_steps()?.len();
+            skipped.push(if parts > 0 {
+                format!(
+                    "{}: no landscape.parquet, but {parts} probe parts (a sharded probe?); gather them with `abcond probe {}`",
+                    d.display(),
+                    d.display()
+                )
+            } else {
+                format!(
+                    "{}: no landscape.parquet (status {}; probe it with `abcond probe {}`)",
+                    d.display(),
+                    manifest.status.name(),
+                    d.display()
+                )
+            });
             continue;
+        }
+        // Parts written after the last gather (by `abcond probe --shard`) are
+        // not in the tables yet: analysing them would silently use old rows.
+        for (table, parts) in [
+            (rd.landscape(), rd.probe_parts()),
+            (rd.curvature(), rd.curvature_parts()),
+        ] {
+            if let Some(part) = newer_part(&table, &parts)? {
+                bail!(
+                    "{} is newer than {}: probe parts were written after the last gather (a sharded probe?); gather them with `abcond probe {}`",
+                    part.display(),
+                    table.display(),
+                    d.display()
+                );
+            }
         }
         let (rows, _) = crate::store::tables::read_landscape(&rd.landscape())?;
         for r in &rows {

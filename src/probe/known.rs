@@ -231,5 +231,6 @@ pub fn probe_cloud(
         rows,
         probed_now: points.len(),
         seconds_per_snapshot: None,
+        shard: None,
     })
 }
