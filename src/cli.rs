@@ -15,13 +15,17 @@ Examples:
   abcond sweep configs/paper/fmnist-mlp-width.yaml --list   the runs of a config's `sweep`
   abcond run configs/paper/fmnist-mlp-width.yaml --task 3   one of them ($SLURM_ARRAY_TASK_ID if unset)
   abcond run configs/paper/fmnist-mlp-width.yaml --all      all of them in turn, then analyse the experiment
+  abcond slurm configs/paper/fmnist-mlp-width.yaml --partition gpu --gpus-per-task 1 --time 2:00:00
+                                                     Slurm job array + dependent analysis; then bash …/slurm/submit.sh
 
 Run directory: <out>/<experiment>/<run_id>/ with run.yaml, steps.parquet,
 iterates/step=<k>/part-0.parquet and landscape.parquet; `analyze` writes
 analysis/ (ab_region, ab_grid, aiming, pl, trends .parquet, summary.yaml,
 report.md, PNG/SVG figures) next to its input (schemas: README.md).
 The run id is seed<seed>-<hash of the training settings>: running the same
-config again resumes or reuses the same directory.
+config again resumes or reuses the same directory. A process that writes a
+run (train, probe, analyze of one run) holds RUN_DIR/.lock; a second writer
+fails at once naming the holder. A killed process releases it.
 
 Exit status: 0 success, 1 error, 2 usage error, 3 training diverged (NaN/Inf loss).";
 
@@ -68,6 +72,19 @@ pub enum Command {
     /// Show the runs of a config's `sweep` (task, run id, swept values, status)
     /// and refresh <out>/<experiment>/runs.parquet when the experiment exists.
     Sweep(SweepArgs),
+    /// Write Slurm batch scripts for a config's runs into
+    /// <out>/<experiment>/slurm/ and print the job-array script.
+    ///
+    /// run.sbatch is a job array with one task per run of the sweep (one task
+    /// for a config without `sweep`): task N runs `abcond run CONFIG --task
+    /// $SLURM_ARRAY_TASK_ID` (train or resume, probe, analyse run N; logs in
+    /// slurm/%A_%a.out). analyze.sbatch runs `abcond run CONFIG --all` after
+    /// the whole array has ended (afterany): it finishes unfinished runs and
+    /// analyses the experiment. submit.sh submits both with the dependency:
+    /// `bash <out>/<experiment>/slurm/submit.sh [extra sbatch options]`.
+    /// Tasks are --requeue'd: a preempted task resumes from its last checkpoint.
+    /// Paths (abcond binary, config, --out) are written absolute.
+    Slurm(SlurmArgs),
     /// Analyse probed runs: the exact feasible (alpha, beta) region, slack
     /// grid, PL/Aiming/QCvx constants, sigma_int², trends, figures, report.md.
     ///
@@ -117,6 +134,36 @@ pub struct SweepArgs {
     /// List the tasks (the default and only action; accepted for clarity).
     #[arg(long)]
     pub list: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SlurmArgs {
+    /// Experiment config (YAML), with or without a top-level `sweep`.
+    pub config: PathBuf,
+    /// Override a config value in every task (passed on to each `abcond run`).
+    #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
+    pub set: Vec<String>,
+    /// #SBATCH --partition (omitted: the cluster's default).
+    #[arg(long, value_name = "NAME")]
+    pub partition: Option<String>,
+    /// #SBATCH --account to charge.
+    #[arg(long, value_name = "NAME")]
+    pub account: Option<String>,
+    /// #SBATCH --time limit of each task, e.g. 2:00:00 or 1-00:00:00.
+    #[arg(long, value_name = "TIME")]
+    pub time: Option<String>,
+    /// #SBATCH --mem per node, e.g. 16G.
+    #[arg(long, value_name = "SIZE")]
+    pub mem: Option<String>,
+    /// #SBATCH --cpus-per-task; abcond then runs with --threads N.
+    #[arg(long, value_name = "N")]
+    pub cpus_per_task: Option<u32>,
+    /// #SBATCH --gpus-per-task, e.g. 1 or a100:1 (set `device: cuda` in the config).
+    #[arg(long, value_name = "N")]
+    pub gpus_per_task: Option<String>,
+    /// Write no analyze.sbatch (submit.sh then submits the array only).
+    #[arg(long)]
+    pub no_analyze: bool,
 }
 
 #[derive(Args, Debug)]
@@ -238,7 +285,10 @@ fn one_run(
     stage: Stage,
 ) -> anyhow::Result<()> {
     let trained = crate::train::train(config, &cli.out, run_id, &command_line(), cli.quiet);
-    if let Some(t) = task {
+    let locked =
+        matches!(&trained, Err(e) if e.downcast_ref::<crate::run::lock::Locked>().is_some());
+    // Not while another process writes the run (its run.yaml is that process's).
+    if let (Some(t), false) = (task, locked) {
         crate::sweep::record(t, &cli.out)?;
     }
     let o = trained?;
@@ -364,6 +414,34 @@ fn sweep_cmd(cli: &Cli, a: &SweepArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `abcond slurm CONFIG`.
+fn slurm_cmd(cli: &Cli, a: &SlurmArgs) -> anyhow::Result<()> {
+    let res = crate::slurm::Resources {
+        partition: a.partition.clone(),
+        account: a.account.clone(),
+        time: a.time.clone(),
+        mem: a.mem.clone(),
+        cpus_per_task: a.cpus_per_task,
+        gpus_per_task: a.gpus_per_task.clone(),
+    };
+    let s = crate::slurm::write(&a.config, &a.set, &cli.out, &res, !a.no_analyze)?;
+    out(&s.run_text);
+    let mut files = format!(
+        "\nwritten: {} (array of {} tasks)",
+        s.run.display(),
+        s.tasks
+    );
+    if let Some(p) = &s.analyze {
+        files.push_str(&format!(", {} (after the array)", p.display()));
+    }
+    out(&format!(
+        "{files}, {}\nsubmit:  bash {}\n",
+        s.submit.display(),
+        s.submit.display()
+    ));
+    Ok(())
+}
+
 /// Writes to stdout, ignoring a closed pipe (`abcond run … | head`).
 fn out(text: &str) {
     use std::io::Write;
@@ -377,6 +455,9 @@ fn probe_and_analyse(
     set: &[String],
     analyse: Option<&crate::config::AnalysisConfig>,
 ) -> anyhow::Result<()> {
+    // Held through probe and analysis: both write into the run directory. (Shards
+    // of a sharded probe take no lock: each writes only its own part files.)
+    let _lock = crate::run::lock::acquire(&dir.root, "probe", &command_line())?;
     let outcome = crate::probe::probe(dir, settings, set, None, cli.quiet)?;
     if let Some(a) = analyse {
         // The config's analysis section applies (also to a run trained before).
@@ -415,6 +496,23 @@ fn probe_shard(cli: &Cli, a: &ProbeArgs, shard: crate::probe::Shard) -> anyhow::
     Ok(())
 }
 
+/// `abcond analyze PATH`: a single run is locked while its analysis/ is
+/// written (an experiment's analysis/ belongs to no run).
+fn analyze_cmd(cli: &Cli, a: &AnalyzeArgs) -> anyhow::Result<()> {
+    let _lock = if RunDir::new(&a.path).exists() {
+        Some(crate::run::lock::acquire(
+            &a.path,
+            "analyze",
+            &command_line(),
+        )?)
+    } else {
+        None
+    };
+    let r = crate::analysis::analyze(&a.path, None, &a.set, cli.quiet)?;
+    out(&crate::analysis::render(&r));
+    Ok(())
+}
+
 /// Runs the CLI and returns the process exit status.
 pub fn main() -> i32 {
     let cli = Cli::parse();
@@ -429,8 +527,8 @@ pub fn main() -> i32 {
             Some(shard) => probe_shard(&cli, a, shard),
             None => probe_and_analyse(&cli, &RunDir::new(&a.run_dir), None, &a.set, None),
         },
-        Command::Analyze(a) => crate::analysis::analyze(&a.path, None, &a.set, cli.quiet)
-            .map(|r| out(&crate::analysis::render(&r))),
+        Command::Analyze(a) => analyze_cmd(&cli, a),
+        Command::Slurm(a) => slurm_cmd(&cli, a),
         Command::Inspect { run_dir } => {
             crate::inspect::render(&RunDir::new(run_dir)).map(|s| out(&s))
         }

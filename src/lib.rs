@@ -21,6 +21,7 @@ pub mod progress;
 pub mod reduce;
 pub mod rng;
 pub mod run;
+pub mod slurm;
 pub mod store;
 pub mod sweep;
 pub mod train;

@@ -263,6 +263,9 @@ pub fn train(
         .map(str::to_string)
         .unwrap_or_else(|| cfg.default_run_id());
     let dir = RunDir::new(crate::config::run_dir(out, &cfg.experiment, &run_id));
+    // Held for the whole session, before run.yaml is read: a second writer
+    // fails here, naming this process.
+    let _lock = crate::run::lock::acquire(&dir.root, "train", command)?;
     let previous = if dir.exists() {
         Some(dir.read_manifest()?)
     } else {

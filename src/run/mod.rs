@@ -9,7 +9,10 @@
 //! state/checkpoint.parquet          resume checkpoint while training runs
 //! probe-parts/step=<k>.parquet      probe rows of one snapshot (resumable probing)
 //! landscape.parquet                 all probe rows
+//! .lock                             writer lock (lock.rs): held while a process writes the run
 //! ```
+
+pub mod lock;
 
 use crate::config::{Config, ProbeConfig};
 use anyhow::{bail, Context, Result};

@@ -1,0 +1,213 @@
+//! `abcond slurm CONFIG`: Slurm batch scripts for a config's runs, written to
+//! `<out>/<experiment>/slurm/`.
+//!
+//! - `run.sbatch`: a job array with one task per run of the sweep (one task
+//!   for a config without `sweep`); task N runs `abcond run CONFIG --task N`
+//!   (train or resume, probe, analyse that run).
+//! - `analyze.sbatch`: `abcond run CONFIG --all` once the array has ended
+//!   (`afterany`): it skips finished runs, finishes any the array left
+//!   unfinished, and analyses the experiment.
+//! - `submit.sh`: submits the array, then the analysis with
+//!   `--dependency=afterany:<array job id>`.
+//!
+//! Preemption: the array is `--requeue`d with `--open-mode=append`. A killed
+//! task loses at most the steps since its last checkpoint; the requeued task
+//! resumes the run (the run lock dies with the killed process, src/run/lock.rs).
+
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+
+/// The `#SBATCH` resource options, each written only when given.
+#[derive(Debug, Clone, Default)]
+pub struct Resources {
+    pub partition: Option<String>,
+    pub account: Option<String>,
+    pub time: Option<String>,
+    pub mem: Option<String>,
+    pub cpus_per_task: Option<u32>,
+    pub gpus_per_task: Option<String>,
+}
+
+impl Resources {
+    fn lines(&self) -> String {
+        let mut s = String::new();
+        let mut add = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                s.push_str(&format!("#SBATCH --{k}={v}\n"));
+            }
+        };
+        add("partition", self.partition.clone());
+        add("account", self.account.clone());
+        add("time", self.time.clone());
+        add("mem", self.mem.clone());
+        add("cpus-per-task", self.cpus_per_task.map(|c| c.to_string()));
+        add("gpus-per-task", self.gpus_per_task.clone());
+        s
+    }
+}
+
+/// The written scripts.
+#[derive(Debug)]
+pub struct Scripts {
+    pub dir: PathBuf,
+    pub run: PathBuf,
+    pub analyze: Option<PathBuf>,
+    pub submit: PathBuf,
+    pub tasks: usize,
+    /// The text of run.sbatch (printed by the command).
+    pub run_text: String,
+}
+
+/// A word quoted for bash (single quotes unless it needs none).
+pub fn quote(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-=+:,@%".contains(c));
+    if plain {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    std::path::absolute(p).with_context(|| format!("making {} absolute", p.display()))
+}
+
+/// Writes the scripts for `config` (with `--set` overrides `set`) under
+/// `<out>/<experiment>/slurm/`; `analyze`: also the dependent analysis job.
+pub fn write(
+    config: &Path,
+    set: &[String],
+    out: &Path,
+    res: &Resources,
+    analyze: bool,
+) -> Result<Scripts> {
+    let (experiment, tasks, sweep) = match crate::sweep::Sweep::load(config, set)? {
+        Some(s) => (s.experiment.clone(), s.tasks.len(), true),
+        None => (crate::config::load(config, set)?.experiment, 1, false),
+    };
+    let config = std::fs::canonicalize(config)
+        .with_context(|| format!("resolving config path {}", config.display()))?;
+    let out = absolute(out)?;
+    let exe = std::env::current_exe().context("finding the abcond executable")?;
+    let dir = out.join(&experiment).join("slurm");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+
+    // abcond [--threads N] --out OUT run CONFIG [--set K=V …]
+    let mut base = vec![exe.display().to_string()];
+    if let Some(c) = res.cpus_per_task {
+        base.extend(["--threads".to_string(), c.to_string()]);
+    }
+    base.extend([
+        "--out".to_string(),
+        out.display().to_string(),
+        "run".to_string(),
+        config.display().to_string(),
+    ]);
+    for s in set {
+        base.extend(["--set".to_string(), s.clone()]);
+    }
+    let base = base.iter().map(|w| quote(w)).collect::<Vec<_>>().join(" ");
+    let header = format!(
+        "#!/bin/bash\n# Written by `abcond slurm` (abcond {}) for {}.\n",
+        env!("CARGO_PKG_VERSION"),
+        config.display()
+    );
+    let log = |name: &str| quote(&dir.join(name).display().to_string());
+    let job = |suffix: &str| quote(&format!("abcond-{experiment}{suffix}"));
+
+    let (what, task_cmd) = if sweep {
+        (
+            format!("# One array task per run of the sweep ({tasks} runs; `abcond sweep CONFIG --list` lists them):\n# task N trains (or resumes), probes and analyses run N.\n"),
+            format!("{base} --task \"$SLURM_ARRAY_TASK_ID\""),
+        )
+    } else {
+        (
+            "# The config declares no sweep: one task trains (or resumes), probes and analyses its run.\n".to_string(),
+            base.clone(),
+        )
+    };
+    let run_text = format!(
+        "{header}{what}# Preemption: --requeue restarts a preempted task, which resumes its run from the\n# last checkpoint; the log is appended to, not replaced.\n#SBATCH --job-name={}\n#SBATCH --array=0-{}\n#SBATCH --output={}\n#SBATCH --open-mode=append\n#SBATCH --requeue\n{}set -euo pipefail\necho \"abcond task $SLURM_ARRAY_TASK_ID on $(hostname), job ${{SLURM_ARRAY_JOB_ID:-?}}, restart ${{SLURM_RESTART_COUNT:-0}}\"\nexec {task_cmd}\n",
+        job(""),
+        tasks - 1,
+        log("%A_%a.out"),
+        res.lines(),
+    );
+    let run = dir.join("run.sbatch");
+    crate::store::atomic::write_bytes(&run, run_text.as_bytes())?;
+
+    let analyze_path = if analyze {
+        let all = if sweep {
+            format!("{base} --all")
+        } else {
+            base.clone()
+        };
+        let text = format!(
+            "{header}# Submitted by submit.sh with --dependency=afterany:<array job>: once every task\n# has ended (also failed ones), finishes what is unfinished (finished runs are\n# skipped) and analyses the experiment into {}.\n#SBATCH --job-name={}\n#SBATCH --output={}\n#SBATCH --open-mode=append\n#SBATCH --requeue\n{}set -euo pipefail\nexec {all}\n",
+            out.join(&experiment).join("analysis").display(),
+            job("-analyze"),
+            log("%j-analyze.out"),
+            res.lines(),
+        );
+        let p = dir.join("analyze.sbatch");
+        crate::store::atomic::write_bytes(&p, text.as_bytes())?;
+        Some(p)
+    } else {
+        None
+    };
+
+    let q = |p: &Path| quote(&p.display().to_string());
+    let mut submit = format!(
+        "#!/bin/bash\n# Written by `abcond slurm`: submits {} (array of {tasks}){}.\n# Extra arguments are passed to every sbatch call (e.g. --qos=high).\nset -euo pipefail\n# --parsable prints \"jobid\" or \"jobid;cluster\".\narray=$(sbatch --parsable \"$@\" {})\narray=${{array%%;*}}\necho \"submitted array job $array ({tasks} tasks): logs in {}\"\n",
+        q(&run),
+        if analyze {
+            " and then analyze.sbatch after it"
+        } else {
+            ""
+        },
+        q(&run),
+        dir.display()
+    );
+    if let Some(a) = &analyze_path {
+        submit.push_str(&format!(
+            "analysis=$(sbatch --parsable --dependency=afterany:\"$array\" \"$@\" {})\nanalysis=${{analysis%%;*}}\necho \"submitted analysis job $analysis (after array job $array ends)\"\n",
+            q(a)
+        ));
+    }
+    let submit_path = dir.join("submit.sh");
+    crate::store::atomic::write_bytes(&submit_path, submit.as_bytes())?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for p in [Some(&run), analyze_path.as_ref(), Some(&submit_path)]
+            .into_iter()
+            .flatten()
+        {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755))
+                .with_context(|| format!("making {} executable", p.display()))?;
+        }
+    }
+    Ok(Scripts {
+        dir,
+        run,
+        analyze: analyze_path,
+        submit: submit_path,
+        tasks,
+        run_text,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn quoting() {
+        assert_eq!(super::quote("/a/b.yaml"), "/a/b.yaml");
+        assert_eq!(super::quote("optim.lr=0.1"), "optim.lr=0.1");
+        assert_eq!(super::quote("a b"), "'a b'");
+        assert_eq!(super::quote("it's"), r"'it'\''s'");
+        assert_eq!(super::quote(""), "''");
+    }
+}

@@ -1,0 +1,207 @@
+//! `abcond slurm`: the job-array script, the dependent analysis job and
+//! submit.sh, checked by `bash -n` and by running submit.sh against a fake
+//! `sbatch` that records its arguments.
+
+mod common;
+use common::*;
+use std::path::Path;
+
+const BASE: &str = "experiment: slurmy
+seed: 0
+device: cpu
+model: {preset: mlp, width: 8}
+data: {dataset: fashion-mnist, path: fmnist, subset: 100}
+train: {batch_size: 16, steps: 20}
+optim: {name: sgd, lr: 0.05}
+";
+
+fn bash_n(p: &Path) {
+    let o = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(p)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "bash -n {}: {}",
+        p.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn sweep_scripts_array_options_and_dependency() {
+    let dir = scratch("slurm-sweep");
+    write_config(
+        &dir,
+        "s.yaml",
+        &format!("{BASE}sweep:\n  model.width: [4, 8, 16]\n  seed: [0, 1]\n"),
+    );
+    let printed = ok(&abcond(
+        &dir,
+        &[
+            "--out",
+            "res",
+            "slurm",
+            "s.yaml",
+            "--partition",
+            "gpu",
+            "--gpus-per-task",
+            "1",
+            "--time",
+            "2:00:00",
+            "--mem",
+            "8G",
+            "--cpus-per-task",
+            "4",
+            "--account",
+            "proj42",
+            "--set",
+            "optim.lr=0.1",
+        ],
+    ));
+    let sdir = dir.join("res/slurmy/slurm");
+    let run = std::fs::read_to_string(sdir.join("run.sbatch")).unwrap();
+    assert!(printed.starts_with(&run), "prints run.sbatch:\n{printed}");
+    assert!(
+        printed.contains(&format!(
+            "submit:  bash {}",
+            sdir.join("submit.sh").display()
+        )),
+        "{printed}"
+    );
+    let bin = std::fs::canonicalize(bin()).unwrap();
+    let cfg = std::fs::canonicalize(dir.join("s.yaml")).unwrap();
+    for line in [
+        "#!/bin/bash".to_string(),
+        "#SBATCH --array=0-5".to_string(),
+        format!("#SBATCH --output={}/%A_%a.out", sdir.display()),
+        "#SBATCH --requeue".into(),
+        "#SBATCH --open-mode=append".into(),
+        "#SBATCH --partition=gpu".into(),
+        "#SBATCH --gpus-per-task=1".into(),
+        "#SBATCH --time=2:00:00".into(),
+        "#SBATCH --mem=8G".into(),
+        "#SBATCH --cpus-per-task=4".into(),
+        "#SBATCH --account=proj42".into(),
+        "set -euo pipefail".into(),
+        format!(
+            "exec {} --threads 4 --out {} run {} --set optim.lr=0.1 --task \"$SLURM_ARRAY_TASK_ID\"",
+            bin.display(),
+            dir.join("res").display(),
+            cfg.display()
+        ),
+    ] {
+        assert!(run.lines().any(|l| l == line), "run.sbatch lacks {line:?}:\n{run}");
+    }
+    let analyze = std::fs::read_to_string(sdir.join("analyze.sbatch")).unwrap();
+    assert!(!analyze.contains("--array"), "{analyze}");
+    assert!(
+        analyze.lines().any(|l| l
+            == format!(
+                "exec {} --threads 4 --out {} run {} --set optim.lr=0.1 --all",
+                bin.display(),
+                dir.join("res").display(),
+                cfg.display()
+            )),
+        "{analyze}"
+    );
+    assert!(analyze.contains("#SBATCH --partition=gpu\n"), "{analyze}");
+    for f in ["run.sbatch", "analyze.sbatch", "submit.sh"] {
+        bash_n(&sdir.join(f));
+    }
+
+    // A fake sbatch records each call and prints "<id>;cluster" like --parsable.
+    let fake = dir.join("fakebin");
+    std::fs::create_dir_all(&fake).unwrap();
+    write_config(
+        &fake,
+        "sbatch",
+        &format!(
+            "#!/bin/bash\necho \"$*\" >> {log}\nn=$(wc -l < {log})\necho \"$((1000 + n));clusterA\"\n",
+            log = dir.join("sbatch.log").display()
+        ),
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(fake.join("sbatch"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = std::process::Command::new("bash")
+        .arg(sdir.join("submit.sh"))
+        .arg("--qos=high")
+        .env(
+            "PATH",
+            format!("{}:{}", fake.display(), std::env::var("PATH").unwrap()),
+        )
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        o.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let calls = std::fs::read_to_string(dir.join("sbatch.log")).unwrap();
+    assert_eq!(
+        calls.lines().collect::<Vec<_>>(),
+        vec![
+            format!(
+                "--parsable --qos=high {}",
+                sdir.join("run.sbatch").display()
+            ),
+            format!(
+                "--parsable --dependency=afterany:1001 --qos=high {}",
+                sdir.join("analyze.sbatch").display()
+            ),
+        ],
+        "{said}"
+    );
+    assert!(
+        said.contains("submitted array job 1001 (6 tasks)"),
+        "{said}"
+    );
+    assert!(
+        said.contains("submitted analysis job 1002 (after array job 1001 ends)"),
+        "{said}"
+    );
+}
+
+#[test]
+fn config_without_sweep_is_an_array_of_one_and_options_are_optional() {
+    let dir = scratch("slurm-single");
+    write_config(&dir, "one.yaml", BASE);
+    ok(&abcond(&dir, &["slurm", "one.yaml", "--no-analyze"]));
+    let sdir = dir.join("results/slurmy/slurm");
+    let run = std::fs::read_to_string(sdir.join("run.sbatch")).unwrap();
+    assert!(run.contains("#SBATCH --array=0-0\n"), "{run}");
+    let sbatch: Vec<&str> = run.lines().filter(|l| l.starts_with("#SBATCH")).collect();
+    assert_eq!(
+        sbatch.len(),
+        5,
+        "only job name, array, output, open-mode, requeue:\n{run}"
+    );
+    let exec = run.lines().find(|l| l.starts_with("exec ")).unwrap();
+    assert!(
+        exec.ends_with("/one.yaml"),
+        "no --task for a config without sweep: {exec}"
+    );
+    assert!(!exec.contains("--threads"), "{exec}");
+    assert!(!sdir.join("analyze.sbatch").exists());
+    let submit = std::fs::read_to_string(sdir.join("submit.sh")).unwrap();
+    assert!(!submit.contains("dependency"), "{submit}");
+    for f in ["run.sbatch", "submit.sh"] {
+        bash_n(&sdir.join(f));
+    }
+    let help = ok(&abcond(&dir, &["slurm", "--help"]));
+    for word in [
+        "--partition",
+        "--gpus-per-task",
+        "--time",
+        "--mem",
+        "--cpus-per-task",
+        "--account",
+        "afterany",
+        "submit.sh",
+        "--requeue",
+    ] {
+        assert!(help.contains(word), "help lacks {word}:\n{help}");
+    }
+}
