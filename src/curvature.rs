@@ -30,6 +30,7 @@
 //!   is resolved (for the other end it is divided by the largest |λ| too).
 
 use crate::config::{Config, CurvatureProbe};
+use crate::data::augment::AugmentAt;
 use crate::data::{sampler, Dataset};
 use crate::model::{Mode, Model};
 use crate::progress::{note, Progress};
@@ -60,20 +61,22 @@ impl<'a> Hessian<'a> {
     }
 
     /// The Hessian of the mean loss of `model` over the examples `indices`,
-    /// `chunk` examples per term.
+    /// `chunk` examples per term, augmented as training step `at` saw them
+    /// (None: un-augmented), as the probe measures the loss.
     pub fn of_loss(
         model: &'a Model,
         data: &'a Dataset,
         indices: &'a [i64],
         chunk: usize,
         mode: Mode,
+        at: Option<AugmentAt>,
     ) -> Hessian<'a> {
         let params: Vec<Tensor> = model.params().into_iter().map(|(_, t)| t).collect();
         let chunk = chunk.max(1);
         let n = indices.len() as f64;
         Hessian::new(params, indices.len().div_ceil(chunk), move |j| {
             let part = &indices[j * chunk..((j + 1) * chunk).min(indices.len())];
-            let per = model.per_example_loss(&data.batch(part), mode);
+            let per = model.per_example_loss(&data.batch_for(part, at), mode);
             per.sum(per.kind()) / n
         })
     }
@@ -400,10 +403,13 @@ pub fn measure(
             }
             let mut rows = Vec::new();
             // As in the probe: the `train` minibatch with step k's augmentation.
-            let step_data = data.at_step(cfg.seed, k);
+            let step = AugmentAt {
+                seed: cfg.seed,
+                step: k,
+            };
             for (label, id, idx, listed) in &losses {
-                let data = if label == "train" { &step_data } else { &data };
-                let h = Hessian::of_loss(&model, data, idx, chunk, mode);
+                let at = (label == "train").then_some(step);
+                let h = Hessian::of_loss(&model, &data, idx, chunk, mode, at);
                 let e = extremes(&h, cfg.seed, &[k, *id], c.iterations, c.tol, c.both_ends);
                 let top = e.top.value.abs();
                 let (lambda_max, lambda_min) = e.max_min();

@@ -61,10 +61,7 @@ pub fn loss_and_grad(
     let n = indices.len() as f64;
     let mut sum = 0.0;
     for part in indices.chunks(chunk.max(1)) {
-        let batch = data
-            .batch_at(part, at)
-            .unwrap_or_else(|e| panic!("building a probe minibatch: {e:#}"));
-        let per = model.per_example_loss(&batch, mode);
+        let per = model.per_example_loss(&data.batch_for(part, at), mode);
         sum += per
             .to_kind(Kind::Double)
             .sum(Kind::Double)
@@ -86,10 +83,7 @@ pub fn loss_only(
     tch::no_grad(|| {
         let mut sum = 0.0;
         for part in indices.chunks(chunk.max(1)) {
-            let batch = data
-                .batch_at(part, at)
-                .unwrap_or_else(|e| panic!("building a probe minibatch: {e:#}"));
-            let per = model.per_example_loss(&batch, mode);
+            let per = model.per_example_loss(&data.batch_for(part, at), mode);
             sum += per
                 .to_kind(Kind::Double)
                 .sum(Kind::Double)

@@ -120,9 +120,12 @@ fn reader_order_and_augmentation_are_pure_functions() {
         .unwrap()
         .x;
     assert!(!other_seed.equal(&at(2)));
-    // The evaluation transform is deterministic; at_step views apply step k.
+    // The evaluation transform is deterministic; batch_for applies step k.
     assert!(data.batch(&idx).x.equal(&eval));
-    assert!(data.at_step(3, 2).batch(&idx).x.equal(&at(2)));
+    assert!(data
+        .batch_for(&idx, Some(AugmentAt { seed: 3, step: 2 }))
+        .x
+        .equal(&at(2)));
     // Normalised pixels are in the range of (p/255 − mean)/std.
     let (lo, hi) = (eval.min().double_value(&[]), eval.max().double_value(&[]));
     assert!(lo >= -0.485 / 0.229 - 1e-6 && hi <= (1.0 - 0.406) / 0.225 + 1e-6);

@@ -398,15 +398,13 @@ fn with_group_keys(mut c: Columns, a: &Analysis, labels: &[String]) -> Columns {
     let Some(first) = a.groups.first() else {
         return c;
     };
-    let index: Vec<usize> = labels
+    let by_label: std::collections::HashMap<&str, usize> = a
+        .groups
         .iter()
-        .map(|l| {
-            a.groups
-                .iter()
-                .position(|g| &g.group.label == l)
-                .expect("every row belongs to a group")
-        })
+        .enumerate()
+        .map(|(i, g)| (g.group.label.as_str(), i))
         .collect();
+    let index: Vec<usize> = labels.iter().map(|l| by_label[l.as_str()]).collect();
     for (k, key) in first.group.values.iter().map(|v| v.0.clone()).enumerate() {
         let all: Vec<&Value> = a.groups.iter().map(|g| &g.group.values[k].1).collect();
         let val = |i: &usize| &a.groups[*i].group.values[k].1;

@@ -50,7 +50,6 @@ impl CropFlip {
     }
 }
 
-#[derive(Clone)]
 pub struct Augmenter {
     pub kind: Augment,
     /// Padding value per channel, in the stored (normalised) units.

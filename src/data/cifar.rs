@@ -195,7 +195,6 @@ pub fn load(cfg: &DataConfig, dtype: Dtype) -> Result<Dataset> {
             .augment
             .map(|a| super::augment::Augmenter::new(a, pad_fill)),
         images: None,
-        augment_at: None,
     })
 }
 

@@ -50,9 +50,6 @@ pub struct Dataset {
     /// imagefolder: the index → file table; `x` is then empty and minibatches
     /// are decoded on demand (see [`Dataset::batch_at`]).
     pub images: Option<Arc<imagefolder::ImageFolder>>,
-    /// (run seed, step) whose training augmentation [`Dataset::batch`] applies
-    /// (a view made by [`Dataset::at_step`]); None: the evaluation transform.
-    pub augment_at: Option<augment::AugmentAt>,
 }
 
 /// A minibatch: inputs and targets of the examples `indices`.
@@ -108,32 +105,17 @@ impl Dataset {
         self.x.device()
     }
 
-    /// A view of the data whose minibatches are those training step `step` of a
-    /// run with seed `seed` saw (its augmentation); the probe's `train` rows use
-    /// it so that their loss_k equals the training loss of step k.
-    pub fn at_step(&self, seed: u64, step: u64) -> Dataset {
-        Dataset {
-            kind: self.kind,
-            x: self.x.shallow_clone(),
-            y: self.y.shallow_clone(),
-            len: self.len,
-            input_shape: self.input_shape.clone(),
-            targets: self.targets,
-            source_index: self.source_index.clone(),
-            source_dir: self.source_dir.clone(),
-            augment: self.augment.clone(),
-            images: self.images.clone(),
-            augment_at: Some(augment::AugmentAt { seed, step }),
-        }
+    /// The un-augmented minibatch of examples `indices` (in that order; the
+    /// evaluation transform for image files); see [`Dataset::batch_for`].
+    pub fn batch(&self, indices: &[i64]) -> Batch {
+        self.batch_for(indices, None)
     }
 
-    /// The minibatch made of examples `indices` (in that order), with the
-    /// augmentation of the step this view was made for ([`Dataset::at_step`]),
-    /// otherwise the evaluation transform for image files. Panics with the file's name if an
-    /// image cannot be decoded (training uses [`Dataset::batch_at`], which
-    /// returns the error).
-    pub fn batch(&self, indices: &[i64]) -> Batch {
-        self.batch_at(indices, self.augment_at)
+    /// [`Dataset::batch_at`] for the measuring code (probe, curvature), whose
+    /// signatures return numbers: panics with the file's name if an image cannot
+    /// be decoded (training calls `batch_at` and reports the error).
+    pub fn batch_for(&self, indices: &[i64], augment_at: Option<augment::AugmentAt>) -> Batch {
+        self.batch_at(indices, augment_at)
             .unwrap_or_else(|e| panic!("building a minibatch: {e:#}"))
     }
 
@@ -271,7 +253,6 @@ fn load_idx(cfg: &DataConfig, dtype: Dtype) -> Result<Dataset> {
         source_dir: Some(dir),
         augment: None,
         images: None,
-        augment_at: None,
     })
 }
 
@@ -297,7 +278,6 @@ fn load_imagefolder(cfg: &DataConfig, dtype: Dtype) -> Result<Dataset> {
         source_dir: Some(root),
         augment: None,
         images: Some(Arc::new(images)),
-        augment_at: None,
     })
 }
 

@@ -43,7 +43,6 @@ pub fn halfspace(cfg: &DataConfig, seed: u64, dtype: Dtype) -> Dataset {
         source_dir: None,
         augment: None,
         images: None,
-        augment_at: None,
     }
 }
 
@@ -86,7 +85,6 @@ pub fn matrix_factorisation(cfg: &DataConfig, seed: u64, dtype: Dtype) -> Datase
         source_dir: None,
         augment: None,
         images: None,
-        augment_at: None,
     }
 }
 
@@ -106,6 +104,5 @@ pub fn components(cfg: &DataConfig) -> Dataset {
         source_dir: None,
         augment: None,
         images: None,
-        augment_at: None,
     }
 }
