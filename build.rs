@@ -1,6 +1,7 @@
-//! Build script: bakes an rpath to libtorch, embeds the model presets from
-//! `models/*.yaml`, and records provenance (git commit, torch version) that
-//! `run.yaml` reports.
+//! Build script: bakes an rpath to libtorch, compiles the C++ shim
+//! `csrc/torch_ctx.cpp` (libtorch settings tch does not expose), embeds the
+//! model presets from `models/*.yaml`, and records provenance (git commit,
+//! torch version) that `run.yaml` reports.
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Command;
@@ -35,9 +36,11 @@ fn main() {
             })
             .unwrap_or_else(|| "unknown".to_string());
         println!("cargo:rustc-env=ABCOND_TORCH_VERSION={version}");
+        compile_shim(Path::new(&dir));
     } else {
         println!("cargo:rustc-env=ABCOND_LIBTORCH_LIB=");
         println!("cargo:rustc-env=ABCOND_TORCH_VERSION=unknown");
+        panic!("DEP_TCH_LIBTORCH_LIB is not set: torch-sys did not report its libtorch directory, so csrc/torch_ctx.cpp cannot be compiled");
     }
 
     // Git commit of the source tree, when built from a checkout.
@@ -90,4 +93,60 @@ fn main() {
     code.push_str("];\n");
     let out = Path::new(&std::env::var("OUT_DIR").unwrap()).join("presets.rs");
     std::fs::write(out, code).unwrap();
+}
+
+/// Compiles csrc/torch_ctx.cpp against the libtorch torch-sys links, with the
+/// flags torch-sys uses for its own libtch (C++17, the C++11 ABI setting of
+/// that libtorch). `lib` is libtorch's lib directory; the headers are beside it
+/// (`<lib>/../include`, for a pip torch and a libtorch archive alike).
+fn compile_shim(lib: &Path) {
+    let include = lib.join("..").join("include");
+    println!("cargo:rerun-if-changed=csrc/torch_ctx.cpp");
+    cc::Build::new()
+        .cpp(true)
+        .pic(true)
+        // -isystem: warnings for our file, not for libtorch's headers.
+        .warnings(true)
+        .flag("-isystem")
+        .flag(include.display().to_string())
+        .flag("-std=c++17")
+        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={}", cxx11_abi()))
+        .flag("-DGLOG_USE_GLOG_EXPORT")
+        .file("csrc/torch_ctx.cpp")
+        .compile("abcond_torch_ctx");
+}
+
+/// The _GLIBCXX_USE_CXX11_ABI of the libtorch in use, found as torch-sys finds
+/// it: $LIBTORCH_CXX11_ABI, else (with $LIBTORCH_USE_PYTORCH) what the Python
+/// torch reports, else 1 (every libtorch since 2.7 uses the C++11 ABI).
+fn cxx11_abi() -> String {
+    println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
+    println!("cargo:rerun-if-env-changed=LIBTORCH_USE_PYTORCH");
+    if let Ok(v) = std::env::var("LIBTORCH_CXX11_ABI") {
+        return v;
+    }
+    if std::env::var_os("LIBTORCH_USE_PYTORCH").is_some() {
+        // torch-sys's choice of interpreter.
+        let python = if std::env::var_os("VIRTUAL_ENV").is_some() {
+            "python"
+        } else {
+            "python3"
+        };
+        let out = Command::new(python)
+            .args([
+                "-c",
+                "import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))",
+            ])
+            .output()
+            .unwrap_or_else(|e| panic!("running {python} to ask torch for its C++ ABI: {e}"));
+        let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !(out.status.success() && (v == "0" || v == "1")) {
+            panic!(
+                "{python} did not report torch._C._GLIBCXX_USE_CXX11_ABI (got {v:?}; stderr: {}); set LIBTORCH_CXX11_ABI=0 or 1",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        return v;
+    }
+    "1".to_string()
 }

@@ -515,6 +515,8 @@ fn analyze_cmd(cli: &Cli, a: &AnalyzeArgs) -> anyhow::Result<()> {
 
 /// Runs the CLI and returns the process exit status.
 pub fn main() -> i32 {
+    // First, while the process has one thread and before CUDA initialises.
+    crate::reproducibility::init_process_env();
     let cli = Cli::parse();
     if let Some(n) = cli.threads {
         tch::set_num_threads(n.max(1));

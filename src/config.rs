@@ -341,6 +341,45 @@ pub struct TrainConfig {
     /// Extra resume checkpoint when this many minutes passed since the last one.
     #[serde(default = "default_checkpoint_minutes")]
     pub checkpoint_minutes: f64,
+    /// CUDA, f32 models: let cuBLAS matmuls and cuDNN convolutions of the
+    /// training steps use TF32 tensor cores (10-bit mantissa products; several
+    /// times faster on Ampere and later). Off by default, so that f32 training
+    /// on a GPU stays close to the CPU and to other GPU generations; the probe
+    /// never uses TF32 (src/reproducibility.rs).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_tf32: bool,
+    /// Mixed precision of the training steps' forward pass and loss
+    /// (`torch.autocast`): `bf16`, or absent for none. The backward pass
+    /// follows the forward's dtypes; parameters, optimiser state and snapshots
+    /// stay in `model.dtype`; steps.parquet records the autocast loss. The
+    /// probe and curvature never autocast. f32 models only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autocast: Option<AutocastDtype>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// The lower-precision dtype of `train.autocast`. bf16 only: it has f32's
+/// exponent range, so no loss scaling (GradScaler) is needed; fp16 would need it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AutocastDtype {
+    Bf16,
+}
+
+impl AutocastDtype {
+    pub fn name(self) -> &'static str {
+        match self {
+            AutocastDtype::Bf16 => "bf16",
+        }
+    }
+    pub fn kind(self) -> tch::Kind {
+        match self {
+            AutocastDtype::Bf16 => tch::Kind::BFloat16,
+        }
+    }
 }
 
 fn default_checkpoint_minutes() -> f64 {
@@ -1553,6 +1592,19 @@ impl Config {
             bail!("key `train.checkpoint_every` must be at least 1");
         }
         positive("train.checkpoint_minutes", t.checkpoint_minutes)?;
+        // Both only change f32 arithmetic: autocast never lowers f64, and TF32
+        // replaces f32 products only.
+        if self.model.dtype == Dtype::F64 {
+            if let Some(a) = t.autocast {
+                bail!(
+                    "key `train.autocast` ({}) applies to f32 models only (autocast never lowers f64 operations), but model.dtype is f64; remove the key or set model.dtype: f32",
+                    a.name()
+                );
+            }
+            if t.allow_tf32 {
+                bail!("key `train.allow_tf32` applies to f32 models only (TF32 replaces f32 products), but model.dtype is f64; remove the key or set model.dtype: f32");
+            }
+        }
         Ok(())
     }
 
@@ -2018,6 +2070,55 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.model.width, Some(64));
+    }
+
+    /// `train.allow_tf32` and `train.autocast`: defaults keep run ids (they
+    /// are not serialised), set values change them (they change the
+    /// trajectory), and the errors name the key and the allowed values.
+    #[test]
+    fn precision_keys_of_training() {
+        let plain = parse(BASE, &[]).unwrap();
+        assert_eq!(plain.train.autocast, None);
+        assert!(!plain.train.allow_tf32);
+        assert!(!plain.to_yaml().contains("autocast") && !plain.to_yaml().contains("allow_tf32"));
+        let off = parse(BASE, &["train.allow_tf32=false"]).unwrap();
+        assert_eq!(off.default_run_id(), plain.default_run_id());
+        let tf32 = parse(BASE, &["train.allow_tf32=true"]).unwrap();
+        let bf16 = parse(BASE, &["train.autocast=bf16"]).unwrap();
+        assert_eq!(bf16.train.autocast, Some(AutocastDtype::Bf16));
+        let ids = [&plain, &tf32, &bf16].map(|c| c.default_run_id());
+        assert!(
+            ids[0] != ids[1] && ids[0] != ids[2] && ids[1] != ids[2],
+            "{ids:?}"
+        );
+        assert_eq!(parse(&bf16.to_yaml(), &[]).unwrap(), bf16);
+
+        let msg = format!("{:#}", parse(BASE, &["train.autocast=fp16"]).unwrap_err());
+        assert!(
+            msg.contains("train.autocast") && msg.contains("`bf16`"),
+            "{msg}"
+        );
+        let msg = format!(
+            "{:#}",
+            parse(BASE, &["train.allow_tf32=yes please"]).unwrap_err()
+        );
+        assert!(msg.contains("train.allow_tf32"), "{msg}");
+        let msg = format!(
+            "{:#}",
+            parse(BASE, &["train.autocast=bf16", "model.dtype=f64"]).unwrap_err()
+        );
+        assert!(
+            msg.contains("train.autocast") && msg.contains("f64"),
+            "{msg}"
+        );
+        let msg = format!(
+            "{:#}",
+            parse(BASE, &["train.allow_tf32=true", "model.dtype=f64"]).unwrap_err()
+        );
+        assert!(
+            msg.contains("train.allow_tf32") && msg.contains("f64"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! [`optim`] → [`train`] (steps and iterate snapshots, via [`store`] into a
 //! [`run`] directory) → [`probe`] (landscape rows; [`curvature`]: Hessian
 //! eigenvalues) → [`analysis`] (exact
-//! alpha-beta region, PL/Aiming constants, figures, report).
+//! alpha-beta region, PL/Aiming constants, figures, report). Every phase runs
+//! under the determinism policy of [`reproducibility`] (libtorch settings
+//! through [`torch_ctx`]).
 
 pub mod analysis;
 pub mod cli;
@@ -19,10 +21,12 @@ pub mod optim;
 pub mod probe;
 pub mod progress;
 pub mod reduce;
+pub mod reproducibility;
 pub mod rng;
 pub mod run;
 pub mod slurm;
 pub mod store;
 pub mod sweep;
+pub mod torch_ctx;
 pub mod train;
 pub mod util;

@@ -283,6 +283,10 @@ pub fn probe(
         return known::probe_cloud(dir, &mut manifest, &cfg, quiet);
     }
     let device = crate::device::select(&cfg.device)?;
+    // TF32 off, no autocast, deterministic algorithms on CUDA: for the
+    // landscape rows and the curvature pass alike.
+    let reproducibility =
+        crate::reproducibility::apply(device, crate::reproducibility::Phase::Probe)?;
     let total = manifest.training.total_steps;
     let snapshots = dir.snapshot_steps()?;
     if !snapshots.contains(&total) {
@@ -564,6 +568,7 @@ pub fn probe(
         rows: rows.len() as u64,
         seconds_per_snapshot,
         curvature_seconds_per_snapshot: curvature.and_then(|c| c.seconds_per_snapshot),
+        reproducibility: Some(reproducibility),
     });
     dir.write_manifest(&manifest)?;
     Ok(ProbeOutcome {

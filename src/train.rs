@@ -311,6 +311,10 @@ pub fn train(
 
     let device = crate::device::select(&cfg.device)?;
     let device_name = crate::device::name(device);
+    let reproducibility = crate::reproducibility::apply(
+        device,
+        crate::reproducibility::Phase::of_training(&cfg.train),
+    )?;
     let setup = Setup::new(cfg, device)?;
     let mut manifest = match previous {
         Some(m) => m,
@@ -342,9 +346,9 @@ pub fn train(
     manifest.message = None;
     std::fs::create_dir_all(&dir.root)
         .with_context(|| format!("creating run directory {}", dir.root.display()))?;
-    manifest
-        .sessions
-        .push(Session::begin(command, &device_name, 0));
+    let mut session = Session::begin(command, &device_name, 0);
+    session.reproducibility = Some(reproducibility);
+    manifest.sessions.push(session);
     dir.write_manifest(&manifest)?;
 
     let total = setup.total_steps;
@@ -541,7 +545,13 @@ fn run_loop(
             bail!("the learning-rate schedule gives {lr} at step {k} of {total}; check the schedule section");
         }
         model.zero_grad();
-        let loss = model.loss(&batch, Mode::Train);
+        // The forward pass and loss under `train.autocast`; the backward pass
+        // (outside the region) follows the dtypes the forward recorded.
+        let loss = {
+            let _autocast =
+                crate::reproducibility::autocast_region(setup.device, cfg.train.autocast)?;
+            model.loss(&batch, Mode::Train)
+        };
         let loss_value = loss.double_value(&[]);
         let (gn, finite) = if loss_value.is_finite() {
             loss.backward();

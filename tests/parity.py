@@ -12,8 +12,16 @@ on the same minibatch with autograd; all must agree within the tolerance
     stored minibatches reproduces lr, loss and the consecutive snapshots x^1, x^2, …
     (relative error ≤ 1e-4 for f32, 1e-10 for f64: PyTorch fuses some multiply-adds).
 
-usage: parity.py RUN_DIR [--tol T]     exit status 1 on any disagreement
+Runs trained with `train.autocast: bf16`: the landscape rows are still checked
+against PyTorch without autocast at the f32 tolerance (the probe never
+autocasts), while the steps' losses and the replay run their forward passes
+under torch.autocast("cpu", torch.bfloat16) and are checked at --autocast-tol
+(a CUDA-trained run differs from CPU autocast by bf16 roundings).
+
+usage: parity.py RUN_DIR [--tol T] [--autocast-tol T]     exit status 1 on any disagreement
 """
+
+import contextlib
 
 import argparse
 import os
@@ -85,12 +93,22 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("run_dir")
     ap.add_argument("--tol", type=float, default=None)
+    ap.add_argument("--autocast-tol", type=float, default=1e-4)
     args = ap.parse_args()
     torch.set_num_threads(1)
     run = Run(args.run_dir)
     f64 = run.dtype == torch.float64
     tol = args.tol if args.tol is not None else (1e-10 if f64 else 1e-5)
     cfg = run.config
+    autocast = cfg["train"].get("autocast")
+    assert autocast in (None, "bf16"), autocast
+
+    def forward_ctx():
+        """The training forward pass's precision: bf16 autocast or none."""
+        if autocast:
+            return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     K = run.manifest["training"]["total_steps"]
     failures = []
     worst = {}
@@ -125,6 +143,7 @@ def main():
     model = run.model()
     n = len(run.y)
     current = None
+    autocast_effect = 0.0  # largest rel. difference of autocast and f32 losses
     for r in land:
         k = r["step"]
         if current != k:
@@ -152,7 +171,14 @@ def main():
         # Training normalises by batch statistics: only the batch-stats probe
         # measures the same f_i on a BatchNorm model.
         if r["probe"] == "train" and (policy == "batch-stats" or not has_bn):
-            check("steps.loss vs probe loss_k", steps[k]["loss"], r["loss_k"], where)
+            if autocast:
+                # steps.parquet holds the autocast loss of step k.
+                with forward_ctx():
+                    ac_loss = loss_at(model, run, idx, aug)
+                check("steps.loss vs autocast loss", steps[k]["loss"], ac_loss, where, tolerance=args.autocast_tol)
+                autocast_effect = max(autocast_effect, rel_err(ac_loss, loss_k))
+            else:
+                check("steps.loss vs probe loss_k", steps[k]["loss"], r["loss_k"], where)
 
     # Replay the first steps with torch.optim and torch.optim.lr_scheduler from
     # x^0 on the stored minibatches, as far as snapshots are consecutive.
@@ -160,7 +186,7 @@ def main():
     m = 0
     while m + 1 in snaps and m + 1 < K:
         m += 1
-    replay_tol = 1e-10 if f64 else 1e-4
+    replay_tol = 1e-10 if f64 else (args.autocast_tol if autocast else 1e-4)
     # Other optimisers and weight-decay groups are replayed by tests/check_optim.py.
     if cfg["optim"]["name"] not in TORCH_OPTIM or cfg["optim"].get("weight_decay_exclude"):
         m = 0
@@ -174,7 +200,8 @@ def main():
             check("lr vs torch scheduler", steps[k]["lr"], lr, f"step {k}")
             idx = torch.as_tensor(steps[k]["batch_indices"])
             opt.zero_grad()
-            loss = model(run.batch_x(steps[k]["batch_indices"], k), run.y[idx]).mean()
+            with forward_ctx():
+                loss = model(run.batch_x(steps[k]["batch_indices"], k), run.y[idx]).mean()
             check_loose("loss vs torch replay", steps[k]["loss"], loss.item(), f"step {k}", replay_tol)
             loss.backward()
             opt.step()
@@ -192,10 +219,16 @@ def main():
 
     print(
         f"parity {args.run_dir}: {len(land)} landscape rows, tolerance {tol:.0e}; "
+        f"{'bf16 autocast training, ' if autocast else ''}"
         f"replayed {m} steps with torch.optim.{TORCH_OPTIM.get(cfg['optim']['name'], '-')} (tolerance {replay_tol:.0e})"
     )
     for what, (e, where) in sorted(worst.items()):
         print(f"  max rel err {what:<28} {e:.3e}  ({where})")
+    if autocast:
+        print(f"  bf16 autocast loss vs f32 loss at the same x^k: max rel diff {autocast_effect:.3e}")
+        # bf16 keeps 8 bits of mantissa: an autocast forward that changed nothing did not run.
+        if not autocast_effect > 1e-5:
+            failures.append(f"the autocast losses equal the f32 ones (max rel diff {autocast_effect:.1e}): autocast did not take effect")
     if failures:
         print(f"{len(failures)} disagreements:")
         for f in failures[:20]:

@@ -5,7 +5,7 @@
 use super::{linear_bias, linear_weight, Mode, Net};
 use crate::data::Batch;
 use tch::nn::Path;
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 pub struct Mlp {
     layers: Vec<(Tensor, Tensor)>,
@@ -41,10 +41,16 @@ impl Net for Mlp {
     }
 }
 
-/// −log softmax(logits)[y] for each row.
+/// −log softmax(logits)[y] for each row, computed in at least f32: under
+/// `train.autocast` the logits are bf16, and the loss is then taken in f32 as
+/// torch.nn.functional.cross_entropy does under autocast (CPU and CUDA).
 pub(crate) fn cross_entropy_per_example(logits: &Tensor, y: &Tensor) -> Tensor {
+    let kind = match logits.kind() {
+        Kind::Half | Kind::BFloat16 => Kind::Float,
+        k => k,
+    };
     -logits
-        .log_softmax(-1, logits.kind())
+        .log_softmax(-1, kind)
         .gather(1, &y.unsqueeze(1), false)
         .squeeze_dim(1)
 }

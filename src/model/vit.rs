@@ -218,7 +218,9 @@ impl Vit {
             let k = split(lin(&y, &b.key));
             let v = split(lin(&y, &b.value));
             let scores = q.matmul(&k.transpose(-1, -2)) / (hd as f64).sqrt();
-            let probs = drop(scores.softmax(-1, scores.kind()));
+            // No explicit dtype: under `train.autocast` libtorch's autocast
+            // policy picks it, as for torch.softmax (f32 on CUDA).
+            let probs = drop(scores.softmax(-1, None));
             let ctx = probs
                 .matmul(&v)
                 .permute([0, 2, 1, 3])

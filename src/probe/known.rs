@@ -110,6 +110,8 @@ pub fn probe_cloud(
     let p = &cfg.probe;
     let cloud = p.cloud.as_ref().expect("cloud settings");
     let device = crate::device::select(&cfg.device)?;
+    let reproducibility =
+        crate::reproducibility::apply(device, crate::reproducibility::Phase::Probe)?;
     let started = crate::util::now_rfc3339();
     let data = Dataset::load(&cfg.data, cfg.model.dtype, device)?;
     let model = Model::build(&cfg.model, &data, device, cfg.seed)?;
@@ -225,6 +227,7 @@ pub fn probe_cloud(
         rows: rows.len() as u64,
         seconds_per_snapshot: None,
         curvature_seconds_per_snapshot: None,
+        reproducibility: Some(reproducibility),
     });
     dir.write_manifest(manifest)?;
     Ok(super::ProbeOutcome {

@@ -79,6 +79,10 @@ pub struct Session {
     pub end_step: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<String>,
+    /// The determinism, TF32 and autocast settings of this session's training
+    /// steps as libtorch reported them (src/reproducibility.rs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reproducibility: Option<crate::reproducibility::Reproducibility>,
 }
 
 impl Session {
@@ -94,6 +98,7 @@ impl Session {
             start_step,
             end_step: None,
             outcome: None,
+            reproducibility: None,
         }
     }
 }
@@ -127,6 +132,10 @@ pub struct ProbeInfo {
     /// curvature pass alone (mean over this probe session).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub curvature_seconds_per_snapshot: Option<f64>,
+    /// The settings the probe ran under (TF32 off, no autocast; on CUDA
+    /// deterministic algorithms), as libtorch reported them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reproducibility: Option<crate::reproducibility::Reproducibility>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
