@@ -246,4 +246,23 @@ mod tests {
         let p = apply(Device::Cpu, Phase::Probe).unwrap();
         assert_eq!(p.autocast, None);
     }
+
+    /// A CUDA record survives run.yaml (the workspace value starts with ':').
+    #[test]
+    fn record_round_trips_through_yaml() {
+        let r = Reproducibility {
+            deterministic_algorithms: true,
+            cudnn_benchmark: Some(false),
+            cudnn_deterministic: Some(true),
+            allow_tf32_cublas: Some(false),
+            allow_tf32_cudnn: Some(false),
+            cublas_workspace_config: Some(CUBLAS_WORKSPACE_DEFAULT.into()),
+            cublas_workspace_config_from: Some("abcond".into()),
+            autocast: Some("bf16".into()),
+            cpu_threads: 16,
+        };
+        let text = serde_yaml::to_string(&r).unwrap();
+        println!("{text}");
+        assert_eq!(serde_yaml::from_str::<Reproducibility>(&text).unwrap(), r);
+    }
 }
