@@ -178,8 +178,9 @@ struct Cluster {
 
 impl Cluster {
     fn start() -> Cluster {
-        // Short, private paths: a Unix socket path may not exceed 107 bytes.
-        let dir = std::env::temp_dir().join(format!("abcond-slurm-{}", std::process::id()));
+        // Under /tmp, not $TMPDIR: a Unix socket path may not exceed 107 bytes,
+        // and munged wants the socket's directories searchable by everyone.
+        let dir = Path::new("/tmp").join(format!("abcond-slurm-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let keys = dir.join("key");
         for d in [&dir, &dir.join("state"), &dir.join("spool"), &keys] {
