@@ -158,7 +158,8 @@ pub struct SlurmArgs {
     /// #SBATCH --cpus-per-task; abcond then runs with --threads N.
     #[arg(long, value_name = "N")]
     pub cpus_per_task: Option<u32>,
-    /// #SBATCH --gpus-per-task, e.g. 1 or a100:1 (set `device: cuda` in the config).
+    /// #SBATCH --gpus-per-task, e.g. 1 or a100:1 (set `device: cuda` in the config);
+    /// also writes #SBATCH --ntasks=1, which sbatch requires with it.
     #[arg(long, value_name = "N")]
     pub gpus_per_task: Option<String>,
     /// Write no analyze.sbatch (submit.sh then submits the array only).

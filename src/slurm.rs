@@ -41,6 +41,11 @@ impl Resources {
         add("time", self.time.clone());
         add("mem", self.mem.clone());
         add("cpus-per-task", self.cpus_per_task.map(|c| c.to_string()));
+        // sbatch refuses --gpus-per-task without a task count ("used without
+        // either --gpus or -n/--ntasks is not allowed"); a task is one process.
+        if self.gpus_per_task.is_some() {
+            add("ntasks", Some("1".to_string()));
+        }
         add("gpus-per-task", self.gpus_per_task.clone());
         s
     }

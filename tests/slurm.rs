@@ -79,6 +79,7 @@ fn sweep_scripts_array_options_and_dependency() {
         "#SBATCH --requeue".into(),
         "#SBATCH --open-mode=append".into(),
         "#SBATCH --partition=gpu".into(),
+        "#SBATCH --ntasks=1".into(),
         "#SBATCH --gpus-per-task=1".into(),
         "#SBATCH --time=2:00:00".into(),
         "#SBATCH --mem=8G".into(),
