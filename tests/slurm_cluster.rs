@@ -733,9 +733,10 @@ print("ok")
 /// `scontrol requeue` of a task while it trains: it must resume from its last
 /// checkpoint, neither restart nor repeat steps. Returns the resumed step.
 fn requeue_mid_training(cluster: &mut Cluster, dir: &Path, base: &str) -> String {
-    const STEPS: usize = 6000;
+    // Long enough (seconds on a busy 2-core machine) that the requeue lands mid-training.
+    const STEPS: usize = 20000;
     let long = format!(
-        "experiment: requeued\n{base}model: {{preset: mlp, width: 8}}\ntrain: {{batch_size: 16, steps: {STEPS}, checkpoint_every: 100}}\nsnapshots: {{every: 2000}}\n"
+        "experiment: requeued\n{base}model: {{preset: mlp, width: 8}}\ntrain: {{batch_size: 16, steps: {STEPS}, checkpoint_every: 100}}\nsnapshots: {{every: 5000}}\n"
     );
     write_config(dir, "long.yaml", &long);
     ok(&abcond(dir, &["--out", "res", "slurm", "long.yaml"]));
