@@ -312,7 +312,7 @@ impl Optimizer {
                 targets.push(p.shallow_clone());
                 st.momentum_buffer = Some(buf);
             }
-            let norm = crate::reduce::dot(&bufs, &bufs).sqrt();
+            let norm = crate::reduce::norm_sq(&bufs).sqrt();
             let step = if norm > 0.0 { lr / norm } else { 0.0 };
             for (mut p, b) in targets.into_iter().zip(&bufs) {
                 let _ = p.g_add_(&(b * -step));
