@@ -144,7 +144,8 @@ def main():
         (per.sum() / b).backward()
         with torch.no_grad():
             inner = torch.stack([(p.grad.double() * d).sum() for p, d in zip(params, diffs)]).sum().item()
-            grad_norm = math.sqrt(torch.stack([p.grad.double().square().sum() for p in params]).sum().item())
+            norms = [torch.linalg.vector_norm(p.grad, dtype=torch.float64) for p in params]
+            grad_norm = torch.linalg.vector_norm(torch.stack(norms)).item()
         row = {
             "step": [k],
             "probe": ["train"],

@@ -120,8 +120,9 @@ def main():
         loss = model(xb, yb).mean()
         loss_value = loss.item()
         loss.backward()
-        with torch.no_grad():
-            grad_norm = torch.stack([p.grad.double().square().sum() for p in params]).sum().sqrt().item()
+        with torch.no_grad():  # as clip_grad_norm_ does it, in f64
+            norms = [torch.linalg.vector_norm(p.grad, dtype=torch.float64) for p in params]
+            grad_norm = torch.linalg.vector_norm(torch.stack(norms)).item()
         if not (np.isfinite(loss_value) and np.isfinite(grad_norm)):
             sys.exit(f"diverged at step {k}: loss {loss_value}, gradient norm {grad_norm}")
         opt.step()

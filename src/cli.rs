@@ -515,6 +515,7 @@ fn analyze_cmd(cli: &Cli, a: &AnalyzeArgs) -> anyhow::Result<()> {
 
 /// Runs the CLI and returns the process exit status.
 pub fn main() -> i32 {
+    crate::util::tune_malloc();
     let cli = Cli::parse();
     if let Some(n) = cli.threads {
         tch::set_num_threads(n.max(1));

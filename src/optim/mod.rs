@@ -203,7 +203,12 @@ impl Optimizer {
                                 None => g.detach().copy(),
                                 Some(mut b) => {
                                     let _ = b.g_mul_scalar_(momentum);
-                                    let _ = b.g_add_(&(&g * (1.0 - dampening)));
+                                    // g·1 = g exactly: skip a pass and a temporary.
+                                    let _ = if dampening == 0.0 {
+                                        b.g_add_(&g)
+                                    } else {
+                                        b.g_add_(&(&g * (1.0 - dampening)))
+                                    };
                                     b
                                 }
                             };
