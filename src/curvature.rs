@@ -133,7 +133,7 @@ pub struct Eigen {
 }
 
 fn norm(v: &[Tensor]) -> f64 {
-    reduce::dot(v, v).sqrt()
+    reduce::norm_sq(v).sqrt()
 }
 
 fn scale(v: &[Tensor], s: f64) -> Vec<Tensor> {

@@ -145,6 +145,17 @@ pub fn render(dir: &RunDir) -> Result<String> {
                 p.settings.batchnorm.name(),
                 p.seconds_per_snapshot.map_or(String::new(), |x| format!(", {x:.3} s per snapshot"))
             )?;
+            if let Some(t) = &p.timing {
+                writeln!(
+                    s,
+                    "            last session: {} snapshots, setup {:.2} s, median {:.3} s per snapshot (reading {:.2} s, writing {:.2} s in all)",
+                    t.snapshots,
+                    t.setup_seconds,
+                    t.seconds_per_snapshot_median,
+                    t.read_seconds,
+                    t.write_seconds
+                )?;
+            }
             let probed: Vec<u64> = crate::probe::coverage(&rows)
                 .keys()
                 .map(|&k| k as u64)
@@ -186,6 +197,17 @@ pub fn render(dir: &RunDir) -> Result<String> {
             sess.ended.as_deref().unwrap_or("?"),
             sess.outcome.as_deref().unwrap_or("no end recorded")
         )?;
+        if let Some(t) = &sess.timing {
+            writeln!(
+                s,
+                "     {} steps: setup {:.2} s, median step {:.3} ms, loop {:.2} s of which writing {:.2} s",
+                t.steps,
+                t.setup_seconds,
+                1e3 * t.step_seconds_median,
+                t.loop_seconds,
+                t.write_seconds
+            )?;
+        }
     }
     writeln!(s, "config")?;
     for line in c.to_yaml().lines() {

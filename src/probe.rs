@@ -39,9 +39,10 @@ use crate::data::Dataset;
 use crate::model::{Mode, Model};
 use crate::progress::{note, Progress};
 use crate::reduce;
-use crate::run::{ProbeInfo, RunDir, Status};
+use crate::run::{ProbeInfo, ProbeTiming, RunDir, Status};
 use crate::store::tables::{self, LandscapeRow};
 use crate::store::tensors;
+use crate::store::writer::Writer;
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -120,7 +121,7 @@ pub fn measure(
     let (inner, grad_norm) = tch::no_grad(|| {
         (
             reduce::dot_diff(&grads, &params, reference),
-            reduce::dot(&grads, &grads).sqrt(),
+            reduce::norm_sq(&grads).sqrt(),
         )
     });
     Measurement {
@@ -328,7 +329,9 @@ pub fn probe(
 
     let started = crate::util::now_rfc3339();
     let mut seconds_per_snapshot = None;
+    let mut timing = None;
     if !todo.is_empty() {
+        let setup_start = Instant::now();
         let data = Dataset::load(&cfg.data, cfg.model.dtype, device)?;
         if data.len != manifest.training.examples {
             bail!(
@@ -382,7 +385,14 @@ pub fn probe(
         );
         let mut progress = Progress::new("probe", todo.len() as u64, quiet);
         let t0 = Instant::now();
+        let setup_seconds = (t0 - setup_start).as_secs_f64();
+        let (mut read_seconds, mut write_seconds) = (0.0, 0.0);
+        let mut snapshot_seconds = Vec::with_capacity(todo.len());
+        // Parts are written in the background (store/writer.rs) while the next
+        // snapshot is measured; all are on disk before anything reads them.
+        let mut writer = Writer::new(2);
         for (done, &k) in todo.iter().enumerate() {
+            let snapshot_start = Instant::now();
             let snap = dir.snapshot(k);
             let file = tensors::read(&snap, device)
                 .and_then(|f| {
@@ -392,6 +402,7 @@ pub fn probe(
                 .with_context(|| format!("probing snapshot step={k}"))?;
             model.load(&file, &snap.display().to_string())?;
             drop(file);
+            read_seconds += snapshot_start.elapsed().as_secs_f64();
             // x_p: x^K, or Proj(x^k, S) loaded into reference_model.
             let projected = known::projection_reference(p.reference, &model, &reference_model)?;
             let is_projected = projected.is_some();
@@ -475,11 +486,25 @@ pub fn probe(
             ];
             // Provenance only: which `--shard` measured the part.
             meta.extend(shard.map(|s| ("abcond.shard", s.to_string())));
-            tables::write_landscape(&dir.probe_part(k), &rows, &meta)?;
+            let write_start = Instant::now();
+            let part = dir.probe_part(k);
+            writer.submit(move || tables::write_probe_part(&part, &rows, &meta))?;
+            write_seconds += write_start.elapsed().as_secs_f64();
             progress.update(done as u64 + 1, || format!("step {k}"));
+            snapshot_seconds.push(snapshot_start.elapsed().as_secs_f64());
         }
+        let write_start = Instant::now();
+        writer.finish()?;
+        write_seconds += write_start.elapsed().as_secs_f64();
         progress.finish();
         seconds_per_snapshot = Some(t0.elapsed().as_secs_f64() / todo.len() as f64);
+        timing = crate::run::median(&mut snapshot_seconds).map(|m| ProbeTiming {
+            setup_seconds,
+            snapshots: todo.len() as u64,
+            seconds_per_snapshot_median: m,
+            read_seconds,
+            write_seconds,
+        });
         note(
             quiet,
             &format!(
@@ -571,6 +596,7 @@ pub fn probe(
         seconds_per_snapshot,
         curvature_seconds_per_snapshot: curvature.and_then(|c| c.seconds_per_snapshot),
         reproducibility: Some(reproducibility),
+        timing,
     });
     dir.write_manifest(&manifest)?;
     Ok(ProbeOutcome {

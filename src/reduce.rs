@@ -1,23 +1,39 @@
 //! Reductions over lists of tensors (one entry per parameter), converted to
 //! and accumulated in f64 piece by piece so that temporaries stay bounded for
-//! huge tensors. One host synchronisation per call.
+//! huge tensors. One host synchronisation per call. They run at every
+//! training step (the gradient norm) and for every probed minibatch, so their
+//! cost matters (docs/benchmarks.md).
 //!
 //! Never in place: `to_kind(Double)` on an f64 tensor returns the tensor
 //! itself, so an in-place operation here would overwrite a parameter.
 
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
-/// Elements per f64 conversion.
-const CHUNK: i64 = 1 << 22;
+/// Elements per f64 conversion on the CPU: 2^16 (512 KiB of f64), so that the
+/// converted piece is still in cache when it is multiplied and summed. With
+/// 4M-element pieces every pass went to memory: ResNet-18's gradient norm
+/// took ~10× longer on one core (docs/benchmarks.md).
+const CPU_CHUNK: i64 = 1 << 16;
+/// On a GPU each piece costs kernel launches; memory bandwidth is plentiful.
+const GPU_CHUNK: i64 = 1 << 22;
 
 /// Σ over tensors i and chunks [s, s + len) of `term(i, s, len)` (a scalar f64
 /// tensor). `lens` are the numbers of elements of the tensors.
-fn chunked_sum(lens: &[i64], mut term: impl FnMut(usize, i64, i64) -> Tensor) -> f64 {
+fn chunked_sum(
+    lens: &[i64],
+    device: Device,
+    mut term: impl FnMut(usize, i64, i64) -> Tensor,
+) -> f64 {
+    let chunk = if device == Device::Cpu {
+        CPU_CHUNK
+    } else {
+        GPU_CHUNK
+    };
     let mut parts = Vec::new();
     for (i, &n) in lens.iter().enumerate() {
         let mut start = 0;
         while start < n {
-            let len = CHUNK.min(n - start);
+            let len = chunk.min(n - start);
             parts.push(term(i, start, len));
             start += len;
         }
@@ -40,18 +56,31 @@ fn lens(ts: &[Tensor]) -> Vec<i64> {
     ts.iter().map(|t| t.numel() as i64).collect()
 }
 
+fn device(ts: &[Tensor]) -> Device {
+    ts.first().map_or(Device::Cpu, Tensor::device)
+}
+
 /// Σ_i <a_i, b_i>.
 pub fn dot(a: &[Tensor], b: &[Tensor]) -> f64 {
     let (a, b) = (flat(a), flat(b));
-    chunked_sum(&lens(&a), |i, s, l| {
+    chunked_sum(&lens(&a), device(&a), |i, s, l| {
         (piece(&a[i], s, l) * piece(&b[i], s, l)).sum(Kind::Double)
+    })
+}
+
+/// Σ_i ||a_i||² (= `dot(a, a)`, converting each piece to f64 once).
+pub fn norm_sq(a: &[Tensor]) -> f64 {
+    let a = flat(a);
+    chunked_sum(&lens(&a), device(&a), |i, s, l| {
+        let p = piece(&a[i], s, l);
+        (&p * &p).sum(Kind::Double)
     })
 }
 
 /// Σ_i <a_i, b_i − c_i>, the difference taken in f64.
 pub fn dot_diff(a: &[Tensor], b: &[Tensor], c: &[Tensor]) -> f64 {
     let (a, b, c) = (flat(a), flat(b), flat(c));
-    chunked_sum(&lens(&a), |i, s, l| {
+    chunked_sum(&lens(&a), device(&a), |i, s, l| {
         (piece(&a[i], s, l) * (piece(&b[i], s, l) - piece(&c[i], s, l))).sum(Kind::Double)
     })
 }
@@ -59,10 +88,9 @@ pub fn dot_diff(a: &[Tensor], b: &[Tensor], c: &[Tensor]) -> f64 {
 /// Σ_i ||b_i − c_i||², the difference taken in f64.
 pub fn dist_sq(b: &[Tensor], c: &[Tensor]) -> f64 {
     let (b, c) = (flat(b), flat(c));
-    chunked_sum(&lens(&b), |i, s, l| {
-        (piece(&b[i], s, l) - piece(&c[i], s, l))
-            .square()
-            .sum(Kind::Double)
+    chunked_sum(&lens(&b), device(&b), |i, s, l| {
+        let d = piece(&b[i], s, l) - piece(&c[i], s, l);
+        (&d * &d).sum(Kind::Double)
     })
 }
 
@@ -87,8 +115,27 @@ mod tests {
             1.0 * 3.0 + 2.0 * 3.0 + 3.0 * 3.0 + 4.0
         );
         assert_eq!(dist_sq(&b, &a), 27.0 + 4.0);
+        assert_eq!(norm_sq(&a), 14.0 + 4.0);
         // f64 inputs are left unchanged
         assert_eq!(Vec::<f64>::try_from(&a[0]).unwrap(), vec![1.0, 2.0, 3.0]);
         assert_eq!(dot(&[], &[]), 0.0);
+        assert_eq!(norm_sq(&[]), 0.0);
+    }
+
+    /// Tensors longer than a CPU piece (and not a multiple of it) are summed
+    /// whole: every element of f32 inputs enters in f64, so the sums of
+    /// integers below 2^24 are exact.
+    #[test]
+    fn pieces_cover_every_element() {
+        let n = 3 * CPU_CHUNK + 17;
+        let opts = (Kind::Float, tch::Device::Cpu);
+        let a = vec![Tensor::arange(n, opts), Tensor::ones([5, 7], opts)];
+        let b = vec![Tensor::ones([n], opts), Tensor::full([5, 7], 3.0, opts)];
+        let c = vec![Tensor::zeros([n], opts), Tensor::ones([5, 7], opts)];
+        let m = n as f64;
+        assert_eq!(dot(&a, &b), m * (m - 1.0) / 2.0 + 105.0);
+        assert_eq!(dot_diff(&a, &b, &c), m * (m - 1.0) / 2.0 + 70.0);
+        assert_eq!(norm_sq(&a), (m - 1.0) * m * (2.0 * m - 1.0) / 6.0 + 35.0);
+        assert_eq!(dist_sq(&b, &c), m + 140.0);
     }
 }

@@ -21,12 +21,15 @@ use crate::model::{Mode, Model};
 use crate::optim::{schedule, Optimizer};
 use crate::progress::{note, Progress};
 use crate::rng::{self, stream};
-use crate::run::{Manifest, Provenance, RunDir, Session, Status, TrainingInfo, MANIFEST_FORMAT};
+use crate::run::{
+    Manifest, Provenance, RunDir, Session, Status, TrainTiming, TrainingInfo, MANIFEST_FORMAT,
+};
 use crate::store::tables::{self, StepRow};
-use crate::store::tensors::{self, DEFAULT_CHUNK};
+use crate::store::tensors::{self, NamedTensor, DEFAULT_CHUNK};
+use crate::store::writer::{self, Writer};
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
@@ -118,7 +121,7 @@ pub fn grad_norm(model: &Model) -> f64 {
         .map(|(_, p)| p.grad())
         .filter(Tensor::defined)
         .collect();
-    tch::no_grad(|| crate::reduce::dot(&grads, &grads)).sqrt()
+    tch::no_grad(|| crate::reduce::norm_sq(&grads)).sqrt()
 }
 
 fn iterate_meta(m: &Manifest, step: u64, content: &str) -> Vec<(&'static str, String)> {
@@ -130,27 +133,54 @@ fn iterate_meta(m: &Manifest, step: u64, content: &str) -> Vec<(&'static str, St
     ]
 }
 
-/// Writes the iterate x^k of `model` as `iterates/step=<k>/part-0.parquet`.
-fn write_snapshot(dir: &RunDir, model: &Model, m: &Manifest, k: u64) -> Result<()> {
+/// Queues the writing of `contents` (copied now: training goes on changing
+/// the originals) as the tensor file `path`.
+fn queue_tensors(
+    writer: &mut Writer,
+    path: PathBuf,
+    contents: Vec<NamedTensor>,
+    dtype: crate::config::Dtype,
+    meta: Vec<(&'static str, String)>,
+) -> Result<()> {
+    let contents = writer::cpu_copies(contents);
+    writer.submit(move || {
+        tensors::write(&path, &contents, dtype, &meta, DEFAULT_CHUNK)?;
+        Ok(())
+    })
+}
+
+/// Queues the iterate x^k of `model` as `iterates/step=<k>/part-0.parquet`.
+fn write_snapshot(
+    writer: &mut Writer,
+    dir: &RunDir,
+    model: &Model,
+    m: &Manifest,
+    k: u64,
+) -> Result<()> {
     let meta = iterate_meta(m, k, "iterate");
-    tensors::write(
-        &dir.snapshot(k),
-        &model.tensors(),
-        model.dtype,
-        &meta,
-        DEFAULT_CHUNK,
-    )?;
+    queue_tensors(writer, dir.snapshot(k), model.tensors(), model.dtype, meta)
+}
+
+/// Queues the rows not yet on disk as a steps part.
+fn flush_steps(
+    writer: &mut Writer,
+    dir: &RunDir,
+    rows: &mut Vec<StepRow>,
+    m: &Manifest,
+) -> Result<()> {
+    if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
+        let path = dir.steps_part(first.step as u64, last.step as u64);
+        let rows = std::mem::take(rows);
+        let meta = [("abcond.run_id", m.run_id.clone())];
+        writer.submit(move || tables::write_steps(&path, &rows, &meta))?;
+    }
     Ok(())
 }
 
-/// Writes the rows not yet on disk as a steps part.
-fn flush_steps(dir: &RunDir, rows: &mut Vec<StepRow>, m: &Manifest) -> Result<()> {
-    if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
-        let path = dir.steps_part(first.step as u64, last.step as u64);
-        tables::write_steps(&path, rows, &[("abcond.run_id", m.run_id.clone())])?;
-        rows.clear();
-    }
-    Ok(())
+/// Queues run.yaml as `m` is now.
+fn queue_manifest(writer: &mut Writer, dir: &RunDir, m: &Manifest) -> Result<()> {
+    let (path, text) = (dir.manifest(), crate::run::manifest_text(m)?);
+    writer.submit(move || crate::store::atomic::write_bytes(&path, text.as_bytes()))
 }
 
 /// Parses the first step of a steps part file name.
@@ -262,6 +292,7 @@ pub fn train(
     command: &str,
     quiet: bool,
 ) -> Result<TrainOutcome> {
+    let began = Instant::now();
     let run_id = run_id
         .map(str::to_string)
         .unwrap_or_else(|| cfg.default_run_id());
@@ -355,7 +386,7 @@ pub fn train(
     dir.write_manifest(&manifest)?;
 
     let total = setup.total_steps;
-    let mut result = run_loop(&dir, cfg, setup, &mut manifest, quiet);
+    let mut result = run_loop(&dir, cfg, setup, &mut manifest, began, quiet);
     // Completed or diverged: merge the step rows before the manifest says so.
     let finished = match &result {
         Ok(()) => true,
@@ -408,6 +439,7 @@ fn run_loop(
     cfg: &Config,
     mut setup: Setup,
     manifest: &mut Manifest,
+    began: Instant,
     quiet: bool,
 ) -> Result<()> {
     let total = setup.total_steps;
@@ -486,6 +518,17 @@ fn run_loop(
     );
 
     let mut rows: Vec<StepRow> = Vec::new();
+    // Snapshots, step rows, checkpoints and run.yaml are written in the
+    // background, in order (store/writer.rs); the queue holds about one
+    // snapshot step's files.
+    let mut writer = Writer::new(4);
+    // Timing (run.yaml: sessions[].timing): the loop from here, the time it
+    // spends on writes (copying for the writer, waiting for it), and each
+    // update's own wall time.
+    let loop_start = Instant::now();
+    let setup_seconds = (loop_start - began).as_secs_f64();
+    let mut write_seconds = 0.0;
+    let mut step_seconds: Vec<f64> = Vec::with_capacity((total - start) as usize);
     let mut progress = Progress::new("train", total, quiet);
     let mut last_checkpoint = Instant::now();
     let mut last_loss = f64::NAN;
@@ -496,13 +539,14 @@ fn run_loop(
     for k in start..total {
         let is_snapshot = setup.snapshots.contains(&k);
         let resumed_here = k == start && start > 0;
+        let writes_start = Instant::now();
         if is_snapshot && !resumed_here {
-            write_snapshot(dir, model, manifest, k)?;
+            write_snapshot(&mut writer, dir, model, manifest, k)?;
         }
         let periodic = cfg.train.checkpoint_every.is_some_and(|n| k % n == 0)
             || last_checkpoint.elapsed().as_secs_f64() >= checkpoint_secs;
         if (is_snapshot || periodic) && !resumed_here && k > 0 {
-            flush_steps(dir, &mut rows, manifest)?;
+            flush_steps(&mut writer, dir, &mut rows, manifest)?;
             let mut contents = opt.state_tensors();
             if !is_snapshot {
                 contents.extend(model.tensors());
@@ -514,17 +558,13 @@ fn run_loop(
                 "abcond.iterate",
                 if is_snapshot { "snapshot" } else { "inline" }.into(),
             ));
-            tensors::write(
-                &dir.checkpoint(),
-                &contents,
-                model.dtype,
-                &meta,
-                DEFAULT_CHUNK,
-            )?;
+            queue_tensors(&mut writer, dir.checkpoint(), contents, model.dtype, meta)?;
             manifest.training.steps_done = k;
-            dir.write_manifest(manifest)?;
+            queue_manifest(&mut writer, dir, manifest)?;
             last_checkpoint = Instant::now();
         }
+        let step_start = Instant::now();
+        write_seconds += (step_start - writes_start).as_secs_f64();
 
         if crash_at == Some(k) {
             std::process::abort();
@@ -579,7 +619,8 @@ fn run_loop(
             batch_indices: is_snapshot.then(|| indices.clone()),
         });
         if !finite {
-            flush_steps(dir, &mut rows, manifest)?;
+            flush_steps(&mut writer, dir, &mut rows, manifest)?;
+            writer.finish()?;
             manifest.training.steps_done = k;
             progress.finish();
             let what = if loss_value.is_finite() {
@@ -597,11 +638,26 @@ fn run_loop(
         }
         last_loss = loss_value;
         progress.update(k + 1, || format!("loss {loss_value:.4}"));
+        step_seconds.push(step_start.elapsed().as_secs_f64());
     }
     progress.finish();
-    write_snapshot(dir, model, manifest, total)?;
-    flush_steps(dir, &mut rows, manifest)?;
+    let writes_start = Instant::now();
+    write_snapshot(&mut writer, dir, model, manifest, total)?;
+    flush_steps(&mut writer, dir, &mut rows, manifest)?;
+    // Everything on disk before run.yaml can say so.
+    writer.finish()?;
+    write_seconds += writes_start.elapsed().as_secs_f64();
     manifest.training.steps_done = total;
+    let steps_taken = step_seconds.len() as u64;
+    if let Some(step_seconds_median) = crate::run::median(&mut step_seconds) {
+        manifest.sessions.last_mut().unwrap().timing = Some(TrainTiming {
+            setup_seconds,
+            steps: steps_taken,
+            loop_seconds: loop_start.elapsed().as_secs_f64(),
+            write_seconds,
+            step_seconds_median,
+        });
+    }
     let secs = progress.elapsed();
     note(
         quiet,

@@ -203,7 +203,12 @@ impl Optimizer {
                                 None => g.detach().copy(),
                                 Some(mut b) => {
                                     let _ = b.g_mul_scalar_(momentum);
-                                    let _ = b.g_add_(&(&g * (1.0 - dampening)));
+                                    // g·1 = g exactly: skip a pass and a temporary.
+                                    let _ = if dampening == 0.0 {
+                                        b.g_add_(&g)
+                                    } else {
+                                        b.g_add_(&(&g * (1.0 - dampening)))
+                                    };
                                     b
                                 }
                             };
@@ -312,7 +317,7 @@ impl Optimizer {
                 targets.push(p.shallow_clone());
                 st.momentum_buffer = Some(buf);
             }
-            let norm = crate::reduce::dot(&bufs, &bufs).sqrt();
+            let norm = crate::reduce::norm_sq(&bufs).sqrt();
             let step = if norm > 0.0 { lr / norm } else { 0.0 };
             for (mut p, b) in targets.into_iter().zip(&bufs) {
                 let _ = p.g_add_(&(b * -step));

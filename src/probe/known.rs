@@ -228,6 +228,7 @@ pub fn probe_cloud(
         seconds_per_snapshot: None,
         curvature_seconds_per_snapshot: None,
         reproducibility: Some(reproducibility),
+        timing: None,
     });
     dir.write_manifest(manifest)?;
     Ok(super::ProbeOutcome {

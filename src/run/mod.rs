@@ -83,6 +83,65 @@ pub struct Session {
     /// steps as libtorch reported them (src/reproducibility.rs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reproducibility: Option<crate::reproducibility::Reproducibility>,
+    /// Where the session's time went (absent when it took no step, or diverged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timing: Option<TrainTiming>,
+}
+
+/// Wall-clock seconds of one training session, split so that start-up,
+/// steady-state step cost and the cost of writing iterates can be told apart
+/// (bench/run.py reads them; docs/benchmarks.md).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrainTiming {
+    /// From the start of the command's training to its first step: reading
+    /// run.yaml, loading the data, building the model, resuming.
+    pub setup_seconds: f64,
+    /// Steps taken in this session.
+    pub steps: u64,
+    /// From the first step to the final iterate written: every update and
+    /// every write in between.
+    pub loop_seconds: f64,
+    /// Of `loop_seconds`: the writes of snapshots, checkpoints, step rows and
+    /// run.yaml as the loop sees them — copying tensors for the background
+    /// writer, waiting when its queue is full, and for the last files at the end.
+    pub write_seconds: f64,
+    /// Median wall time of one update x^k → x^{k+1} (minibatch, forward,
+    /// backward, gradient norm, optimiser step; no writes). The median skips
+    /// the slow first steps (allocator and kernel warm-up).
+    pub step_seconds_median: f64,
+}
+
+/// Wall-clock seconds of a probe session (the probe's `timing` in run.yaml).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ProbeTiming {
+    /// Loading the data, building the models, reading x^K and steps.parquet.
+    pub setup_seconds: f64,
+    /// Snapshots measured in this session.
+    pub snapshots: u64,
+    /// Median wall time of one snapshot: reading x^k, every minibatch's
+    /// f_i(x^K), f_i(x^k) and ∇f_i(x^k), the f64 inner products and norms,
+    /// writing the snapshot's probe part.
+    pub seconds_per_snapshot_median: f64,
+    /// Of all snapshots together: reading the snapshot files.
+    pub read_seconds: f64,
+    /// Of all snapshots together: handing the probe parts to the background
+    /// writer and waiting for it at the end.
+    pub write_seconds: f64,
+}
+
+/// The median of `v` (the mean of the two middle values for an even count);
+/// None when empty.
+pub fn median(v: &mut [f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_unstable_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    })
 }
 
 impl Session {
@@ -99,6 +158,7 @@ impl Session {
             end_step: None,
             outcome: None,
             reproducibility: None,
+            timing: None,
         }
     }
 }
@@ -136,6 +196,10 @@ pub struct ProbeInfo {
     /// deterministic algorithms), as libtorch reported them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reproducibility: Option<crate::reproducibility::Reproducibility>,
+    /// Setup and steady-state cost of this probe session (absent when it
+    /// measured nothing, e.g. a gather of shards' parts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timing: Option<ProbeTiming>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -249,9 +313,7 @@ impl RunDir {
     }
 
     pub fn write_manifest(&self, m: &Manifest) -> Result<()> {
-        let text = crate::util::yaml11_floats(&serde_yaml::to_string(m)?);
-        let header = "# abcond run manifest: resolved config, provenance and status (written by abcond; do not edit)\n";
-        crate::store::atomic::write_bytes(&self.manifest(), format!("{header}{text}").as_bytes())
+        crate::store::atomic::write_bytes(&self.manifest(), manifest_text(m)?.as_bytes())
     }
 
     /// Steps of the snapshots on disk (directories with a complete part file).
@@ -284,6 +346,14 @@ impl RunDir {
     }
 }
 
+/// The text of `run.yaml` for `m` (written by [`RunDir::write_manifest`], or
+/// handed to the background writer by the training loop).
+pub fn manifest_text(m: &Manifest) -> Result<String> {
+    let text = crate::util::yaml11_floats(&serde_yaml::to_string(m)?);
+    let header = "# abcond run manifest: resolved config, provenance and status (written by abcond; do not edit)\n";
+    Ok(format!("{header}{text}"))
+}
+
 fn list_steps(dir: &Path, f: impl Fn(&std::fs::DirEntry) -> Option<u64>) -> Result<Vec<u64>> {
     if !dir.is_dir() {
         return Ok(vec![]);
@@ -295,4 +365,17 @@ fn list_steps(dir: &Path, f: impl Fn(&std::fs::DirEntry) -> Option<u64>) -> Resu
         .collect();
     v.sort_unstable();
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn median_of_odd_even_and_empty() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 100.0]), Some(3.5));
+        assert_eq!(median(&mut [0.5]), Some(0.5));
+        assert_eq!(median(&mut []), None);
+    }
 }

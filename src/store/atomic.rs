@@ -1,6 +1,8 @@
 //! Atomic file writes: write a hidden temporary next to the target, fsync it,
 //! rename it over the target, fsync the directory. A crash at any point leaves
 //! either the old file or the new one — never a file that looks valid but is not.
+//! Files that are validated when read and recomputed when invalid may skip the
+//! fsyncs ([`Durability::Cache`]).
 
 use anyhow::{Context, Result};
 use std::fs::File;
@@ -22,8 +24,33 @@ fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!("{TMP_PREFIX}{name}.{}.{n}", std::process::id()))
 }
 
+/// How far a write goes before it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync the file before the rename and the directory after it: even
+    /// after a power loss the file is the old one or the complete new one.
+    Durable,
+    /// The atomic rename only (no fsync, which costs milliseconds per file):
+    /// a killed or crashed process still leaves the old file or the complete
+    /// new one, but after a power loss or kernel crash the new file may be
+    /// missing or empty. Only for files whose validity is checked when they are
+    /// read and which are recomputed otherwise (probe parts: their settings
+    /// fingerprint is in the Parquet footer, the last bytes written).
+    Cache,
+}
+
 /// Writes `path` atomically with the bytes `write` produces into the file.
 pub fn write_with<T>(path: &Path, write: impl FnOnce(&mut File) -> Result<T>) -> Result<T> {
+    write_with_durability(path, Durability::Durable, write)
+}
+
+/// [`write_with`] with the given durability.
+pub fn write_with_durability<T>(
+    path: &Path,
+    durability: Durability,
+    write: impl FnOnce(&mut File) -> Result<T>,
+) -> Result<T> {
+    let durable = durability == Durability::Durable;
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -34,13 +61,17 @@ pub fn write_with<T>(path: &Path, write: impl FnOnce(&mut File) -> Result<T>) ->
     let result: Result<T> = (|| {
         let mut file = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         let value = write(&mut file)?;
-        file.sync_all()
-            .with_context(|| format!("syncing {}", tmp.display()))?;
+        if durable {
+            file.sync_all()
+                .with_context(|| format!("syncing {}", tmp.display()))?;
+        }
         drop(file);
         std::fs::rename(&tmp, path)
             .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
+        if durable {
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
         }
         Ok(value)
     })();
