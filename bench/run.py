@@ -75,11 +75,11 @@ SIZES = {
     "cuda": {
         "cifar_images": 10240,
         "train-mlp": {"steps": 3000},
-        "train-resnet18": {"steps": 300},
+        "train-resnet18": {"steps": 200},
         "probe-mlp": {"steps": 2000, "every": 100},
-        "probe-resnet18": {"steps": 40, "every": 2},
+        "probe-resnet18": {"steps": 20, "every": 2},
         "snapshots-mlp": {"steps": 3000, "every": 100},
-        "snapshots-resnet18": {"steps": 1000, "every": 100},
+        "snapshots-resnet18": {"steps": 500, "every": 100},
     },
 }
 

@@ -33,7 +33,11 @@
 #   8. ResNet9 and ResNet18 (f64, crop-flip, BatchNorm) trained and probed on CUDA
 #      against PyTorch on the CPU (tests/parity.py, 3 replayed steps, rel. err ≤ 1e-9),
 #      and 300-step timings of the paper configs (random CIFAR-format data) for
-#      the GPU-time estimates in their headers.
+#      the GPU-time estimates in their headers;
+#   9. bench/run.py --device cuda on the ResNet-18 cases (training step, probe of a
+#      snapshot, snapshot cost; 2 repeats): abcond/PyTorch ratios against the targets
+#      of docs/benchmarks.md, written to OUTDIR/bench-cuda.{md,json}; a missed target
+#      does not fail the check. BENCH=0 skips it.
 set -euo pipefail
 out=${1:?usage: scripts/gpu-check.sh OUTDIR}
 mkdir -p "$out"
@@ -170,4 +174,9 @@ for cfg in "cifar100-resnet9-batch:64" "cifar100-resnet9-batch:512" "cifar100-re
         --set snapshots.every=null --set snapshots.log_spaced=null 2>&1 | grep -E "^trained|error" || true
     echo "$c batch $b: $(( ($(date +%s%N) - t0) / 1000000 )) ms for 300 steps incl. start-up"
 done
+log "9. speed on cuda: ResNet-18 training step, probe and snapshot cost against PyTorch (bench/run.py, docs/benchmarks.md; BENCH=0 skips)"
+if [ "${BENCH:-1}" != 0 ]; then
+    "$py" bench/run.py --device cuda --bin "$bin" --python "$py" --repeats 2 \
+        --cases train-resnet18,probe-resnet18,snapshots-resnet18 --work "$work/bench" --out "$out/bench-cuda"
+fi
 log "all GPU checks passed"

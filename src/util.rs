@@ -144,9 +144,9 @@ fn yaml11_float(tok: &str) -> String {
 /// free memory at the top of the heap beyond 2 × that threshold, so the
 /// activations freed at the end of each backward pass were unmapped and then
 /// faulted in again, page by page, by the next step: ~130 MB of page faults
-/// per ResNet-18 step (batch 32) and ~15 % of its step time on one core, a cost
-/// a Python process mostly escapes because its own objects pin the heap's top
-/// (docs/benchmarks.md). Here blocks up to 64 MiB come from the heap and up to
+/// per ResNet-18 step (batch 32) and ~15 % of its step time on one core, where
+/// the same PyTorch step in Python had a tenth of the faults (probably because
+/// Python's own objects keep the heap's top in use; docs/benchmarks.md). Here blocks up to 64 MiB come from the heap and up to
 /// 1 GiB of free heap is kept. Skipped when the user tunes malloc through the
 /// environment (MALLOC_*_ or GLIBC_TUNABLES); a no-op off glibc.
 pub fn tune_malloc() {
