@@ -11,6 +11,9 @@
 # which prints its path ("Executable tests/cuda.rs (target/release/deps/cuda-…)");
 # carry that file with the abcond binary.
 #
+# STEPS="1 3 3b 9" runs a subset (the device budget is ~15 min a session; the
+# whole script takes ~10 min on an H200).
+#
 # Checks:
 #   1. the quickstart experiment trained and probed on CUDA (wall time, s/snapshot);
 #   2. PyTorch parity of that GPU run (tests/parity.py, CPU PyTorch, rel. err ≤ 1e-3:
@@ -50,10 +53,14 @@ rm -rf "$work"; mkdir -p "$work"
 data=()
 if [ -n "${FMNIST:-}" ]; then data=(--set "data.path=$FMNIST"); fi
 log() { echo "== $*"; }
+# STEPS="1 3 9" runs only those steps (default: all). Steps 2, 3, 3b and 6 use
+# step 1's run; the others stand alone.
+want() { [ -z "${STEPS:-}" ] || [[ " ${STEPS//,/ } " == *" $1 "* ]]; }
 
 log "device: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo unknown)"
 log "torch: $("$py" -c 'import torch; print(torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no cuda")')"
 
+if want 1; then
 log "1. quickstart on cuda"
 start=$(date +%s%N)
 "$bin" --out "$work/gpu" run configs/quickstart.yaml --set device=cuda "${data[@]}" 2>&1 | grep -v '^train \|^probe '
@@ -63,9 +70,13 @@ run=$(ls -d "$work"/gpu/quickstart/*)
 grep -A3 "^probe:" "$run/run.yaml" | head -20 || true
 grep "seconds_per_snapshot\|device:" "$run/run.yaml"
 
+fi
+if want 2; then
 log "2. PyTorch parity of the cuda run"
 "$py" tests/parity.py "$run" --tol 1e-3
 
+fi
+if want 3; then
 log "3. CPU probe of the same snapshots vs the cuda probe"
 cp -r "$run" "$work/cpu-copy"
 rm -rf "$work/cpu-copy/probe-parts" "$work/cpu-copy/landscape.parquet"
@@ -80,6 +91,8 @@ rm -rf "$work/cpu-copy64/probe-parts" "$work/cpu-copy64/landscape.parquet"
 "$bin" --quiet probe "$work/cpu-copy64" --set device=cpu
 "$py" tests/compare_landscapes.py "$run64/landscape.parquet" "$work/cpu-copy64/landscape.parquet" --tol 1e-10
 
+fi
+if want 3b; then
 log "3b. reproducibility record of the quickstart run; CUDA tests (tests/cuda.rs)"
 grep -A9 "reproducibility:" "$run/run.yaml"
 if [ -n "${CUDA_TESTS:-}" ]; then
@@ -90,10 +103,14 @@ else
     echo "CUDA_TESTS not set: tests/cuda.rs not run (see the header)"
 fi
 
+fi
+if want 4; then
 log "4. f64 half-space on cuda"
 "$bin" --quiet --out "$work/gpu" run configs/paper/halfspace.yaml --set device=cuda >/dev/null
 "$py" tests/parity.py "$(ls -d "$work"/gpu/halfspace/*)"
 "$py" tests/check_curvature.py "$(ls -d "$work"/gpu/halfspace/*)" --tol 1e-6
+fi
+if want 5; then
 log "5. every optimiser on cuda, replayed on the CPU"
 mkdir -p "$work/optim"
 runs=()
@@ -122,6 +139,8 @@ ngn|{name: ngn, lr: 0.5}|{name: polynomial, power: 2.0}
 adagrad-norm-max|{name: adagrad-norm-max, lr: 0.5, b0: 0.1}|{name: constant}
 CASES
 "$py" tests/check_optim.py --tol 1e-11 "${runs[@]}"
+fi
+if want 6; then
 log "6. curvature (Hessian-vector products) on cuda vs the CPU, 4 quickstart snapshots"
 steps=$(ls "$run/iterates" | sed 's/step=//' | sort -n | awk 'NR==1 || NR==40 || NR==90 || NR==131' | paste -sd, -)
 curv=(--set probe.curvature.enabled=true --set probe.curvature.iterations=30 --set "probe.steps=[$steps]")
@@ -144,9 +163,13 @@ print(f"curvature rows {len(a)}, max rel diff of converged eigenvalues cuda vs c
 sys.exit(0 if worst <= 1e-3 else 1)
 PY
 
+fi
+if want 7; then
 log "7. known-answer problem (Example 6 point cloud) on cuda vs numpy"
 "$bin" --quiet --out "$work/gpu" run configs/paper/example6.yaml --set device=cuda >/dev/null
 "$py" tests/check_known.py "$(ls -d "$work"/gpu/example6/*)" | tail -5
+fi
+if want 8; then
 log "8. CIFAR models on cuda (f64, BatchNorm, crop-flip): PyTorch parity on the CPU; step times of the paper configs (f32)"
 "$py" - "$work/cifar10" "$work/cifar100" <<'PY'
 import os, sys, numpy as np
@@ -174,9 +197,12 @@ for cfg in "cifar100-resnet9-batch:64" "cifar100-resnet9-batch:512" "cifar100-re
         --set snapshots.every=null --set snapshots.log_spaced=null 2>&1 | grep -E "^trained|error" || true
     echo "$c batch $b: $(( ($(date +%s%N) - t0) / 1000000 )) ms for 300 steps incl. start-up"
 done
+fi
+if want 9; then
 log "9. speed on cuda: ResNet-18 training step, probe and snapshot cost against PyTorch (bench/run.py, docs/benchmarks.md; BENCH=0 skips)"
 if [ "${BENCH:-1}" != 0 ]; then
     "$py" bench/run.py --device cuda --bin "$bin" --python "$py" --repeats 2 \
         --cases train-resnet18,probe-resnet18,snapshots-resnet18 --work "$work/bench" --out "$out/bench-cuda"
+fi
 fi
 log "all GPU checks passed"

@@ -518,7 +518,6 @@ fn analyze_cmd(cli: &Cli, a: &AnalyzeArgs) -> anyhow::Result<()> {
 pub fn main() -> i32 {
     // First, while the process has one thread and before CUDA initialises.
     crate::reproducibility::init_process_env();
-    crate::util::tune_malloc();
     let cli = Cli::parse();
     if let Some(n) = cli.threads {
         tch::set_num_threads(n.max(1));

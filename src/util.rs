@@ -138,44 +138,6 @@ fn yaml11_float(tok: &str) -> String {
     format!("{mant}e{exp}")
 }
 
-/// Keeps glibc's malloc from handing the memory of every training step back
-/// to the kernel. libtorch allocates its CPU tensors with malloc; glibc serves
-/// blocks above a threshold (dynamic, at most 32 MiB) with mmap and returns
-/// free memory at the top of the heap beyond 2 × that threshold, so the
-/// activations freed at the end of each backward pass were unmapped and then
-/// faulted in again, page by page, by the next step: ~130 MB of page faults
-/// per ResNet-18 step (batch 32) and ~15 % of its step time on one core, where
-/// the same PyTorch step in Python had a tenth of the faults (probably because
-/// Python's own objects keep the heap's top in use; docs/benchmarks.md). Here blocks up to 64 MiB come from the heap and up to
-/// 1 GiB of free heap is kept. Skipped when the user tunes malloc through the
-/// environment (MALLOC_*_ or GLIBC_TUNABLES); a no-op off glibc.
-pub fn tune_malloc() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        let tuned = std::env::vars_os().any(|(k, _)| {
-            let k = k.to_string_lossy();
-            k.starts_with("MALLOC_") || k == "GLIBC_TUNABLES"
-        });
-        if tuned {
-            return;
-        }
-        extern "C" {
-            fn mallopt(param: std::ffi::c_int, value: std::ffi::c_int) -> std::ffi::c_int;
-        }
-        const M_TRIM_THRESHOLD: std::ffi::c_int = -1;
-        const M_MMAP_THRESHOLD: std::ffi::c_int = -3;
-        // SAFETY: mallopt only sets allocator parameters, under the
-        // allocator's own lock. Older glibc versions refuse thresholds above
-        // 32 MiB: then 32 MiB.
-        unsafe {
-            if mallopt(M_MMAP_THRESHOLD, 64 << 20) == 0 {
-                mallopt(M_MMAP_THRESHOLD, 32 << 20);
-            }
-            mallopt(M_TRIM_THRESHOLD, 1 << 30);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
