@@ -37,7 +37,7 @@ use crate::data::Dataset;
 use crate::model::{Mode, Model};
 use crate::progress::{note, Progress};
 use crate::reduce;
-use crate::run::{ProbeInfo, RunDir, Status};
+use crate::run::{ProbeInfo, RunDir, SnapshotIo, Status};
 use crate::store::tables::{self, LandscapeRow};
 use crate::store::tensors;
 use anyhow::{anyhow, bail, Context, Result};
@@ -234,6 +234,28 @@ pub struct ProbeOutcome {
     pub shard: Option<ShardProgress>,
 }
 
+/// Loads the iterate x^k of the run in `dir` into `model`, streaming (see
+/// [`Model::load_from`]), after checking that the file is the iterate of step
+/// k of run `run_id`; adds the read to `io`.
+pub(crate) fn load_snapshot(
+    dir: &RunDir,
+    model: &Model,
+    run_id: &str,
+    k: u64,
+    io: &mut SnapshotIo,
+) -> Result<()> {
+    let t0 = Instant::now();
+    let path = dir.snapshot(k);
+    let reader = tensors::TensorReader::open(&path)?;
+    reader.check_identity("iterate", run_id, Some(k))?;
+    model.load_from(&reader, &path.display().to_string())?;
+    io.files += 1;
+    io.bytes += std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    io.values += reader.tensors.iter().map(|t| t.numel as u64).sum::<u64>();
+    io.seconds += t0.elapsed().as_secs_f64();
+    Ok(())
+}
+
 /// Whether the part at `path` exists and was written with fingerprint `fp`
 /// under the metadata key `key`.
 pub(crate) fn part_is_current(path: &std::path::Path, key: &str, fp: &str) -> bool {
@@ -322,6 +344,7 @@ pub fn probe(
 
     let started = crate::util::now_rfc3339();
     let mut seconds_per_snapshot = None;
+    let mut io = SnapshotIo::default();
     if !todo.is_empty() {
         let data = Dataset::load(&cfg.data, cfg.model.dtype, device)?;
         if data.len != manifest.training.examples {
@@ -332,18 +355,8 @@ pub fn probe(
             );
         }
         let model = Model::build(&cfg.model, &data, device, cfg.seed)?;
-        let final_path = dir.snapshot(total);
-        let final_file = tensors::read(&final_path, device)?;
-        tensors::check_identity(
-            &final_file,
-            &final_path,
-            "iterate",
-            &manifest.run_id,
-            Some(total),
-        )?;
         let reference_model = Model::build(&cfg.model, &data, device, cfg.seed)?;
-        reference_model.load(&final_file, &final_path.display().to_string())?;
-        drop(final_file);
+        load_snapshot(dir, &reference_model, &manifest.run_id, total, &mut io)?;
         let reference: Vec<Tensor> = reference_model
             .params()
             .into_iter()
@@ -377,15 +390,8 @@ pub fn probe(
         let mut progress = Progress::new("probe", todo.len() as u64, quiet);
         let t0 = Instant::now();
         for (done, &k) in todo.iter().enumerate() {
-            let snap = dir.snapshot(k);
-            let file = tensors::read(&snap, device)
-                .and_then(|f| {
-                    tensors::check_identity(&f, &snap, "iterate", &manifest.run_id, Some(k))?;
-                    Ok(f)
-                })
+            load_snapshot(dir, &model, &manifest.run_id, k, &mut io)
                 .with_context(|| format!("probing snapshot step={k}"))?;
-            model.load(&file, &snap.display().to_string())?;
-            drop(file);
             // x_p: x^K, or Proj(x^k, S) loaded into reference_model.
             let projected = known::projection_reference(p.reference, &model, &reference_model)?;
             let is_projected = projected.is_some();
@@ -564,6 +570,7 @@ pub fn probe(
         rows: rows.len() as u64,
         seconds_per_snapshot,
         curvature_seconds_per_snapshot: curvature.and_then(|c| c.seconds_per_snapshot),
+        snapshot_read: (io.files > 0).then_some(io),
     });
     dir.write_manifest(&manifest)?;
     Ok(ProbeOutcome {
