@@ -620,7 +620,14 @@ fn run_loop(
 /// Writes `data.parquet`: which source row each example index is, and for
 /// synthetic data the examples themselves.
 fn write_data_table(dir: &RunDir, data: &Dataset) -> Result<()> {
-    let features = if data.source_dir.is_none() {
+    // Token data: features are the source tokens then the target tokens.
+    let tokens = matches!(data.targets, crate::data::Targets::Tokens { .. });
+    let features = if tokens {
+        let both = Tensor::cat(&[&data.x, &data.y], 1).to_device(Device::Cpu);
+        let width = both.size()[1] as usize;
+        let flat = Vec::<f64>::try_from(both.to_kind(Kind::Double).view([-1]))?;
+        Some(flat.chunks(width).map(<[f64]>::to_vec).collect::<Vec<_>>())
+    } else if data.source_dir.is_none() {
         let x = data
             .x
             .to_device(Device::Cpu)
@@ -640,6 +647,7 @@ fn write_data_table(dir: &RunDir, data: &Dataset) -> Result<()> {
         crate::data::Targets::MatrixEntries { .. } => {
             (None, Some(Vec::<f64>::try_from(y.to_kind(Kind::Double))?))
         }
+        crate::data::Targets::Tokens { .. } => (None, None),
     };
     let mut meta = vec![("abcond.dataset", data.kind.name().to_string())];
     if let Some(d) = &data.source_dir {

@@ -29,6 +29,8 @@ pub enum Targets {
     /// Component indices i of a known-answer problem with n components
     /// (inputs [n, 1] int64; the label is the index again).
     Components(i64),
+    /// Token sequences: sources x and targets y, int64 [N, len] in 0..vocab.
+    Tokens { vocab: i64, len: i64 },
 }
 
 pub struct Dataset {
@@ -69,6 +71,7 @@ impl Dataset {
                 synthetic::matrix_factorisation(cfg, data_seed, dtype)
             }
             DatasetKind::Components => synthetic::components(cfg),
+            DatasetKind::SyntheticTranslation => synthetic::translation(cfg, data_seed),
             DatasetKind::Cifar10 | DatasetKind::Cifar100 => cifar::load(cfg, dtype)?,
             DatasetKind::Imagefolder => load_imagefolder(cfg, dtype)?,
         };

@@ -20,6 +20,8 @@ pub mod resnet9;
 // ImageNet models (AlgoPerf imagenet_resnet, imagenet_vit).
 pub mod resnet50;
 pub mod vit;
+// WMT model (AlgoPerf wmt), on synthetic token data.
+pub mod transformer;
 
 use crate::config::{BatchNormPolicy, Dtype, ModelConfig, ModelKind};
 use crate::data::{Batch, Dataset, Targets};
@@ -165,6 +167,17 @@ impl Model {
                         dropout: cfg.dropout.unwrap_or(0.0),
                     };
                     Box::new(vit::Vit::new(&root, vc, &data.input_shape, c)?)
+                }
+                (ModelKind::Transformer, Targets::Tokens { vocab, .. }) => {
+                    let d = transformer::TransformerConfig::wmt();
+                    let tc = transformer::TransformerConfig {
+                        width: cfg.width.unwrap_or(d.width),
+                        depth: cfg.depth.unwrap_or(d.depth),
+                        heads: cfg.heads.unwrap_or(d.heads),
+                        mlp_dim: cfg.mlp_dim.unwrap_or(d.mlp_dim),
+                        dropout: cfg.dropout.unwrap_or(0.0),
+                    };
+                    Box::new(transformer::Transformer::new(&root, tc, vocab)?)
                 }
                 (kind, Targets::Components(_)) if kind.is_known_answer() => {
                     Box::new(known::KnownNet::new(&root, cfg)?)
