@@ -356,7 +356,7 @@ pub fn measure(
         let mut progress = Progress::new("curvature", todo.len() as u64, quiet);
         let t0 = Instant::now();
         for (n_done, &k) in todo.iter().enumerate() {
-            crate::probe::load_snapshot(dir, &model, &manifest.run_id, k, &mut Default::default())
+            crate::probe::load_snapshot(dir, &model, &manifest.run_id, k)
                 .with_context(|| format!("curvature at snapshot step={k}"))?;
             // (label, probe id for the start vector, indices, listed indices)
             let mut losses: Vec<(String, u64, Vec<i64>, bool)> = Vec::new();

@@ -37,7 +37,7 @@ use crate::data::Dataset;
 use crate::model::{Mode, Model};
 use crate::progress::{note, Progress};
 use crate::reduce;
-use crate::run::{ProbeInfo, RunDir, SnapshotIo, Status};
+use crate::run::{ProbeInfo, RunDir, Status};
 use crate::store::tables::{self, LandscapeRow};
 use crate::store::tensors;
 use anyhow::{anyhow, bail, Context, Result};
@@ -236,24 +236,12 @@ pub struct ProbeOutcome {
 
 /// Loads the iterate x^k of the run in `dir` into `model`, streaming (see
 /// [`Model::load_from`]), after checking that the file is the iterate of step
-/// k of run `run_id`; adds the read to `io`.
-pub(crate) fn load_snapshot(
-    dir: &RunDir,
-    model: &Model,
-    run_id: &str,
-    k: u64,
-    io: &mut SnapshotIo,
-) -> Result<()> {
-    let t0 = Instant::now();
+/// k of run `run_id`.
+pub(crate) fn load_snapshot(dir: &RunDir, model: &Model, run_id: &str, k: u64) -> Result<()> {
     let path = dir.snapshot(k);
     let reader = tensors::TensorReader::open(&path)?;
     reader.check_identity("iterate", run_id, Some(k))?;
-    model.load_from(&reader, &path.display().to_string())?;
-    io.files += 1;
-    io.bytes += std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-    io.values += reader.tensors.iter().map(|t| t.numel as u64).sum::<u64>();
-    io.seconds += t0.elapsed().as_secs_f64();
-    Ok(())
+    model.load_from(&reader, &path.display().to_string())
 }
 
 /// Whether the part at `path` exists and was written with fingerprint `fp`
@@ -344,7 +332,6 @@ pub fn probe(
 
     let started = crate::util::now_rfc3339();
     let mut seconds_per_snapshot = None;
-    let mut io = SnapshotIo::default();
     if !todo.is_empty() {
         let data = Dataset::load(&cfg.data, cfg.model.dtype, device)?;
         if data.len != manifest.training.examples {
@@ -356,7 +343,7 @@ pub fn probe(
         }
         let model = Model::build(&cfg.model, &data, device, cfg.seed)?;
         let reference_model = Model::build(&cfg.model, &data, device, cfg.seed)?;
-        load_snapshot(dir, &reference_model, &manifest.run_id, total, &mut io)?;
+        load_snapshot(dir, &reference_model, &manifest.run_id, total)?;
         let reference: Vec<Tensor> = reference_model
             .params()
             .into_iter()
@@ -390,7 +377,7 @@ pub fn probe(
         let mut progress = Progress::new("probe", todo.len() as u64, quiet);
         let t0 = Instant::now();
         for (done, &k) in todo.iter().enumerate() {
-            load_snapshot(dir, &model, &manifest.run_id, k, &mut io)
+            load_snapshot(dir, &model, &manifest.run_id, k)
                 .with_context(|| format!("probing snapshot step={k}"))?;
             // x_p: x^K, or Proj(x^k, S) loaded into reference_model.
             let projected = known::projection_reference(p.reference, &model, &reference_model)?;
@@ -570,7 +557,6 @@ pub fn probe(
         rows: rows.len() as u64,
         seconds_per_snapshot,
         curvature_seconds_per_snapshot: curvature.and_then(|c| c.seconds_per_snapshot),
-        snapshot_read: (io.files > 0).then_some(io),
     });
     dir.write_manifest(&manifest)?;
     Ok(ProbeOutcome {

@@ -127,27 +127,16 @@ fn iterate_meta(m: &Manifest, step: u64, content: &str) -> Vec<(&'static str, St
     ]
 }
 
-/// Writes the iterate x^k of `model` as `iterates/step=<k>/part-0.parquet`
-/// and adds the write to the session's `training.snapshot_write`.
-fn write_snapshot(dir: &RunDir, model: &Model, m: &mut Manifest, k: u64) -> Result<()> {
+/// Writes the iterate x^k of `model` as `iterates/step=<k>/part-0.parquet`.
+fn write_snapshot(dir: &RunDir, model: &Model, m: &Manifest, k: u64) -> Result<()> {
     let meta = iterate_meta(m, k, "iterate");
-    let tensors = model.tensors();
-    let w = tensors::write_timed(
+    tensors::write(
         &dir.snapshot(k),
-        &tensors,
+        &model.tensors(),
         model.dtype,
         &meta,
         DEFAULT_CHUNK,
     )?;
-    let io = m
-        .training
-        .snapshot_write
-        .get_or_insert_with(Default::default);
-    io.files += 1;
-    io.bytes += w.bytes;
-    io.values += tensors.iter().map(|t| t.tensor.numel() as u64).sum::<u64>();
-    io.seconds += w.seconds;
-    *io.seconds_before_sync.get_or_insert(0.0) += w.seconds_before_sync;
     Ok(())
 }
 
@@ -348,7 +337,6 @@ pub fn train(
         parameters: setup.model.num_params(),
         steps_done: manifest.training.steps_done,
         snapshot_steps: setup.snapshots.len() as u64,
-        snapshot_write: None,
     };
     manifest.status = Status::Running;
     manifest.message = None;
@@ -445,13 +433,7 @@ fn run_loop(
                 )
             })?;
         if ck.meta.get("abcond.iterate").map(String::as_str) == Some("snapshot") {
-            crate::probe::load_snapshot(
-                dir,
-                model,
-                &manifest.run_id,
-                step,
-                &mut Default::default(),
-            )?;
+            crate::probe::load_snapshot(dir, model, &manifest.run_id, step)?;
         } else {
             model.load(&ck, &ck_path.display().to_string())?;
         }

@@ -225,7 +225,6 @@ pub fn probe_cloud(
         rows: rows.len() as u64,
         seconds_per_snapshot: None,
         curvature_seconds_per_snapshot: None,
-        snapshot_read: None,
     });
     dir.write_manifest(manifest)?;
     Ok(super::ProbeOutcome {

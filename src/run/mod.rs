@@ -108,26 +108,6 @@ pub struct TrainingInfo {
     /// Step of the last completed update + 1 (= steps done).
     pub steps_done: u64,
     pub snapshot_steps: u64,
-    /// The snapshots the latest training session wrote (none when it wrote none).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub snapshot_write: Option<SnapshotIo>,
-}
-
-/// Snapshot files one session wrote or read, and the wall-clock time it took:
-/// writes from the model's tensors to a durable file (encoding, `write`, fsync,
-/// rename); reads from opening the file to the values in the model's tensors.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct SnapshotIo {
-    pub files: u64,
-    /// Bytes of the files.
-    pub bytes: u64,
-    /// Values (parameters and buffers) in the files.
-    pub values: u64,
-    pub seconds: f64,
-    /// Writes: the part of `seconds` before the fsync (the bytes handed to the
-    /// operating system, not yet durable).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seconds_before_sync: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -147,9 +127,6 @@ pub struct ProbeInfo {
     /// curvature pass alone (mean over this probe session).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub curvature_seconds_per_snapshot: Option<f64>,
-    /// The snapshot reads of this probe session (x^K and the probed x^k).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub snapshot_read: Option<SnapshotIo>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
