@@ -16,12 +16,14 @@ use arrow::array::{Array, Int32Array, Int64Array, ListArray, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::{add_encoded_arrow_schema_to_metadata, ArrowSchemaConverter, ProjectionMask};
+use parquet::basic::Encoding;
+use parquet::column::page::{Page, PageReader};
 use parquet::column::reader::ColumnReader;
 use parquet::data_type::{ByteArray, ByteArrayType, DoubleType, FloatType, Int32Type, Int64Type};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::reader::FileReader;
-use parquet::file::serialized_reader::SerializedFileReader;
+use parquet::file::serialized_reader::{SerializedFileReader, SerializedPageReader};
 use parquet::file::writer::SerializedFileWriter;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -395,48 +397,77 @@ pub struct Header {
     pub numel: usize,
 }
 
-/// The values of one chunk row, borrowed from the Parquet decoder's buffer;
-/// valid during one [`TensorReader::for_each_chunk`] callback.
+/// Consecutive values of one tensor, borrowed from a Parquet page (or the
+/// decoder's buffer) as little-endian bytes of the file's dtype; valid during
+/// one [`TensorReader::for_each_chunk`] callback.
 pub struct Chunk<'a> {
-    values: ChunkValues<'a>,
-}
-
-enum ChunkValues<'a> {
-    F32(&'a [f32]),
-    F64(&'a [f64]),
+    bytes: &'a [u8],
+    kind: Kind,
 }
 
 impl Chunk<'_> {
     pub fn len(&self) -> usize {
-        match self.values {
-            ChunkValues::F32(v) => v.len(),
-            ChunkValues::F64(v) => v.len(),
-        }
+        self.bytes.len() / self.kind.elt_size_in_bytes()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.bytes.is_empty()
     }
 
     /// Copies the values into `dst`, a 1-D tensor of the same length on any
-    /// device (converted to its kind), without another host copy.
+    /// device and of any kind (converted). Into a contiguous CPU tensor of the
+    /// file's kind this is one memcpy from the page; otherwise the values pass
+    /// through an aligned host buffer first.
     pub fn copy_into(&self, dst: &Tensor) {
-        let (ptr, kind) = match self.values {
-            ChunkValues::F32(v) => (v.as_ptr() as *const u8, Kind::Float),
-            ChunkValues::F64(v) => (v.as_ptr() as *const u8, Kind::Double),
-        };
         let n = self.len();
         assert_eq!(dst.size(), [n as i64], "chunk of {n} values");
         if n == 0 {
             return;
         }
-        // SAFETY: `ptr` points at n values of `kind` that outlive `src`, which
-        // is dropped at the end of this call; copy_ reads them synchronously
-        // (a host-to-device copy from pageable memory completes before it returns).
-        let src = unsafe { Tensor::from_blob(ptr, &[n as i64], &[1], kind, Device::Cpu) };
+        if dst.device() == Device::Cpu && dst.kind() == self.kind && dst.is_contiguous() {
+            // SAFETY: dst holds n contiguous values of this kind, i.e.
+            // exactly self.bytes.len() bytes, and does not overlap the page.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    self.bytes.as_ptr(),
+                    dst.data_ptr() as *mut u8,
+                    self.bytes.len(),
+                )
+            };
+            return;
+        }
+        // Page bytes need not be aligned for the dtype: copy them into an
+        // aligned buffer (u64 words) before viewing them as a tensor.
+        let mut aligned = vec![0u64; self.bytes.len().div_ceil(8)];
+        // SAFETY: `aligned` has at least self.bytes.len() bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.bytes.as_ptr(),
+                aligned.as_mut_ptr() as *mut u8,
+                self.bytes.len(),
+            )
+        };
+        // SAFETY: `aligned` holds n values of `kind`, outlives `src` (dropped
+        // at the end of this call), and copy_ reads them synchronously (a
+        // host-to-device copy from pageable memory completes before it returns).
+        let src = unsafe {
+            Tensor::from_blob(
+                aligned.as_ptr() as *const u8,
+                &[n as i64],
+                &[1],
+                self.kind,
+                Device::Cpu,
+            )
+        };
         let mut dst = dst.shallow_clone();
         tch::no_grad(|| dst.copy_(&src));
     }
+}
+
+/// As bytes (the values of a decoded buffer, for [`Chunk`]).
+fn value_bytes<T: Copy>(v: &[T]) -> &[u8] {
+    // SAFETY: plain numbers; the byte view covers exactly the slice.
+    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) }
 }
 
 /// An open tensor file whose table of contents — names, kinds, shapes and the
@@ -638,7 +669,18 @@ impl TensorReader {
     pub fn for_each_chunk(
         &self,
         wanted: impl Fn(usize) -> bool,
+        sink: impl FnMut(usize, usize, &Chunk) -> Result<()>,
+    ) -> Result<()> {
+        self.stream(wanted, sink, false)
+    }
+
+    /// [`TensorReader::for_each_chunk`]; `decoded` forces Parquet's record
+    /// decoder where the page path would apply (tests compare the two).
+    fn stream(
+        &self,
+        wanted: impl Fn(usize) -> bool,
         mut sink: impl FnMut(usize, usize, &Chunk) -> Result<()>,
+        decoded: bool,
     ) -> Result<()> {
         let what = self.path.display();
         let corrupt = |e: parquet::errors::ParquetError| {
@@ -646,6 +688,7 @@ impl TensorReader {
         };
         let file = std::fs::File::open(&self.path)
             .with_context(|| format!("opening tensor file {what}"))?;
+        let pages_from = Arc::new(file.try_clone()?);
         let reader = SerializedFileReader::new(file).map_err(corrupt)?;
         let (mut def, mut rep) = (Vec::new(), Vec::new());
         let mut f32s: Vec<f32> = Vec::new();
@@ -654,7 +697,6 @@ impl TensorReader {
         for g in 0..reader.num_row_groups() {
             let group = reader.get_row_group(g).map_err(corrupt)?;
             let n = group.metadata().num_rows() as usize;
-            let column = group.get_column_reader(6).map_err(corrupt)?;
             let rows = self.rows.get(next..next + n).ok_or_else(|| {
                 anyhow!(
                     "{what}: row group {g} holds rows past the {} listed",
@@ -662,6 +704,14 @@ impl TensorReader {
                 )
             })?;
             next += n;
+            let chunk_meta = group.metadata().column(6);
+            if !decoded && pages_apply(chunk_meta) {
+                let pages = SerializedPageReader::new(pages_from.clone(), chunk_meta, n, None)
+                    .map_err(corrupt)?;
+                self.stream_pages(pages, rows, g, &wanted, &mut sink)?;
+                continue;
+            }
+            let column = group.get_column_reader(6).map_err(corrupt)?;
             match (self.dtype, column) {
                 (Dtype::F32, ColumnReader::FloatColumnReader(mut c)) => {
                     for row in rows {
@@ -674,7 +724,8 @@ impl TensorReader {
                             .map_err(corrupt)?;
                         self.check_len(row, f32s.len())?;
                         let chunk = Chunk {
-                            values: ChunkValues::F32(&f32s),
+                            bytes: value_bytes(&f32s),
+                            kind: Kind::Float,
                         };
                         sink(row.tensor, row.offset, &chunk)?;
                     }
@@ -690,7 +741,8 @@ impl TensorReader {
                             .map_err(corrupt)?;
                         self.check_len(row, f64s.len())?;
                         let chunk = Chunk {
-                            values: ChunkValues::F64(&f64s),
+                            bytes: value_bytes(&f64s),
+                            kind: Kind::Double,
                         };
                         sink(row.tensor, row.offset, &chunk)?;
                     }
@@ -705,6 +757,120 @@ impl TensorReader {
             bail!(
                 "{what}: the row groups hold {next} rows, the table of contents {}",
                 self.rows.len()
+            );
+        }
+        Ok(())
+    }
+
+    /// The values of row group `g` (its chunk rows `rows`) straight from the
+    /// pages: a PLAIN page's value bytes are the values themselves, so each run
+    /// of them is handed to `sink` without decoding (one copy, from the page
+    /// into the destination). The repetition and definition levels are walked
+    /// run by run to find where each chunk row starts and how many values it
+    /// holds, which must be what the table of contents says.
+    fn stream_pages(
+        &self,
+        mut pages: SerializedPageReader<std::fs::File>,
+        rows: &[Row],
+        g: usize,
+        wanted: &impl Fn(usize) -> bool,
+        sink: &mut impl FnMut(usize, usize, &Chunk) -> Result<()>,
+    ) -> Result<()> {
+        let what = self.path.display();
+        let kind = self.dtype.kind();
+        let elt = kind.elt_size_in_bytes();
+        // The open row (index into `rows`) and its values so far.
+        let mut open: Option<usize> = None;
+        let mut filled = 0usize;
+        let mut opened = 0usize;
+        let close = |open: Option<usize>, filled: usize| -> Result<()> {
+            match open {
+                Some(r) => self.check_len(&rows[r], filled),
+                None => Ok(()),
+            }
+        };
+        while let Some(page) = pages
+            .get_next_page()
+            .map_err(|e| anyhow!("{what}: reading values failed (truncated or corrupt?): {e}"))?
+        {
+            let (levels, rep, def, values) = match &page {
+                Page::DataPage {
+                    buf,
+                    num_values,
+                    encoding: Encoding::PLAIN,
+                    def_level_encoding: Encoding::RLE,
+                    rep_level_encoding: Encoding::RLE,
+                    ..
+                } => {
+                    let (rep, rest) = length_prefixed(buf, &what)?;
+                    let (def, values) = length_prefixed(rest, &what)?;
+                    (*num_values as usize, rep, def, values)
+                }
+                Page::DataPageV2 {
+                    buf,
+                    num_values,
+                    encoding: Encoding::PLAIN,
+                    def_levels_byte_len,
+                    rep_levels_byte_len,
+                    ..
+                } => {
+                    let (r, d) = (*rep_levels_byte_len as usize, *def_levels_byte_len as usize);
+                    if r + d > buf.len() {
+                        bail!("{what}: a page of `values` is shorter than its levels");
+                    }
+                    (*num_values as usize, &buf[..r], &buf[r..r + d], &buf[r + d..])
+                }
+                other => bail!(
+                    "{what}: row group {g}: column `values` has a {:?} page, expected PLAIN data pages",
+                    other.page_type()
+                ),
+            };
+            let mut at = 0usize; // values of this page consumed
+            walk_levels(rep, def, levels, |event| {
+                match event {
+                    Level::Start => {
+                        close(open, filled)?;
+                        if opened == rows.len() {
+                            bail!("{what}: row group {g} holds more chunk rows than its {} listed", rows.len());
+                        }
+                        open = Some(opened);
+                        opened += 1;
+                        filled = 0;
+                    }
+                    Level::Values(n) => {
+                        let r = open.ok_or_else(|| anyhow!("{what}: a page of `values` starts inside a row"))?;
+                        let row = &rows[r];
+                        let end = (at + n) * elt;
+                        if filled + n > row.len || end > values.len() {
+                            let t = &self.tensors[row.tensor];
+                            bail!(
+                                "{what}: tensor `{}` chunk {} holds more than the {} values it should (shape {:?}); the file is corrupt",
+                                t.name, row.chunk, row.len, t.shape
+                            );
+                        }
+                        if wanted(row.tensor) {
+                            let chunk = Chunk { bytes: &values[at * elt..end], kind };
+                            sink(row.tensor, row.offset + filled, &chunk)?;
+                        }
+                        filled += n;
+                        at += n;
+                    }
+                }
+                Ok(())
+            })
+            .with_context(|| format!("{what}: row group {g}: column `values`"))?;
+            if at * elt != values.len() {
+                bail!(
+                    "{what}: row group {g}: a page of `values` has {} bytes of values for {at} values",
+                    values.len()
+                );
+            }
+        }
+        close(open, filled)?;
+        if opened != rows.len() {
+            bail!(
+                "{what}: row group {g} holds {opened} chunk rows, the table of contents {}",
+                rows.len()
             );
         }
         Ok(())
@@ -756,6 +922,158 @@ impl TensorReader {
             meta: self.meta,
             dtype: self.dtype,
         })
+    }
+}
+
+/// Whether the values of a column chunk can be read page by page: the layout
+/// [`write`] produces (uncompressed, PLAIN values, RLE levels, no dictionary),
+/// for `values` as [`schema`] declares it (levels of at most 1). Anything else
+/// goes through Parquet's record decoder.
+fn pages_apply(c: &parquet::file::metadata::ColumnChunkMetaData) -> bool {
+    let d = c.column_descr();
+    c.compression() == parquet::basic::Compression::UNCOMPRESSED
+        && c.dictionary_page_offset().is_none()
+        && c.encodings()
+            .all(|e| matches!(e, Encoding::PLAIN | Encoding::RLE))
+        && d.max_def_level() == 1
+        && d.max_rep_level() == 1
+}
+
+/// Splits a v1 level section (4-byte little-endian length, then the bytes).
+fn length_prefixed<'a>(
+    buf: &'a [u8],
+    what: &impl std::fmt::Display,
+) -> Result<(&'a [u8], &'a [u8])> {
+    let len = buf
+        .get(..4)
+        .map(|b| u32::from_le_bytes(b.try_into().unwrap()) as usize)
+        .filter(|&l| 4 + l <= buf.len())
+        .ok_or_else(|| anyhow!("{what}: a page of `values` is shorter than its levels"))?;
+    Ok((&buf[4..4 + len], &buf[4 + len..]))
+}
+
+/// What the levels of a `list<item>` column say, in order.
+#[derive(Debug, PartialEq)]
+enum Level {
+    /// A new row (list) starts.
+    Start,
+    /// The current row has `n` more values.
+    Values(usize),
+}
+
+/// Walks `n` repetition and definition levels (bit width 1, RLE/bit-packed
+/// hybrid encoding) run by run: repetition 0 starts a row, definition 1 is a
+/// value (0: the row is an empty list). Long runs cost O(1).
+fn walk_levels(
+    rep: &[u8],
+    def: &[u8],
+    n: usize,
+    mut f: impl FnMut(Level) -> Result<()>,
+) -> Result<()> {
+    let (mut rep, mut def) = (Runs::new(rep), Runs::new(def));
+    let mut left = n;
+    // The open row is an empty list (its only level has definition 0).
+    let mut empty = false;
+    while left > 0 {
+        let (r, rn) = rep.peek()?;
+        let (d, dn) = def.peek()?;
+        let k = rn.min(dn).min(left);
+        match (r, d) {
+            (0, 0 | 1) => {
+                // k rows start, each with one value or none.
+                for _ in 0..k {
+                    f(Level::Start)?;
+                    if d == 1 {
+                        f(Level::Values(1))?;
+                    }
+                }
+                empty = d == 0;
+            }
+            (1, 1) if empty => bail!("an empty row continues with values"),
+            (1, 1) => f(Level::Values(k))?,
+            (1, _) => bail!("a continued row has an empty (undefined) value"),
+            _ => bail!("a level above 1 in a column of levels 0 and 1"),
+        }
+        rep.take(k);
+        def.take(k);
+        left -= k;
+    }
+    Ok(())
+}
+
+/// Runs of an RLE/bit-packed hybrid stream of bit width 1: RLE runs whole,
+/// bit-packed groups one value at a time.
+struct Runs<'a> {
+    buf: &'a [u8],
+    /// (value, count) of the current RLE run, or of one bit-packed value.
+    run: (u8, usize),
+    /// Bits of the current bit-packed run not yet taken.
+    packed: &'a [u8],
+    bit: usize,
+    packed_left: usize,
+}
+
+impl<'a> Runs<'a> {
+    fn new(buf: &'a [u8]) -> Runs<'a> {
+        Runs {
+            buf,
+            run: (0, 0),
+            packed: &[],
+            bit: 0,
+            packed_left: 0,
+        }
+    }
+
+    /// The current run: its value and how many levels it has left.
+    fn peek(&mut self) -> Result<(u8, usize)> {
+        while self.run.1 == 0 {
+            if self.packed_left > 0 {
+                let byte = self.packed[self.bit / 8];
+                self.run = ((byte >> (self.bit % 8)) & 1, 1);
+                self.bit += 1;
+                self.packed_left -= 1;
+                break;
+            }
+            let mut header = 0usize;
+            let mut shift = 0;
+            loop {
+                let (&b, rest) = self
+                    .buf
+                    .split_first()
+                    .ok_or_else(|| anyhow!("the levels end early"))?;
+                self.buf = rest;
+                header |= ((b & 0x7f) as usize) << shift;
+                shift += 7;
+                if b & 0x80 == 0 {
+                    break;
+                }
+                if shift > 56 {
+                    bail!("a level run header is too long");
+                }
+            }
+            if header & 1 == 1 {
+                // (header >> 1) groups of 8 values, one byte per group.
+                let groups = header >> 1;
+                if groups > self.buf.len() {
+                    bail!("a bit-packed level run is cut off");
+                }
+                (self.packed, self.buf) = self.buf.split_at(groups);
+                self.bit = 0;
+                self.packed_left = groups * 8;
+            } else {
+                let (&v, rest) = self
+                    .buf
+                    .split_first()
+                    .ok_or_else(|| anyhow!("an RLE level run is cut off"))?;
+                self.buf = rest;
+                self.run = (v, header >> 1);
+            }
+        }
+        Ok(self.run)
+    }
+
+    fn take(&mut self, k: usize) {
+        self.run.1 -= k;
     }
 }
 
@@ -837,6 +1155,26 @@ mod tests {
         d
     }
 
+    /// Every tensor of the file, flat, read with Parquet's record decoder.
+    fn decoded_values(path: &Path) -> BTreeMap<String, Tensor> {
+        let r = TensorReader::open(path).unwrap();
+        let flat: Vec<Tensor> = r
+            .tensors
+            .iter()
+            .map(|h| Tensor::full([h.numel as i64], f64::NAN, (r.dtype.kind(), Device::Cpu)))
+            .collect();
+        r.stream(
+            |_| true,
+            |t, offset, chunk| {
+                chunk.copy_into(&flat[t].narrow(0, offset as i64, chunk.len() as i64));
+                Ok(())
+            },
+            true,
+        )
+        .unwrap();
+        r.tensors.iter().map(|h| h.name.clone()).zip(flat).collect()
+    }
+
     fn round_trip(dtype: Dtype, chunk: usize, sizes: &[&[i64]]) {
         let dir = tmpdir(&format!("{}-{chunk}", dtype.name()));
         let path = dir.join("part-0.parquet");
@@ -863,6 +1201,15 @@ mod tests {
         .unwrap();
         let back = read(&path, Device::Cpu).unwrap();
         assert_eq!(back.meta["abcond.step"], "7");
+        // The page path (used above) and Parquet's record decoder agree.
+        let decoded = decoded_values(&path);
+        for t in &back.tensors {
+            assert!(
+                t.tensor.reshape([-1]).equal(&decoded[&t.name]),
+                "{}",
+                t.name
+            );
+        }
         assert_eq!(back.tensors.len(), tensors.len());
         for t in &tensors {
             let b = back.get(&t.name).unwrap();
@@ -930,6 +1277,15 @@ mod tests {
         rows: &[(&str, i64, i32, i64, Vec<f32>)],
         chunk_size: Option<usize>,
     ) {
+        write_rows_with(path, rows, chunk_size, WriterProperties::builder())
+    }
+
+    fn write_rows_with(
+        path: &Path,
+        rows: &[(&str, i64, i32, i64, Vec<f32>)],
+        chunk_size: Option<usize>,
+        props: parquet::file::properties::WriterPropertiesBuilder,
+    ) {
         use arrow::array::{Float32Array, RecordBatch};
         use arrow::buffer::OffsetBuffer;
         use parquet::arrow::ArrowWriter;
@@ -944,9 +1300,7 @@ mod tests {
             .iter()
             .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
             .collect();
-        let props = WriterProperties::builder()
-            .set_key_value_metadata(Some(kv))
-            .build();
+        let props = props.set_key_value_metadata(Some(kv)).build();
         let schema = Arc::new(schema(Dtype::F32).as_ref().clone().with_metadata(meta));
         let item = |t: DataType| Arc::new(Field::new("item", t, false));
         let shape = ListArray::new(
@@ -1003,63 +1357,116 @@ mod tests {
             ("b", 1, 0, 0, v(1, 9.0)),
         ];
         write_rows(&path, &good, Some(2));
-        let f = read(&path, Device::Cpu).unwrap();
-        let a = Vec::<f32>::try_from(&f.get("a").unwrap().tensor).unwrap();
-        assert_eq!(a, [0.0, 1.0, 2.0, 3.0, 4.0]);
-        assert_eq!(f.get("b").unwrap().tensor.size(), [1]);
+        let check = |path: &Path| {
+            let f = read(path, Device::Cpu).unwrap();
+            let a = Vec::<f32>::try_from(&f.get("a").unwrap().tensor).unwrap();
+            assert_eq!(a, [0.0, 1.0, 2.0, 3.0, 4.0]);
+            let b = Vec::<f32>::try_from(&f.get("b").unwrap().tensor).unwrap();
+            assert_eq!(b, [9.0]);
+        };
+        // Dictionary-encoded (the Arrow writer's default): the record decoder.
+        let values_chunk = |p: &Path| {
+            let f = SerializedFileReader::new(std::fs::File::open(p).unwrap()).unwrap();
+            pages_apply(f.metadata().row_group(0).column(6))
+        };
+        assert!(!values_chunk(&path));
+        check(&path);
+        // Without a dictionary the page path applies: tiny pages (rows cut
+        // across pages), v1 and v2 data pages.
+        for version in [
+            parquet::file::properties::WriterVersion::PARQUET_1_0,
+            parquet::file::properties::WriterVersion::PARQUET_2_0,
+        ] {
+            let props = WriterProperties::builder()
+                .set_dictionary_enabled(false)
+                .set_writer_version(version)
+                .set_data_page_size_limit(4)
+                .set_write_batch_size(1);
+            write_rows_with(&path, &good, Some(2), props);
+            assert!(values_chunk(&path), "{version:?}");
+            check(&path);
+        }
 
-        // The last chunk of `a` missing: caught from the table of contents
-        // with the chunk size, from the values without it.
-        let missing = good[..2]
-            .iter()
-            .chain(&good[3..])
-            .cloned()
-            .collect::<Vec<_>>();
-        write_rows(&path, &missing, Some(2));
-        let e = read_err(&path);
-        assert!(
-            e.contains("tensor `a` chunk 1 spans 3 values, but the file's chunks hold 2"),
-            "{e}"
-        );
-        write_rows(&path, &missing, None);
-        let e = read_err(&path);
-        assert!(
-            e.contains("tensor `a` chunk 1 holds 2 values, expected 3"),
-            "{e}"
-        );
-
-        // Chunks out of order, and a chunk with more values than it should hold.
-        let swapped = vec![
-            good[1].clone(),
-            good[0].clone(),
-            good[2].clone(),
-            good[3].clone(),
-        ];
-        write_rows(&path, &swapped, Some(2));
-        let e = read_err(&path);
-        assert!(
-            e.contains("tensor `a`: found chunk 1 at offset 2, expected chunk 0"),
-            "{e}"
-        );
-        let mut overfull = good.clone();
-        overfull[2].4 = v(3, 4.0);
-        write_rows(&path, &overfull, None);
-        let e = read_err(&path);
-        assert!(
-            e.contains("tensor `a` chunk 2 holds 3 values, expected 1"),
-            "{e}"
-        );
-        // A tensor listed twice.
-        let twice = vec![
-            good[3].clone(),
-            good[0].clone(),
-            good[1].clone(),
-            good[2].clone(),
-            good[3].clone(),
-        ];
-        write_rows(&path, &twice, None);
-        let e = read_err(&path);
-        assert!(e.contains("tensor `b` appears twice"), "{e}");
+        // Damaged files, through the record decoder (dictionary) and the page path.
+        for dictionary in [true, false] {
+            let w = |rows: &[(&str, i64, i32, i64, Vec<f32>)], chunk_size| {
+                let props = WriterProperties::builder().set_dictionary_enabled(dictionary);
+                write_rows_with(&path, rows, chunk_size, props);
+                assert_eq!(values_chunk(&path), !dictionary);
+                read_err(&path)
+            };
+            // The last chunk of `a` missing: caught from the table of contents
+            // with the chunk size, from the values without it.
+            let missing: Vec<_> = good[..2].iter().chain(&good[3..]).cloned().collect();
+            let e = w(&missing, Some(2));
+            assert!(
+                e.contains("tensor `a` chunk 1 spans 3 values, but the file's chunks hold 2"),
+                "{e}"
+            );
+            let e = w(&missing, None);
+            assert!(
+                e.contains("tensor `a` chunk 1 holds 2 values, expected 3"),
+                "{e}"
+            );
+            // Chunks out of order, and a chunk with more values than it should hold.
+            let swapped = [&good[1], &good[0], &good[2], &good[3]].map(Clone::clone);
+            let e = w(&swapped, Some(2));
+            assert!(
+                e.contains("tensor `a`: found chunk 1 at offset 2, expected chunk 0"),
+                "{e}"
+            );
+            let mut overfull = good.clone();
+            overfull[2].4 = v(3, 4.0);
+            let e = w(&overfull, None);
+            let want = if dictionary {
+                "tensor `a` chunk 2 holds 3 values, expected 1"
+            } else {
+                "tensor `a` chunk 2 holds more than the 1 values it should"
+            };
+            assert!(e.contains(want), "{e}");
+            // A tensor listed twice.
+            let twice = [&good[3], &good[0], &good[1], &good[2], &good[3]].map(Clone::clone);
+            let e = w(&twice, None);
+            assert!(e.contains("tensor `b` appears twice"), "{e}");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Hand-encoded level streams: bit-packed groups, RLE runs, empty rows,
+    /// rows across runs; and damaged streams are errors.
+    #[test]
+    fn level_runs() {
+        let events = |rep: &[u8], def: &[u8], n: usize| {
+            let mut out = Vec::new();
+            walk_levels(rep, def, n, |e| {
+                out.push(e);
+                Ok(())
+            })
+            .map(|()| out)
+        };
+        // Rows of 3, 1, 0 and 6 values. rep: one bit-packed group
+        // [0,1,1,0,0,0,1,1] (LSB first: 0b1100_0110), then an RLE run of three
+        // 1s; def: RLE 1 × 4, RLE 0 × 1 (the empty row), RLE 1 × 6.
+        let rep = [0b11, 0b1100_0110, 3 << 1, 1];
+        let def = [4 << 1, 1, 1 << 1, 0, 6 << 1, 1];
+        use Level::*;
+        let got = events(&rep, &def, 11).unwrap();
+        let (mut rows, mut row) = (Vec::new(), None);
+        for e in &got {
+            match e {
+                Start => rows.extend(row.replace(0)),
+                Values(n) => *row.as_mut().unwrap() += n,
+            }
+        }
+        rows.extend(row);
+        assert_eq!(rows, [3, 1, 0, 6], "{got:?}");
+        // The RLE part arrives as one run.
+        assert_eq!(got.last(), Some(&Values(3)));
+        // Levels that end early, a level of 2, a value continuing an empty
+        // row, and an undefined value continuing a row.
+        assert!(events(&[4 << 1, 0], &[4 << 1, 1], 5).is_err());
+        assert!(events(&[2 << 1, 2], &[2 << 1, 1], 2).is_err());
+        assert!(events(&[1 << 1, 0, 1 << 1, 1], &[1 << 1, 0, 1 << 1, 1], 2).is_err());
+        assert!(events(&[1 << 1, 0, 1 << 1, 1], &[1 << 1, 1, 1 << 1, 0], 2).is_err());
     }
 }
