@@ -88,14 +88,16 @@ class GpuSampler:
 
 def measure(cmd, env, device):
     """Runs `cmd`; returns (peak RSS bytes, peak GPU bytes or None, how GPU was measured, stdout)."""
-    with tempfile.TemporaryFile("w+") as out:
-        p = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.PIPE, text=True)
+    # Output to files, not pipes: a full pipe would stall the child while we wait.
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        p = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, text=True)
         sampler = GpuSampler(p.pid) if device == "cuda" else None
         _, status, usage = os.wait4(p.pid, 0)
-        err = p.stderr.read()
+        p.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
         gpu, how = sampler.finish() if sampler else (None, None)
-        if os.waitstatus_to_exitcode(status) != 0:
-            sys.exit(f"{' '.join(cmd)} failed:\n{err}")
+        if p.returncode != 0:
+            err.seek(0)
+            sys.exit(f"{' '.join(cmd)} failed ({p.returncode}):\n{err.read()}")
         out.seek(0)
         return usage.ru_maxrss * 1024, gpu, how, out.read()
 
