@@ -2031,6 +2031,41 @@ mod tests {
         assert_eq!(again, c);
     }
 
+    /// The WMT preset resolves to AlgoPerf's size with the token data's
+    /// defaults written out; keys of other data sets are refused.
+    #[test]
+    fn transformer_preset_and_token_data_resolve() {
+        let text = "experiment: t
+model: {preset: transformer-wmt}
+data: {dataset: synthetic-translation}
+train: {batch_size: 8, steps: 2}
+optim: {name: sgd, lr: 0.1}
+";
+        let c = parse(text, &[]).unwrap();
+        let m = &c.model;
+        assert_eq!(m.kind, ModelKind::Transformer);
+        assert_eq!(
+            (m.width, m.depth, m.heads, m.mlp_dim, m.dropout),
+            (Some(1024), Some(6), Some(16), Some(1024), Some(0.0))
+        );
+        let d = &c.data;
+        assert_eq!(
+            (d.examples, d.seq_len, d.vocab),
+            (Some(1024), Some(32), Some(32_000))
+        );
+        assert_eq!(parse(&c.to_yaml(), &[]).unwrap(), c);
+        let msg = format!("{:#}", parse(text, &["data.per_class=3"]).unwrap_err());
+        assert!(msg.contains("data.per_class"), "{msg}");
+        let msg = format!(
+            "{:#}",
+            parse(text, &["model.width=30", "model.heads=4"]).unwrap_err()
+        );
+        assert!(msg.contains("multiple of `model.heads` (4)"), "{msg}");
+        // Other data sets do not take the token keys (their run ids are unchanged).
+        let msg = format!("{:#}", parse(BASE, &["data.vocab=10"]).unwrap_err());
+        assert!(msg.contains("data.vocab"), "{msg}");
+    }
+
     #[test]
     fn unknown_key_names_key_file_and_valid_keys() {
         let err = parse(&BASE.replace("lr: 0.1", "lr: 0.1, lrr: 2"), &[]).unwrap_err();
