@@ -416,8 +416,10 @@ impl Chunk<'_> {
 
     /// Copies the values into `dst`, a 1-D tensor of the same length on any
     /// device and of any kind (converted). Into a contiguous CPU tensor of the
-    /// file's kind this is one memcpy from the page; otherwise the values pass
-    /// through an aligned host buffer first.
+    /// file's kind this is one memcpy from the page — beside autograd, which
+    /// does not see the write: `dst` must not be saved by a live graph (loads
+    /// happen between passes); otherwise the values pass through an aligned
+    /// host buffer first.
     pub fn copy_into(&self, dst: &Tensor) {
         let n = self.len();
         assert_eq!(dst.size(), [n as i64], "chunk of {n} values");
