@@ -13,9 +13,10 @@ rename, fsync the directory — what abcond always does) and reading the file it
 just wrote into tensors allocated beforehand (a model's parameters). abcond's
 times come from examples/snapshot_io.rs, which calls the writer of `abcond
 train` and the streaming reader of `abcond probe`, timed in-process like the
-Python calls. The page cache is warm for every read (the file was just
-written), unless --drop-caches (root; drops the whole machine's cache before
-each read).
+Python calls, after one untimed warm-up of the same operation (the Python
+process is warm after its first repeat). One intra-op thread everywhere. The
+page cache is warm for every read (the file was just written), unless
+--drop-caches (root; drops the whole machine's cache before each read).
 
 MB/s = parameter bytes (values × 4 for f32) / seconds. Reported: medians over
 the repeats, and the ratios abcond/safetensors and abcond/torch against the
