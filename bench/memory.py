@@ -187,9 +187,7 @@ def torch_side(size, device, threads):
             x, y = batch(g)
             with torch.no_grad():
                 loss_ref = reference(x, y).double().mean().item()
-            for p in params:
-                if p.grad is not None:
-                    p.grad.zero_()
+            model.zero_grad(set_to_none=True)  # as abcond (and PyTorch's default)
             per = model(x, y)
             (per.sum() / len(per)).backward()
             with torch.no_grad():

@@ -114,7 +114,16 @@ pub fn measure(
 ) -> Measurement {
     let loss_k = loss_and_grad(model, data, indices, chunk, mode, at);
     let params: Vec<Tensor> = model.params().into_iter().map(|(_, p)| p).collect();
-    let grads: Vec<Tensor> = params.iter().map(|p| p.grad()).collect();
+    // A parameter the loss does not use has no gradient (it is dropped
+    // before the backward pass): its gradient is zero.
+    let grads: Vec<Tensor> = params
+        .iter()
+        .map(|p| {
+            Some(p.grad())
+                .filter(Tensor::defined)
+                .unwrap_or_else(|| p.zeros_like())
+        })
+        .collect();
     let (inner, grad_norm) = tch::no_grad(|| {
         (
             reduce::dot_diff(&grads, &params, reference),
