@@ -321,6 +321,17 @@ def report(results):
             if t:
                 extra += f"; PyTorch torch.cuda.max_memory_allocated {t['cuda_max_allocated'] / MB:.0f} MiB (baseline {t['baseline_cuda_max_allocated'] / MB:.0f})"
             lines.append(f"| | {extra} | | | | | | | | | | |")
+    # Two sizes of one architecture give the marginal cost per model byte,
+    # free of what the baseline subtraction leaves in or takes out.
+    mlps = sorted((r["model_bytes"], r, size) for size, r in results["models"].items() if size in ("10m", "100m"))
+    if len(mlps) == 2:
+        (m1, r1, s1), (m2, r2, s2) = mlps
+        def slope(side):
+            return (r2[side][f"peak_{key}"] - r1[side][f"peak_{key}"]) / (m2 - m1)
+        line = f"Marginal peak memory per model byte, {s1} → {s2}: abcond {slope('abcond'):.2f} M"
+        if "torch" in r1 and "torch" in r2:
+            line += f", PyTorch {slope('torch'):.2f} M"
+        lines += ["", line + " (target 3 M plus the activations' growth, here < 0.1 M)."]
     lines.append("")
     lines.append("Machine: " + "; ".join(f"{k}: {v}" for k, v in results["machine"].items()))
     return "\n".join(lines)
