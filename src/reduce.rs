@@ -12,20 +12,32 @@ const CHUNK: i64 = 1 << 22;
 
 /// Σ over tensors i and chunks [s, s + len) of `term(i, s, len)` (a scalar f64
 /// tensor). `lens` are the numbers of elements of the tensors.
+///
+/// The partial sums go into one f64 tensor allocated up front, not into a
+/// list of scalar tensors: thousands of small long-lived allocations between
+/// the pieces' temporaries kept glibc from reusing the temporaries' memory,
+/// and the heap grew by about one piece per piece (≈ 2 M for a 100M-parameter
+/// model with pieces of 2^16 values). Summed in the same order as before.
 fn chunked_sum(lens: &[i64], mut term: impl FnMut(usize, i64, i64) -> Tensor) -> f64 {
-    let mut parts = Vec::new();
+    let count: i64 = lens.iter().map(|&n| (n + CHUNK - 1) / CHUNK).sum();
+    if count == 0 {
+        return 0.0;
+    }
+    let mut parts: Option<Tensor> = None;
+    let mut j = 0;
     for (i, &n) in lens.iter().enumerate() {
         let mut start = 0;
         while start < n {
             let len = CHUNK.min(n - start);
-            parts.push(term(i, start, len));
+            let t = term(i, start, len);
+            let all =
+                parts.get_or_insert_with(|| Tensor::zeros([count], (Kind::Double, t.device())));
+            all.get(j).copy_(&t);
+            j += 1;
             start += len;
         }
     }
-    if parts.is_empty() {
-        return 0.0;
-    }
-    Tensor::stack(&parts, 0).sum(Kind::Double).double_value(&[])
+    parts.unwrap().sum(Kind::Double).double_value(&[])
 }
 
 fn flat(ts: &[Tensor]) -> Vec<Tensor> {
@@ -90,5 +102,18 @@ mod tests {
         // f64 inputs are left unchanged
         assert_eq!(Vec::<f64>::try_from(&a[0]).unwrap(), vec![1.0, 2.0, 3.0]);
         assert_eq!(dot(&[], &[]), 0.0);
+    }
+
+    /// A tensor longer than a piece (and not a multiple of it) is summed
+    /// whole; f32 integers below 2^24 and their sums enter f64 exactly.
+    #[test]
+    fn pieces_cover_every_element() {
+        let n = CHUNK + 17;
+        let opts = (Kind::Float, tch::Device::Cpu);
+        let a = vec![Tensor::arange(n, opts), Tensor::ones([3], opts)];
+        let b = vec![Tensor::ones([n], opts), Tensor::full([3], 2.0, opts)];
+        let m = n as f64;
+        assert_eq!(dot(&a, &b), m * (m - 1.0) / 2.0 + 6.0);
+        assert_eq!(dist_sq(&b, &b), 0.0);
     }
 }
