@@ -120,8 +120,8 @@ struct Row {
     len: usize,
 }
 
-/// How long a write took and what it wrote (`abcond train` sums these into
-/// run.yaml's `training.snapshot_write`).
+/// How long a write took and what it wrote (examples/snapshot_io.rs reports
+/// it for bench/snapshot_io.py).
 #[derive(Debug, Clone, Copy)]
 pub struct Written {
     /// Size of the file.
@@ -474,7 +474,7 @@ fn value_bytes<T: Copy>(v: &[T]) -> &[u8] {
 
 /// An open tensor file whose table of contents — names, kinds, shapes and the
 /// chunk rows of every tensor — is read and checked, and whose values are not:
-/// [`TensorReader::for_each_chunk`] streams them one chunk row at a time, so a
+/// [`TensorReader::for_each_chunk`] streams them a page at a time, so a
 /// snapshot can go straight into a model's parameters ([`Model::load_from`])
 /// without a second copy of the model in memory.
 ///
@@ -663,11 +663,12 @@ impl TensorReader {
         check_meta_identity(&self.meta, &self.path, content, run_id, step)
     }
 
-    /// Streams the values: calls `sink(tensor, offset, chunk)` for every chunk
-    /// row in file order, `tensor` indexing [`TensorReader::tensors`] and
-    /// `offset` the chunk's first element in the flattened tensor. Rows of
-    /// tensors for which `wanted(tensor)` is false are skipped undecoded.
-    /// Each row must hold exactly the values its table of contents says.
+    /// Streams the values: calls `sink(tensor, offset, chunk)` for consecutive
+    /// runs of values in file order (a chunk row, or the part of one that a
+    /// page holds), `tensor` indexing [`TensorReader::tensors`] and `offset`
+    /// the run's first element in the flattened tensor. Runs of tensors for
+    /// which `wanted(tensor)` is false are not passed on. Each chunk row must
+    /// hold exactly the values its table of contents says.
     pub fn for_each_chunk(
         &self,
         wanted: impl Fn(usize) -> bool,
