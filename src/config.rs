@@ -103,6 +103,8 @@ pub enum ModelKind {
     Resnet50,
     /// Vision Transformer (AlgoPerf imagenet_vit, ViT-S/16 by the preset).
     Vit,
+    /// Encoder-decoder Transformer of AlgoPerf's wmt workload (src/model/transformer.rs).
+    Transformer,
 }
 
 impl ModelKind {
@@ -124,6 +126,7 @@ impl ModelKind {
             ModelKind::Resnet34 => "resnet34",
             ModelKind::Resnet50 => "resnet50",
             ModelKind::Vit => "vit",
+            ModelKind::Transformer => "transformer",
         }
     }
 
@@ -221,6 +224,9 @@ pub enum DatasetKind {
     Cifar100,
     /// An ImageFolder tree (ImageNet layout): `data.path/<class>/<image>.{jpg,png}`.
     Imagefolder,
+    /// Seeded token sequences and their "translations" (reversal plus a token
+    /// shift; src/data/synthetic.rs), the stand-in for WMT's sentence pairs.
+    SyntheticTranslation,
 }
 
 impl DatasetKind {
@@ -234,6 +240,7 @@ impl DatasetKind {
             DatasetKind::Cifar10 => "cifar10",
             DatasetKind::Cifar100 => "cifar100",
             DatasetKind::Imagefolder => "imagefolder",
+            DatasetKind::SyntheticTranslation => "synthetic-translation",
         }
     }
 }
@@ -324,6 +331,17 @@ pub struct DataConfig {
     /// (imagefolder: the evaluation transform).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub augment: Option<Augment>,
+    // --- synthetic-translation generator ---
+    /// synthetic-translation: number of sentence pairs (default 1024).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub examples: Option<u64>,
+    /// synthetic-translation: tokens per sentence (default 32).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq_len: Option<i64>,
+    /// synthetic-translation: vocabulary size V, token 0 the padding (default
+    /// 32000, WMT's; the Transformer's shared embedding has V rows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vocab: Option<i64>,
 }
 
 /// Length of training and minibatch size. Exactly one of `steps`, `epochs`.
@@ -1311,6 +1329,31 @@ impl Config {
                     bail!("key `model.dropout` must be in [0, 1), got {d}");
                 }
             }
+            ModelKind::Transformer => {
+                only(
+                    "model",
+                    &what,
+                    &set,
+                    &[
+                        "width", "depth", "heads", "mlp_dim", "dropout", "dtype", "preset",
+                    ],
+                )?;
+                // Defaults: AlgoPerf's WMT Transformer (models/transformer-wmt.yaml).
+                let w = *m.width.get_or_insert(1024);
+                let depth = *m.depth.get_or_insert(6);
+                let heads = *m.heads.get_or_insert(16);
+                let mlp = *m.mlp_dim.get_or_insert(1024);
+                if w < 1 || depth < 1 || heads < 1 || mlp < 1 {
+                    bail!("keys `model.width`, `model.depth`, `model.heads`, `model.mlp_dim` must be at least 1");
+                }
+                if w % heads != 0 || w % 2 != 0 || w < 4 {
+                    bail!("key `model.width` ({w}) must be even, at least 4 (sinusoidal positions) and a multiple of `model.heads` ({heads})");
+                }
+                let d = *m.dropout.get_or_insert(0.0);
+                if !(0.0..1.0).contains(&d) {
+                    bail!("key `model.dropout` must be in [0, 1), got {d}");
+                }
+            }
             ModelKind::Example1
             | ModelKind::Example2
             | ModelKind::Example3
@@ -1379,6 +1422,9 @@ impl Config {
             ("components", d.components.is_some()),
             ("image_size", d.image_size.is_some()),
             ("augment", d.augment.is_some()),
+            ("examples", d.examples.is_some()),
+            ("seq_len", d.seq_len.is_some()),
+            ("vocab", d.vocab.is_some()),
         ];
         let what = format!("dataset `{}`", d.dataset.name());
         d.seed.get_or_insert(0);
@@ -1472,6 +1518,20 @@ impl Config {
                 // all n components, and rows name components by index.
                 only("data", &what, &set, &["components", "seed"])?;
             }
+            DatasetKind::SyntheticTranslation => {
+                only(
+                    "data",
+                    &what,
+                    &set,
+                    &["examples", "seq_len", "vocab", "subset", "seed"],
+                )?;
+                let n = *d.examples.get_or_insert(1024);
+                let len = *d.seq_len.get_or_insert(32);
+                let vocab = *d.vocab.get_or_insert(32_000);
+                if n < 1 || len < 1 || vocab < 2 {
+                    bail!("keys `data.examples` and `data.seq_len` must be at least 1 and `data.vocab` at least 2 (token 0 is the padding), got {n}, {len}, {vocab}");
+                }
+            }
             DatasetKind::MatrixFactorisation => {
                 only(
                     "data",
@@ -1528,6 +1588,14 @@ impl Config {
             (ModelKind::MatrixFactorisation, ds) | (_, ds @ DatasetKind::MatrixFactorisation) => {
                 bail!(
                     "model kind `{}` cannot be trained on dataset `{}`: matrix-factorisation models and data only go together",
+                    self.model.kind.name(),
+                    ds.name()
+                );
+            }
+            (ModelKind::Transformer, DatasetKind::SyntheticTranslation) => {}
+            (ModelKind::Transformer, ds) | (_, ds @ DatasetKind::SyntheticTranslation) => {
+                bail!(
+                    "model kind `{}` cannot be trained on dataset `{}`: the transformer and token data (synthetic-translation) only go together",
                     self.model.kind.name(),
                     ds.name()
                 );
@@ -2013,6 +2081,41 @@ mod tests {
         // the resolved YAML parses back to the same config
         let again = parse(&c.to_yaml(), &[]).unwrap();
         assert_eq!(again, c);
+    }
+
+    /// The WMT preset resolves to AlgoPerf's size with the token data's
+    /// defaults written out; keys of other data sets are refused.
+    #[test]
+    fn transformer_preset_and_token_data_resolve() {
+        let text = "experiment: t
+model: {preset: transformer-wmt}
+data: {dataset: synthetic-translation}
+train: {batch_size: 8, steps: 2}
+optim: {name: sgd, lr: 0.1}
+";
+        let c = parse(text, &[]).unwrap();
+        let m = &c.model;
+        assert_eq!(m.kind, ModelKind::Transformer);
+        assert_eq!(
+            (m.width, m.depth, m.heads, m.mlp_dim, m.dropout),
+            (Some(1024), Some(6), Some(16), Some(1024), Some(0.0))
+        );
+        let d = &c.data;
+        assert_eq!(
+            (d.examples, d.seq_len, d.vocab),
+            (Some(1024), Some(32), Some(32_000))
+        );
+        assert_eq!(parse(&c.to_yaml(), &[]).unwrap(), c);
+        let msg = format!("{:#}", parse(text, &["data.per_class=3"]).unwrap_err());
+        assert!(msg.contains("data.per_class"), "{msg}");
+        let msg = format!(
+            "{:#}",
+            parse(text, &["model.width=30", "model.heads=4"]).unwrap_err()
+        );
+        assert!(msg.contains("multiple of `model.heads` (4)"), "{msg}");
+        // Other data sets do not take the token keys (their run ids are unchanged).
+        let msg = format!("{:#}", parse(BASE, &["data.vocab=10"]).unwrap_err());
+        assert!(msg.contains("data.vocab"), "{msg}");
     }
 
     #[test]

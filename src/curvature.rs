@@ -37,7 +37,6 @@ use crate::progress::{note, Progress};
 use crate::reduce;
 use crate::run::{Manifest, RunDir};
 use crate::store::tables::{self, CurvatureRow};
-use crate::store::tensors;
 use anyhow::{anyhow, Context, Result};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
@@ -357,15 +356,8 @@ pub fn measure(
         let mut progress = Progress::new("curvature", todo.len() as u64, quiet);
         let t0 = Instant::now();
         for (n_done, &k) in todo.iter().enumerate() {
-            let snap = dir.snapshot(k);
-            let file = tensors::read(&snap, device)
-                .and_then(|f| {
-                    tensors::check_identity(&f, &snap, "iterate", &manifest.run_id, Some(k))?;
-                    Ok(f)
-                })
+            crate::probe::load_snapshot(dir, &model, &manifest.run_id, k)
                 .with_context(|| format!("curvature at snapshot step={k}"))?;
-            model.load(&file, &snap.display().to_string())?;
-            drop(file);
             // (label, probe id for the start vector, indices, listed indices)
             let mut losses: Vec<(String, u64, Vec<i64>, bool)> = Vec::new();
             for which in &c.probes {

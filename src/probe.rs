@@ -117,7 +117,16 @@ pub fn measure(
 ) -> Measurement {
     let loss_k = loss_and_grad(model, data, indices, chunk, mode, at);
     let params: Vec<Tensor> = model.params().into_iter().map(|(_, p)| p).collect();
-    let grads: Vec<Tensor> = params.iter().map(|p| p.grad()).collect();
+    // A parameter the loss does not use has no gradient (it is dropped
+    // before the backward pass): its gradient is zero.
+    let grads: Vec<Tensor> = params
+        .iter()
+        .map(|p| {
+            Some(p.grad())
+                .filter(Tensor::defined)
+                .unwrap_or_else(|| p.zeros_like())
+        })
+        .collect();
     let (inner, grad_norm) = tch::no_grad(|| {
         (
             reduce::dot_diff(&grads, &params, reference),
@@ -237,6 +246,16 @@ pub struct ProbeOutcome {
     pub shard: Option<ShardProgress>,
 }
 
+/// Loads the iterate x^k of the run in `dir` into `model`, streaming (see
+/// [`Model::load_from`]), after checking that the file is the iterate of step
+/// k of run `run_id`.
+pub(crate) fn load_snapshot(dir: &RunDir, model: &Model, run_id: &str, k: u64) -> Result<()> {
+    let path = dir.snapshot(k);
+    let reader = tensors::TensorReader::open(&path)?;
+    reader.check_identity("iterate", run_id, Some(k))?;
+    model.load_from(&reader, &path.display().to_string())
+}
+
 /// Whether the part at `path` exists and was written with fingerprint `fp`
 /// under the metadata key `key`.
 pub(crate) fn part_is_current(path: &std::path::Path, key: &str, fp: &str) -> bool {
@@ -341,18 +360,8 @@ pub fn probe(
             );
         }
         let model = Model::build(&cfg.model, &data, device, cfg.seed)?;
-        let final_path = dir.snapshot(total);
-        let final_file = tensors::read(&final_path, device)?;
-        tensors::check_identity(
-            &final_file,
-            &final_path,
-            "iterate",
-            &manifest.run_id,
-            Some(total),
-        )?;
         let reference_model = Model::build(&cfg.model, &data, device, cfg.seed)?;
-        reference_model.load(&final_file, &final_path.display().to_string())?;
-        drop(final_file);
+        load_snapshot(dir, &reference_model, &manifest.run_id, total)?;
         let reference: Vec<Tensor> = reference_model
             .params()
             .into_iter()
@@ -393,15 +402,8 @@ pub fn probe(
         let mut writer = Writer::new(2);
         for (done, &k) in todo.iter().enumerate() {
             let snapshot_start = Instant::now();
-            let snap = dir.snapshot(k);
-            let file = tensors::read(&snap, device)
-                .and_then(|f| {
-                    tensors::check_identity(&f, &snap, "iterate", &manifest.run_id, Some(k))?;
-                    Ok(f)
-                })
+            load_snapshot(dir, &model, &manifest.run_id, k)
                 .with_context(|| format!("probing snapshot step={k}"))?;
-            model.load(&file, &snap.display().to_string())?;
-            drop(file);
             read_seconds += snapshot_start.elapsed().as_secs_f64();
             // x_p: x^K, or Proj(x^k, S) loaded into reference_model.
             let projected = known::projection_reference(p.reference, &model, &reference_model)?;

@@ -19,6 +19,12 @@ const GPU_CHUNK: i64 = 1 << 22;
 
 /// Σ over tensors i and chunks [s, s + len) of `term(i, s, len)` (a scalar f64
 /// tensor). `lens` are the numbers of elements of the tensors.
+///
+/// The partial sums go into one f64 tensor allocated up front, not into a
+/// list of scalar tensors: thousands of small long-lived allocations between
+/// the pieces' temporaries kept glibc from reusing the temporaries' memory,
+/// and the heap grew by about one piece per piece (≈ 2 M for a 100M-parameter
+/// model with pieces of 2^16 values). Summed in the same order as before.
 fn chunked_sum(
     lens: &[i64],
     device: Device,
@@ -29,19 +35,25 @@ fn chunked_sum(
     } else {
         GPU_CHUNK
     };
-    let mut parts = Vec::new();
+    let count: i64 = lens.iter().map(|&n| (n + chunk - 1) / chunk).sum();
+    if count == 0 {
+        return 0.0;
+    }
+    let mut parts: Option<Tensor> = None;
+    let mut j = 0;
     for (i, &n) in lens.iter().enumerate() {
         let mut start = 0;
         while start < n {
             let len = chunk.min(n - start);
-            parts.push(term(i, start, len));
+            let t = term(i, start, len);
+            let all =
+                parts.get_or_insert_with(|| Tensor::zeros([count], (Kind::Double, t.device())));
+            all.get(j).copy_(&t);
+            j += 1;
             start += len;
         }
     }
-    if parts.is_empty() {
-        return 0.0;
-    }
-    Tensor::stack(&parts, 0).sum(Kind::Double).double_value(&[])
+    parts.unwrap().sum(Kind::Double).double_value(&[])
 }
 
 fn flat(ts: &[Tensor]) -> Vec<Tensor> {

@@ -472,10 +472,7 @@ fn run_loop(
                 )
             })?;
         if ck.meta.get("abcond.iterate").map(String::as_str) == Some("snapshot") {
-            let snap = dir.snapshot(step);
-            let file = tensors::read(&snap, setup.device)?;
-            tensors::check_identity(&file, &snap, "iterate", &manifest.run_id, Some(step))?;
-            model.load(&file, &snap.display().to_string())?;
+            crate::probe::load_snapshot(dir, model, &manifest.run_id, step)?;
         } else {
             model.load(&ck, &ck_path.display().to_string())?;
         }
@@ -674,7 +671,14 @@ fn run_loop(
 /// Writes `data.parquet`: which source row each example index is, and for
 /// synthetic data the examples themselves.
 fn write_data_table(dir: &RunDir, data: &Dataset) -> Result<()> {
-    let features = if data.source_dir.is_none() {
+    // Token data: features are the source tokens then the target tokens.
+    let tokens = matches!(data.targets, crate::data::Targets::Tokens { .. });
+    let features = if tokens {
+        let both = Tensor::cat(&[&data.x, &data.y], 1).to_device(Device::Cpu);
+        let width = both.size()[1] as usize;
+        let flat = Vec::<f64>::try_from(both.to_kind(Kind::Double).view([-1]))?;
+        Some(flat.chunks(width).map(<[f64]>::to_vec).collect::<Vec<_>>())
+    } else if data.source_dir.is_none() {
         let x = data
             .x
             .to_device(Device::Cpu)
@@ -694,6 +698,7 @@ fn write_data_table(dir: &RunDir, data: &Dataset) -> Result<()> {
         crate::data::Targets::MatrixEntries { .. } => {
             (None, Some(Vec::<f64>::try_from(y.to_kind(Kind::Double))?))
         }
+        crate::data::Targets::Tokens { .. } => (None, None),
     };
     let mut meta = vec![("abcond.dataset", data.kind.name().to_string())];
     if let Some(d) = &data.source_dir {

@@ -172,19 +172,27 @@ pub fn load(cfg: &DataConfig, dtype: Dtype) -> Result<Dataset> {
     } else {
         images.index_select(0, &Tensor::from_slice(&keep))
     };
-    let mut x = images.to_kind(Kind::Double) / 255.0;
     let (mean, std) = norm_constants(kind);
+    let standard = cfg.normalize == Some(Normalize::Standard);
     // What a zero pixel (black, the padding of a random crop) becomes.
-    let mut pad_fill = vec![0.0; 3];
-    if cfg.normalize == Some(Normalize::Standard) {
-        let m = Tensor::from_slice(&mean).view([1, 3, 1, 1]);
-        let s = Tensor::from_slice(&std).view([1, 3, 1, 1]);
-        x = (x - m) / s;
-        pad_fill = (0..3).map(|c| -mean[c] / std[c]).collect();
-    }
+    let pad_fill = if standard {
+        (0..3).map(|c| -mean[c] / std[c]).collect()
+    } else {
+        vec![0.0; 3]
+    };
+    let m = Tensor::from_slice(&mean).view([1, 3, 1, 1]);
+    let s = Tensor::from_slice(&std).view([1, 3, 1, 1]);
+    let x = super::convert_blocks(&images, dtype.kind(), |block| {
+        let x = block.to_kind(Kind::Double) / 255.0;
+        if standard {
+            (x - &m) / &s
+        } else {
+            x
+        }
+    });
     Ok(Dataset {
         kind,
-        x: x.to_kind(dtype.kind()),
+        x,
         y: Tensor::from_slice(&y),
         len: keep.len() as u64,
         input_shape: vec![3, 32, 32],

@@ -1,6 +1,7 @@
-//! Seeded synthetic data sets of the paper's small problems. Generated in f64
-//! from the portable generator in `rng`, so the same `data.seed` gives the same
-//! data on every machine; the run directory's `data.parquet` holds a copy.
+//! Seeded synthetic data sets: the paper's small problems, and token data for
+//! the Transformer (a stand-in for WMT). Generated (in f64) from the portable
+//! generator in `rng`, so the same `data.seed` gives the same data on every
+//! machine; the run directory's `data.parquet` holds a copy.
 
 use super::{Dataset, Targets};
 use crate::config::{DataConfig, DatasetKind, Dtype};
@@ -101,6 +102,42 @@ pub fn components(cfg: &DataConfig) -> Dataset {
         input_shape: vec![1],
         targets: Targets::Components(n),
         source_index: idx,
+        source_dir: None,
+        augment: None,
+        images: None,
+    }
+}
+
+/// Synthetic translation, the stand-in for WMT's token data (paired sentences of
+/// a 32,000-token vocabulary): `examples` source sentences of `seq_len` tokens
+/// drawn uniformly from 1..vocab (0 is the padding token and never drawn), each
+/// translated by reversing it and shifting every token by one within 1..vocab:
+/// y_j = 1 + (x_{L−1−j} mod (vocab − 1)). The translation is a function of the
+/// source, so f_i can be driven towards 0 — through attention (the reversal)
+/// and the shared embedding (the shift). x and y are int64 [N, L].
+pub fn translation(cfg: &DataConfig, seed: u64) -> Dataset {
+    let n = cfg.examples.unwrap_or(1024) as usize;
+    let len = cfg.seq_len.unwrap_or(32) as usize;
+    let vocab = cfg.vocab.unwrap_or(32_000);
+    let mut rng = Rng::for_stream(seed, &[stream::DATA, 3]);
+    let x: Vec<i64> = (0..n * len)
+        .map(|_| 1 + rng.below(vocab as u64 - 1) as i64)
+        .collect();
+    let y: Vec<i64> = x
+        .chunks(len)
+        .flat_map(|s| s.iter().rev().map(|&t| 1 + t % (vocab - 1)))
+        .collect();
+    Dataset {
+        kind: DatasetKind::SyntheticTranslation,
+        x: Tensor::from_slice(&x).view([n as i64, len as i64]),
+        y: Tensor::from_slice(&y).view([n as i64, len as i64]),
+        len: n as u64,
+        input_shape: vec![len as i64],
+        targets: Targets::Tokens {
+            vocab,
+            len: len as i64,
+        },
+        source_index: (0..n as i64).collect(),
         source_dir: None,
         augment: None,
         images: None,

@@ -20,10 +20,12 @@ pub mod resnet9;
 // ImageNet models (AlgoPerf imagenet_resnet, imagenet_vit).
 pub mod resnet50;
 pub mod vit;
+// WMT model (AlgoPerf wmt), on synthetic token data.
+pub mod transformer;
 
 use crate::config::{BatchNormPolicy, Dtype, ModelConfig, ModelKind};
 use crate::data::{Batch, Dataset, Targets};
-use crate::store::tensors::{NamedTensor, Role, TensorFile};
+use crate::store::tensors::{NamedTensor, Role, TensorFile, TensorReader};
 use anyhow::{bail, Result};
 use tch::nn::{Path, VarStore};
 use tch::{Device, Kind, Tensor};
@@ -61,6 +63,10 @@ pub struct Model {
     /// The VarStore's tensors sorted by name, listed once (they never change
     /// identity, only values), so that per-step code does not rebuild the list.
     named: Vec<NamedTensor>,
+    /// libtorch's optimizer over the parameters, never stepped: its
+    /// `zero_grad` drops the gradients (set to none, as PyTorch's default),
+    /// which tch's `Tensor::zero_grad` (zeroing in place) cannot.
+    grad_reset: tch::COptimizer,
 }
 
 /// A weight initialised like torch.nn.Linear's (kaiming_uniform_ with a = √5,
@@ -166,6 +172,17 @@ impl Model {
                     };
                     Box::new(vit::Vit::new(&root, vc, &data.input_shape, c)?)
                 }
+                (ModelKind::Transformer, Targets::Tokens { vocab, .. }) => {
+                    let d = transformer::TransformerConfig::wmt();
+                    let tc = transformer::TransformerConfig {
+                        width: cfg.width.unwrap_or(d.width),
+                        depth: cfg.depth.unwrap_or(d.depth),
+                        heads: cfg.heads.unwrap_or(d.heads),
+                        mlp_dim: cfg.mlp_dim.unwrap_or(d.mlp_dim),
+                        dropout: cfg.dropout.unwrap_or(0.0),
+                    };
+                    Box::new(transformer::Transformer::new(&root, tc, vocab)?)
+                }
                 (kind, Targets::Components(_)) if kind.is_known_answer() => {
                     Box::new(known::KnownNet::new(&root, cfg)?)
                 }
@@ -191,12 +208,17 @@ impl Model {
             })
             .collect();
         named.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut grad_reset = tch::COptimizer::sgd(0.0, 0.0, 0.0, 0.0, false)?;
+        for t in named.iter().filter(|t| t.role == Role::Param) {
+            grad_reset.add_parameters(&t.tensor, 0)?;
+        }
         Ok(Model {
             vs,
             net,
             dtype: cfg.dtype,
             kind: cfg.kind,
             named,
+            grad_reset,
         })
     }
 
@@ -244,30 +266,102 @@ impl Model {
         self.params().iter().map(|(_, t)| t.numel() as i64).sum()
     }
 
+    /// Drops the parameters' gradients (PyTorch's `zero_grad(set_to_none=True)`).
+    /// The next backward pass then hands its gradient tensors over as `.grad`
+    /// instead of adding them into zeroed ones: no transient second copy of
+    /// each gradient (the largest tensor's, ~1 M for the MLPs), and no extra
+    /// pass over memory. Gradients are undefined until that backward pass.
     pub fn zero_grad(&self) {
-        for (_, mut t) in self.params() {
-            t.zero_grad();
-        }
+        self.grad_reset
+            .zero_grad()
+            .expect("libtorch's optimizer zero_grad");
     }
 
     /// Copies the model tensors of `file` (read from `source`) into this model.
     /// Names, roles and shapes must match exactly.
     pub fn load(&self, file: &TensorFile, source: &str) -> Result<()> {
-        let mine = self.tensors();
-        let theirs: Vec<&NamedTensor> = file
+        let theirs: Vec<(&str, Role, Vec<i64>)> = file
             .tensors
             .iter()
-            .filter(|t| t.role != Role::Optim)
+            .map(|t| (t.name.as_str(), t.role, t.tensor.size()))
             .collect();
+        let mine = self.check_match(&theirs, file.dtype, source)?;
+        for (m, i) in mine.iter().zip(self.match_indices(&theirs)) {
+            let mut dst = m.tensor.shallow_clone();
+            tch::no_grad(|| dst.copy_(&file.tensors[i].tensor));
+        }
+        Ok(())
+    }
+
+    /// Loads the model tensors of the tensor file behind `reader` (read from
+    /// `source`), streaming: every chunk goes from the Parquet decoder straight
+    /// into its parameter, so loading x^k never holds a second copy of the
+    /// model (the probe keeps only x^k, x^K and the gradient). Names, roles and
+    /// shapes are checked against the file's table of contents before any value
+    /// is copied; optimiser state in the file is skipped undecoded.
+    pub fn load_from(&self, reader: &TensorReader, source: &str) -> Result<()> {
+        let theirs: Vec<(&str, Role, Vec<i64>)> = reader
+            .tensors
+            .iter()
+            .map(|h| (h.name.as_str(), h.role, h.shape.clone()))
+            .collect();
+        let mine = self.check_match(&theirs, reader.dtype, source)?;
+        // Views of the parameters, made and written under no_grad (autograd
+        // forbids a view made there to be written with grad mode on).
+        tch::no_grad(|| {
+            let mut dest: Vec<Option<Tensor>> = (0..theirs.len()).map(|_| None).collect();
+            for (m, i) in mine.iter().zip(self.match_indices(&theirs)) {
+                let flat = m.tensor.f_view([-1]).map_err(|e| {
+                    anyhow::anyhow!("tensor `{}` of the model is not contiguous: {e}", m.name)
+                })?;
+                dest[i] = Some(flat);
+            }
+            reader.for_each_chunk(
+                |t| dest[t].is_some(),
+                |t, offset, chunk| {
+                    let d = dest[t].as_ref().unwrap();
+                    chunk.copy_into(&d.narrow(0, offset as i64, chunk.len() as i64));
+                    Ok(())
+                },
+            )
+        })
+    }
+
+    /// For each model tensor (sorted by name), the position of its namesake in
+    /// `theirs` (which [`Model::check_match`] has checked).
+    fn match_indices(&self, theirs: &[(&str, Role, Vec<i64>)]) -> Vec<usize> {
+        self.named
+            .iter()
+            .map(|m| {
+                theirs
+                    .iter()
+                    .position(|t| t.1 != Role::Optim && t.0 == m.name)
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    /// Checks that the model tensors (`param`/`buffer` entries) of a file with
+    /// entries `theirs` (name, role, shape) and values of `dtype` are exactly this
+    /// model's; returns the model's tensors.
+    fn check_match(
+        &self,
+        theirs: &[(&str, Role, Vec<i64>)],
+        dtype: Dtype,
+        source: &str,
+    ) -> Result<Vec<NamedTensor>> {
+        let mine = self.tensors();
+        let theirs: Vec<&(&str, Role, Vec<i64>)> =
+            theirs.iter().filter(|t| t.1 != Role::Optim).collect();
         let missing: Vec<&str> = mine
             .iter()
-            .filter(|m| !theirs.iter().any(|t| t.name == m.name))
+            .filter(|m| !theirs.iter().any(|t| t.0 == m.name))
             .map(|m| m.name.as_str())
             .collect();
         let extra: Vec<&str> = theirs
             .iter()
-            .filter(|t| !mine.iter().any(|m| m.name == t.name))
-            .map(|t| t.name.as_str())
+            .filter(|t| !mine.iter().any(|m| m.name == t.0))
+            .map(|t| t.0)
             .collect();
         if !missing.is_empty() || !extra.is_empty() {
             bail!(
@@ -277,29 +371,27 @@ impl Model {
                 mine.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")
             );
         }
-        if file.dtype != self.dtype {
+        if dtype != self.dtype {
             bail!(
                 "{source} stores {} values but the model is {}",
-                file.dtype.name(),
+                dtype.name(),
                 self.dtype.name()
             );
         }
         for m in &mine {
-            let t = theirs.iter().find(|t| t.name == m.name).unwrap();
-            if t.tensor.size() != m.tensor.size() || t.role != m.role {
+            let t = theirs.iter().find(|t| t.0 == m.name).unwrap();
+            if t.2 != m.tensor.size() || t.1 != m.role {
                 bail!(
                     "{source}: tensor `{}` is a {} of shape {:?}, expected a {} of shape {:?}",
                     m.name,
-                    t.role.name(),
-                    t.tensor.size(),
+                    t.1.name(),
+                    t.2,
                     m.role.name(),
                     m.tensor.size()
                 );
             }
-            let mut dst = m.tensor.shallow_clone();
-            tch::no_grad(|| dst.copy_(&t.tensor));
         }
-        Ok(())
+        Ok(mine)
     }
 }
 
