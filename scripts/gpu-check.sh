@@ -40,7 +40,10 @@
 #   9. bench/run.py --device cuda on the ResNet-18 cases (training step, probe of a
 #      snapshot, snapshot cost; 2 repeats): abcond/PyTorch ratios against the targets
 #      of docs/benchmarks.md, written to OUTDIR/bench-cuda.{md,json}; a missed target
-#      does not fail the check. BENCH=0 skips it.
+#      does not fail the check. BENCH=0 skips it;
+#  10. peak GPU memory of probing the WMT-size Transformer (133.5M parameters,
+#      synthetic tokens) against 3× model size + one minibatch of activations
+#      (bench/memory.py; fails when over).
 set -euo pipefail
 out=${1:?usage: scripts/gpu-check.sh OUTDIR}
 mkdir -p "$out"
@@ -204,5 +207,9 @@ if [ "${BENCH:-1}" != 0 ]; then
     "$py" bench/run.py --device cuda --bin "$bin" --python "$py" --repeats 2 \
         --cases train-resnet18,probe-resnet18,snapshots-resnet18 --work "$work/bench" --out "$out/bench-cuda"
 fi
+fi
+if want 10; then
+log "10. memory: probe of the 133.5M-parameter WMT Transformer (synthetic tokens) on cuda, snapshots streamed (bench/memory.py)"
+"$py" bench/memory.py --device cuda --model 130m --bin "$bin" --json "$out/memory-cuda.json"
 fi
 log "all GPU checks passed"
