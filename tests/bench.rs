@@ -114,7 +114,7 @@ fn runner_runs_the_mlp_cases_and_both_probes_agree() {
     assert!(out.status.success(), "bench/run.py failed:\n{text}");
     let md = std::fs::read_to_string(dir.join("result.md")).unwrap();
     for row in [
-        "| train-mlp | median training step | abcond |",
+        "| train-mlp | mean training step (loop / steps) | abcond |",
         "| probe-mlp | median probe of one snapshot (i_k) | abcond |",
         "| snapshots-mlp | training loop, 200 steps, snapshot every 100 | abcond |",
     ] {
