@@ -514,23 +514,6 @@ impl Drop for Cluster {
     }
 }
 
-/// Runs Python code with the project's interpreter; returns stdout.
-fn py(code: &str, args: &[&str]) -> String {
-    let out = Command::new(python())
-        .arg("-c")
-        .arg(code)
-        .args(args)
-        .output()
-        .expect("running python");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "python failed:\n{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
-}
-
 /// The last completion record of each array task of `array` (task → record).
 fn task_records(
     recs: &[BTreeMap<String, String>],

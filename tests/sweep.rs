@@ -7,7 +7,6 @@ mod common;
 use abcond::sweep::Sweep;
 use common::*;
 use std::path::Path;
-use std::process::Command;
 
 const BASE: &str = "experiment: sw\nseed: 0\ndevice: cpu\nmodel: {preset: mlp}\ndata: {dataset: fashion-mnist, subset: 64}\ntrain: {batch_size: 16, steps: 10}\noptim: {name: sgd, lr: 0.1}\n";
 
@@ -18,23 +17,6 @@ fn sweep(text: &str, sets: &[&str]) -> anyhow::Result<Option<Sweep>> {
 
 fn err(text: &str, sets: &[&str]) -> String {
     format!("{:#}", sweep(text, sets).unwrap_err())
-}
-
-/// Runs Python code with the project's interpreter; returns stdout.
-fn py(code: &str, args: &[&str]) -> String {
-    let out = Command::new(python())
-        .arg("-c")
-        .arg(code)
-        .args(args)
-        .output()
-        .expect("running python");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "python failed:\n{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
 }
 
 #[test]

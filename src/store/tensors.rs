@@ -693,9 +693,6 @@ impl TensorReader {
             .with_context(|| format!("opening tensor file {what}"))?;
         let pages_from = Arc::new(file.try_clone()?);
         let reader = SerializedFileReader::new(file).map_err(corrupt)?;
-        let (mut def, mut rep) = (Vec::new(), Vec::new());
-        let mut f32s: Vec<f32> = Vec::new();
-        let mut f64s: Vec<f64> = Vec::new();
         let mut next = 0;
         for g in 0..reader.num_row_groups() {
             let group = reader.get_row_group(g).map_err(corrupt)?;
@@ -717,42 +714,10 @@ impl TensorReader {
             let column = group.get_column_reader(6).map_err(corrupt)?;
             match (self.dtype, column) {
                 (Dtype::F32, ColumnReader::FloatColumnReader(mut c)) => {
-                    for row in rows {
-                        if !wanted(row.tensor) {
-                            c.skip_records(1).map_err(corrupt)?;
-                            continue;
-                        }
-                        def.clear();
-                        rep.clear();
-                        f32s.clear();
-                        c.read_records(1, Some(&mut def), Some(&mut rep), &mut f32s)
-                            .map_err(corrupt)?;
-                        self.check_len(row, f32s.len())?;
-                        let chunk = Chunk {
-                            bytes: value_bytes(&f32s),
-                            kind: Kind::Float,
-                        };
-                        sink(row.tensor, row.offset, &chunk)?;
-                    }
+                    self.decode_rows(&mut c, rows, Kind::Float, &wanted, &mut sink, &corrupt)?
                 }
                 (Dtype::F64, ColumnReader::DoubleColumnReader(mut c)) => {
-                    for row in rows {
-                        if !wanted(row.tensor) {
-                            c.skip_records(1).map_err(corrupt)?;
-                            continue;
-                        }
-                        def.clear();
-                        rep.clear();
-                        f64s.clear();
-                        c.read_records(1, Some(&mut def), Some(&mut rep), &mut f64s)
-                            .map_err(corrupt)?;
-                        self.check_len(row, f64s.len())?;
-                        let chunk = Chunk {
-                            bytes: value_bytes(&f64s),
-                            kind: Kind::Double,
-                        };
-                        sink(row.tensor, row.offset, &chunk)?;
-                    }
+                    self.decode_rows(&mut c, rows, Kind::Double, &wanted, &mut sink, &corrupt)?
                 }
                 _ => bail!(
                     "{what}: column `values` of row group {g} does not hold {} values",
@@ -765,6 +730,43 @@ impl TensorReader {
                 "{what}: the row groups hold {next} rows, the table of contents {}",
                 self.rows.len()
             );
+        }
+        Ok(())
+    }
+
+    /// The values of one row group's chunk rows `rows` through Parquet's record
+    /// decoder (layouts the page path does not take): one record per chunk row,
+    /// rows that are not `wanted` skipped.
+    fn decode_rows<T: parquet::data_type::DataType>(
+        &self,
+        column: &mut parquet::column::reader::ColumnReaderImpl<T>,
+        rows: &[Row],
+        kind: Kind,
+        wanted: &impl Fn(usize) -> bool,
+        sink: &mut impl FnMut(usize, usize, &Chunk) -> Result<()>,
+        corrupt: &impl Fn(parquet::errors::ParquetError) -> anyhow::Error,
+    ) -> Result<()>
+    where
+        T::T: Copy,
+    {
+        let (mut def, mut rep, mut values) = (Vec::new(), Vec::new(), Vec::new());
+        for row in rows {
+            if !wanted(row.tensor) {
+                column.skip_records(1).map_err(corrupt)?;
+                continue;
+            }
+            def.clear();
+            rep.clear();
+            values.clear();
+            column
+                .read_records(1, Some(&mut def), Some(&mut rep), &mut values)
+                .map_err(corrupt)?;
+            self.check_len(row, values.len())?;
+            let chunk = Chunk {
+                bytes: value_bytes(&values),
+                kind,
+            };
+            sink(row.tensor, row.offset, &chunk)?;
         }
         Ok(())
     }

@@ -64,6 +64,23 @@ pub fn python() -> PathBuf {
 }
 
 /// Runs a Python script from tests/ with arguments; panics with its output on failure.
+/// Runs Python code with the project's interpreter; returns stdout.
+pub fn py(code: &str, args: &[&str]) -> String {
+    let out = Command::new(python())
+        .arg("-c")
+        .arg(code)
+        .args(args)
+        .output()
+        .expect("running python");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "python failed:\n{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
 pub fn run_python(script: &str, args: &[&str]) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests")
