@@ -95,13 +95,15 @@ fn main() {
     std::fs::write(out, code).unwrap();
 }
 
-/// Compiles csrc/torch_ctx.cpp against the libtorch torch-sys links, with the
+/// Compiles the C++ shims (csrc/torch_ctx.cpp, ops.cpp, cpu_cache.cpp) against the libtorch torch-sys links, with the
 /// flags torch-sys uses for its own libtch (C++17, the C++11 ABI setting of
 /// that libtorch). `lib` is libtorch's lib directory; the headers are beside it
 /// (`<lib>/../include`, for a pip torch and a libtorch archive alike).
 fn compile_shim(lib: &Path) {
     let include = lib.join("..").join("include");
     println!("cargo:rerun-if-changed=csrc/torch_ctx.cpp");
+    println!("cargo:rerun-if-changed=csrc/ops.cpp");
+    println!("cargo:rerun-if-changed=csrc/cpu_cache.cpp");
     cc::Build::new()
         .cpp(true)
         .pic(true)
@@ -113,6 +115,8 @@ fn compile_shim(lib: &Path) {
         .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={}", cxx11_abi()))
         .flag("-DGLOG_USE_GLOG_EXPORT")
         .file("csrc/torch_ctx.cpp")
+        .file("csrc/ops.cpp")
+        .file("csrc/cpu_cache.cpp")
         .compile("abcond_torch_ctx");
 }
 

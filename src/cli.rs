@@ -519,6 +519,11 @@ pub fn main() -> i32 {
     // First, while the process has one thread and before CUDA initialises.
     crate::reproducibility::init_process_env();
     let cli = Cli::parse();
+    // Before the first tensor: libtorch's CPU allocator with a cache of large
+    // blocks (csrc/cpu_cache.cpp; ABCOND_CPU_CACHE=0 turns it off).
+    if let Err(e) = crate::torch_ops::install_cpu_cache() {
+        eprintln!("abcond: warning: {e:#}");
+    }
     if let Some(n) = cli.threads {
         tch::set_num_threads(n.max(1));
     }

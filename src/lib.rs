@@ -28,5 +28,6 @@ pub mod slurm;
 pub mod store;
 pub mod sweep;
 pub mod torch_ctx;
+pub mod torch_ops;
 pub mod train;
 pub mod util;

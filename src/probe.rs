@@ -528,6 +528,10 @@ pub fn probe(
         );
     }
 
+    // The models are gone: blocks cached for their next step would only sit
+    // beside what the gather and the analysis allocate.
+    crate::torch_ops::cpu_cache_release();
+
     if let Some(s) = shard {
         // A shard writes parts only: the shared tables and run.yaml are left
         // to the gather, so that concurrent shards never race on them.

@@ -80,13 +80,18 @@ pub fn dot(a: &[Tensor], b: &[Tensor]) -> f64 {
     })
 }
 
-/// Σ_i ||a_i||² (= `dot(a, a)`, converting each piece to f64 once).
+/// Σ_i ||a_i||² (= `dot(a, a)`, converting each piece to f64 once), in
+/// `csrc/ops.cpp`: the gradient norm of every training step, where the seven
+/// tch calls per piece of the generic path cost more than the arithmetic for
+/// small models (docs/benchmarks.md). Same pieces; each piece's sum of
+/// squares is an f64 dot product.
 pub fn norm_sq(a: &[Tensor]) -> f64 {
-    let a = flat(a);
-    chunked_sum(&lens(&a), device(&a), |i, s, l| {
-        let p = piece(&a[i], s, l);
-        (&p * &p).sum(Kind::Double)
-    })
+    let chunk = if device(a) == Device::Cpu {
+        CPU_CHUNK
+    } else {
+        GPU_CHUNK
+    };
+    crate::torch_ops::norm_sq(a, chunk)
 }
 
 /// Σ_i <a_i, b_i − c_i>, the difference taken in f64.

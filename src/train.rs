@@ -387,6 +387,9 @@ pub fn train(
 
     let total = setup.total_steps;
     let mut result = run_loop(&dir, cfg, setup, &mut manifest, began, quiet);
+    // The model and its activations are gone; so goes what the CPU allocator
+    // cached for the next step (`abcond run` probes next, with its own sizes).
+    crate::torch_ops::cpu_cache_release();
     // Completed or diverged: merge the step rows before the manifest says so.
     let finished = match &result {
         Ok(()) => true,

@@ -18,6 +18,7 @@ pub mod schedule;
 
 use crate::config::{DecayExclude, OptimConfig, OptimName};
 use crate::store::tensors::{NamedTensor, Role, TensorFile};
+use crate::torch_ops::{add_scaled, add_scaled_, foreach_add_};
 use anyhow::{anyhow, bail, Result};
 use tch::Tensor;
 
@@ -144,6 +145,15 @@ impl Optimizer {
         }
     }
 
+    /// The parameters that have a gradient, and their gradients.
+    fn params_with_grads(&self) -> (Vec<Tensor>, Vec<Tensor>) {
+        self.params
+            .iter()
+            .map(|(_, p)| (p.shallow_clone(), p.grad()))
+            .filter(|(_, g)| g.defined())
+            .unzip()
+    }
+
     /// One update with learning rate `lr` (the schedule's, at this step), from
     /// the gradients in `.grad()`, of the minibatch loss `loss` = f_i(x^k) whose
     /// gradient norm is `grad_norm`. Returns the scalar step size gamma_k the
@@ -157,14 +167,8 @@ impl Optimizer {
         let name = self.cfg.name;
         if name.is_adaptive_step() {
             let gamma = self.adaptive_step_size(lr, loss, grad_norm);
-            tch::no_grad(|| {
-                for (_, p) in &self.params {
-                    let g = p.grad();
-                    if g.defined() {
-                        let _ = p.shallow_clone().g_add_(&(&g * -gamma));
-                    }
-                }
-            });
+            let (ps, gs) = self.params_with_grads();
+            tch::no_grad(|| foreach_add_(&ps, &gs, -gamma));
             return Some(gamma);
         }
         if name == OptimName::NormalizedSgd {
@@ -178,6 +182,8 @@ impl Optimizer {
             self.mu_product *= mu;
             (mu, mu_next, self.mu_product)
         });
+        // SGD's updates x -= lr d, taken together after the loop.
+        let (mut sgd_params, mut sgd_dirs) = (Vec::new(), Vec::new());
         tch::no_grad(|| {
             for (((_, p), st), &decays) in self
                 .params
@@ -196,7 +202,7 @@ impl Optimizer {
                         let momentum = self.cfg.momentum.unwrap_or(0.0);
                         let dampening = self.cfg.dampening.unwrap_or(0.0);
                         if wd != 0.0 {
-                            g = g.g_add(&(&p * wd));
+                            g = add_scaled(&g, &p, wd);
                         }
                         if momentum != 0.0 {
                             let buf = match st.momentum_buffer.take() {
@@ -207,19 +213,21 @@ impl Optimizer {
                                     let _ = if dampening == 0.0 {
                                         b.g_add_(&g)
                                     } else {
-                                        b.g_add_(&(&g * (1.0 - dampening)))
+                                        add_scaled_(&b, &g, 1.0 - dampening);
+                                        b.shallow_clone()
                                     };
                                     b
                                 }
                             };
                             g = if self.cfg.nesterov.unwrap_or(false) {
-                                g.g_add(&(&buf * momentum))
+                                add_scaled(&g, &buf, momentum)
                             } else {
                                 buf.shallow_clone()
                             };
                             st.momentum_buffer = Some(buf);
                         }
-                        let _ = p.g_add_(&(&g * -lr));
+                        sgd_params.push(p);
+                        sgd_dirs.push(g);
                     }
                     OptimName::Adam | OptimName::Adamw => {
                         let [b1, b2] = self.cfg.betas.unwrap_or([0.9, 0.999]);
@@ -287,6 +295,7 @@ impl Optimizer {
                     _ => unreachable!("handled above"),
                 }
             }
+            foreach_add_(&sgd_params, &sgd_dirs, -lr);
         });
         (name == OptimName::Sgd).then_some(lr)
     }
@@ -309,7 +318,7 @@ impl Optimizer {
                     None => g.detach().copy(),
                     Some(mut b) => {
                         let _ = b.g_mul_scalar_(beta);
-                        let _ = b.g_add_(&(&g * (1.0 - beta)));
+                        add_scaled_(&b, &g, 1.0 - beta);
                         b
                     }
                 };
@@ -319,9 +328,7 @@ impl Optimizer {
             }
             let norm = crate::reduce::norm_sq(&bufs).sqrt();
             let step = if norm > 0.0 { lr / norm } else { 0.0 };
-            for (mut p, b) in targets.into_iter().zip(&bufs) {
-                let _ = p.g_add_(&(b * -step));
-            }
+            foreach_add_(&targets, &bufs, -step);
             step
         })
     }

@@ -1,0 +1,111 @@
+// abcond's C shim of libtorch operations tch 0.24 does not expose and that
+// sit on the training step's hot path (docs/benchmarks.md):
+//
+// - add with a scale, `a + alpha * b` as one fused kernel (torch.add(a, b,
+//   alpha=...)): torch.optim.SGD's update and weight decay are written this
+//   way, so abcond's SGD rounds exactly as PyTorch's does;
+// - `_foreach_add_` (torch._foreach_add_): one call for all parameters, which
+//   is a multi-tensor kernel on CUDA;
+// - the squared norm of a list of tensors accumulated in f64, each piece
+//   converted to f64 and reduced by one dot product written straight into a
+//   preallocated slot: three libtorch calls per piece instead of seven through
+//   tch, and one host synchronisation per call.
+//
+// Built by build.rs with the same flags as torch_ctx.cpp. Tensor handles are
+// tch's (`at::Tensor*`). Every function catches C++ exceptions and reports
+// them through a return code and abcond_ops_last_error().
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/_foreach_add.h>
+#include <ATen/ops/add.h>
+#include <ATen/ops/dot.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/sum.h>
+#include <c10/core/GradMode.h>
+
+#include <exception>
+#include <string>
+#include <vector>
+
+namespace {
+thread_local std::string last_error;
+
+template <typename F>
+int guarded(F f) {
+  try {
+    f();
+    return 0;
+  } catch (const std::exception& e) {
+    last_error = e.what();
+  } catch (...) {
+    last_error = "unknown C++ exception";
+  }
+  return 1;
+}
+
+std::vector<at::Tensor> list(const at::Tensor* const* ts, int64_t n) {
+  std::vector<at::Tensor> v;
+  v.reserve(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) v.push_back(*ts[i]);
+  return v;
+}
+}  // namespace
+
+extern "C" {
+
+const char* abcond_ops_last_error() { return last_error.c_str(); }
+
+// *out = new tensor a + alpha * b (torch.add(a, b, alpha=alpha)).
+int abcond_ops_add_scaled(const at::Tensor* a, const at::Tensor* b, double alpha, at::Tensor** out) {
+  return guarded([&] { *out = new at::Tensor(at::add(*a, *b, alpha)); });
+}
+
+// a += alpha * b, in place (Tensor.add_(b, alpha=alpha)).
+int abcond_ops_add_scaled_(at::Tensor* a, const at::Tensor* b, double alpha) {
+  return guarded([&] { a->add_(*b, alpha); });
+}
+
+// a_i += alpha * b_i for every i (torch._foreach_add_(a, b, alpha=alpha)):
+// on a CPU a loop of add_ (bit for bit the same), on CUDA multi-tensor kernels.
+int abcond_ops_foreach_add_(const at::Tensor* const* a, const at::Tensor* const* b, int64_t n, double alpha) {
+  return guarded([&] {
+    if (n == 0) return;
+    auto av = list(a, n);
+    auto bv = list(b, n);
+    at::_foreach_add_(av, bv, alpha);
+  });
+}
+
+// *out = Σ_i ||t_i||², accumulated in f64: each tensor, flattened, is cut
+// into pieces of `chunk` elements; each piece is converted to f64 and its dot
+// product with itself goes into slot j of one f64 tensor allocated up front
+// (no list of scalar tensors between the pieces' temporaries, which kept
+// glibc from reusing their memory); the slots are summed and read back once.
+// Sums of squares of integers below 2^26 are exact.
+int abcond_ops_norm_sq(const at::Tensor* const* ts, int64_t n, int64_t chunk, double* out) {
+  return guarded([&] {
+    at::NoGradGuard no_grad;
+    if (chunk <= 0) throw std::invalid_argument("abcond_ops_norm_sq: chunk must be positive");
+    int64_t count = 0;
+    for (int64_t i = 0; i < n; ++i) count += (ts[i]->numel() + chunk - 1) / chunk;
+    if (count == 0) {
+      *out = 0.0;
+      return;
+    }
+    auto parts = at::empty({count}, ts[0]->options().dtype(at::kDouble));
+    int64_t j = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const at::Tensor& t = *ts[i];
+      const int64_t len = t.numel();
+      if (len == 0) continue;
+      auto flat = t.reshape({-1});
+      for (int64_t s = 0; s < len; s += chunk) {
+        auto piece = (len <= chunk ? flat : flat.narrow(0, s, std::min(chunk, len - s))).to(at::kDouble);
+        auto slot = parts.select(0, j++);
+        at::dot_out(slot, piece, piece);
+      }
+    }
+    *out = at::sum(parts).item<double>();
+  });
+}
+
+}  // extern "C"

@@ -1,0 +1,139 @@
+//! The CPU block cache (csrc/cpu_cache.cpp) in a process of its own: blocks
+//! are reused for the same size, memory held never exceeds the live peak,
+//! small blocks are not cached, the contents are what the tensor wrote; and
+//! the `abcond` binary gives bit-identical runs with the cache on and off.
+
+mod common;
+use abcond::torch_ops::{cpu_cache_active, cpu_cache_release, cpu_cache_stats, install_cpu_cache};
+use common::*;
+use tch::{Device, Kind, Tensor};
+
+fn f32_tensor(n: i64, v: f64) -> Tensor {
+    Tensor::full([n], v, (Kind::Float, Device::Cpu))
+}
+
+/// One test function: the cache is process-wide and its counters would race
+/// with other tests running in parallel threads.
+#[test]
+fn cache_reuses_blocks_and_stays_within_the_live_peak() {
+    std::env::remove_var("ABCOND_CPU_CACHE");
+    assert!(install_cpu_cache().unwrap());
+    assert!(install_cpu_cache().unwrap(), "installing twice is a no-op");
+    assert!(cpu_cache_active());
+    let mib = 1 << 18; // f32 values per MiB
+
+    // A freed 4 MiB block comes back for the next 4 MiB request.
+    let s0 = cpu_cache_stats();
+    let a = f32_tensor(4 * mib, 1.0);
+    let pa = a.data_ptr();
+    drop(a);
+    let b = f32_tensor(4 * mib, 2.0);
+    assert_eq!(b.data_ptr(), pa, "the cached block is reused");
+    let s1 = cpu_cache_stats();
+    assert_eq!((s1.misses - s0.misses, s1.hits - s0.hits), (1, 1));
+    assert_eq!(
+        b.sum(Kind::Double).double_value(&[]),
+        2.0 * (4 * mib) as f64
+    );
+    assert_eq!(b.data_ptr() as usize % 64, 0, "64-byte alignment");
+
+    // Blocks under 1 MiB bypass the cache.
+    let s1 = cpu_cache_stats();
+    let small = f32_tensor(1000, 3.0);
+    drop(small);
+    let small = f32_tensor(1000, 3.0);
+    assert_eq!(small.double_value(&[999]), 3.0);
+    assert_eq!(
+        (cpu_cache_stats().hits, cpu_cache_stats().misses),
+        (s1.hits, s1.misses)
+    );
+    drop(b);
+
+    // Sizes that change between phases: what is held stays within the peak
+    // of live blocks, and cached blocks are given back to make room.
+    for round in 0..3 {
+        let n = (2 + round) * mib;
+        let live: Vec<Tensor> = (0..8).map(|i| f32_tensor(n, i as f64)).collect();
+        for (i, t) in live.iter().enumerate() {
+            assert_eq!(t.double_value(&[0]), i as f64, "each tensor its own block");
+        }
+        let s = cpu_cache_stats();
+        assert!(
+            s.peak_held_bytes <= s.peak_live_bytes,
+            "held {} > live peak {}",
+            s.peak_held_bytes,
+            s.peak_live_bytes
+        );
+    }
+    let s2 = cpu_cache_stats();
+    assert!(
+        s2.releases > 0,
+        "older blocks were freed to make room: {s2:?}"
+    );
+    assert!(s2.cached_bytes > 0);
+    cpu_cache_release();
+    let s3 = cpu_cache_stats();
+    assert_eq!(s3.cached_bytes, 0);
+    assert_eq!(s3.held_bytes, 0, "nothing live: nothing held");
+}
+
+/// Training and probing with and without the cache: bit-identical steps,
+/// snapshots and landscape rows (an MLP wide enough for 1 MiB blocks:
+/// weights, gradients, momentum buffers and activations).
+#[test]
+fn abcond_results_do_not_depend_on_the_cache() {
+    let tmp = scratch("cpu-cache");
+    write_idx_fixture(&tmp.join("data"), 256);
+    let cfg = write_config(
+        &tmp,
+        "exp.yaml",
+        &format!(
+            "experiment: cache
+seed: 5
+device: cpu
+model: {{preset: mlp, width: 640, dtype: f32}}
+data: {{dataset: fashion-mnist, path: {}}}
+train: {{batch_size: 128, steps: 12}}
+optim: {{name: sgd, lr: 0.05, momentum: 0.9}}
+snapshots: {{every: 4}}
+probe: {{extra_batches: 1, full: true}}
+",
+            tmp.join("data").display()
+        ),
+    );
+    let mut dirs = Vec::new();
+    for cache in ["1", "0"] {
+        let out = tmp.join(format!("out-{cache}"));
+        let o = cmd(&tmp)
+            .env("ABCOND_CPU_CACHE", cache)
+            .args([
+                "--quiet",
+                "--out",
+                out.to_str().unwrap(),
+                "run",
+                cfg.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        ok(&o);
+        dirs.push(run_dir(&out, "cache"));
+    }
+    for k in [0, 4, 8, 12] {
+        let f = format!("iterates/step={k}/part-0.parquet");
+        assert_eq!(
+            read_values(&dirs[0].join(&f)),
+            read_values(&dirs[1].join(&f)),
+            "{f}"
+        );
+    }
+    // Every column of the step rows and the landscape rows, value for value.
+    let same = py(
+        "import sys, pyarrow.parquet as pq
+for f in ['steps.parquet', 'landscape.parquet']:
+    a, b = (pq.read_table(d + '/' + f) for d in sys.argv[1:3])
+    assert a.num_rows > 0 and a.equals(b), f
+print('same')",
+        &[dirs[0].to_str().unwrap(), dirs[1].to_str().unwrap()],
+    );
+    assert_eq!(same.trim(), "same");
+}
