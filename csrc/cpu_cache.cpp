@@ -19,10 +19,12 @@
 // total seen so far, so the cache never holds memory the process has not
 // already needed at once. Blocks come from c10::alloc_cpu and go back through
 // c10::free_cpu (what libtorch's default CPU allocator uses); smaller requests
-// go to the default allocator unchanged.
+// go straight to them (with the header that marks them as not cached).
 //
 // The bookkeeping allocates nothing after installation: each block carries
-// its size in a 64-byte header (the data stay 64-byte aligned), and the cache
+// its size in a 64-byte header (the data stay 64-byte aligned; 0 marks a small
+// block, so that every block this allocator hands out, including those of
+// raw_allocate, is freed correctly by its one deleter), and the cache
 // is a vector reserved up front. Small allocations of the cache's own, made
 // between the activations, would pin the top of glibc's heap and keep it from
 // shrinking (the probe's peak RSS grew by ~110 MiB at 100M parameters).
@@ -59,7 +61,6 @@ struct Block {
 size_t& size_of(char* base) { return *reinterpret_cast<size_t*>(base); }
 
 struct CachingCpuAllocator final : c10::Allocator {
-  c10::Allocator* fallback = c10::GetDefaultCPUAllocator();
   std::mutex mutex;
   std::vector<Block> cached;  // oldest first
   Stats stats;
@@ -79,7 +80,14 @@ struct CachingCpuAllocator final : c10::Allocator {
   }
 
   c10::DataPtr allocate(size_t n) override {
-    if (n < kMinBytes) return fallback->allocate(n);
+    if (n < kMinBytes) {
+      // Not cached, but with a header too: raw_allocate/raw_deallocate (used
+      // inside libtorch, e.g. by oneDNN) free every block through raw_deleter().
+      char* base = static_cast<char*>(c10::alloc_cpu(n + kHeader));
+      size_of(base) = 0;
+      void* data = base + kHeader;
+      return {data, data, &free_block, c10::Device(c10::DeviceType::CPU)};
+    }
     const size_t size = (n + kHeader + kPage - 1) / kPage * kPage;
     std::lock_guard<std::mutex> lock(mutex);
     char* base = nullptr;
@@ -124,6 +132,10 @@ void CachingCpuAllocator::free_block(void* data) {
   if (data == nullptr) return;
   char* base = static_cast<char*>(data) - kHeader;
   const size_t size = size_of(base);
+  if (size == 0) {  // a small block
+    c10::free_cpu(base);
+    return;
+  }
   std::lock_guard<std::mutex> lock(instance->mutex);
   if (instance->cached.size() == kMaxCached) instance->release_oldest();
   instance->cached.push_back({base, size});
