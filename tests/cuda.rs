@@ -463,3 +463,43 @@ fn a_missing_cuda_device_is_a_clear_error() {
         "{err}"
     );
 }
+
+/// csrc/ops.cpp on CUDA: the f64 squared norm (2^22-value pieces, a dot
+/// product into a slot of a CUDA tensor) equals the CPU's to rounding, and
+/// `_foreach_add_` (multi-tensor kernels on CUDA) agrees with `add_` tensor
+/// by tensor.
+#[test]
+fn hot_path_ops_on_cuda() {
+    use abcond::torch_ops::{add_scaled, foreach_add_, norm_sq};
+    use tch::{Device, Kind, Tensor};
+    require_cuda();
+    let cuda = Device::Cuda(0);
+    tch::manual_seed(3);
+    let shapes: [&[i64]; 4] = [&[5_000_000], &[300, 170], &[170], &[7, 3, 5]];
+    let cpu: Vec<Tensor> = shapes
+        .iter()
+        .map(|s| Tensor::randn(*s, (Kind::Float, Device::Cpu)))
+        .collect();
+    let gpu: Vec<Tensor> = cpu.iter().map(|t| t.to_device(cuda)).collect();
+    let (a, b) = (abcond::reduce::norm_sq(&cpu), norm_sq(&gpu, 1 << 22));
+    assert!((a - b).abs() <= 1e-12 * a, "CPU {a} vs CUDA {b}");
+    let dirs: Vec<Tensor> = gpu.iter().map(|t| t.sin()).collect();
+    let one_by_one: Vec<Tensor> = gpu
+        .iter()
+        .zip(&dirs)
+        .map(|(p, d)| add_scaled(p, d, -0.03))
+        .collect();
+    let together: Vec<Tensor> = gpu.iter().map(Tensor::copy).collect();
+    foreach_add_(&together, &dirs, -0.03);
+    // The same arithmetic (one rounding of a + alpha·b) in other kernels:
+    // equal to within one rounding, usually bit for bit (printed).
+    let mut identical = true;
+    for (t, o) in together.iter().zip(&one_by_one) {
+        identical &= t.equal(o);
+        assert!(
+            t.allclose(o, 1e-6, 1e-7, false),
+            "_foreach_add_ differs from add_ on CUDA"
+        );
+    }
+    eprintln!("_foreach_add_ vs add_ on CUDA: bit-identical = {identical}");
+}
