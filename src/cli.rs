@@ -460,6 +460,8 @@ fn probe_and_analyse(
     // of a sharded probe take no lock: each writes only its own part files.)
     let _lock = crate::run::lock::acquire(&dir.root, "probe", &command_line())?;
     let outcome = crate::probe::probe(dir, settings, set, None, cli.quiet)?;
+    // What the curvature pass cached goes before the analysis allocates.
+    crate::torch_ops::cpu_cache_release();
     if let Some(a) = analyse {
         // The config's analysis section applies (also to a run trained before).
         let analysis = crate::analysis::analyze(&dir.root, Some(a.clone()), &[], cli.quiet)?;
