@@ -30,12 +30,19 @@
 // shrinking (the probe's peak RSS grew by ~110 MiB at 100M parameters).
 //
 // Installed once at start-up by the abcond binary (not by the library) unless
-// ABCOND_CPU_CACHE=0. Thread-safe (one mutex); the allocator object is never
-// destroyed, so tensors freed during exit still find it.
+// ABCOND_CPU_CACHE=0, before any tensor exists: a block the default allocator
+// handed out through raw_allocate must not come back through this one's
+// raw_deleter. Thread-safe (one mutex; the frees of evicted blocks happen
+// under it, which only the allocating thread waits for in practice: the
+// writer thread only frees, a push onto the cache); the allocator object is
+// never destroyed, so tensors freed during exit still find it. Unlike
+// libtorch's default allocator it does not report to the profiler's CPU
+// memory tracking.
 #include <c10/core/Allocator.h>
 #include <c10/core/CPUAllocator.h>
 #include <c10/core/impl/alloc_cpu.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <exception>
 #include <mutex>
@@ -80,6 +87,8 @@ struct CachingCpuAllocator final : c10::Allocator {
   }
 
   c10::DataPtr allocate(size_t n) override {
+    if (n == 0) return {nullptr, nullptr, &free_block, c10::Device(c10::DeviceType::CPU)};
+    TORCH_CHECK(n <= SIZE_MAX - kHeader - kPage, "abcond's CPU allocator: request of ", n, " bytes is too large");
     if (n < kMinBytes) {
       // Not cached, but with a header too: raw_allocate/raw_deallocate (used
       // inside libtorch, e.g. by oneDNN) free every block through raw_deleter().
@@ -102,9 +111,19 @@ struct CachingCpuAllocator final : c10::Allocator {
     }
     if (base == nullptr) {
       const uint64_t live = stats.mapped_bytes - stats.cached_bytes + size;
-      if (live > stats.peak_live_bytes) stats.peak_live_bytes = live;
-      while (!cached.empty() && live + stats.cached_bytes > stats.peak_live_bytes) release_oldest();
-      base = static_cast<char*>(c10::alloc_cpu(size));  // throws as the default allocator does
+      const uint64_t peak = std::max(live, stats.peak_live_bytes);
+      while (!cached.empty() && live + stats.cached_bytes > peak) release_oldest();
+      try {
+        base = static_cast<char*>(c10::alloc_cpu(size));
+      } catch (...) {
+        // Out of memory: give back every cached block and try once more;
+        // a second failure reaches libtorch as the default allocator's would.
+        while (!cached.empty()) release_oldest();
+        base = static_cast<char*>(c10::alloc_cpu(size));
+      }
+      // Recorded only for a block that exists, so that a failed request
+      // cannot raise the bound.
+      stats.peak_live_bytes = peak;
       size_of(base) = size;
       stats.misses++;
       stats.mapped_bytes += size;

@@ -7,9 +7,10 @@
 // - `_foreach_add_` (torch._foreach_add_): one call for all parameters, which
 //   is a multi-tensor kernel on CUDA;
 // - the squared norm of a list of tensors accumulated in f64, each piece
-//   converted to f64 and reduced by one dot product written straight into a
-//   preallocated slot: three libtorch calls per piece instead of seven through
-//   tch, and one host synchronisation per call.
+//   converted to f64, squared and summed into a slot of a preallocated f64
+//   tensor: the same kernels and summation order as before (bit-identical
+//   norms), without tch's seven wrapped calls per piece, and one host
+//   synchronisation per call.
 //
 // Built by build.rs with the same flags as torch_ctx.cpp. Tensor handles are
 // tch's (`at::Tensor*`). Every function catches C++ exceptions and reports
@@ -17,12 +18,14 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/_foreach_add.h>
 #include <ATen/ops/add.h>
-#include <ATen/ops/dot.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/mul.h>
 #include <ATen/ops/sum.h>
 #include <c10/core/GradMode.h>
 
+#include <algorithm>
 #include <exception>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -76,17 +79,21 @@ int abcond_ops_foreach_add_(const at::Tensor* const* a, const at::Tensor* const*
 }
 
 // *out = Σ_i ||t_i||², accumulated in f64: each tensor, flattened, is cut
-// into pieces of `chunk` elements; each piece is converted to f64 and its dot
-// product with itself goes into slot j of one f64 tensor allocated up front
-// (no list of scalar tensors between the pieces' temporaries, which kept
-// glibc from reusing their memory); the slots are summed and read back once.
-// Sums of squares of integers below 2^26 are exact.
+// into pieces of `chunk` elements; each piece is converted to f64, squared,
+// and summed (libtorch's sum kernel) into slot j of one f64 tensor allocated
+// up front — no list of scalar tensors between the pieces' temporaries, which
+// kept glibc from reusing their memory; the slots are summed and read back
+// once. Sums of squares of integers are exact while the total stays below
+// 2^53.
 int abcond_ops_norm_sq(const at::Tensor* const* ts, int64_t n, int64_t chunk, double* out) {
   return guarded([&] {
     at::NoGradGuard no_grad;
     if (chunk <= 0) throw std::invalid_argument("abcond_ops_norm_sq: chunk must be positive");
     int64_t count = 0;
-    for (int64_t i = 0; i < n; ++i) count += (ts[i]->numel() + chunk - 1) / chunk;
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t len = ts[i]->numel();
+      count += len == 0 ? 0 : (len - 1) / chunk + 1;
+    }
     if (count == 0) {
       *out = 0.0;
       return;
@@ -101,7 +108,7 @@ int abcond_ops_norm_sq(const at::Tensor* const* ts, int64_t n, int64_t chunk, do
       for (int64_t s = 0; s < len; s += chunk) {
         auto piece = (len <= chunk ? flat : flat.narrow(0, s, std::min(chunk, len - s))).to(at::kDouble);
         auto slot = parts.select(0, j++);
-        at::dot_out(slot, piece, piece);
+        at::sum_out(slot, at::mul(piece, piece), at::IntArrayRef{}, false, c10::nullopt);
       }
     }
     *out = at::sum(parts).item<double>();

@@ -133,6 +133,11 @@ pub fn measure(
             reduce::norm_sq(&grads).sqrt(),
         )
     });
+    // The gradient is used up: dropped now, it is not held through the next
+    // minibatch's forward pass at the reference point (a model's size less at
+    // that pass's peak; docs/benchmarks-storage.md).
+    drop(grads);
+    model.zero_grad();
     Measurement {
         loss_k,
         loss_ref,

@@ -139,6 +139,26 @@ mod tests {
         assert_eq!(norm_sq(&[]), 0.0);
     }
 
+    /// The shim's norm runs the same kernels in the same order as the generic
+    /// path (convert, square, sum per piece; sum of the partial sums): the
+    /// same bits, so gradient norms did not change with it.
+    #[test]
+    fn norm_sq_equals_the_generic_path_bit_for_bit() {
+        tch::manual_seed(5);
+        let opts = (Kind::Float, tch::Device::Cpu);
+        let a = vec![
+            Tensor::randn([3 * CPU_CHUNK + 123], opts),
+            Tensor::randn([300, 17], opts),
+            Tensor::randn([5], opts),
+        ];
+        let flat_a = flat(&a);
+        let generic = chunked_sum(&lens(&flat_a), Device::Cpu, |i, s, l| {
+            let p = piece(&flat_a[i], s, l);
+            (&p * &p).sum(Kind::Double)
+        });
+        assert_eq!(norm_sq(&a).to_bits(), generic.to_bits());
+    }
+
     /// Tensors longer than a CPU piece (and not a multiple of it) are summed
     /// whole: every element of f32 inputs enters in f64, so the sums of
     /// integers below 2^24 are exact.

@@ -1,5 +1,6 @@
 //! The reproducibility record in run.yaml, bf16 autocast training and the
-//! device errors, as far as a CPU shows them (src/reproducibility.rs). The
+//! device errors, as far as a CPU shows them (src/reproducibility.rs), and
+//! results that do not depend on the CPU block cache (csrc/cpu_cache.cpp). The
 //! CUDA side is tests/cuda.rs (cargo feature `cuda-tests`).
 
 mod common;
@@ -187,4 +188,65 @@ fn device_errors_are_clear() {
                 .exists()),
         "nothing was trained"
     );
+}
+
+/// Training and probing with and without the cache: bit-identical steps,
+/// snapshots and landscape rows (an MLP wide enough for 1 MiB blocks:
+/// weights, gradients, momentum buffers and activations).
+#[test]
+fn abcond_results_do_not_depend_on_the_cache() {
+    let tmp = scratch("cpu-cache");
+    write_idx_fixture(&tmp.join("data"), 256);
+    let cfg = write_config(
+        &tmp,
+        "exp.yaml",
+        &format!(
+            "experiment: cache
+seed: 5
+device: cpu
+model: {{preset: mlp, width: 640, dtype: f32}}
+data: {{dataset: fashion-mnist, path: {}}}
+train: {{batch_size: 128, steps: 12}}
+optim: {{name: sgd, lr: 0.05, momentum: 0.9}}
+snapshots: {{every: 4}}
+probe: {{extra_batches: 1, full: true}}
+",
+            tmp.join("data").display()
+        ),
+    );
+    let mut dirs = Vec::new();
+    for cache in ["1", "0"] {
+        let out = tmp.join(format!("out-{cache}"));
+        let o = cmd(&tmp)
+            .env("ABCOND_CPU_CACHE", cache)
+            .args([
+                "--quiet",
+                "--out",
+                out.to_str().unwrap(),
+                "run",
+                cfg.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        ok(&o);
+        dirs.push(run_dir(&out, "cache"));
+    }
+    for k in [0, 4, 8, 12] {
+        let f = format!("iterates/step={k}/part-0.parquet");
+        assert_eq!(
+            read_values(&dirs[0].join(&f)),
+            read_values(&dirs[1].join(&f)),
+            "{f}"
+        );
+    }
+    // Every column of the step rows and the landscape rows, value for value.
+    let same = py(
+        "import sys, pyarrow.parquet as pq
+for f in ['steps.parquet', 'landscape.parquet']:
+    a, b = (pq.read_table(d + '/' + f) for d in sys.argv[1:3])
+    assert a.num_rows > 0 and a.equals(b), f
+print('same')",
+        &[dirs[0].to_str().unwrap(), dirs[1].to_str().unwrap()],
+    );
+    assert_eq!(same.trim(), "same");
 }

@@ -3,10 +3,12 @@
 //! PyTorch's single-tensor implementations (torch.optim.SGD / Adam / AdamW /
 //! NAdam with foreach=False, same defaults), AlgoPerf's NAdamW baseline, and
 //! the paper's step sizes (NOTES §4: SPS_max, DecSPS, NGN, AdaGrad-norm-max)
-//! and normalised SGD with momentum. Results agree with torch.optim to
-//! rounding, not bit for bit: PyTorch fuses `add_(x, alpha=a)` into a
-//! multiply-add, which tch's API does not expose (tests/check_optim.py replays
-//! runs with torch.optim and independent implementations).
+//! and normalised SGD with momentum. Additions with a scale go through
+//! `add(x, alpha=a)` as in torch.optim (one rounding; `crate::torch_ops`, as
+//! tch's API does not expose it); the other steps (Adam's moments and
+//! denominators) are written with tch's operations and agree with torch.optim
+//! to rounding, not always bit for bit (tests/check_optim.py replays runs with
+//! torch.optim and independent implementations).
 //!
 //! The paper's methods take one step x^{k+1} = x^k − gamma_k ∇f_{i_k}(x^k) with
 //! gamma_k computed from f_{i_k}(x^k) and ||∇f_{i_k}(x^k)|| (both from the
@@ -235,7 +237,7 @@ impl Optimizer {
                         if name == OptimName::Adamw {
                             let _ = p.g_mul_scalar_(1.0 - lr * wd);
                         } else if wd != 0.0 {
-                            g = g.g_add(&(&p * wd));
+                            g = add_scaled(&g, &p, wd);
                         }
                         let m = st.exp_avg.get_or_insert_with(|| p.zeros_like());
                         let _ = m.lerp_(&g, 1.0 - b1);
@@ -257,7 +259,7 @@ impl Optimizer {
                             if self.cfg.decoupled_weight_decay.unwrap_or(false) {
                                 let _ = p.g_mul_scalar_(1.0 - lr * wd);
                             } else {
-                                g = g.g_add(&(&p * wd));
+                                g = add_scaled(&g, &p, wd);
                             }
                         }
                         let m = st.exp_avg.get_or_insert_with(|| p.zeros_like());

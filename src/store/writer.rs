@@ -56,27 +56,40 @@ type Job = Box<dyn FnOnce() -> Result<()> + Send>;
 /// up, the bounded queue still makes the loop wait for it.
 const WRITER_NICE: i32 = 10;
 
-#[cfg(target_os = "linux")]
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
 fn lower_priority() {
-    use std::os::raw::{c_int, c_uint};
+    use std::os::raw::{c_int, c_long, c_uint};
     extern "C" {
-        fn gettid() -> c_int;
+        // gettid(2) through syscall(2): glibc only has a gettid wrapper since
+        // 2.30, and clusters still run 2.28 (RHEL 8).
+        fn syscall(number: c_long, ...) -> c_long;
         fn getpriority(which: c_int, who: c_uint) -> c_int;
         fn setpriority(which: c_int, who: c_uint, prio: c_int) -> c_int;
     }
+    #[cfg(target_arch = "x86_64")]
+    const SYS_GETTID: c_long = 186;
+    #[cfg(target_arch = "aarch64")]
+    const SYS_GETTID: c_long = 178;
     const PRIO_PROCESS: c_int = 0;
     // SAFETY: plain syscalls on this thread's id; on Linux PRIO_PROCESS with a
     // thread id changes that thread only. Never raises the priority of a
-    // process started with a higher nice value; a failure leaves it as is.
+    // process started with a higher nice value; a failure (getpriority's -1
+    // is also a valid value) leaves it as is.
     unsafe {
-        let tid = gettid() as c_uint;
+        let tid = syscall(SYS_GETTID) as c_uint;
         if getpriority(PRIO_PROCESS, tid) < WRITER_NICE {
             let _ = setpriority(PRIO_PROCESS, tid, WRITER_NICE);
         }
     }
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+)))]
 fn lower_priority() {}
 
 pub struct Writer {
@@ -155,7 +168,10 @@ mod tests {
 
     /// The writer thread runs at nice WRITER_NICE (or the process's own, if
     /// higher); the caller's priority is unchanged.
-    #[cfg(target_os = "linux")]
+    #[cfg(all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    ))]
     #[test]
     fn writer_thread_runs_at_lower_priority() {
         fn nice() -> i32 {
