@@ -83,8 +83,8 @@ pub fn dot(a: &[Tensor], b: &[Tensor]) -> f64 {
 /// Σ_i ||a_i||² (= `dot(a, a)`, converting each piece to f64 once), in
 /// `csrc/ops.cpp`: the gradient norm of every training step, where the seven
 /// tch calls per piece of the generic path cost more than the arithmetic for
-/// small models (docs/benchmarks.md). Same pieces; each piece's sum of
-/// squares is an f64 dot product.
+/// small models (docs/benchmarks.md). Same pieces, kernels and order as the
+/// generic path, so the same bits (tested below).
 pub fn norm_sq(a: &[Tensor]) -> f64 {
     let chunk = if device(a) == Device::Cpu {
         CPU_CHUNK
