@@ -47,51 +47,6 @@ pub fn cpu_copies(tensors: Vec<NamedTensor>) -> Vec<NamedTensor> {
 
 type Job = Box<dyn FnOnce() -> Result<()> + Send>;
 
-/// The nice value of the writer thread (Linux; 0 is the default, 19 the
-/// lowest priority). Training runs libtorch's intra-op threads on every core,
-/// and an OpenMP parallel region is as slow as its slowest thread: a writer
-/// thread competing at equal priority preempted one of them and stretched the
-/// steps around every snapshot (docs/benchmarks.md, `snapshots-mlp`). At a
-/// lower priority it runs in the gaps; when the disk or the CPU cannot keep
-/// up, the bounded queue still makes the loop wait for it.
-const WRITER_NICE: i32 = 10;
-
-#[cfg(all(
-    target_os = "linux",
-    any(target_arch = "x86_64", target_arch = "aarch64")
-))]
-fn lower_priority() {
-    use std::os::raw::{c_int, c_long, c_uint};
-    extern "C" {
-        // gettid(2) through syscall(2): glibc only has a gettid wrapper since
-        // 2.30, and clusters still run 2.28 (RHEL 8).
-        fn syscall(number: c_long, ...) -> c_long;
-        fn getpriority(which: c_int, who: c_uint) -> c_int;
-        fn setpriority(which: c_int, who: c_uint, prio: c_int) -> c_int;
-    }
-    #[cfg(target_arch = "x86_64")]
-    const SYS_GETTID: c_long = 186;
-    #[cfg(target_arch = "aarch64")]
-    const SYS_GETTID: c_long = 178;
-    const PRIO_PROCESS: c_int = 0;
-    // SAFETY: plain syscalls on this thread's id; on Linux PRIO_PROCESS with a
-    // thread id changes that thread only. Never raises the priority of a
-    // process started with a higher nice value; a failure (getpriority's -1
-    // is also a valid value) leaves it as is.
-    unsafe {
-        let tid = syscall(SYS_GETTID) as c_uint;
-        if getpriority(PRIO_PROCESS, tid) < WRITER_NICE {
-            let _ = setpriority(PRIO_PROCESS, tid, WRITER_NICE);
-        }
-    }
-}
-
-#[cfg(not(all(
-    target_os = "linux",
-    any(target_arch = "x86_64", target_arch = "aarch64")
-)))]
-fn lower_priority() {}
-
 pub struct Writer {
     queue: Option<SyncSender<Job>>,
     thread: Option<JoinHandle<Result<()>>>,
@@ -105,7 +60,6 @@ impl Writer {
         let thread = std::thread::Builder::new()
             .name("abcond-writer".into())
             .spawn(move || {
-                lower_priority();
                 for job in jobs {
                     job()?;
                 }
@@ -165,35 +119,6 @@ impl Drop for Writer {
 mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
-
-    /// The writer thread runs at nice WRITER_NICE (or the process's own, if
-    /// higher); the caller's priority is unchanged.
-    #[cfg(all(
-        target_os = "linux",
-        any(target_arch = "x86_64", target_arch = "aarch64")
-    ))]
-    #[test]
-    fn writer_thread_runs_at_lower_priority() {
-        fn nice() -> i32 {
-            let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
-            // Fields after the command name (which ends with the last ')'):
-            // state is field 3, nice is field 19.
-            let rest = &stat[stat.rfind(')').unwrap() + 2..];
-            rest.split(' ').nth(16).unwrap().parse().unwrap()
-        }
-        let before = nice();
-        let seen = Arc::new(Mutex::new(None));
-        let mut w = Writer::new(1);
-        let s = seen.clone();
-        w.submit(move || {
-            *s.lock().unwrap() = Some(nice());
-            Ok(())
-        })
-        .unwrap();
-        w.finish().unwrap();
-        assert_eq!(*seen.lock().unwrap(), Some(before.max(WRITER_NICE)));
-        assert_eq!(nice(), before);
-    }
 
     #[test]
     fn jobs_run_in_order_and_finish_waits_for_them() {
