@@ -7,10 +7,9 @@
 // - `_foreach_add_` (torch._foreach_add_): one call for all parameters, which
 //   is a multi-tensor kernel on CUDA;
 // - the squared norm of a list of tensors accumulated in f64, each piece
-//   converted to f64, squared and summed into a slot of a preallocated f64
-//   tensor: the same kernels and summation order as before (bit-identical
-//   norms), without tch's seven wrapped calls per piece, and one host
-//   synchronisation per call.
+//   converted to f64 and dotted with itself into a slot of a preallocated
+//   f64 tensor: two kernels per piece instead of tch's seven wrapped calls,
+//   and one host synchronisation per call.
 //
 // Built by build.rs with the same flags as torch_ctx.cpp. Tensor handles are
 // tch's (`at::Tensor*`). Every function catches C++ exceptions and reports
@@ -19,7 +18,7 @@
 #include <ATen/ops/_foreach_add.h>
 #include <ATen/ops/add.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/mul.h>
+#include <ATen/ops/dot.h>
 #include <ATen/ops/sum.h>
 #include <c10/core/GradMode.h>
 
@@ -79,12 +78,17 @@ int abcond_ops_foreach_add_(const at::Tensor* const* a, const at::Tensor* const*
 }
 
 // *out = Σ_i ||t_i||², accumulated in f64: each tensor, flattened, is cut
-// into pieces of `chunk` elements; each piece is converted to f64, squared,
-// and summed (libtorch's sum kernel) into slot j of one f64 tensor allocated
-// up front — no list of scalar tensors between the pieces' temporaries, which
-// kept glibc from reusing their memory; the slots are summed and read back
-// once. Sums of squares of integers are exact while the total stays below
-// 2^53.
+// into pieces of `chunk` elements; each piece is converted to f64 and its dot
+// product with itself (BLAS ddot on the CPU — MKL in the PyPI wheel — cuBLAS
+// on CUDA) goes into slot j of one f64 tensor allocated up front (no list of
+// scalar tensors between the pieces' temporaries, which kept glibc from
+// reusing their memory); the slots are summed and read back once. ddot sums
+// in its own order: deterministic for a given machine and thread count (the
+// pieces are always freshly converted, 64-byte aligned tensors), possibly
+// different in the last bits on another CPU type, as ATen's own vectorised
+// sums are. A square-then-sum version (the order of the generic path in
+// src/reduce.rs) cost the MLP's training step ~0.03 ms more (docs/benchmarks.md).
+// Sums of squares of integers are exact while the total stays below 2^53.
 int abcond_ops_norm_sq(const at::Tensor* const* ts, int64_t n, int64_t chunk, double* out) {
   return guarded([&] {
     at::NoGradGuard no_grad;
@@ -108,7 +112,7 @@ int abcond_ops_norm_sq(const at::Tensor* const* ts, int64_t n, int64_t chunk, do
       for (int64_t s = 0; s < len; s += chunk) {
         auto piece = (len <= chunk ? flat : flat.narrow(0, s, std::min(chunk, len - s))).to(at::kDouble);
         auto slot = parts.select(0, j++);
-        at::sum_out(slot, at::mul(piece, piece), at::IntArrayRef{}, false, c10::nullopt);
+        at::dot_out(slot, piece, piece);
       }
     }
     *out = at::sum(parts).item<double>();

@@ -83,8 +83,9 @@ pub fn dot(a: &[Tensor], b: &[Tensor]) -> f64 {
 /// Σ_i ||a_i||² (= `dot(a, a)`, converting each piece to f64 once), in
 /// `csrc/ops.cpp`: the gradient norm of every training step, where the seven
 /// tch calls per piece of the generic path cost more than the arithmetic for
-/// small models (docs/benchmarks.md). Same pieces, kernels and order as the
-/// generic path, so the same bits (tested below).
+/// small models (docs/benchmarks.md). Same pieces; each piece's sum of
+/// squares is an f64 dot product (agreeing with the generic path to rounding,
+/// tested below).
 pub fn norm_sq(a: &[Tensor]) -> f64 {
     let chunk = if device(a) == Device::Cpu {
         CPU_CHUNK
@@ -139,11 +140,10 @@ mod tests {
         assert_eq!(norm_sq(&[]), 0.0);
     }
 
-    /// The shim's norm runs the same kernels in the same order as the generic
-    /// path (convert, square, sum per piece; sum of the partial sums): the
-    /// same bits, so gradient norms did not change with it.
+    /// The shim's norm (BLAS ddot per piece) agrees with the generic path
+    /// (square, then sum) to f64 rounding.
     #[test]
-    fn norm_sq_equals_the_generic_path_bit_for_bit() {
+    fn norm_sq_agrees_with_the_generic_path() {
         tch::manual_seed(5);
         let opts = (Kind::Float, tch::Device::Cpu);
         let a = vec![
@@ -156,7 +156,11 @@ mod tests {
             let p = piece(&flat_a[i], s, l);
             (&p * &p).sum(Kind::Double)
         });
-        assert_eq!(norm_sq(&a).to_bits(), generic.to_bits());
+        let shim = norm_sq(&a);
+        assert!(
+            (shim - generic).abs() <= 1e-14 * generic,
+            "{shim} vs {generic}"
+        );
     }
 
     /// Tensors longer than a CPU piece (and not a multiple of it) are summed

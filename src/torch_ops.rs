@@ -2,9 +2,8 @@
 //! expose, used on the training step's hot path — `a + alpha·b` as one fused
 //! kernel (how torch.optim.SGD writes its update and weight decay, so abcond's
 //! SGD rounds as PyTorch's does), `torch._foreach_add_` (multi-tensor kernels
-//! on CUDA), and a squared norm accumulated in f64 in one call, with the same
-//! kernels and summation order as [`crate::reduce`]'s generic path
-//! (docs/benchmarks.md).
+//! on CUDA), and a squared norm accumulated in f64 in one call (per piece an
+//! f64 dot product; docs/benchmarks.md).
 //!
 //! Like tch's own operations, these panic with libtorch's message on misuse
 //! (mismatched shapes or devices): such a failure is a bug, not a user error.
