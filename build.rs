@@ -1,5 +1,6 @@
-//! Build script: bakes an rpath to libtorch, compiles the C++ shim
-//! `csrc/torch_ctx.cpp` (libtorch settings tch does not expose), embeds the
+//! Build script: bakes an rpath to libtorch, compiles the C++ shims in
+//! `csrc/` (libtorch settings and operations tch does not expose, the CPU
+//! block cache), embeds the
 //! model presets from `models/*.yaml`, and records provenance (git commit,
 //! torch version) that `run.yaml` reports.
 use std::fmt::Write as _;
@@ -40,7 +41,7 @@ fn main() {
     } else {
         println!("cargo:rustc-env=ABCOND_LIBTORCH_LIB=");
         println!("cargo:rustc-env=ABCOND_TORCH_VERSION=unknown");
-        panic!("DEP_TCH_LIBTORCH_LIB is not set: torch-sys did not report its libtorch directory, so csrc/torch_ctx.cpp cannot be compiled");
+        panic!("DEP_TCH_LIBTORCH_LIB is not set: torch-sys did not report its libtorch directory, so the C++ shims in csrc/ cannot be compiled");
     }
 
     // Git commit of the source tree, when built from a checkout.
@@ -95,19 +96,18 @@ fn main() {
     std::fs::write(out, code).unwrap();
 }
 
-/// Compiles the C++ shims (csrc/torch_ctx.cpp, ops.cpp, cpu_cache.cpp) against the libtorch torch-sys links, with the
-/// flags torch-sys uses for its own libtch (C++17, the C++11 ABI setting of
+/// Compiles the C++ shims (csrc/*.cpp, sharing csrc/guarded.h) against the
+/// libtorch torch-sys links, with the flags torch-sys uses for its own libtch (C++17, the C++11 ABI setting of
 /// that libtorch). `lib` is libtorch's lib directory; the headers are beside it
 /// (`<lib>/../include`, for a pip torch and a libtorch archive alike).
 fn compile_shim(lib: &Path) {
     let include = lib.join("..").join("include");
-    println!("cargo:rerun-if-changed=csrc/torch_ctx.cpp");
-    println!("cargo:rerun-if-changed=csrc/ops.cpp");
-    println!("cargo:rerun-if-changed=csrc/cpu_cache.cpp");
+    // A directory: any file in it (headers included) triggers a rebuild.
+    println!("cargo:rerun-if-changed=csrc");
     cc::Build::new()
         .cpp(true)
         .pic(true)
-        // -isystem: warnings for our file, not for libtorch's headers.
+        // -isystem: warnings for our files, not for libtorch's headers.
         .warnings(true)
         .flag("-isystem")
         .flag(include.display().to_string())

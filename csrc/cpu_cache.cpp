@@ -45,10 +45,10 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <exception>
 #include <mutex>
-#include <string>
 #include <vector>
+
+#include "guarded.h"
 
 namespace {
 constexpr size_t kMinBytes = size_t{1} << 20;
@@ -162,17 +162,14 @@ void CachingCpuAllocator::free_block(void* data) {
   instance->stats.cached_bytes += size;
 }
 
-thread_local std::string last_error;
 }  // namespace
 
 extern "C" {
 
-const char* abcond_cpu_cache_last_error() { return last_error.c_str(); }
-
 // Makes the caching allocator libtorch's CPU allocator (once; later calls do
-// nothing). Returns 0, or 1 with the message in abcond_cpu_cache_last_error().
+// nothing). Returns 0, or 1 with the message in abcond_shim_last_error().
 int abcond_cpu_cache_install() {
-  try {
+  return abcond_shim::guarded([] {
     if (instance == nullptr) {
       instance = new CachingCpuAllocator();
       // glibc's own steady state, set up front: its mmap threshold rises (to
@@ -189,13 +186,7 @@ int abcond_cpu_cache_install() {
       // The default allocator is registered with priority 0.
       c10::SetCPUAllocator(instance, /*priority=*/1);
     }
-    return 0;
-  } catch (const std::exception& e) {
-    last_error = e.what();
-  } catch (...) {
-    last_error = "unknown C++ exception";
-  }
-  return 1;
+  });
 }
 
 // 1 when installed and libtorch's current CPU allocator, else 0.

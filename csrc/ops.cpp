@@ -13,7 +13,7 @@
 //
 // Built by build.rs with the same flags as torch_ctx.cpp. Tensor handles are
 // tch's (`at::Tensor*`). Every function catches C++ exceptions and reports
-// them through a return code and abcond_ops_last_error().
+// them through a return code and abcond_shim_last_error() (guarded.h).
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/_foreach_add.h>
 #include <ATen/ops/add.h>
@@ -23,26 +23,13 @@
 #include <c10/core/GradMode.h>
 
 #include <algorithm>
-#include <exception>
 #include <stdexcept>
-#include <string>
 #include <vector>
 
-namespace {
-thread_local std::string last_error;
+#include "guarded.h"
 
-template <typename F>
-int guarded(F f) {
-  try {
-    f();
-    return 0;
-  } catch (const std::exception& e) {
-    last_error = e.what();
-  } catch (...) {
-    last_error = "unknown C++ exception";
-  }
-  return 1;
-}
+namespace {
+using abcond_shim::guarded;
 
 std::vector<at::Tensor> list(const at::Tensor* const* ts, int64_t n) {
   std::vector<at::Tensor> v;
@@ -53,8 +40,6 @@ std::vector<at::Tensor> list(const at::Tensor* const* ts, int64_t n) {
 }  // namespace
 
 extern "C" {
-
-const char* abcond_ops_last_error() { return last_error.c_str(); }
 
 // *out = new tensor a + alpha * b (torch.add(a, b, alpha=alpha)).
 int abcond_ops_add_scaled(const at::Tensor* a, const at::Tensor* b, double alpha, at::Tensor** out) {

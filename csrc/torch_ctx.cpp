@@ -3,15 +3,18 @@
 // algorithms, cuDNN determinism, TF32) and bf16 autocast with an explicit
 // dtype. Built by build.rs with the cc crate and the flags torch-sys uses for
 // libtch. Every function catches C++ exceptions and reports them through a
-// return code and abcond_ctx_last_error(): no exception crosses the FFI.
+// return code and abcond_shim_last_error() (guarded.h, defined below): no
+// exception crosses the FFI.
 //
 // Only ATen/Context.h is included (a quick compile); the four autocast
 // functions are declared here with the signatures of ATen/autocast_mode.h,
 // whose own include pulls in all of ATen. They are defined in libtorch_cpu.so.
 #include <ATen/Context.h>
 
-#include <exception>
+#include <stdexcept>
 #include <string>
+
+#include "guarded.h"
 
 namespace at::autocast {
 bool is_autocast_enabled(at::DeviceType device_type);
@@ -24,20 +27,7 @@ int decrement_nesting();
 }  // namespace at::autocast
 
 namespace {
-thread_local std::string last_error;
-
-template <typename F>
-int guarded(F f) {
-  try {
-    f();
-    return 0;
-  } catch (const std::exception& e) {
-    last_error = e.what();
-  } catch (...) {
-    last_error = "unknown C++ exception";
-  }
-  return 1;
-}
+using abcond_shim::guarded;
 
 at::DeviceType device_type(int code) {
   switch (code) {
@@ -53,8 +43,8 @@ at::DeviceType device_type(int code) {
 
 extern "C" {
 
-// The message of the last failed call on this thread.
-const char* abcond_ctx_last_error() { return last_error.c_str(); }
+// The message of the last failed call of any shim on this thread.
+const char* abcond_shim_last_error() { return abcond_shim::last_error.c_str(); }
 
 // torch.use_deterministic_algorithms(on, warn_only=False).
 int abcond_ctx_set_deterministic_algorithms(int on) {

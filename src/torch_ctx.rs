@@ -13,7 +13,7 @@ use std::os::raw::{c_char, c_int};
 use tch::{Device, Kind};
 
 extern "C" {
-    fn abcond_ctx_last_error() -> *const c_char;
+    fn abcond_shim_last_error() -> *const c_char;
     fn abcond_ctx_set_deterministic_algorithms(on: c_int) -> c_int;
     fn abcond_ctx_get_deterministic_algorithms(on: *mut c_int, warn_only: *mut c_int) -> c_int;
     fn abcond_ctx_set_cudnn(benchmark: c_int, deterministic: c_int) -> c_int;
@@ -35,11 +35,16 @@ fn check(code: c_int, what: &str) -> Result<()> {
     if code == 0 {
         return Ok(());
     }
+    Err(anyhow!("libtorch refused to {what}: {}", shim_error()))
+}
+
+/// The message of the last failed call of any C++ shim (csrc/*.cpp) on this
+/// thread (csrc/guarded.h).
+pub(crate) fn shim_error() -> String {
     // SAFETY: the shim returns a pointer to a NUL-terminated thread-local string.
-    let msg = unsafe { CStr::from_ptr(abcond_ctx_last_error()) }
+    unsafe { CStr::from_ptr(abcond_shim_last_error()) }
         .to_string_lossy()
-        .into_owned();
-    Err(anyhow!("libtorch refused to {what}: {msg}"))
+        .into_owned()
 }
 
 /// `torch.use_deterministic_algorithms(on)` (never warn-only: an operation

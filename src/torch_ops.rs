@@ -8,15 +8,14 @@
 //! Like tch's own operations, these panic with libtorch's message on misuse
 //! (mismatched shapes or devices): such a failure is a bug, not a user error.
 
-use std::ffi::CStr;
-use std::os::raw::{c_char, c_int, c_void};
+use crate::torch_ctx::shim_error;
+use std::os::raw::{c_int, c_void};
 use tch::Tensor;
 
 /// tch's tensor handle (`Tensor::as_ptr`): a pointer to an `at::Tensor`.
 type Handle = *const c_void;
 
 extern "C" {
-    fn abcond_ops_last_error() -> *const c_char;
     fn abcond_ops_add_scaled(a: Handle, b: Handle, alpha: f64, out: *mut *mut c_void) -> c_int;
     fn abcond_ops_add_scaled_(a: Handle, b: Handle, alpha: f64) -> c_int;
     fn abcond_ops_foreach_add_(a: *const Handle, b: *const Handle, n: i64, alpha: f64) -> c_int;
@@ -25,9 +24,7 @@ extern "C" {
 
 fn check(code: c_int, what: &str) {
     if code != 0 {
-        // SAFETY: a NUL-terminated thread-local string owned by the shim.
-        let msg = unsafe { CStr::from_ptr(abcond_ops_last_error()) }.to_string_lossy();
-        panic!("libtorch failed in {what}: {msg}");
+        panic!("libtorch failed in {what}: {}", shim_error());
     }
 }
 
@@ -85,7 +82,6 @@ pub fn norm_sq(ts: &[Tensor], chunk: i64) -> f64 {
 }
 
 extern "C" {
-    fn abcond_cpu_cache_last_error() -> *const c_char;
     fn abcond_cpu_cache_install() -> c_int;
     fn abcond_cpu_cache_active() -> c_int;
     fn abcond_cpu_cache_release();
@@ -107,8 +103,10 @@ pub fn install_cpu_cache() -> anyhow::Result<bool> {
     }
     // SAFETY: no arguments; idempotent.
     if unsafe { abcond_cpu_cache_install() } != 0 {
-        let msg = unsafe { CStr::from_ptr(abcond_cpu_cache_last_error()) }.to_string_lossy();
-        anyhow::bail!("could not install abcond's CPU allocator: {msg} (set {CPU_CACHE_ENV}=0 to run without it)");
+        anyhow::bail!(
+            "could not install abcond's CPU allocator: {} (set {CPU_CACHE_ENV}=0 to run without it)",
+            shim_error()
+        );
     }
     Ok(cpu_cache_active())
 }
