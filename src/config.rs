@@ -353,12 +353,20 @@ pub struct TrainConfig {
     pub steps: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epochs: Option<u64>,
-    /// Extra resume checkpoints every N steps (every snapshot is one anyway).
+    /// Extra resume checkpoints every N steps (always written).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint_every: Option<u64>,
     /// Extra resume checkpoint when this many minutes passed since the last one.
     #[serde(default = "default_checkpoint_minutes")]
     pub checkpoint_minutes: f64,
+    /// A snapshot step is also a resume checkpoint (a cheap one: the iterate
+    /// is the snapshot) unless the last checkpoint was written less than this
+    /// many seconds ago. 0: every snapshot step. The floor keeps a fast loop
+    /// with frequent snapshots from writing the step rows, the optimiser state
+    /// and run.yaml dozens of times a second; a crash then costs at most this
+    /// much more work than with a checkpoint at every snapshot.
+    #[serde(default = "default_checkpoint_min_seconds")]
+    pub checkpoint_min_seconds: f64,
     /// CUDA, f32 models: let cuBLAS matmuls and cuDNN convolutions of the
     /// training steps use TF32 tensor cores (10-bit mantissa products; several
     /// times faster on Ampere and later). Off by default, so that f32 training
@@ -401,6 +409,10 @@ impl AutocastDtype {
 }
 
 fn default_checkpoint_minutes() -> f64 {
+    10.0
+}
+
+fn default_checkpoint_min_seconds() -> f64 {
     10.0
 }
 
@@ -1660,6 +1672,12 @@ impl Config {
             bail!("key `train.checkpoint_every` must be at least 1");
         }
         positive("train.checkpoint_minutes", t.checkpoint_minutes)?;
+        if !(t.checkpoint_min_seconds.is_finite() && t.checkpoint_min_seconds >= 0.0) {
+            bail!(
+                "key `train.checkpoint_min_seconds` must be a number of seconds ≥ 0 (0: a checkpoint at every snapshot step), got {}",
+                t.checkpoint_min_seconds
+            );
+        }
         // Both only change f32 arithmetic: autocast never lowers f64, and TF32
         // replaces f32 products only.
         if self.model.dtype == Dtype::F64 {
@@ -1897,10 +1915,14 @@ impl Config {
         c.train.checkpoint_every = None;
         c.train.checkpoint_minutes = default_checkpoint_minutes();
         // Analysis settings never change the trajectory; dropping the key keeps
-        // run ids of configs written before it existed.
+        // run ids of configs written before it existed. The same for the
+        // checkpoint floor (cadence, and newer than the first run ids).
         let mut tree = serde_yaml::to_value(&c).expect("config serialises");
         if let Some(m) = tree.as_mapping_mut() {
             m.remove("analysis");
+            if let Some(t) = m.get_mut("train").and_then(|t| t.as_mapping_mut()) {
+                t.remove("checkpoint_min_seconds");
+            }
         }
         serde_yaml::to_string(&tree).expect("config serialises")
     }
@@ -2225,6 +2247,25 @@ optim: {name: sgd, lr: 0.1}
     }
 
     #[test]
+    fn checkpoint_floor_defaults_and_is_checked() {
+        assert_eq!(parse(BASE, &[]).unwrap().train.checkpoint_min_seconds, 10.0);
+        assert_eq!(
+            parse(BASE, &["train.checkpoint_min_seconds=0"])
+                .unwrap()
+                .train
+                .checkpoint_min_seconds,
+            0.0
+        );
+        for bad in ["-1", ".nan", ".inf"] {
+            let msg = format!(
+                "{:#}",
+                parse(BASE, &[&format!("train.checkpoint_min_seconds={bad}")]).unwrap_err()
+            );
+            assert!(msg.contains("train.checkpoint_min_seconds"), "{bad}: {msg}");
+        }
+    }
+
+    #[test]
     fn run_id_ignores_probe_and_device() {
         let a = parse(BASE, &[]).unwrap();
         let b = parse(
@@ -2233,6 +2274,9 @@ optim: {name: sgd, lr: 0.1}
                 "probe.extra_batches=7",
                 "device=cpu",
                 "data.path=/moved/data",
+                "train.checkpoint_every=5",
+                "train.checkpoint_minutes=1",
+                "train.checkpoint_min_seconds=0",
             ],
         )
         .unwrap();

@@ -2,10 +2,13 @@
 //! `steps.parquet` and writes the iterates x^k of the snapshot schedule (always
 //! including x^K) under `iterates/`.
 //!
-//! Crash safety: every file is written atomically. At every snapshot (and every
-//! `train.checkpoint_every` steps or `train.checkpoint_minutes`) the step rows
-//! so far and a resume checkpoint (optimiser state, plus the iterate unless the
-//! snapshot holds it) are written. Running `abcond train` again on an
+//! Crash safety: every file is written atomically. At every resume checkpoint
+//! the step rows so far and the checkpoint (optimiser state, plus the iterate
+//! unless a snapshot of that step holds it) are written. Checkpoints are taken
+//! every `train.checkpoint_every` steps, when `train.checkpoint_minutes` passed
+//! since the last one, and at snapshot steps once `train.checkpoint_min_seconds`
+//! passed since the last one (so a fast loop with frequent snapshots writes
+//! one file per snapshot, not four). Running `abcond train` again on an
 //! interrupted run restarts from the last checkpoint and, on CPU, reaches a
 //! final iterate bit-identical to an uninterrupted run: the minibatch order is a
 //! pure function of (seed, step), the optimiser state is stored exactly, and
@@ -24,6 +27,7 @@ use crate::rng::{self, stream};
 use crate::run::{
     Manifest, Provenance, RunDir, Session, Status, TrainTiming, TrainingInfo, MANIFEST_FORMAT,
 };
+use crate::store::atomic::Durability;
 use crate::store::tables::{self, StepRow};
 use crate::store::tensors::{self, NamedTensor, DEFAULT_CHUNK};
 use crate::store::writer::{self, Writer};
@@ -141,24 +145,43 @@ fn queue_tensors(
     contents: Vec<NamedTensor>,
     dtype: crate::config::Dtype,
     meta: Vec<(&'static str, String)>,
+    durability: Durability,
 ) -> Result<()> {
     let contents = writer::cpu_copies(contents);
     writer.submit(move || {
-        tensors::write(&path, &contents, dtype, &meta, DEFAULT_CHUNK)?;
+        tensors::write_durability(&path, &contents, dtype, &meta, DEFAULT_CHUNK, durability)?;
         Ok(())
     })
 }
 
-/// Queues the iterate x^k of `model` as `iterates/step=<k>/part-0.parquet`.
+/// Queues the iterate x^k of `model` as `iterates/step=<k>/part-0.parquet`,
+/// written atomically but not yet synced: its path joins `unsynced`, which
+/// [`queue_sync`] makes durable before the next checkpoint and before the run
+/// ends. Until then a crash can only lose snapshots after the last
+/// checkpoint, which a resume removes and recomputes anyway.
 fn write_snapshot(
     writer: &mut Writer,
     dir: &RunDir,
     model: &Model,
     m: &Manifest,
     k: u64,
+    unsynced: &mut Vec<PathBuf>,
 ) -> Result<()> {
     let meta = iterate_meta(m, k, "iterate");
-    queue_tensors(writer, dir.snapshot(k), model.tensors(), model.dtype, meta)
+    let path = dir.snapshot(k);
+    unsynced.push(path.clone());
+    let tensors = model.tensors();
+    queue_tensors(writer, path, tensors, model.dtype, meta, Durability::Cache)
+}
+
+/// Queues the fsync of the snapshots in `unsynced` (and of the directories
+/// leading to them), in one batch.
+fn queue_sync(writer: &mut Writer, dir: &RunDir, unsynced: &mut Vec<PathBuf>) -> Result<()> {
+    if unsynced.is_empty() {
+        return Ok(());
+    }
+    let (root, files) = (dir.root.clone(), std::mem::take(unsynced));
+    writer.submit(move || crate::store::atomic::sync_under(&root, &files))
 }
 
 /// Queues the rows not yet on disk as a steps part.
@@ -235,7 +258,8 @@ pub fn consolidate_steps(dir: &RunDir, run_id: &str) -> Result<usize> {
 }
 
 /// Test hook: `ABCOND_CRASH_AT=<point>` aborts the process at that point, as a
-/// crash or a kill would (points: `step:N` before update N, `before-complete`,
+/// crash or a kill would (points: `step:N` before update N, `step:N:written`
+/// the same once the queued files are written, `before-complete`,
 /// `before-cleanup`).
 fn crash_point(point: &str) {
     if std::env::var("ABCOND_CRASH_AT").is_ok_and(|v| v == point) {
@@ -522,6 +546,8 @@ fn run_loop(
     // background, in order (store/writer.rs); the queue holds about one
     // snapshot step's files.
     let mut writer = Writer::new(4);
+    // Snapshots written since the last checkpoint, not yet fsync'd.
+    let mut unsynced: Vec<PathBuf> = Vec::new();
     // Timing (run.yaml: sessions[].timing): the loop from here, the time it
     // spends on writes (copying for the writer, waiting for it), and each
     // update's own wall time.
@@ -533,19 +559,30 @@ fn run_loop(
     let mut last_checkpoint = Instant::now();
     let mut last_loss = f64::NAN;
     let checkpoint_secs = cfg.train.checkpoint_minutes * 60.0;
-    let crash_at: Option<u64> = std::env::var("ABCOND_CRASH_AT")
-        .ok()
-        .and_then(|v| v.strip_prefix("step:")?.parse().ok());
+    // `step:K` aborts before step K with the writer's queue as it is (queued
+    // files are lost, as in a real crash); `step:K:written` first waits for
+    // the queued files, for tests that need to know which checkpoint exists.
+    let crash_at: Option<(u64, bool)> = std::env::var("ABCOND_CRASH_AT").ok().and_then(|v| {
+        let rest = v.strip_prefix("step:")?;
+        match rest.strip_suffix(":written") {
+            Some(k) => Some((k.parse().ok()?, true)),
+            None => Some((rest.parse().ok()?, false)),
+        }
+    });
     for k in start..total {
         let is_snapshot = setup.snapshots.contains(&k);
         let resumed_here = k == start && start > 0;
         let writes_start = Instant::now();
         if is_snapshot && !resumed_here {
-            write_snapshot(&mut writer, dir, model, manifest, k)?;
+            write_snapshot(&mut writer, dir, model, manifest, k, &mut unsynced)?;
         }
+        let since_checkpoint = last_checkpoint.elapsed().as_secs_f64();
         let periodic = cfg.train.checkpoint_every.is_some_and(|n| k % n == 0)
-            || last_checkpoint.elapsed().as_secs_f64() >= checkpoint_secs;
-        if (is_snapshot || periodic) && !resumed_here && k > 0 {
+            || since_checkpoint >= checkpoint_secs;
+        let at_snapshot = is_snapshot && since_checkpoint >= cfg.train.checkpoint_min_seconds;
+        if (at_snapshot || periodic) && !resumed_here && k > 0 {
+            // The checkpoint relies on every snapshot so far: durable first.
+            queue_sync(&mut writer, dir, &mut unsynced)?;
             flush_steps(&mut writer, dir, &mut rows, manifest)?;
             let mut contents = opt.state_tensors();
             if !is_snapshot {
@@ -558,7 +595,14 @@ fn run_loop(
                 "abcond.iterate",
                 if is_snapshot { "snapshot" } else { "inline" }.into(),
             ));
-            queue_tensors(&mut writer, dir.checkpoint(), contents, model.dtype, meta)?;
+            queue_tensors(
+                &mut writer,
+                dir.checkpoint(),
+                contents,
+                model.dtype,
+                meta,
+                Durability::Durable,
+            )?;
             manifest.training.steps_done = k;
             queue_manifest(&mut writer, dir, manifest)?;
             last_checkpoint = Instant::now();
@@ -566,7 +610,10 @@ fn run_loop(
         let step_start = Instant::now();
         write_seconds += (step_start - writes_start).as_secs_f64();
 
-        if crash_at == Some(k) {
+        if let Some((_, written)) = crash_at.filter(|&(c, _)| c == k) {
+            if written {
+                std::mem::replace(&mut writer, Writer::new(1)).finish()?;
+            }
             std::process::abort();
         }
         // The update x^k → x^{k+1} on minibatch i_k.
@@ -619,6 +666,9 @@ fn run_loop(
             batch_indices: is_snapshot.then(|| indices.clone()),
         });
         if !finite {
+            // The snapshots before step k are kept: durable before run.yaml
+            // can say diverged.
+            queue_sync(&mut writer, dir, &mut unsynced)?;
             flush_steps(&mut writer, dir, &mut rows, manifest)?;
             writer.finish()?;
             manifest.training.steps_done = k;
@@ -642,7 +692,8 @@ fn run_loop(
     }
     progress.finish();
     let writes_start = Instant::now();
-    write_snapshot(&mut writer, dir, model, manifest, total)?;
+    write_snapshot(&mut writer, dir, model, manifest, total, &mut unsynced)?;
+    queue_sync(&mut writer, dir, &mut unsynced)?;
     flush_steps(&mut writer, dir, &mut rows, manifest)?;
     // Everything on disk before run.yaml can say so.
     writer.finish()?;

@@ -180,6 +180,79 @@ fn crash_after_snapshot_and_after_inline_checkpoint_resume_bit_identical() {
     }
 }
 
+/// Snapshot steps are checkpoints only once `train.checkpoint_min_seconds`
+/// passed since the last one: with a floor no run reaches, a crash after the
+/// snapshots at 100 and 200 restarts from step 0; with 0, from the snapshot at
+/// 200. Either way the rerun is bit-identical to an uninterrupted run, and the
+/// snapshots the crash left after the last checkpoint are replaced.
+#[test]
+fn snapshot_checkpoints_follow_the_floor() {
+    let dir = scratch("checkpoint-floor");
+    write_idx_fixture(&dir.join("fmnist"), 300);
+    write_config(
+        &dir,
+        "config.yaml",
+        &short_config(&dir.join("fmnist"), 400, 100),
+    );
+    ok(&abcond(
+        &dir,
+        &["-q", "--out", "ref", "train", "config.yaml"],
+    ));
+    let rd_ref = run_dir(&dir.join("ref"), "resume");
+    let reference = read_values(&rd_ref.join("iterates/step=400/part-0.parquet"));
+    let ref_steps = abcond::store::tables::read_steps(&rd_ref.join("steps.parquet"))
+        .unwrap()
+        .0;
+    for (floor, resumed_from) in [("3600", 0u64), ("0", 200)] {
+        let out = format!("floor-{floor}");
+        let set = format!("train.checkpoint_min_seconds={floor}");
+        let status = cmd(&dir)
+            .args(["-q", "--out", &out, "train", "config.yaml", "--set", &set])
+            .env("ABCOND_CRASH_AT", "step:230:written")
+            .status()
+            .unwrap();
+        assert!(!status.success(), "crash hook did not fire");
+        let rd = run_dir(&dir.join(&out), "resume");
+        assert!(rd.join("iterates/step=200/part-0.parquet").is_file());
+        assert_eq!(
+            rd.join("state/checkpoint.parquet").is_file(),
+            resumed_from > 0,
+            "floor {floor}: checkpoint present?"
+        );
+        // The floor is checkpoint cadence: the same run, not a new one.
+        ok(&abcond(
+            &dir,
+            &["-q", "--out", &out, "train", "config.yaml", "--set", &set],
+        ));
+        let m: serde_yaml::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(rd.join("run.yaml")).unwrap()).unwrap();
+        let sessions = m["sessions"].as_sequence().unwrap();
+        assert_eq!(sessions.len(), 2, "floor {floor}: {m:?}");
+        assert_eq!(
+            sessions[1]["start_step"].as_u64(),
+            Some(resumed_from),
+            "floor {floor}"
+        );
+        assert_eq!(
+            read_values(&rd.join("iterates/step=400/part-0.parquet")),
+            reference,
+            "floor {floor}: final iterate differs"
+        );
+        let steps = abcond::store::tables::read_steps(&rd.join("steps.parquet"))
+            .unwrap()
+            .0;
+        assert_eq!(steps, ref_steps, "floor {floor}: steps differ");
+        for k in [100, 200, 300] {
+            let name = format!("iterates/step={k}/part-0.parquet");
+            assert_eq!(
+                read_values(&rd.join(&name)),
+                read_values(&rd_ref.join(&name)),
+                "floor {floor}: {name}"
+            );
+        }
+    }
+}
+
 /// Crashes while finishing: after steps.parquet is merged but before run.yaml
 /// says completed, and after that but before the parts and checkpoint are
 /// removed. Either way a rerun ends completed, bit-identical, with no leftovers.

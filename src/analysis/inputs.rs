@@ -48,6 +48,7 @@ fn ignored_key(key: &str) -> bool {
         || key == "analysis"
         || key == "train.checkpoint_every"
         || key == "train.checkpoint_minutes"
+        || key == "train.checkpoint_min_seconds"
 }
 
 /// Finds run directories: PATH itself when it holds run.yaml, else every

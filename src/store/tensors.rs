@@ -11,6 +11,7 @@
 //! `abcond.run_id`, `abcond.step`, `abcond.dtype`, plus content-specific keys.
 
 use crate::config::Dtype;
+use crate::store::atomic::Durability;
 use anyhow::{anyhow, bail, Context, Result};
 use arrow::array::{Array, Int32Array, Int64Array, ListArray, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
@@ -146,6 +147,19 @@ pub fn write(
 }
 
 /// [`write`], also reporting how long it took.
+pub fn write_timed(
+    path: &Path,
+    tensors: &[NamedTensor],
+    dtype: Dtype,
+    meta: &[(&str, String)],
+    chunk: usize,
+) -> Result<Written> {
+    write_durability(path, tensors, dtype, meta, chunk, Durability::Durable)
+}
+
+/// [`write_timed`] with the given durability: the training loop writes its
+/// snapshots with [`Durability::Cache`] and syncs them in one batch before the
+/// checkpoint that relies on them (src/train.rs).
 ///
 /// Written with Parquet's column writers directly, not through Arrow record
 /// batches: the values of a CPU tensor of the file's dtype go from the
@@ -153,12 +167,13 @@ pub fn write(
 /// pages stream to the file as they fill, so the writer holds one page, never
 /// a row group or a whole tensor. The bytes are the same Parquet an Arrow
 /// writer makes for [`schema`] (PLAIN values, RLE levels, uncompressed).
-pub fn write_timed(
+pub fn write_durability(
     path: &Path,
     tensors: &[NamedTensor],
     dtype: Dtype,
     meta: &[(&str, String)],
     chunk: usize,
+    durability: Durability,
 ) -> Result<Written> {
     assert!(chunk > 0);
     let t0 = Instant::now();
@@ -202,7 +217,7 @@ pub fn write_timed(
     );
 
     let mut before_sync = 0.0;
-    crate::store::atomic::write_with(path, |file| {
+    crate::store::atomic::write_with_durability(path, durability, |file| {
         let mut writer =
             SerializedFileWriter::new(file, parquet_schema.root_schema_ptr(), props.clone())?;
         // Levels of a non-empty chunk list: repetition 0 then 1s, definition 1s.
