@@ -365,7 +365,10 @@ pub struct TrainConfig {
     /// with frequent snapshots from writing the step rows, the optimiser state
     /// and run.yaml dozens of times a second; a crash then costs at most this
     /// much more work than with a checkpoint at every snapshot.
-    #[serde(default = "default_checkpoint_min_seconds")]
+    #[serde(
+        default = "default_checkpoint_min_seconds",
+        skip_serializing_if = "is_default_checkpoint_min_seconds"
+    )]
     pub checkpoint_min_seconds: f64,
     /// CUDA, f32 models: let cuBLAS matmuls and cuDNN convolutions of the
     /// training steps use TF32 tensor cores (10-bit mantissa products; several
@@ -414,6 +417,12 @@ fn default_checkpoint_minutes() -> f64 {
 
 fn default_checkpoint_min_seconds() -> f64 {
     10.0
+}
+
+/// Written to run.yaml only when set otherwise: run.yaml files stay readable
+/// by builds that predate the key.
+fn is_default_checkpoint_min_seconds(v: &f64) -> bool {
+    *v == default_checkpoint_min_seconds()
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -1917,11 +1926,13 @@ impl Config {
         // Analysis settings never change the trajectory; dropping the key keeps
         // run ids of configs written before it existed. The same for the
         // checkpoint floor (cadence, and newer than the first run ids).
+        // `shift_remove`: the other keys keep their order (`remove` would move
+        // the last key into the gap, and the id hashes the text).
         let mut tree = serde_yaml::to_value(&c).expect("config serialises");
         if let Some(m) = tree.as_mapping_mut() {
-            m.remove("analysis");
+            m.shift_remove("analysis");
             if let Some(t) = m.get_mut("train").and_then(|t| t.as_mapping_mut()) {
-                t.remove("checkpoint_min_seconds");
+                t.shift_remove("checkpoint_min_seconds");
             }
         }
         serde_yaml::to_string(&tree).expect("config serialises")
@@ -2047,6 +2058,23 @@ mod tests {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let c = load(&root.join("configs/quickstart.yaml"), &[]).unwrap();
         assert_eq!(c.default_run_id(), "seed0-5f20edb5");
+    }
+
+    /// A config with every optional `train` key: its id, computed by the build
+    /// before `train.checkpoint_min_seconds` existed (99b2f4c), must not move
+    /// whatever the floor.
+    #[test]
+    fn run_ids_predating_the_checkpoint_floor_are_kept() {
+        let text = "experiment: rid\nmodel: {preset: mlp, width: 8}\ndata: {dataset: fashion-mnist, subset: 100}\ntrain: {batch_size: 8, steps: 2, allow_tf32: true, autocast: bf16}\noptim: {name: sgd, lr: 0.1}\n";
+        for set in [&[][..], &["train.checkpoint_min_seconds=0"][..]] {
+            let c = parse(text, set).unwrap();
+            assert_eq!(c.default_run_id(), "seed0-edfb3340", "{set:?}");
+        }
+        // At its default the key is not written (older builds can read run.yaml).
+        let c = parse(text, &[]).unwrap();
+        assert!(!c.to_yaml().contains("checkpoint_min_seconds"));
+        let c = parse(text, &["train.checkpoint_min_seconds=0"]).unwrap();
+        assert!(c.to_yaml().contains("checkpoint_min_seconds: 0"));
     }
 
     /// Every BatchNorm model (ResNet-50 included) refuses chunks smaller than the

@@ -157,7 +157,7 @@ fn queue_tensors(
 /// Queues the iterate x^k of `model` as `iterates/step=<k>/part-0.parquet`,
 /// written atomically but not yet synced: its path joins `unsynced`, which
 /// [`queue_sync`] makes durable before the next checkpoint and before the run
-/// ends. Until then a crash can only lose snapshots after the last
+/// ends (completed or diverged). Until then a crash can only lose snapshots after the last
 /// checkpoint, which a resume removes and recomputes anyway.
 fn write_snapshot(
     writer: &mut Writer,

@@ -181,10 +181,16 @@ fn crash_after_snapshot_and_after_inline_checkpoint_resume_bit_identical() {
 }
 
 /// Snapshot steps are checkpoints only once `train.checkpoint_min_seconds`
-/// passed since the last one: with a floor no run reaches, a crash after the
-/// snapshots at 100 and 200 restarts from step 0; with 0, from the snapshot at
-/// 200. Either way the rerun is bit-identical to an uninterrupted run, and the
-/// snapshots the crash left after the last checkpoint are replaced.
+/// passed since the last one. Snapshots every 50 steps, a crash before step
+/// 280 once the queued files are written:
+/// - a floor no run reaches: no checkpoint, the rerun starts from step 0;
+/// - floor 0: every snapshot step is one, the rerun resumes from 250;
+/// - a floor no run reaches and `checkpoint_every: 100`: it resumes from 200,
+///   and the snapshot at 250 — after the last checkpoint, not yet synced, here
+///   emptied as a power loss may leave it — is removed and written again.
+///
+/// The floor is cadence: each rerun, at the default floor, continues the same
+/// run, and ends bit-identical to an uninterrupted run.
 #[test]
 fn snapshot_checkpoints_follow_the_floor() {
     let dir = scratch("checkpoint-floor");
@@ -192,62 +198,78 @@ fn snapshot_checkpoints_follow_the_floor() {
     write_config(
         &dir,
         "config.yaml",
-        &short_config(&dir.join("fmnist"), 400, 100),
+        &short_config(&dir.join("fmnist"), 400, 50),
     );
     ok(&abcond(
         &dir,
         &["-q", "--out", "ref", "train", "config.yaml"],
     ));
     let rd_ref = run_dir(&dir.join("ref"), "resume");
-    let reference = read_values(&rd_ref.join("iterates/step=400/part-0.parquet"));
     let ref_steps = abcond::store::tables::read_steps(&rd_ref.join("steps.parquet"))
         .unwrap()
         .0;
-    for (floor, resumed_from) in [("3600", 0u64), ("0", 200)] {
-        let out = format!("floor-{floor}");
-        let set = format!("train.checkpoint_min_seconds={floor}");
+    let cases: [(&str, &[&str], Option<u64>); 3] = [
+        ("none", &["train.checkpoint_min_seconds=3600"], None),
+        (
+            "every-snapshot",
+            &["train.checkpoint_min_seconds=0"],
+            Some(250),
+        ),
+        (
+            "every-100",
+            &[
+                "train.checkpoint_min_seconds=3600",
+                "train.checkpoint_every=100",
+            ],
+            Some(200),
+        ),
+    ];
+    for (out, sets, checkpoint) in cases {
+        let mut args = vec!["-q", "--out", out, "train", "config.yaml"];
+        for s in sets {
+            args.extend(["--set", s]);
+        }
         let status = cmd(&dir)
-            .args(["-q", "--out", &out, "train", "config.yaml", "--set", &set])
-            .env("ABCOND_CRASH_AT", "step:230:written")
+            .args(&args)
+            .env("ABCOND_CRASH_AT", "step:280:written")
             .status()
             .unwrap();
-        assert!(!status.success(), "crash hook did not fire");
-        let rd = run_dir(&dir.join(&out), "resume");
-        assert!(rd.join("iterates/step=200/part-0.parquet").is_file());
-        assert_eq!(
-            rd.join("state/checkpoint.parquet").is_file(),
-            resumed_from > 0,
-            "floor {floor}: checkpoint present?"
-        );
-        // The floor is checkpoint cadence: the same run, not a new one.
-        ok(&abcond(
-            &dir,
-            &["-q", "--out", &out, "train", "config.yaml", "--set", &set],
-        ));
+        assert!(!status.success(), "{out}: crash hook did not fire");
+        let rd = run_dir(&dir.join(out), "resume");
+        let ck = rd.join("state/checkpoint.parquet");
+        let ck_step = ck.is_file().then(|| {
+            abcond::store::tensors::read(&ck, tch::Device::Cpu)
+                .unwrap()
+                .meta["abcond.step"]
+                .parse::<u64>()
+                .unwrap()
+        });
+        assert_eq!(ck_step, checkpoint, "{out}: the last checkpoint");
+        let unsynced = rd.join("iterates/step=250/part-0.parquet");
+        assert!(unsynced.is_file(), "{out}");
+        if checkpoint != Some(250) {
+            std::fs::write(&unsynced, b"").unwrap();
+        }
+        ok(&abcond(&dir, &["-q", "--out", out, "train", "config.yaml"]));
         let m: serde_yaml::Value =
             serde_yaml::from_str(&std::fs::read_to_string(rd.join("run.yaml")).unwrap()).unwrap();
         let sessions = m["sessions"].as_sequence().unwrap();
-        assert_eq!(sessions.len(), 2, "floor {floor}: {m:?}");
+        assert_eq!(sessions.len(), 2, "{out}: {m:?}");
         assert_eq!(
             sessions[1]["start_step"].as_u64(),
-            Some(resumed_from),
-            "floor {floor}"
-        );
-        assert_eq!(
-            read_values(&rd.join("iterates/step=400/part-0.parquet")),
-            reference,
-            "floor {floor}: final iterate differs"
+            Some(checkpoint.unwrap_or(0)),
+            "{out}"
         );
         let steps = abcond::store::tables::read_steps(&rd.join("steps.parquet"))
             .unwrap()
             .0;
-        assert_eq!(steps, ref_steps, "floor {floor}: steps differ");
-        for k in [100, 200, 300] {
+        assert_eq!(steps, ref_steps, "{out}: steps differ");
+        for k in (0..=400).step_by(50) {
             let name = format!("iterates/step={k}/part-0.parquet");
             assert_eq!(
                 read_values(&rd.join(&name)),
                 read_values(&rd_ref.join(&name)),
-                "floor {floor}: {name}"
+                "{out}: {name}"
             );
         }
     }

@@ -1,17 +1,18 @@
 //! A background file writer for the training and probe loops: they hand it
 //! owned data (CPU copies of tensors, rows, serialised text) and go on
-//! computing while it encodes the files and writes them, each atomically and
-//! fsync'd (atomic.rs).
+//! computing while it encodes the files and writes them, each atomically
+//! (atomic.rs), with the durability the caller chose.
 //!
 //! Why: an fsync'd atomic write costs milliseconds however small the file
 //! (~4 ms per file on the ext4 disk docs/benchmarks.md was measured on, more on
-//! network filesystems), and a snapshot step writes four files (snapshot, step
-//! rows, checkpoint, run.yaml). Written in the loop, that alone cost more than
-//! 100 MLP steps; in the background it overlaps the next steps.
+//! network filesystems), and a checkpoint at a snapshot step writes four files
+//! (snapshot, step rows, checkpoint, run.yaml). Written in the loop, that alone
+//! cost more than 100 MLP steps; in the background it overlaps the next steps.
 //!
 //! Guarantees kept: jobs run one at a time in the order they were submitted,
-//! and each file is durable before the next one is written, so a checkpoint
-//! never becomes visible before the snapshot and step rows it relies on. A
+//! and a job returns only when its files are written (and, if durable,
+//! synced), so a checkpoint never becomes visible before the snapshots (their
+//! batch sync is queued first, src/train.rs) and step rows it relies on. A
 //! crash loses at most the queued files; what is on disk is a consistent
 //! prefix, from which training resumes as before. The queue is bounded
 //! ([`Writer::new`]): when the disk is slower than the loop, the loop waits
