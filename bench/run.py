@@ -36,6 +36,9 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from storage_common import cpu_info  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = {"mlp": "bench/configs/mlp-fmnist.yaml", "resnet18": "bench/configs/resnet18-cifar.yaml"}
 CASES = ["train-mlp", "train-resnet18", "probe-mlp", "probe-resnet18", "snapshots-mlp", "snapshots-resnet18"]
@@ -319,15 +322,7 @@ def fmt_seconds(s):
 
 
 def machine(a, py):
-    info = {"platform": platform.platform(), "python": sys.version.split()[0]}
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        for line in lscpu.splitlines():
-            k, _, v = line.partition(":")
-            if k.strip() in ("Model name", "CPU(s)", "Thread(s) per core"):
-                info[k.strip()] = v.strip()
-    except OSError:
-        pass
+    info = {"platform": platform.platform(), "python": sys.version.split()[0], **cpu_info()}
     info["torch"] = subprocess.run(
         [py, "-c", "import torch; print(torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"],
         capture_output=True,

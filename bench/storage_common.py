@@ -92,17 +92,23 @@ def run_dir(out, experiment):
     return d
 
 
-def machine(binary=None):
-    """What the numbers were measured on."""
-    info = {"python": platform.python_version(), "kernel": platform.release()}
+def cpu_info():
+    """The CPU model, logical CPUs and threads per core, from lscpu (empty without it)."""
+    info = {}
     try:
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        for line in lscpu.splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() in ("Model name", "CPU(s)", "Thread(s) per core"):
-                info[key.strip()] = value.strip()
     except OSError:
-        pass
+        return info
+    for line in lscpu.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("Model name", "CPU(s)", "Thread(s) per core"):
+            info[key.strip()] = value.strip()
+    return info
+
+
+def machine(binary=None):
+    """What the numbers were measured on."""
+    info = {"python": platform.python_version(), "kernel": platform.release(), **cpu_info()}
     with open("/proc/meminfo") as f:
         info["memory"] = f.readline().split(":")[1].strip()
     info["load average (1, 5, 15 min)"] = " ".join(f"{v:.2f}" for v in os.getloadavg())

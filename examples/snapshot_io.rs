@@ -19,6 +19,7 @@
 //! the Python side is after its first repeat. Intra-op threads: libtorch's
 //! default, i.e. $OMP_NUM_THREADS (the driver sets 1, as for PyTorch).
 
+use abcond::store::atomic::Durability;
 use abcond::store::tensors::{self, TensorReader, DEFAULT_CHUNK};
 use anyhow::{bail, Context, Result};
 use std::path::Path;
@@ -48,7 +49,14 @@ fn write(src: &Path, dst: &Path, warmup: bool) -> Result<()> {
         tensors::write(&scratch, &file.tensors, file.dtype, &meta, DEFAULT_CHUNK)?;
         std::fs::remove_file(&scratch)?;
     }
-    let w = tensors::write_timed(dst, &file.tensors, file.dtype, &meta, DEFAULT_CHUNK)?;
+    let w = tensors::write_timed(
+        dst,
+        &file.tensors,
+        file.dtype,
+        &meta,
+        DEFAULT_CHUNK,
+        Durability::Durable,
+    )?;
     println!(
         "{{\"op\": \"write\", \"values\": {values}, \"bytes\": {}, \"seconds\": {}, \"seconds_before_sync\": {}}}",
         w.bytes, w.seconds, w.seconds_before_sync

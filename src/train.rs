@@ -149,7 +149,7 @@ fn queue_tensors(
 ) -> Result<()> {
     let contents = writer::cpu_copies(contents);
     writer.submit(move || {
-        tensors::write_durability(&path, &contents, dtype, &meta, DEFAULT_CHUNK, durability)?;
+        tensors::write_timed(&path, &contents, dtype, &meta, DEFAULT_CHUNK, durability)?;
         Ok(())
     })
 }

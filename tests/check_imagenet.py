@@ -26,7 +26,7 @@ import torch
 import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_models import Run  # noqa: E402  (snapshot reader)
+from torch_models import Run, rel_vec  # noqa: E402  (snapshot reader, relative error)
 from torch_vision_models import ResNet50, ViT, build, num_params  # noqa: E402
 
 RESNET50_PARAMS = 25_557_032
@@ -40,11 +40,6 @@ def counts():
     assert r == RESNET50_PARAMS, r
     assert v == VIT_S16_PARAMS, v
     print("OK counts")
-
-
-def rel(a, b):
-    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(a), np.linalg.norm(b), 1e-300))
 
 
 def main():
@@ -87,13 +82,13 @@ def main():
         names = [n for n, _ in m.named_parameters()]
         g_torch = np.concatenate([p.grad.detach().double().numpy().ravel() for _, p in m.named_parameters()])
         g_rust = np.concatenate([cases[f"{mode}.grad.{n}"].astype(np.float64).ravel() for n in names])
-        e_loss = rel(loss, float(cases[f"{mode}.loss"]))
-        e_grad = rel(g_torch, g_rust)
+        e_loss = rel_vec(loss, float(cases[f"{mode}.loss"]))
+        e_grad = rel_vec(g_torch, g_rust)
         line = f"{cfg['model']['kind']} {mode}: loss {loss:.6f} rel err {e_loss:.2e}, gradient ({g_torch.size} values, norm {np.linalg.norm(g_torch):.3e}) rel err {e_grad:.2e}"
         if mode == "train":
             bufs = {n: b for n, b in m.named_buffers() if not n.endswith("num_batches_tracked")}
             if bufs:
-                e_buf = max(rel(b.numpy(), cases[f"train.buffer.{n}"]) for n, b in bufs.items())
+                e_buf = max(rel_vec(b.numpy(), cases[f"train.buffer.{n}"]) for n, b in bufs.items())
                 line += f", running stats after the step rel err {e_buf:.2e}"
                 worst = max(worst, e_buf)
         print(line)

@@ -35,6 +35,9 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_models import rel_vec  # noqa: E402
+
 WMT_PARAMS = 133_521_408
 CHUNK = 1 << 20
 
@@ -139,11 +142,6 @@ class Transformer(nn.Module):
         return ce.reshape(b, t).mean(dim=1)
 
 
-def rel(a, b):
-    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(a), np.linalg.norm(b), 1e-300))
-
-
 def snapshot(run_dir, step, dtype):
     """{name: tensor}, the chunk rows joined; also the number of rows per name."""
     t = pq.read_table(os.path.join(run_dir, "iterates", f"step={step}", "part-0.parquet")).to_pylist()
@@ -223,8 +221,8 @@ def main():
     (per.sum() / len(per)).backward()
     g_ref = np.concatenate([p.grad.double().numpy().ravel() for _, p in model.named_parameters()])
     g_rust = np.concatenate([cases[f"grad.{n}"].astype(np.float64).ravel() for n, _ in model.named_parameters()])
-    e_loss = rel(per.double().mean().item(), float(cases["loss"]))
-    e_grad = rel(g_ref, g_rust)
+    e_loss = rel_vec(per.double().mean().item(), float(cases["loss"]))
+    e_grad = rel_vec(g_ref, g_rust)
     print(f"x^K: loss {per.double().mean().item():.6f} rel err {e_loss:.2e}, gradient ({g_ref.size} values) rel err {e_grad:.2e}")
     worst = max(worst, e_loss, e_grad)
 

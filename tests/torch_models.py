@@ -408,6 +408,12 @@ def rel_err(a, b, floor=0.0):
     return abs(a - b) / max(abs(a), abs(b), floor, 1e-300)
 
 
+def rel_vec(a, b):
+    """‖a − b‖ / max(‖a‖, ‖b‖) of two arrays of any shape, in f64."""
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(a), np.linalg.norm(b), 1e-300))
+
+
 def flat(tensors):
     return torch.cat([t.reshape(-1).double() for t in tensors])
 

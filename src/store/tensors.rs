@@ -143,23 +143,12 @@ pub fn write(
     meta: &[(&str, String)],
     chunk: usize,
 ) -> Result<u64> {
-    Ok(write_timed(path, tensors, dtype, meta, chunk)?.bytes)
+    Ok(write_timed(path, tensors, dtype, meta, chunk, Durability::Durable)?.bytes)
 }
 
-/// [`write`], also reporting how long it took.
-pub fn write_timed(
-    path: &Path,
-    tensors: &[NamedTensor],
-    dtype: Dtype,
-    meta: &[(&str, String)],
-    chunk: usize,
-) -> Result<Written> {
-    write_durability(path, tensors, dtype, meta, chunk, Durability::Durable)
-}
-
-/// [`write_timed`] with the given durability: the training loop writes its
-/// snapshots with [`Durability::Cache`] and syncs them in one batch before the
-/// checkpoint that relies on them (src/train.rs).
+/// [`write`] with the given durability, also reporting how long it took. The
+/// training loop writes its snapshots with [`Durability::Cache`] and syncs
+/// them in one batch before the checkpoint that relies on them (src/train.rs).
 ///
 /// Written with Parquet's column writers directly, not through Arrow record
 /// batches: the values of a CPU tensor of the file's dtype go from the
@@ -167,7 +156,7 @@ pub fn write_timed(
 /// pages stream to the file as they fill, so the writer holds one page, never
 /// a row group or a whole tensor. The bytes are the same Parquet an Arrow
 /// writer makes for [`schema`] (PLAIN values, RLE levels, uncompressed).
-pub fn write_durability(
+pub fn write_timed(
     path: &Path,
     tensors: &[NamedTensor],
     dtype: Dtype,
