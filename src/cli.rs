@@ -217,7 +217,7 @@ fn train_or_run(cli: &Cli, a: &TrainArgs, run: bool) -> anyhow::Result<()> {
     } else {
         Stage::Train
     };
-    let Some(sweep) = crate::sweep::Sweep::load(&a.config, &a.set)? else {
+    let Some(sweep) = crate::experiment::sweep::Sweep::load(&a.config, &a.set)? else {
         if a.task.is_some() || a.all {
             anyhow::bail!(
                 "--task/--all: {} declares no `sweep`; run it without them",
@@ -242,19 +242,19 @@ fn train_or_run(cli: &Cli, a: &TrainArgs, run: bool) -> anyhow::Result<()> {
     }
     let n = match a.task {
         Some(n) => n,
-        None => crate::sweep::task_from_env()?.ok_or_else(|| {
+        None => crate::experiment::sweep::task_from_env()?.ok_or_else(|| {
             anyhow::anyhow!(
                 "{} declares a sweep of {} runs: choose one with --task N (0..={}; default ${}) or all with --all; `abcond sweep {} --list` lists them",
                 sweep.source,
                 sweep.tasks.len(),
                 sweep.tasks.len() - 1,
-                crate::sweep::TASK_ENV,
+                crate::experiment::sweep::TASK_ENV,
                 sweep.source
             )
         })?,
     };
     let task = sweep.task(n)?;
-    crate::progress::note(
+    crate::util::progress::note(
         cli.quiet,
         &format!(
             "sweep task {n} of {}: {} (run {})",
@@ -270,8 +270,8 @@ fn train_or_run(cli: &Cli, a: &TrainArgs, run: bool) -> anyhow::Result<()> {
 
 /// Rewrites runs.parquet; a failure is reported, not fatal (the next command
 /// of the sweep writes it again).
-fn refresh_runs_table(cli: &Cli, sweep: &crate::sweep::Sweep) {
-    if let Err(e) = crate::sweep::write_runs_table(sweep, &cli.out) {
+fn refresh_runs_table(cli: &Cli, sweep: &crate::experiment::sweep::Sweep) {
+    if let Err(e) = crate::experiment::sweep::write_runs_table(sweep, &cli.out) {
         eprintln!("warning: {e:#}");
     }
 }
@@ -282,7 +282,7 @@ fn one_run(
     cli: &Cli,
     config: &crate::config::Config,
     run_id: Option<&str>,
-    task: Option<&crate::sweep::Task>,
+    task: Option<&crate::experiment::sweep::Task>,
     stage: Stage,
 ) -> anyhow::Result<()> {
     let trained = crate::train::train(config, &cli.out, run_id, &command_line(), cli.quiet);
@@ -290,7 +290,7 @@ fn one_run(
         matches!(&trained, Err(e) if e.downcast_ref::<crate::run::lock::Locked>().is_some());
     // Not while another process writes the run (its run.yaml is that process's).
     if let (Some(t), false) = (task, locked) {
-        crate::sweep::record(t, &cli.out)?;
+        crate::experiment::sweep::record(t, &cli.out)?;
     }
     let o = trained?;
     match stage {
@@ -313,15 +313,15 @@ fn one_run(
 /// `--all`: every task in turn, skipping finished ones; failures are collected
 /// and reported at the end (error: any task failed; exit 3: none failed but
 /// some diverged). `run` then analyses the experiment directory once.
-fn run_all(cli: &Cli, sweep: &crate::sweep::Sweep, stage: Stage) -> anyhow::Result<()> {
-    use crate::progress::note;
+fn run_all(cli: &Cli, sweep: &crate::experiment::sweep::Sweep, stage: Stage) -> anyhow::Result<()> {
+    use crate::util::progress::note;
     refresh_runs_table(cli, sweep);
     let n = sweep.tasks.len();
     let (mut ran, mut skipped) = (0usize, 0usize);
     let mut failed: Vec<String> = Vec::new();
     let mut diverged: Vec<String> = Vec::new();
     for t in &sweep.tasks {
-        let s = crate::sweep::state(t, &cli.out);
+        let s = crate::experiment::sweep::state(t, &cli.out);
         let done = match stage {
             Stage::Train => s.status == "diverged" || (s.status == "completed" && s.recorded),
             Stage::Run { .. } => s.done(),
@@ -365,7 +365,7 @@ fn run_all(cli: &Cli, sweep: &crate::sweep::Sweep, stage: Stage) -> anyhow::Resu
     // Nothing to analyse when every task diverged (or failed): the exit status
     // then tells that, not a failed analysis.
     let probed = sweep.tasks.iter().any(|t| {
-        let s = crate::sweep::state(t, &cli.out);
+        let s = crate::experiment::sweep::state(t, &cli.out);
         s.status == "completed" && s.probed
     });
     if matches!(stage, Stage::Run { .. }) && probed {
@@ -402,22 +402,22 @@ fn run_all(cli: &Cli, sweep: &crate::sweep::Sweep, stage: Stage) -> anyhow::Resu
 
 /// `abcond sweep CONFIG --list`.
 fn sweep_cmd(cli: &Cli, a: &SweepArgs) -> anyhow::Result<()> {
-    let sweep = crate::sweep::Sweep::load(&a.config, &a.set)?.ok_or_else(|| {
+    let sweep = crate::experiment::sweep::Sweep::load(&a.config, &a.set)?.ok_or_else(|| {
         anyhow::anyhow!(
             "{} declares no `sweep` (a top-level mapping such as sweep: {{model.width: [32, 128], seed: [0, 1]}})",
             a.config.display()
         )
     })?;
-    out(&crate::sweep::list(&sweep, &cli.out));
+    out(&crate::experiment::sweep::list(&sweep, &cli.out));
     if sweep.experiment_dir(&cli.out).is_dir() {
-        crate::sweep::write_runs_table(&sweep, &cli.out)?;
+        crate::experiment::sweep::write_runs_table(&sweep, &cli.out)?;
     }
     Ok(())
 }
 
 /// `abcond slurm CONFIG`.
 fn slurm_cmd(cli: &Cli, a: &SlurmArgs) -> anyhow::Result<()> {
-    let res = crate::slurm::Resources {
+    let res = crate::experiment::slurm::Resources {
         partition: a.partition.clone(),
         account: a.account.clone(),
         time: a.time.clone(),
@@ -425,7 +425,7 @@ fn slurm_cmd(cli: &Cli, a: &SlurmArgs) -> anyhow::Result<()> {
         cpus_per_task: a.cpus_per_task,
         gpus_per_task: a.gpus_per_task.clone(),
     };
-    let s = crate::slurm::write(&a.config, &a.set, &cli.out, &res, !a.no_analyze)?;
+    let s = crate::experiment::slurm::write(&a.config, &a.set, &cli.out, &res, !a.no_analyze)?;
     out(&s.run_text);
     let mut files = format!(
         "\nwritten: {} (array of {} tasks)",
@@ -461,7 +461,7 @@ fn probe_and_analyse(
     let _lock = crate::run::lock::acquire(&dir.root, "probe", &command_line())?;
     let outcome = crate::probe::probe(dir, settings, set, None, cli.quiet)?;
     // What the curvature pass cached goes before the analysis allocates.
-    crate::torch_ops::cpu_cache_release();
+    crate::torch::ops::cpu_cache_release();
     if let Some(a) = analyse {
         // The config's analysis section applies (also to a run trained before).
         let analysis = crate::analysis::analyze(&dir.root, Some(a.clone()), &[], cli.quiet)?;
@@ -519,11 +519,11 @@ fn analyze_cmd(cli: &Cli, a: &AnalyzeArgs) -> anyhow::Result<()> {
 /// Runs the CLI and returns the process exit status.
 pub fn main() -> i32 {
     // First, while the process has one thread and before CUDA initialises.
-    crate::reproducibility::init_process_env();
+    crate::torch::reproducibility::init_process_env();
     let cli = Cli::parse();
     // Before the first tensor: libtorch's CPU allocator with a cache of large
     // blocks (csrc/cpu_cache.cpp; ABCOND_CPU_CACHE=0 turns it off).
-    if let Err(e) = crate::torch_ops::install_cpu_cache() {
+    if let Err(e) = crate::torch::ops::install_cpu_cache() {
         eprintln!("abcond: warning: {e:#}");
     }
     if let Some(n) = cli.threads {
@@ -540,7 +540,7 @@ pub fn main() -> i32 {
         Command::Analyze(a) => analyze_cmd(&cli, a),
         Command::Slurm(a) => slurm_cmd(&cli, a),
         Command::Inspect { run_dir } => {
-            crate::inspect::render(&RunDir::new(run_dir)).map(|s| out(&s))
+            crate::run::inspect::render(&RunDir::new(run_dir)).map(|s| out(&s))
         }
         Command::Presets => {
             for name in crate::config::preset_names() {

@@ -3,31 +3,24 @@
 //!
 //! The pipeline, one module each: [`config`] → [`data`] → [`model`] →
 //! [`optim`] → [`train`] (steps and iterate snapshots, via [`store`] into a
-//! [`run`] directory) → [`probe`] (landscape rows; [`curvature`]: Hessian
-//! eigenvalues) → [`analysis`] (exact
-//! alpha-beta region, PL/Aiming constants, figures, report). Every phase runs
-//! under the determinism policy of [`reproducibility`] (libtorch settings
-//! through [`torch_ctx`]).
+//! [`run`] directory) → [`probe`] (landscape rows, Hessian eigenvalues,
+//! known-answer references) → [`analysis`] (exact alpha-beta region,
+//! PL/Aiming constants, figures, report). [`experiment`] runs many of them
+//! (sweeps, Slurm arrays); [`cli`] is the command line. Every phase runs under
+//! the reproducibility policy of [`torch::reproducibility`] (libtorch settings
+//! through [`torch::ctx`]); [`util`] holds the portable random generator,
+//! progress lines and small helpers.
 
 pub mod analysis;
 pub mod cli;
 pub mod config;
-pub mod curvature;
 pub mod data;
-pub mod device;
-pub mod inspect;
+pub mod experiment;
 pub mod model;
 pub mod optim;
 pub mod probe;
-pub mod progress;
-pub mod reduce;
-pub mod reproducibility;
-pub mod rng;
 pub mod run;
-pub mod slurm;
 pub mod store;
-pub mod sweep;
-pub mod torch_ctx;
-pub mod torch_ops;
+pub mod torch;
 pub mod train;
 pub mod util;

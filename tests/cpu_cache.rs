@@ -5,7 +5,7 @@
 //! contents are what the tensor wrote. (That the `abcond` binary gives
 //! bit-identical results with the cache on and off: tests/reproducibility.rs.)
 
-use abcond::torch_ops::{cpu_cache_active, cpu_cache_release, cpu_cache_stats, install_cpu_cache};
+use abcond::torch::ops::{cpu_cache_active, cpu_cache_release, cpu_cache_stats, install_cpu_cache};
 use tch::{Device, Kind, Tensor};
 
 fn f32_tensor(n: i64, v: f64) -> Tensor {

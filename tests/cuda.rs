@@ -470,7 +470,7 @@ fn a_missing_cuda_device_is_a_clear_error() {
 /// by tensor.
 #[test]
 fn hot_path_ops_on_cuda() {
-    use abcond::torch_ops::{add_scaled, foreach_add_, norm_sq};
+    use abcond::torch::ops::{add_scaled, foreach_add_, norm_sq};
     use tch::{Device, Kind, Tensor};
     require_cuda();
     let cuda = Device::Cuda(0);
@@ -481,7 +481,7 @@ fn hot_path_ops_on_cuda() {
         .map(|s| Tensor::randn(*s, (Kind::Float, Device::Cpu)))
         .collect();
     let gpu: Vec<Tensor> = cpu.iter().map(|t| t.to_device(cuda)).collect();
-    let (a, b) = (abcond::reduce::norm_sq(&cpu), norm_sq(&gpu, 1 << 22));
+    let (a, b) = (abcond::torch::reduce::norm_sq(&cpu), norm_sq(&gpu, 1 << 22));
     assert!((a - b).abs() <= 1e-12 * a, "CPU {a} vs CUDA {b}");
     let dirs: Vec<Tensor> = gpu.iter().map(|t| t.sin()).collect();
     let one_by_one: Vec<Tensor> = gpu

@@ -38,7 +38,11 @@ fn pin_exact(name: &str, text: &str) {
     for (i, (w, g)) in want.lines().zip(text.lines()).enumerate() {
         assert_eq!(w, g, "{name}: line {} differs", i + 1);
     }
-    assert_eq!(want.lines().count(), text.lines().count(), "{name}: line count");
+    assert_eq!(
+        want.lines().count(),
+        text.lines().count(),
+        "{name}: line count"
+    );
 }
 
 /// FNV-1a, 64 bit, of a text (the pinned fingerprint of a resolved config).
@@ -76,7 +80,7 @@ fn run_ids_and_resolved_configs() {
     let mut text = String::new();
     for f in &files {
         let rel = f.strip_prefix(root()).unwrap().display().to_string();
-        match abcond::sweep::Sweep::load(f, &[]).unwrap() {
+        match abcond::experiment::sweep::Sweep::load(f, &[]).unwrap() {
             Some(sweep) => {
                 for t in &sweep.tasks {
                     text.push_str(&format!(
@@ -100,7 +104,10 @@ fn run_ids_and_resolved_configs() {
     // Every preset with the smallest config around it (data of its kind).
     let presets = [
         ("mlp", "{dataset: fashion-mnist}"),
-        ("two-layer-relu", "{dataset: fashion-mnist, classes: [0, 1]}"),
+        (
+            "two-layer-relu",
+            "{dataset: fashion-mnist, classes: [0, 1]}",
+        ),
         ("halfspace", "{dataset: halfspace}"),
         ("matrix-factorisation", "{dataset: matrix-factorisation}"),
         ("cnn", "{dataset: cifar10}"),
@@ -181,10 +188,22 @@ fn cell(col: &dyn Array, r: usize) -> String {
     }
     let any = col.as_any();
     match col.data_type() {
-        DataType::Int64 => any.downcast_ref::<Int64Array>().unwrap().value(r).to_string(),
+        DataType::Int64 => any
+            .downcast_ref::<Int64Array>()
+            .unwrap()
+            .value(r)
+            .to_string(),
         DataType::Float64 => format!("{:?}", any.downcast_ref::<Float64Array>().unwrap().value(r)),
-        DataType::Utf8 => any.downcast_ref::<StringArray>().unwrap().value(r).to_string(),
-        DataType::Boolean => any.downcast_ref::<BooleanArray>().unwrap().value(r).to_string(),
+        DataType::Utf8 => any
+            .downcast_ref::<StringArray>()
+            .unwrap()
+            .value(r)
+            .to_string(),
+        DataType::Boolean => any
+            .downcast_ref::<BooleanArray>()
+            .unwrap()
+            .value(r)
+            .to_string(),
         DataType::List(_) => {
             let v = any.downcast_ref::<ListArray>().unwrap().value(r);
             (0..v.len())
@@ -221,12 +240,16 @@ fn pin_table(name: &str, text: &str, rel: f64) {
         for ((c, a), b) in cols.iter().zip(&wc).zip(&gc) {
             let float = c.contains("Float64");
             let same = if float {
-                let (xs, ys): (Vec<&str>, Vec<&str>) = (a.split(',').collect(), b.split(',').collect());
+                let (xs, ys): (Vec<&str>, Vec<&str>) =
+                    (a.split(',').collect(), b.split(',').collect());
                 xs.len() == ys.len()
-                    && xs.iter().zip(&ys).all(|(x, y)| match (x.parse::<f64>(), y.parse::<f64>()) {
-                        (Ok(x), Ok(y)) => close(x, y, rel),
-                        _ => x == y,
-                    })
+                    && xs
+                        .iter()
+                        .zip(&ys)
+                        .all(|(x, y)| match (x.parse::<f64>(), y.parse::<f64>()) {
+                            (Ok(x), Ok(y)) => close(x, y, rel),
+                            _ => x == y,
+                        })
             } else {
                 a == b
             };
@@ -284,7 +307,12 @@ fn pin_summary(name: &str, path: &Path, rel: f64) {
 /// Runs a config to the end and pins its tables and summary.
 fn pin_run(tag: &str, config: &Path, sets: &[&str], rel: f64) {
     let out = scratch(&format!("pins-{tag}"));
-    let mut args = vec!["--out", out.to_str().unwrap(), "run", config.to_str().unwrap()];
+    let mut args = vec![
+        "--out",
+        out.to_str().unwrap(),
+        "run",
+        config.to_str().unwrap(),
+    ];
     for s in sets {
         args.extend(["--set", s]);
     }

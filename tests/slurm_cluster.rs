@@ -570,7 +570,9 @@ fn sweep_array(cluster: &mut Cluster, dir: &Path, base: &str) {
         "sweep.yaml",
         &format!("experiment: onslurm\n{base}model: {{preset: mlp}}\ntrain: {{batch_size: 32, steps: 40}}\nsnapshots: {{every: 10}}\nsweep:\n  model.width: [8, 16]\n  seed: [0, 1]\n"),
     );
-    let sweep = abcond::sweep::Sweep::load(&cfg, &[]).unwrap().unwrap();
+    let sweep = abcond::experiment::sweep::Sweep::load(&cfg, &[])
+        .unwrap()
+        .unwrap();
     let ids: Vec<String> = sweep.tasks.iter().map(|t| t.run_id()).collect();
     // Every resource option: sbatch and the scheduler check them.
     ok(&abcond(

@@ -4,7 +4,7 @@
 //! and a width sweep of the MLP on the real Fashion-MNIST.
 
 mod common;
-use abcond::sweep::Sweep;
+use abcond::experiment::sweep::Sweep;
 use common::*;
 use std::path::Path;
 
@@ -380,7 +380,7 @@ fn shipped_configs_resolve() {
     assert!(files.len() >= 14, "{files:?}");
     let mut sweeps = 0;
     for f in &files {
-        match abcond::sweep::Sweep::load(f, &[])
+        match abcond::experiment::sweep::Sweep::load(f, &[])
             .unwrap_or_else(|e| panic!("{}: {e:#}", f.display()))
         {
             Some(s) => {

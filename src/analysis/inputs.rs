@@ -193,7 +193,7 @@ pub fn load_runs(dirs: &[PathBuf], skipped: &mut Vec<String>) -> Result<Vec<RunD
         };
         runs.push(RunData {
             curvature,
-            swept: crate::sweep::swept_values(&manifest),
+            swept: crate::run::swept_values(&manifest),
             dir: d.clone(),
             run_id: manifest.run_id.clone(),
             seed: manifest.config.seed as i64,
@@ -279,7 +279,7 @@ fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, Value>) {
 pub fn show(v: &Value) -> String {
     match v {
         Value::Null => "none".to_string(),
-        other => crate::sweep::show(other),
+        other => crate::util::yaml_inline(other),
     }
 }
 

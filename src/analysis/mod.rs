@@ -93,7 +93,7 @@ pub fn analyze(
     }
     let settings = inputs::settings(&runs, base, overrides, &mut notes)?;
     let groups = inputs::group(&runs);
-    crate::progress::note(
+    crate::util::progress::note(
         quiet,
         &format!(
             "analysing {} run(s) in {} group(s) under {}",

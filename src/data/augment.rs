@@ -20,7 +20,7 @@
 //! expectation over augmentations).
 
 use crate::config::Augment;
-use crate::rng::{stream, Rng};
+use crate::util::rng::{stream, Rng};
 use tch::Tensor;
 
 pub const PAD: i64 = 4;

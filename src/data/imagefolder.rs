@@ -25,7 +25,7 @@
 //! `(p/255 − mean)/std`, mean = (0.485, 0.456, 0.406), std = (0.229, 0.224, 0.225),
 //! the values AlgoPerf uses (there on the 0–255 scale).
 
-use crate::rng::{stream, Rng};
+use crate::util::rng::{stream, Rng};
 use anyhow::{anyhow, bail, Context, Result};
 use image::imageops::{self, FilterType};
 use image::RgbImage;

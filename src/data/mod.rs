@@ -13,7 +13,7 @@ pub mod cifar;
 pub mod imagefolder;
 
 use crate::config::{DataConfig, DatasetKind, Dtype, Normalize};
-use crate::rng::{stream, Rng};
+use crate::util::rng::{stream, Rng};
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 //! examples of each permutation are skipped, so every minibatch has B
 //! examples). The minibatch i_k of any step can therefore be rebuilt exactly.
 
-use crate::rng::{stream, Rng};
+use crate::util::rng::{stream, Rng};
 use anyhow::{bail, Result};
 
 pub struct Sampler {

@@ -5,7 +5,7 @@
 
 use super::{Dataset, Targets};
 use crate::config::{DataConfig, DatasetKind, Dtype};
-use crate::rng::{stream, Rng};
+use crate::util::rng::{stream, Rng};
 use tch::Tensor;
 
 /// Half-space data (paper Fig. 2): two classes of `per_class` points each in

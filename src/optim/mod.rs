@@ -4,7 +4,7 @@
 //! NAdam with foreach=False, same defaults), AlgoPerf's NAdamW baseline, and
 //! the paper's step sizes (NOTES §4: SPS_max, DecSPS, NGN, AdaGrad-norm-max)
 //! and normalised SGD with momentum. Additions with a scale go through
-//! `add(x, alpha=a)` as in torch.optim (one rounding; `crate::torch_ops`, as
+//! `add(x, alpha=a)` as in torch.optim (one rounding; `crate::torch::ops`, as
 //! tch's API does not expose it); the other steps (Adam's moments and
 //! denominators) are written with tch's operations and agree with torch.optim
 //! to rounding, not always bit for bit (tests/check_optim.py replays runs with
@@ -20,7 +20,7 @@ pub mod schedule;
 
 use crate::config::{DecayExclude, OptimConfig, OptimName};
 use crate::store::tensors::{NamedTensor, Role, TensorFile};
-use crate::torch_ops::{add_scaled, add_scaled_, foreach_add_};
+use crate::torch::ops::{add_scaled, add_scaled_, foreach_add_};
 use anyhow::{anyhow, bail, Result};
 use tch::Tensor;
 
@@ -328,7 +328,7 @@ impl Optimizer {
                 targets.push(p.shallow_clone());
                 st.momentum_buffer = Some(buf);
             }
-            let norm = crate::reduce::norm_sq(&bufs).sqrt();
+            let norm = crate::torch::reduce::norm_sq(&bufs).sqrt();
             let step = if norm > 0.0 { lr / norm } else { 0.0 };
             foreach_add_(&targets, &bufs, -step);
             step

@@ -8,10 +8,10 @@ use super::{loss_only, measure, Measurement};
 use crate::config::{CloudConfig, Config, Reference};
 use crate::data::Dataset;
 use crate::model::{Mode, Model};
-use crate::progress::{note, Progress};
-use crate::rng::{stream, Rng};
 use crate::run::{Manifest, ProbeInfo, RunDir};
 use crate::store::tables::{self, LandscapeRow};
+use crate::util::progress::{note, Progress};
+use crate::util::rng::{stream, Rng};
 use anyhow::{anyhow, Context, Result};
 use tch::{Kind, Tensor};
 
@@ -109,9 +109,9 @@ pub fn probe_cloud(
 ) -> Result<super::ProbeOutcome> {
     let p = &cfg.probe;
     let cloud = p.cloud.as_ref().expect("cloud settings");
-    let device = crate::device::select(&cfg.device)?;
+    let device = crate::torch::device::select(&cfg.device)?;
     let reproducibility =
-        crate::reproducibility::apply(device, crate::reproducibility::Phase::Probe)?;
+        crate::torch::reproducibility::apply(device, crate::torch::reproducibility::Phase::Probe)?;
     let started = crate::util::now_rfc3339();
     let data = Dataset::load(&cfg.data, cfg.model.dtype, device)?;
     let model = Model::build(&cfg.model, &data, device, cfg.seed)?;
@@ -213,15 +213,15 @@ pub fn probe_cloud(
         &projections,
         &[("abcond.run_id", manifest.run_id.clone())],
     )?;
-    let swept = crate::sweep::swept_values(manifest);
-    let types = crate::sweep::swept_types(manifest);
+    let swept = crate::run::swept_values(manifest);
+    let types = crate::run::swept_types(manifest);
     tables::write_landscape_swept(&dir.landscape(), &rows, &meta, &swept, &types)
         .with_context(|| format!("writing {}", dir.landscape().display()))?;
     manifest.probe = Some(ProbeInfo {
         status: "completed".into(),
         started,
         ended: Some(crate::util::now_rfc3339()),
-        device: crate::device::name(device),
+        device: crate::torch::device::name(device),
         settings: p.clone(),
         snapshots_probed: 0,
         rows: rows.len() as u64,

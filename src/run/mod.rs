@@ -12,11 +12,13 @@
 //! .lock                             writer lock (lock.rs): held while a process writes the run
 //! ```
 
+pub mod inspect;
 pub mod lock;
 
 use crate::config::{Config, ProbeConfig};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
+use serde_yaml::{Mapping, Value};
 use std::path::{Path, PathBuf};
 
 pub const MANIFEST_FORMAT: &str = "abcond.run/1";
@@ -82,7 +84,7 @@ pub struct Session {
     /// The determinism, TF32 and autocast settings of this session's training
     /// steps as libtorch reported them (src/reproducibility.rs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reproducibility: Option<crate::reproducibility::Reproducibility>,
+    pub reproducibility: Option<crate::torch::reproducibility::Reproducibility>,
     /// Where the session's time went (absent when it took no step, or diverged).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timing: Option<TrainTiming>,
@@ -195,7 +197,7 @@ pub struct ProbeInfo {
     /// The settings the probe ran under (TF32 off, no autocast; on CUDA
     /// deterministic algorithms), as libtorch reported them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reproducibility: Option<crate::reproducibility::Reproducibility>,
+    pub reproducibility: Option<crate::torch::reproducibility::Reproducibility>,
     /// Setup and steady-state cost of this probe session (absent when it
     /// measured nothing, e.g. a gather of shards' parts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -218,7 +220,7 @@ pub struct Manifest {
     /// The sweep task that made this run and its swept values (src/sweep.rs);
     /// absent for runs made without a sweep. Not part of the run identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sweep: Option<crate::sweep::SweepRecord>,
+    pub sweep: Option<SweepRecord>,
     pub config: Config,
 }
 
@@ -365,6 +367,46 @@ fn list_steps(dir: &Path, f: impl Fn(&std::fs::DirEntry) -> Option<u64>) -> Resu
         .collect();
     v.sort_unstable();
     Ok(v)
+}
+
+/// What `run.yaml` records about the sweep task that made the run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SweepRecord {
+    /// 0-based task index in the sweep.
+    pub task: u64,
+    /// The swept keys (dotted, in sweep order) and this run's values.
+    pub values: Mapping,
+    /// The column type of each axis over all its values (int64, float64, bool,
+    /// utf8), so every run's landscape column has the type of runs.parquet's.
+    #[serde(default, skip_serializing_if = "Mapping::is_empty")]
+    pub types: Mapping,
+}
+
+/// The column types of a run's sweep axes (empty without a sweep, or for a
+/// run recorded before types were).
+pub fn swept_types(m: &Manifest) -> std::collections::BTreeMap<String, String> {
+    m.sweep
+        .as_ref()
+        .map(|r| {
+            r.types
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str()?.to_string(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The swept values of a run (empty for a run made without a sweep).
+pub fn swept_values(m: &Manifest) -> Vec<(String, Value)> {
+    m.sweep
+        .as_ref()
+        .map(|r| {
+            r.values
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str()?.to_string(), v.clone())))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

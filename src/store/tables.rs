@@ -288,7 +288,7 @@ pub fn typed_column(values: &[serde_yaml::Value], ty: &str) -> ArrayRef {
                 .map(|v| match v {
                     Value::Null => None,
                     Value::String(s) => Some(s.clone()),
-                    other => Some(crate::sweep::show(other)),
+                    other => Some(crate::util::yaml_inline(other)),
                 })
                 .collect::<StringArray>(),
         )
@@ -353,24 +353,6 @@ pub struct Table {
     pub meta: BTreeMap<String, String>,
 }
 
-/// Fails unless `got` has every column of `want` with the same type.
-pub fn check_columns(path: &Path, got: &Schema, want: &Schema) -> Result<()> {
-    for f in want.fields() {
-        match got.field_with_name(f.name()) {
-            Ok(g) if g.data_type() == f.data_type() => {}
-            Ok(g) => bail!(
-                "{}: column `{}` has type {:?}, expected {:?}",
-                path.display(),
-                f.name(),
-                g.data_type(),
-                f.data_type()
-            ),
-            Err(_) => bail!("{}: column `{}` is missing", path.display(), f.name()),
-        }
-    }
-    Ok(())
-}
-
 /// Reads a table, checking its format tag and that it has `schema`'s columns.
 pub fn read_table(path: &Path, format: &str, schema: &Schema) -> Result<Table> {
     read_table_of(path, &[format], schema)
@@ -385,14 +367,14 @@ fn read_table_of(path: &Path, formats: &[&str], schema: &Schema) -> Result<Table
         anyhow!("{what} is not a readable Parquet file (truncated or corrupt?): {e}")
     })?;
     let meta =
-        crate::store::tensors::kv_map(builder.metadata().file_metadata().key_value_metadata());
+        crate::store::schema::kv_map(builder.metadata().file_metadata().key_value_metadata());
     match meta.get("abcond.format") {
         Some(f) if formats.contains(&f.as_str()) => {}
         other => bail!(
             "{what}: metadata `abcond.format` is {other:?}, expected {format:?} (is this the right file?)"
         ),
     }
-    check_columns(path, builder.schema(), schema)?;
+    crate::store::schema::check_columns(path, builder.schema(), schema)?;
     let batches = builder
         .build()?
         .collect::<std::result::Result<Vec<_>, _>>()

@@ -10,8 +10,8 @@
 //! name, then chunk. Key-value metadata: `abcond.format`, `abcond.content`,
 //! `abcond.run_id`, `abcond.step`, `abcond.dtype`, plus content-specific keys.
 
-use crate::config::Dtype;
 use crate::store::atomic::Durability;
+use crate::torch::dtype::Dtype;
 use anyhow::{anyhow, bail, Context, Result};
 use arrow::array::{Array, Int32Array, Int64Array, ListArray, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
@@ -377,19 +377,9 @@ pub fn read_meta(path: &Path) -> Result<BTreeMap<String, String>> {
             path.display()
         )
     })?;
-    Ok(kv_map(
+    Ok(crate::store::schema::kv_map(
         builder.metadata().file_metadata().key_value_metadata(),
     ))
-}
-
-pub fn kv_map(kv: Option<&Vec<KeyValue>>) -> BTreeMap<String, String> {
-    kv.map(|kv| {
-        kv.iter()
-            .filter(|e| e.key.starts_with("abcond."))
-            .map(|e| (e.key.clone(), e.value.clone().unwrap_or_default()))
-            .collect()
-    })
-    .unwrap_or_default()
 }
 
 /// A tensor as a file declares it.
@@ -502,7 +492,8 @@ impl TensorReader {
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| {
             anyhow!("{what} is not a readable Parquet file (truncated or corrupt?): {e}")
         })?;
-        let meta = kv_map(builder.metadata().file_metadata().key_value_metadata());
+        let meta =
+            crate::store::schema::kv_map(builder.metadata().file_metadata().key_value_metadata());
         match meta.get("abcond.format").map(String::as_str) {
             Some(FORMAT) => {}
             Some(other) if other.starts_with("abcond.tensors/") => bail!(
@@ -531,7 +522,7 @@ impl TensorReader {
                 bail!("{what}: metadata `abcond.dtype` is {other:?}, expected \"f32\" or \"f64\"")
             }
         };
-        crate::store::tables::check_columns(path, builder.schema(), &schema(dtype))?;
+        crate::store::schema::check_columns(path, builder.schema(), &schema(dtype))?;
         // The table of contents: every column but `values`.
         let mask = ProjectionMask::roots(builder.parquet_schema(), 0..6);
         let reader = builder

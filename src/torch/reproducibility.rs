@@ -23,8 +23,8 @@
 //! Either way the record holds what libtorch reports after the settings were
 //! applied, not what was asked for.
 
-use crate::config::AutocastDtype;
-use crate::torch_ctx;
+use crate::torch::ctx;
+use crate::torch::dtype::AutocastDtype;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::sync::OnceLock;
@@ -91,15 +91,6 @@ pub enum Phase {
     Probe,
 }
 
-impl Phase {
-    pub fn of_training(cfg: &crate::config::TrainConfig) -> Phase {
-        Phase::Train {
-            allow_tf32: cfg.allow_tf32,
-            autocast: cfg.autocast,
-        }
-    }
-}
-
 /// The settings in force for a phase, as libtorch reports them after
 /// [`apply`] (`reproducibility` in run.yaml: under each training session and
 /// under `probe`). null: does not apply on this device.
@@ -142,27 +133,27 @@ pub fn apply(device: Device, phase: Phase) -> Result<Reproducibility> {
         let w = init_process_env();
         check_cublas_workspace(w)?;
         cublas = Some(w);
-        torch_ctx::set_deterministic_algorithms(true)?;
-        torch_ctx::set_cudnn(false, true)?;
-        torch_ctx::set_allow_tf32(allow_tf32, allow_tf32)?;
+        ctx::set_deterministic_algorithms(true)?;
+        ctx::set_cudnn(false, true)?;
+        ctx::set_allow_tf32(allow_tf32, allow_tf32)?;
     } else {
         // libtorch's defaults: undoes a CUDA phase earlier in this process.
-        torch_ctx::set_deterministic_algorithms(false)?;
+        ctx::set_deterministic_algorithms(false)?;
     }
     let autocast = match autocast {
         None => None,
         Some(dtype) => {
-            let _region = torch_ctx::Autocast::enter(device, dtype.kind())?;
-            let (on, kind) = torch_ctx::autocast_state(device)?;
+            let _region = ctx::Autocast::enter(device, dtype.kind())?;
+            let (on, kind) = ctx::autocast_state(device)?;
             if !(on && kind == dtype.kind()) {
                 bail!("libtorch did not enable {} autocast on {device:?} (it reports enabled={on}, dtype {kind:?})", dtype.name());
             }
             Some(dtype.name().to_string())
         }
     };
-    let (deterministic, _) = torch_ctx::deterministic_algorithms()?;
-    let (benchmark, cudnn_deterministic) = torch_ctx::cudnn()?;
-    let (tf32_cublas, tf32_cudnn) = torch_ctx::allow_tf32()?;
+    let (deterministic, _) = ctx::deterministic_algorithms()?;
+    let (benchmark, cudnn_deterministic) = ctx::cudnn()?;
+    let (tf32_cublas, tf32_cudnn) = ctx::allow_tf32()?;
     let on_cuda = |v| cuda.then_some(v);
     Ok(Reproducibility {
         deterministic_algorithms: deterministic,
@@ -181,9 +172,9 @@ pub fn apply(device: Device, phase: Phase) -> Result<Reproducibility> {
 pub fn autocast_region(
     device: Device,
     autocast: Option<AutocastDtype>,
-) -> Result<Option<torch_ctx::Autocast>> {
+) -> Result<Option<ctx::Autocast>> {
     autocast
-        .map(|a| torch_ctx::Autocast::enter(device, a.kind()))
+        .map(|a| ctx::Autocast::enter(device, a.kind()))
         .transpose()
         .context("entering the autocast region of a training step")
 }
@@ -217,10 +208,8 @@ mod tests {
     /// off afterwards.
     #[test]
     fn cpu_policy_record() {
-        let _flags = torch_ctx::TEST_FLAGS
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        torch_ctx::set_deterministic_algorithms(true).unwrap();
+        let _flags = ctx::TEST_FLAGS.lock().unwrap_or_else(|e| e.into_inner());
+        ctx::set_deterministic_algorithms(true).unwrap();
         let r = apply(
             Device::Cpu,
             Phase::Train {
@@ -242,7 +231,7 @@ mod tests {
         );
         assert_eq!(r.cublas_workspace_config, None);
         assert!(r.cpu_threads >= 1);
-        assert!(!torch_ctx::autocast_state(Device::Cpu).unwrap().0);
+        assert!(!ctx::autocast_state(Device::Cpu).unwrap().0);
         let p = apply(Device::Cpu, Phase::Probe).unwrap();
         assert_eq!(p.autocast, None);
     }

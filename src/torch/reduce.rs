@@ -92,7 +92,7 @@ pub fn norm_sq(a: &[Tensor]) -> f64 {
     } else {
         GPU_CHUNK
     };
-    crate::torch_ops::norm_sq(a, chunk)
+    crate::torch::ops::norm_sq(a, chunk)
 }
 
 /// Σ_i <a_i, b_i − c_i>, the difference taken in f64.

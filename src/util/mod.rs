@@ -1,6 +1,33 @@
 //! Small helpers: timestamps, host name, human-readable sizes and durations.
 
+pub mod progress;
+pub mod rng;
+
+use serde_yaml::Value;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A value as one line of YAML (`32`, `0.09`, `sgd`, `[1, 2]`, `{name: sgd, lr: 0.01}`).
+pub fn yaml_inline(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Sequence(items) => format!(
+            "[{}]",
+            items.iter().map(yaml_inline).collect::<Vec<_>>().join(", ")
+        ),
+        // A whole section as a value (`optim: [{name: sgd, lr: 0.01}, …]`).
+        Value::Mapping(m) => format!(
+            "{{{}}}",
+            m.iter()
+                .map(|(k, v)| format!("{}: {}", yaml_inline(k), yaml_inline(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        other => serde_yaml::to_string(other)
+            .unwrap_or_default()
+            .trim_end()
+            .to_string(),
+    }
+}
 
 /// Current UTC time as RFC 3339, e.g. `2026-11-28T06:41:00Z`.
 pub fn now_rfc3339() -> String {

@@ -30,6 +30,7 @@
 //! (`probe.reference: projection`) or probe a point cloud instead of the
 //! snapshots (`probe.cloud`); both live in [`known`].
 
+pub mod curvature;
 pub mod known;
 
 use crate::config::{Config, ProbeConfig};
@@ -37,12 +38,12 @@ use crate::data::augment::AugmentAt;
 use crate::data::sampler::{self, Sampler};
 use crate::data::Dataset;
 use crate::model::{Mode, Model};
-use crate::progress::{note, Progress};
-use crate::reduce;
 use crate::run::{ProbeInfo, ProbeTiming, RunDir, Status};
 use crate::store::tables::{self, LandscapeRow};
 use crate::store::tensors;
 use crate::store::writer::Writer;
+use crate::torch::reduce;
+use crate::util::progress::{note, Progress};
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -309,11 +310,11 @@ pub fn probe(
         }
         return known::probe_cloud(dir, &mut manifest, &cfg, quiet);
     }
-    let device = crate::device::select(&cfg.device)?;
+    let device = crate::torch::device::select(&cfg.device)?;
     // TF32 off, no autocast, deterministic algorithms on CUDA: for the
     // landscape rows and the curvature pass alike.
     let reproducibility =
-        crate::reproducibility::apply(device, crate::reproducibility::Phase::Probe)?;
+        crate::torch::reproducibility::apply(device, crate::torch::reproducibility::Phase::Probe)?;
     let total = manifest.training.total_steps;
     let snapshots = dir.snapshot_steps()?;
     if !snapshots.contains(&total) {
@@ -387,7 +388,7 @@ pub fn probe(
                 "probing {} snapshots of {} on {} ({} minibatches of {} per snapshot{}; BatchNorm policy {})",
                 todo.len(),
                 dir.root.display(),
-                crate::device::name(device),
+                crate::torch::device::name(device),
                 1 + p.extra_batches,
                 cfg.train.batch_size,
                 match &full_indices {
@@ -535,16 +536,16 @@ pub fn probe(
 
     // The models are gone: blocks cached for their next step would only sit
     // beside what the gather and the analysis allocate.
-    crate::torch_ops::cpu_cache_release();
+    crate::torch::ops::cpu_cache_release();
 
     if let Some(s) = shard {
         // A shard writes parts only: the shared tables and run.yaml are left
         // to the gather, so that concurrent shards never race on them.
         let curvature =
-            crate::curvature::measure(dir, &manifest, &cfg, device, &mine, shard, quiet)?;
+            crate::probe::curvature::measure(dir, &manifest, &cfg, device, &mine, shard, quiet)?;
         let curvature_fp = curvature
             .is_some()
-            .then(|| crate::curvature::fingerprint(&cfg));
+            .then(|| crate::probe::curvature::fingerprint(&cfg));
         let done = selected
             .iter()
             .filter(|&&k| {
@@ -584,23 +585,23 @@ pub fn probe(
         ("abcond.probe_settings", settings),
     ];
     meta.extend(known::reference_meta(&cfg));
-    let swept = crate::sweep::swept_values(&manifest);
-    let types = crate::sweep::swept_types(&manifest);
+    let swept = crate::run::swept_values(&manifest);
+    let types = crate::run::swept_types(&manifest);
     tables::write_landscape_swept(&dir.landscape(), &rows, &meta, &swept, &types)?;
     // Points of an earlier cloud probe no longer describe landscape.parquet.
     if dir.cloud().is_file() {
         std::fs::remove_file(dir.cloud())?;
     }
     let curvature =
-        crate::curvature::measure(dir, &manifest, &cfg, device, &selected, None, quiet)?;
+        crate::probe::curvature::measure(dir, &manifest, &cfg, device, &selected, None, quiet)?;
     if curvature.is_some() {
-        crate::curvature::gather(dir, &manifest, &cfg, &selected)?;
+        crate::probe::curvature::gather(dir, &manifest, &cfg, &selected)?;
     }
     manifest.probe = Some(ProbeInfo {
         status: "completed".into(),
         started,
         ended: Some(crate::util::now_rfc3339()),
-        device: crate::device::name(device),
+        device: crate::torch::device::name(device),
         settings: p,
         snapshots_probed: selected.len() as u64,
         rows: rows.len() as u64,

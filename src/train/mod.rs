@@ -22,8 +22,6 @@ use crate::data::sampler::Sampler;
 use crate::data::Dataset;
 use crate::model::{Mode, Model};
 use crate::optim::{schedule, Optimizer};
-use crate::progress::{note, Progress};
-use crate::rng::{self, stream};
 use crate::run::{
     Manifest, Provenance, RunDir, Session, Status, TrainTiming, TrainingInfo, MANIFEST_FORMAT,
 };
@@ -31,6 +29,8 @@ use crate::store::atomic::Durability;
 use crate::store::tables::{self, StepRow};
 use crate::store::tensors::{self, NamedTensor, DEFAULT_CHUNK};
 use crate::store::writer::{self, Writer};
+use crate::util::progress::{note, Progress};
+use crate::util::rng::{self, stream};
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -125,7 +125,7 @@ pub fn grad_norm(model: &Model) -> f64 {
         .map(|(_, p)| p.grad())
         .filter(Tensor::defined)
         .collect();
-    tch::no_grad(|| crate::reduce::norm_sq(&grads)).sqrt()
+    tch::no_grad(|| crate::torch::reduce::norm_sq(&grads)).sqrt()
 }
 
 fn iterate_meta(m: &Manifest, step: u64, content: &str) -> Vec<(&'static str, String)> {
@@ -367,12 +367,9 @@ pub fn train(
         }
     }
 
-    let device = crate::device::select(&cfg.device)?;
-    let device_name = crate::device::name(device);
-    let reproducibility = crate::reproducibility::apply(
-        device,
-        crate::reproducibility::Phase::of_training(&cfg.train),
-    )?;
+    let device = crate::torch::device::select(&cfg.device)?;
+    let device_name = crate::torch::device::name(device);
+    let reproducibility = crate::torch::reproducibility::apply(device, cfg.train.phase())?;
     let setup = Setup::new(cfg, device)?;
     let mut manifest = match previous {
         Some(m) => m,
@@ -413,7 +410,7 @@ pub fn train(
     let mut result = run_loop(&dir, cfg, setup, &mut manifest, began, quiet);
     // The model and its activations are gone; so goes what the CPU allocator
     // cached for the next step (`abcond run` probes next, with its own sizes).
-    crate::torch_ops::cpu_cache_release();
+    crate::torch::ops::cpu_cache_release();
     // Completed or diverged: merge the step rows before the manifest says so.
     let finished = match &result {
         Ok(()) => true,
@@ -535,7 +532,7 @@ fn run_loop(
             cfg.experiment,
             model.num_params(),
             setup.data.len,
-            crate::device::name(setup.device),
+            crate::torch::device::name(setup.device),
             setup.snapshots.len(),
             dir.root.display()
         ),
@@ -639,7 +636,7 @@ fn run_loop(
         // (outside the region) follows the dtypes the forward recorded.
         let loss = {
             let _autocast =
-                crate::reproducibility::autocast_region(setup.device, cfg.train.autocast)?;
+                crate::torch::reproducibility::autocast_region(setup.device, cfg.train.autocast)?;
             model.loss(&batch, Mode::Train)
         };
         let loss_value = loss.double_value(&[]);

@@ -23,34 +23,20 @@
 //!   ([`SweepRecord`]); the probe appends them to landscape.parquet as columns.
 
 use crate::config::Config;
-use crate::run::{Manifest, RunDir, Status};
+use crate::run::{RunDir, Status, SweepRecord};
+use crate::util::yaml_inline as show;
 use anyhow::{anyhow, bail, Context, Result};
 use arrow::array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{Field, Schema};
-use serde::{Deserialize, Serialize};
-use serde_yaml::{Mapping, Value};
+use serde_yaml::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// The top-level config key that declares a sweep.
-pub const SWEEP_KEY: &str = "sweep";
+pub use crate::config::SWEEP_KEY;
 /// Format tag of `runs.parquet`.
 pub const RUNS_FORMAT: &str = "abcond.runs/1";
 /// Environment variable giving the default task of `--task`.
 pub const TASK_ENV: &str = "SLURM_ARRAY_TASK_ID";
-
-/// What `run.yaml` records about the sweep task that made the run.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct SweepRecord {
-    /// 0-based task index in the sweep.
-    pub task: u64,
-    /// The swept keys (dotted, in sweep order) and this run's values.
-    pub values: Mapping,
-    /// The column type of each axis over all its values (int64, float64, bool,
-    /// utf8), so every run's landscape column has the type of runs.parquet's.
-    #[serde(default, skip_serializing_if = "Mapping::is_empty")]
-    pub types: Mapping,
-}
 
 /// One run of a sweep.
 #[derive(Debug, Clone)]
@@ -107,56 +93,6 @@ pub struct Sweep {
     pub experiment: String,
     pub axes: Vec<(String, Vec<Value>)>,
     pub tasks: Vec<Task>,
-}
-
-/// A value as one line of YAML (`32`, `0.09`, `sgd`, `[1, 2]`, `{name: sgd, lr: 0.01}`).
-pub fn show(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Sequence(items) => format!(
-            "[{}]",
-            items.iter().map(show).collect::<Vec<_>>().join(", ")
-        ),
-        // A whole section as a value (`optim: [{name: sgd, lr: 0.01}, …]`).
-        Value::Mapping(m) => format!(
-            "{{{}}}",
-            m.iter()
-                .map(|(k, v)| format!("{}: {}", show(k), show(v)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        other => serde_yaml::to_string(other)
-            .unwrap_or_default()
-            .trim_end()
-            .to_string(),
-    }
-}
-
-/// The column types of a run's sweep axes (empty without a sweep, or for a
-/// run recorded before types were).
-pub fn swept_types(m: &Manifest) -> std::collections::BTreeMap<String, String> {
-    m.sweep
-        .as_ref()
-        .map(|r| {
-            r.types
-                .iter()
-                .filter_map(|(k, v)| Some((k.as_str()?.to_string(), v.as_str()?.to_string())))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// The swept values of a run (empty for a run made without a sweep).
-pub fn swept_values(m: &Manifest) -> Vec<(String, Value)> {
-    m.sweep
-        .as_ref()
-        .map(|r| {
-            r.values
-                .iter()
-                .filter_map(|(k, v)| Some((k.as_str()?.to_string(), v.clone())))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Keys that name a section of each other (`model` and `model.width`) or are equal.

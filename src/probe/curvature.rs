@@ -33,10 +33,10 @@ use crate::config::{Config, CurvatureProbe};
 use crate::data::augment::AugmentAt;
 use crate::data::{sampler, Dataset};
 use crate::model::{Mode, Model};
-use crate::progress::{note, Progress};
-use crate::reduce;
 use crate::run::{Manifest, RunDir};
 use crate::store::tables::{self, CurvatureRow};
+use crate::torch::reduce;
+use crate::util::progress::{note, Progress};
 use anyhow::{anyhow, Context, Result};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
@@ -207,9 +207,9 @@ pub fn power_iteration(
 /// A seeded standard-normal vector shaped like `params` (f64), a pure
 /// function of (seed, tags).
 pub fn start_vector(params: &[Tensor], seed: u64, tags: &[u64]) -> Vec<Tensor> {
-    let mut all = vec![crate::rng::stream::CURVATURE_START];
+    let mut all = vec![crate::util::rng::stream::CURVATURE_START];
     all.extend_from_slice(tags);
-    let mut rng = crate::rng::Rng::for_stream(seed, &all);
+    let mut rng = crate::util::rng::Rng::for_stream(seed, &all);
     params
         .iter()
         .map(|p| {

@@ -89,7 +89,7 @@ pub fn write(
     res: &Resources,
     analyze: bool,
 ) -> Result<Scripts> {
-    let (experiment, tasks, sweep) = match crate::sweep::Sweep::load(config, set)? {
+    let (experiment, tasks, sweep) = match crate::experiment::sweep::Sweep::load(config, set)? {
         Some(s) => (s.experiment.clone(), s.tasks.len(), true),
         None => (crate::config::load(config, set)?.experiment, 1, false),
     };

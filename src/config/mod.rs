@@ -12,7 +12,12 @@ use serde::{Deserialize, Serialize};
 use serde_yaml::{Mapping, Value};
 use std::path::{Path, PathBuf};
 
+pub use crate::torch::dtype::{AutocastDtype, Dtype};
+
 include!(concat!(env!("OUT_DIR"), "/presets.rs"));
+
+/// The top-level config key that declares a sweep (crate::experiment::sweep).
+pub const SWEEP_KEY: &str = "sweep";
 
 /// A whole experiment: what to train, on what, how, and what to measure.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -43,30 +48,6 @@ pub struct Config {
 
 fn default_device() -> String {
     "auto".to_string()
-}
-
-/// Floating-point type of a model's parameters and data.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Dtype {
-    #[default]
-    F32,
-    F64,
-}
-
-impl Dtype {
-    pub fn kind(self) -> tch::Kind {
-        match self {
-            Dtype::F32 => tch::Kind::Float,
-            Dtype::F64 => tch::Kind::Double,
-        }
-    }
-    pub fn name(self) -> &'static str {
-        match self {
-            Dtype::F32 => "f32",
-            Dtype::F64 => "f64",
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -390,23 +371,12 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
-/// The lower-precision dtype of `train.autocast`. bf16 only: it has f32's
-/// exponent range, so no loss scaling (GradScaler) is needed; fp16 would need it.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum AutocastDtype {
-    Bf16,
-}
-
-impl AutocastDtype {
-    pub fn name(self) -> &'static str {
-        match self {
-            AutocastDtype::Bf16 => "bf16",
-        }
-    }
-    pub fn kind(self) -> tch::Kind {
-        match self {
-            AutocastDtype::Bf16 => tch::Kind::BFloat16,
+impl TrainConfig {
+    /// The reproducibility policy of this run's training steps.
+    pub fn phase(&self) -> crate::torch::reproducibility::Phase {
+        crate::torch::reproducibility::Phase::Train {
+            allow_tf32: self.allow_tf32,
+            autocast: self.autocast,
         }
     }
 }
@@ -1002,7 +972,7 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<Config> {
 
 /// Parses a config from YAML text; `source` names it in errors and `base_dir`
 /// anchors relative preset paths. A config that declares a `sweep` is a family
-/// of runs: load one of them with [`crate::sweep::Sweep`] instead.
+/// of runs: load one of them with [`crate::experiment::sweep::Sweep`] instead.
 pub fn from_yaml_text(
     text: &str,
     source: &str,
@@ -1010,7 +980,7 @@ pub fn from_yaml_text(
     overrides: &[String],
 ) -> Result<Config> {
     let tree = parse_tree(text, source)?;
-    if let Some(sweep) = tree.get(crate::sweep::SWEEP_KEY) {
+    if let Some(sweep) = tree.get(SWEEP_KEY) {
         let runs = sweep
             .as_mapping()
             .map(|m| {
@@ -1206,7 +1176,7 @@ impl Config {
                 self.experiment
             );
         }
-        crate::device::parse(&self.device).context("key `device`")?;
+        crate::torch::device::parse(&self.device).context("key `device`")?;
         self.analysis.validate()?;
         self.resolve_model()?;
         self.resolve_data()?;

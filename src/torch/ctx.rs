@@ -1,6 +1,6 @@
 //! Safe wrappers over `csrc/torch_ctx.cpp`: libtorch's global settings that tch
 //! 0.24 does not expose (deterministic algorithms, cuDNN determinism, TF32) and
-//! an autocast region with an explicit dtype. [`crate::reproducibility`] sets
+//! an autocast region with an explicit dtype. [`crate::torch::reproducibility`] sets
 //! them per run phase and records what these getters read back.
 //!
 //! The flags live in `at::globalContext()`, one per process and shared by all

@@ -8,7 +8,7 @@
 //! Like tch's own operations, these panic with libtorch's message on misuse
 //! (mismatched shapes or devices): such a failure is a bug, not a user error.
 
-use crate::torch_ctx::shim_error;
+use crate::torch::ctx::shim_error;
 use std::os::raw::{c_int, c_void};
 use tch::Tensor;
 
@@ -69,7 +69,7 @@ pub fn foreach_add_(a: &[Tensor], b: &[Tensor], alpha: f64) {
 }
 
 /// Σ_i ||t_i||² in f64, over pieces of `chunk` elements (see
-/// [`crate::reduce::norm_sq`]); one host synchronisation.
+/// [`crate::torch::reduce::norm_sq`]); one host synchronisation.
 pub fn norm_sq(ts: &[Tensor], chunk: i64) -> f64 {
     let h = handles(ts);
     let mut out = 0.0;
