@@ -6,6 +6,7 @@
 use super::inputs::{Group, RunData};
 use super::region::{self, BestRatio, HalfPlane, Region};
 use crate::config::{AnalysisConfig, FStar};
+use crate::store::label::ProbeLabel;
 use std::collections::HashMap;
 
 /// One constraint row: T = a − alpha·b + beta·c ≥ 0, from `runs[run].rows[row]`.
@@ -29,7 +30,7 @@ pub fn f_stars(run: &RunData, f_star: FStar) -> Vec<Option<f64>> {
     let key = |r: &crate::store::tables::LandscapeRow| r.batch_indices.clone();
     let mut min: HashMap<Option<Vec<i64>>, f64> = HashMap::new();
     if f_star == FStar::MinObserved {
-        for r in run.rows.iter().filter(|r| r.probe != "full") {
+        for r in run.rows.iter().filter(|r| r.probe != ProbeLabel::Full) {
             let m = min.entry(key(r)).or_insert(f64::INFINITY);
             *m = m.min(r.loss_k).min(r.loss_ref);
         }
@@ -43,7 +44,7 @@ pub fn f_stars(run: &RunData, f_star: FStar) -> Vec<Option<f64>> {
     run.rows
         .iter()
         .map(|r| {
-            (r.probe != "full").then(|| match f_star {
+            (r.probe != ProbeLabel::Full).then(|| match f_star {
                 FStar::Constant(v) => v,
                 FStar::MinObserved => min[&key(r)],
                 FStar::Known => *exact.entry(key(r)).or_insert_with(|| {
@@ -66,7 +67,7 @@ pub fn rows(runs: &[RunData], group: &Group, settings: &AnalysisConfig) -> Vec<A
         let stars = f_stars(run, settings.f_star);
         for (i, r) in run.rows.iter().enumerate() {
             let Some(fs) = stars[i] else { continue };
-            if settings.train_only && r.probe != "train" {
+            if settings.train_only && r.probe != ProbeLabel::Train {
                 continue;
             }
             out.push(AbRow {
@@ -95,7 +96,7 @@ pub fn sigma_int2(run: &RunData, f_star: FStar) -> Option<(f64, f64, bool)> {
     }
     let n = mini.len() as f64;
     let mean_star = mini.iter().map(|&i| stars[i].unwrap()).sum::<f64>() / n;
-    let (f_ref, from_full) = match run.rows.iter().find(|r| r.probe == "full") {
+    let (f_ref, from_full) = match run.rows.iter().find(|r| r.probe == ProbeLabel::Full) {
         Some(r) => (r.loss_ref, true),
         None => (
             mini.iter().map(|&i| run.rows[i].loss_ref).sum::<f64>() / n,

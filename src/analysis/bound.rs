@@ -19,6 +19,7 @@
 use super::inputs::RunData;
 use super::region::{BestFraction, HalfPlane, Region};
 use crate::config::{OptimName, ScheduleName};
+use crate::store::label::ProbeLabel;
 use crate::store::tables::CurvatureRow;
 
 /// max |λ| over some curvature rows and where it was found.
@@ -27,7 +28,7 @@ pub struct Smoothness {
     pub value: f64,
     pub run: usize,
     pub step: i64,
-    pub probe: String,
+    pub probe: ProbeLabel,
 }
 
 /// The curvature rows of a group summarised.
@@ -47,7 +48,7 @@ fn max_abs<'a>(rows: impl Iterator<Item = (usize, &'a CurvatureRow)>) -> Option<
             value: r.eigenvalue.abs(),
             run: ri,
             step: r.step,
-            probe: r.probe.clone(),
+            probe: r.probe,
         })
 }
 
@@ -59,14 +60,14 @@ pub fn curvature(runs: &[RunData], ris: &[usize], train_only: bool) -> Curvature
             .flat_map(move |&ri| runs[ri].curvature.iter().map(move |r| (ri, r)))
     };
     let minibatch =
-        |r: &CurvatureRow| r.probe == "train" || (!train_only && r.probe.starts_with("extra-"));
+        |r: &CurvatureRow| r.probe == ProbeLabel::Train || (!train_only && r.probe.is_extra());
     Curvature {
         rows: all().count(),
         unconverged: all()
             .filter(|(_, r)| !r.converged || r.other_converged == Some(false))
             .count(),
         minibatch: max_abs(all().filter(|(_, r)| minibatch(r))),
-        full: max_abs(all().filter(|(_, r)| r.probe == "full")),
+        full: max_abs(all().filter(|(_, r)| r.probe == ProbeLabel::Full)),
     }
 }
 
@@ -87,7 +88,7 @@ pub fn observed(run: &RunData, f_ref: Option<f64>) -> Option<Observed> {
     let full = run
         .rows
         .iter()
-        .filter(|r| r.probe == "full" && r.step != r.ref_step)
+        .filter(|r| r.probe == ProbeLabel::Full && r.step != r.ref_step)
         .map(|r| (r.loss_k - r.loss_ref, r.step))
         .min_by(|a, b| a.0.total_cmp(&b.0));
     if let Some((value, step)) = full {
@@ -281,7 +282,7 @@ pub fn for_group(
         if run
             .rows
             .iter()
-            .any(|r| r.step >= 0 && r.ref_step < 0 && r.probe.starts_with("component-"))
+            .any(|r| r.step >= 0 && r.ref_step < 0 && matches!(r.probe, ProbeLabel::Component(_)))
         {
             b.reasons
                 .push("the rows are a point-cloud probe, not a training trajectory".into());

@@ -12,6 +12,7 @@
 //! - QCvx: <∇f(x^k), x^k − x^K> ≥ theta·(f(x^k) − f(x^K)); steps with a positive
 //!   gap bound theta from above, steps with a negative gap and inner < 0 from below.
 
+use crate::store::label::ProbeLabel;
 use crate::store::tables::LandscapeRow;
 
 /// One full-data probe row turned into the Aiming/QCvx quantities.
@@ -74,7 +75,7 @@ impl RunConditions {
 pub fn aiming_rows(rows: &[LandscapeRow]) -> Vec<AimingRow> {
     let mut out: Vec<AimingRow> = rows
         .iter()
-        .filter(|r| r.probe == "full" && r.step != r.ref_step)
+        .filter(|r| r.probe == ProbeLabel::Full && r.step != r.ref_step)
         .map(|r| {
             let gap = r.loss_k - r.loss_ref;
             AimingRow {
@@ -162,7 +163,7 @@ mod tests {
             run_id: "r".into(),
             seed: 0,
             step,
-            probe: "full".into(),
+            probe: ProbeLabel::Full,
             batch_size: 10,
             loss_k,
             loss_ref,

@@ -255,7 +255,7 @@ fn write_outputs(a: &mut Analysis) -> Result<()> {
             c.feasible.push(cell.feasible());
             c.run_id.push(lr.run_id.clone());
             c.step.push(lr.step);
-            c.probe.push(lr.probe.clone());
+            c.probe.push(lr.probe.to_string());
         }
     }
     let p = dir.join("ab_grid.parquet");
@@ -517,7 +517,7 @@ fn origin_yaml(r: &LandscapeRow) -> Vec<(&'static str, Value)> {
     vec![
         ("run_id", Value::from(r.run_id.clone())),
         ("step", Value::from(r.step)),
-        ("probe", Value::from(r.probe.clone())),
+        ("probe", Value::from(r.probe.to_string())),
     ]
 }
 
@@ -625,7 +625,7 @@ fn smoothness_yaml(a: &Analysis, s: &Option<bound::Smoothness>) -> Value {
             ("value", f(m.value)),
             ("run_id", Value::from(a.runs[m.run].run_id.clone())),
             ("step", Value::from(m.step)),
-            ("probe", Value::from(m.probe.clone())),
+            ("probe", Value::from(m.probe.to_string())),
         ])
     })
 }

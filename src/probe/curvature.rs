@@ -34,6 +34,7 @@ use crate::data::augment::AugmentAt;
 use crate::data::{sampler, Dataset};
 use crate::model::{Mode, Model};
 use crate::run::{Manifest, RunDir};
+use crate::store::label::ProbeLabel;
 use crate::store::tables::{self, CurvatureRow};
 use crate::torch::reduce;
 use crate::util::progress::{note, Progress};
@@ -359,7 +360,7 @@ pub fn measure(
             crate::probe::load_snapshot(dir, &model, &manifest.run_id, k)
                 .with_context(|| format!("curvature at snapshot step={k}"))?;
             // (label, probe id for the start vector, indices, listed indices)
-            let mut losses: Vec<(String, u64, Vec<i64>, bool)> = Vec::new();
+            let mut losses: Vec<(ProbeLabel, u64, Vec<i64>, bool)> = Vec::new();
             for which in &c.probes {
                 match which {
                     CurvatureProbe::Train if k < total => {
@@ -373,7 +374,7 @@ pub fn measure(
                                     dir.steps().display()
                                 )
                             })?;
-                        losses.push(("train".into(), 0, idx, true));
+                        losses.push((ProbeLabel::Train, 0, idx, true));
                     }
                     CurvatureProbe::Train => {} // x^K has no step of its own
                     CurvatureProbe::Extra => {
@@ -385,11 +386,11 @@ pub fn measure(
                                 data.len,
                                 cfg.train.batch_size,
                             );
-                            losses.push((format!("extra-{j}"), 2 + j, idx, true));
+                            losses.push((ProbeLabel::Extra(j), 2 + j, idx, true));
                         }
                     }
                     CurvatureProbe::Full => {
-                        losses.push(("full".into(), 1, full.clone(), p.full_subset.is_some()))
+                        losses.push((ProbeLabel::Full, 1, full.clone(), p.full_subset.is_some()))
                     }
                 }
             }
@@ -400,7 +401,7 @@ pub fn measure(
                 step: k,
             };
             for (label, id, idx, listed) in &losses {
-                let at = (label == "train").then_some(step);
+                let at = (*label == ProbeLabel::Train).then_some(step);
                 let h = Hessian::of_loss(&model, &data, idx, chunk, mode, at);
                 let e = extremes(&h, cfg.seed, &[k, *id], c.iterations, c.tol, c.both_ends);
                 let top = e.top.value.abs();
@@ -410,7 +411,7 @@ pub fn measure(
                     run_id: manifest.run_id.clone(),
                     seed: cfg.seed as i64,
                     step: k as i64,
-                    probe: label.clone(),
+                    probe: *label,
                     batch_size: idx.len() as i64,
                     eigenvalue: e.top.value,
                     iterations: e.top.iterations as i64,

@@ -9,6 +9,7 @@ use crate::config::{CloudConfig, Config, Reference};
 use crate::data::Dataset;
 use crate::model::{Mode, Model};
 use crate::run::{Manifest, ProbeInfo, RunDir};
+use crate::store::label::ProbeLabel;
 use crate::store::tables::{self, LandscapeRow};
 use crate::util::progress::{note, Progress};
 use crate::util::rng::{stream, Rng};
@@ -155,11 +156,11 @@ pub fn probe_cloud(
             .map(|(a, b)| (a - b) * (a - b))
             .sum::<f64>()
             .sqrt();
-        let mut batches: Vec<(String, Vec<i64>)> = (0..n)
-            .map(|i| (format!("component-{i}"), vec![i]))
+        let mut batches: Vec<(ProbeLabel, Vec<i64>)> = (0..n)
+            .map(|i| (ProbeLabel::Component(i as u64), vec![i]))
             .collect();
         if p.full {
-            batches.push(("full".to_string(), all.clone()));
+            batches.push((ProbeLabel::Full, all.clone()));
         }
         for (label, idx) in &batches {
             let loss_ref = loss_only(&reference_model, &data, idx, chunk, mode, None);
@@ -170,7 +171,7 @@ pub fn probe_cloud(
                 run_id: manifest.run_id.clone(),
                 seed: cfg.seed as i64,
                 step: j as i64,
-                probe: label.clone(),
+                probe: *label,
                 batch_size: idx.len() as i64,
                 loss_k: m.loss_k,
                 loss_ref: m.loss_ref,
@@ -179,7 +180,7 @@ pub fn probe_cloud(
                 dist,
                 cos: m.inner / (m.grad_norm * dist),
                 ref_step: -1,
-                batch_indices: (label != "full").then(|| idx.clone()),
+                batch_indices: label.is_minibatch().then(|| idx.clone()),
             });
         }
         progress.update(j as u64 + 1, || format!("point {j}"));

@@ -39,6 +39,7 @@ use crate::data::sampler::{self, Sampler};
 use crate::data::Dataset;
 use crate::model::{Mode, Model};
 use crate::run::{ProbeInfo, ProbeTiming, RunDir, Status};
+use crate::store::label::ProbeLabel;
 use crate::store::tables::{self, LandscapeRow};
 use crate::store::tensors;
 use crate::store::writer::Writer;
@@ -419,7 +420,7 @@ pub fn probe(
             let params: Vec<Tensor> = model.params().into_iter().map(|(_, t)| t).collect();
             let dist = tch::no_grad(|| reduce::dist_sq(&params, &reference)).sqrt();
             // (label, examples, augmentation draw of the step that used them)
-            let mut batches: Vec<(String, Vec<i64>, Option<AugmentAt>)> = Vec::new();
+            let mut batches: Vec<(ProbeLabel, Vec<i64>, Option<AugmentAt>)> = Vec::new();
             if k < total {
                 let row = steps
                     .get(k as usize)
@@ -441,11 +442,11 @@ pub fn probe(
                     seed: cfg.seed,
                     step: k,
                 };
-                batches.push(("train".into(), stored, Some(at)));
+                batches.push((ProbeLabel::Train, stored, Some(at)));
             }
             for j in 0..p.extra_batches {
                 let idx = sampler::extra_batch(cfg.seed, k, j, data.len, cfg.train.batch_size);
-                batches.push((format!("extra-{j}"), idx, None));
+                batches.push((ProbeLabel::Extra(j), idx, None));
             }
             let mut rows = Vec::new();
             for (label, idx, at) in &batches {
@@ -456,7 +457,7 @@ pub fn probe(
                     &cfg,
                     k,
                     total,
-                    label,
+                    *label,
                     idx.len(),
                     &m,
                     dist,
@@ -479,7 +480,7 @@ pub fn probe(
                     &cfg,
                     k,
                     total,
-                    "full",
+                    ProbeLabel::Full,
                     full.len(),
                     &m,
                     dist,
@@ -625,7 +626,7 @@ fn row(
     cfg: &Config,
     k: u64,
     total: u64,
-    probe: &str,
+    probe: ProbeLabel,
     batch_size: usize,
     m: &Measurement,
     dist: f64,
@@ -636,7 +637,7 @@ fn row(
         run_id: manifest.run_id.clone(),
         seed: cfg.seed as i64,
         step: k as i64,
-        probe: probe.to_string(),
+        probe,
         batch_size: batch_size as i64,
         loss_k: m.loss_k,
         loss_ref: m.loss_ref,

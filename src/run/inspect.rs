@@ -132,7 +132,7 @@ pub fn render(dir: &RunDir) -> Result<String> {
     match (&m.probe, dir.landscape().is_file()) {
         (Some(p), true) => {
             let (rows, _) = tables::read_landscape(&dir.landscape())?;
-            let mut kinds: Vec<String> = rows.iter().map(|r| r.probe.clone()).collect();
+            let mut kinds: Vec<String> = rows.iter().map(|r| r.probe.to_string()).collect();
             kinds.sort();
             kinds.dedup();
             writeln!(

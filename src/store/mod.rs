@@ -3,6 +3,7 @@
 //! training and probe loops.
 
 pub mod atomic;
+pub mod label;
 pub mod schema;
 pub mod tables;
 pub mod tensors;

@@ -3,6 +3,7 @@
 //! atomically with typed columns; see README.md, section Schemas, for the column reference.
 
 use crate::store::atomic::Durability;
+use crate::store::label::ProbeLabel;
 use anyhow::{anyhow, bail, Context, Result};
 use arrow::array::{
     Array, ArrayRef, Float64Array, Int64Array, ListArray, RecordBatch, StringArray,
@@ -50,7 +51,7 @@ pub struct LandscapeRow {
     pub seed: i64,
     pub step: i64,
     /// "train" (the minibatch i_k of step k), "extra-<j>", or "full".
-    pub probe: String,
+    pub probe: ProbeLabel,
     pub batch_size: i64,
     pub loss_k: f64,
     pub loss_ref: f64,
@@ -139,6 +140,16 @@ fn strs<'a>(v: impl Iterator<Item = &'a str>) -> ArrayRef {
     Arc::new(StringArray::from_iter_values(v))
 }
 
+fn labels(v: impl Iterator<Item = ProbeLabel>) -> ArrayRef {
+    Arc::new(StringArray::from_iter_values(v.map(|l| l.to_string())))
+}
+
+/// A `probe` cell read back: one of the labels abcond writes.
+fn label(path: &Path, cell: &str) -> Result<ProbeLabel> {
+    cell.parse()
+        .map_err(|e| anyhow::anyhow!("{}: column `probe`: {e}", path.display()))
+}
+
 /// Writes one record batch to `path` atomically with the given metadata.
 pub fn write_batch(path: &Path, batch: &RecordBatch, meta: &[(&str, String)]) -> Result<()> {
     write_batch_with(path, batch, meta, Durability::Durable)
@@ -205,7 +216,7 @@ pub fn landscape_batch(rows: &[LandscapeRow]) -> Result<RecordBatch> {
             strs(rows.iter().map(|r| r.run_id.as_str())),
             i64s(rows.iter().map(|r| r.seed)),
             i64s(rows.iter().map(|r| r.step)),
-            strs(rows.iter().map(|r| r.probe.as_str())),
+            labels(rows.iter().map(|r| r.probe)),
             i64s(rows.iter().map(|r| r.batch_size)),
             f64s(rows.iter().map(|r| r.loss_k)),
             f64s(rows.iter().map(|r| r.loss_ref)),
@@ -460,7 +471,7 @@ pub fn read_landscape(path: &Path) -> Result<(Vec<LandscapeRow>, BTreeMap<String
                 run_id: s("run_id").value(r).to_string(),
                 seed: i("seed").value(r),
                 step: i("step").value(r),
-                probe: s("probe").value(r).to_string(),
+                probe: label(path, s("probe").value(r))?,
                 batch_size: i("batch_size").value(r),
                 loss_k: f("loss_k").value(r),
                 loss_ref: f("loss_ref").value(r),
@@ -590,7 +601,7 @@ mod tests {
             run_id: "r".into(),
             seed: 3,
             step: 10,
-            probe: "full".into(),
+            probe: ProbeLabel::Full,
             batch_size: 100,
             loss_k: 1.0,
             loss_ref: 0.5,
@@ -624,7 +635,7 @@ pub struct CurvatureRow {
     pub seed: i64,
     pub step: i64,
     /// "train", "extra-<j>" or "full", as in landscape.parquet.
-    pub probe: String,
+    pub probe: ProbeLabel,
     pub batch_size: i64,
     /// The eigenvalue of largest magnitude, with its sign.
     pub eigenvalue: f64,
@@ -676,7 +687,7 @@ pub fn write_curvature(path: &Path, rows: &[CurvatureRow], meta: &[(&str, String
             strs(rows.iter().map(|r| r.run_id.as_str())),
             i64s(rows.iter().map(|r| r.seed)),
             i64s(rows.iter().map(|r| r.step)),
-            strs(rows.iter().map(|r| r.probe.as_str())),
+            labels(rows.iter().map(|r| r.probe)),
             i64s(rows.iter().map(|r| r.batch_size)),
             f64s(rows.iter().map(|r| r.eigenvalue)),
             i64s(rows.iter().map(|r| r.iterations)),
@@ -725,7 +736,7 @@ pub fn read_curvature(path: &Path) -> Result<(Vec<CurvatureRow>, BTreeMap<String
                 run_id: s("run_id").value(r).to_string(),
                 seed: i("seed").value(r),
                 step: i("step").value(r),
-                probe: s("probe").value(r).to_string(),
+                probe: label(path, s("probe").value(r))?,
                 batch_size: i("batch_size").value(r),
                 eigenvalue: f("eigenvalue").value(r),
                 iterations: i("iterations").value(r),
