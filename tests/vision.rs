@@ -80,7 +80,7 @@ fn parity_both_policies(run: &Path) -> (Vec<f64>, Vec<f64>) {
     println!("{out}");
     let train_loss = |rows: &[abcond::store::tables::LandscapeRow]| -> Vec<f64> {
         rows.iter()
-            .filter(|r| r.probe == "train")
+            .filter(|r| r.probe == abcond::store::label::ProbeLabel::Train)
             .map(|r| r.loss_k)
             .collect()
     };
@@ -143,7 +143,10 @@ fn cnn_cifar10_augmented_matches_pytorch_and_probe_rebuilds_the_augmented_batch(
     let aug = train_and_probe(&dir, &text);
     let (steps, _) = abcond::store::tables::read_steps(&aug.join("steps.parquet")).unwrap();
     let rows = landscape(&aug);
-    let train_rows: Vec<_> = rows.iter().filter(|r| r.probe == "train").collect();
+    let train_rows: Vec<_> = rows
+        .iter()
+        .filter(|r| r.probe == abcond::store::label::ProbeLabel::Train)
+        .collect();
     assert_eq!(train_rows.len(), 2);
     for r in &train_rows {
         let s = &steps[r.step as usize];
