@@ -8,6 +8,7 @@
 pub mod alphabeta;
 pub mod bound;
 pub mod conditions;
+pub mod config;
 pub mod inputs;
 pub mod plots;
 pub mod region;

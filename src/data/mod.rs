@@ -3,6 +3,7 @@
 //! positions in this dataset after class filtering and subsetting;
 //! `source_index` maps them back to rows of the source files.
 
+pub mod config;
 pub mod idx;
 pub mod sampler;
 pub mod synthetic;

@@ -7,6 +7,7 @@
 //! PyTorch reference module (tests/torch_models.py) starts from bit-identical
 //! weights on CPU.
 
+pub mod config;
 pub mod halfspace;
 pub mod known;
 pub mod matfact;

@@ -16,6 +16,7 @@
 //! schedule at step k (gamma_b of SPS_max, gamma of NGN and AdaGrad-norm-max);
 //! DecSPS decays its own step and takes the constant `optim.lr` as gamma_b.
 
+pub mod config;
 pub mod schedule;
 
 use crate::config::{DecayExclude, OptimConfig, OptimName};

@@ -30,6 +30,7 @@
 //! (`probe.reference: projection`) or probe a point cloud instead of the
 //! snapshots (`probe.cloud`); both live in [`known`].
 
+pub mod config;
 pub mod curvature;
 pub mod known;
 

@@ -17,6 +17,7 @@
 //! src/reproducibility.rs (recorded in its `sessions` entry); with
 //! `train.autocast` each step's forward pass and loss run under bf16 autocast.
 
+pub mod config;
 use crate::config::Config;
 use crate::data::sampler::Sampler;
 use crate::data::Dataset;
