@@ -30,12 +30,7 @@ fn sweep_order_and_validation() {
     .unwrap();
     assert_eq!(s.tasks.len(), 6);
     // keys in file order, last key fastest; an int/float axis is all floats
-    let t = |i: usize| {
-        (
-            s.tasks[i].config.model.width.unwrap(),
-            s.tasks[i].config.optim.lr,
-        )
-    };
+    let t = |i: usize| (mlp_width(&s.tasks[i].config), s.tasks[i].config.optim.lr);
     assert_eq!(
         (0..6).map(t).collect::<Vec<_>>(),
         vec![
@@ -59,10 +54,10 @@ fn sweep_order_and_validation() {
     assert_eq!(small.tasks.len(), 1);
     assert_eq!(
         (
-            small.tasks[0].config.model.width,
+            mlp_width(&small.tasks[0].config),
             small.tasks[0].config.optim.lr
         ),
-        (Some(64), 0.2)
+        (64, 0.2)
     );
     let msg = format!("{:#}", s.task(6).unwrap_err());
     assert!(
@@ -393,4 +388,12 @@ fn shipped_configs_resolve() {
         }
     }
     assert_eq!(sweeps, 5, "the five paper sweeps");
+}
+
+/// The hidden width of an MLP config.
+fn mlp_width(c: &abcond::config::Config) -> i64 {
+    match &c.model.arch {
+        abcond::model::config::Arch::Mlp(s) => s.width,
+        other => panic!("not an MLP: {other:?}"),
+    }
 }

@@ -244,12 +244,15 @@ pub fn settings(
         .map_err(|e| anyhow!("--set: key `analysis.{}`: {}", e.path(), e.inner()))?;
     a.validate()?;
     if a.f_star == crate::config::FStar::Known {
-        if let Some(r) = runs.iter().find(|r| !r.config.model.kind.is_known_answer()) {
+        if let Some(r) = runs
+            .iter()
+            .find(|r| !r.config.model.kind().is_known_answer())
+        {
             bail!(
                 "analysis.f_star: known needs known-answer models ({}), but run {} is model kind `{}`",
                 crate::config::KNOWN_KINDS.join(", "),
                 r.dir.display(),
-                r.config.model.kind.name()
+                r.config.model.kind().name()
             );
         }
     }

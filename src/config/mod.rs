@@ -131,7 +131,13 @@ pub fn from_tree(
     }
     merge_model_preset(&mut tree, source, base_dir)?;
     let config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
-        let path = e.path().to_string();
+        // A tagged section (model, data) reads its keys itself and names the
+        // full key in its message: "key `model.width`: …".
+        let inner = e.inner().to_string();
+        let (path, message) = match inner.strip_prefix("key `").and_then(|r| r.split_once('`')) {
+            Some((key, rest)) => (key.to_string(), rest.to_string()),
+            None => (e.path().to_string(), format!(": {inner}")),
+        };
         let from = |k: &String| path == *k || path.starts_with(&format!("{k}."));
         let note = if set_keys.iter().any(from) {
             " (the key comes from --set)"
@@ -140,7 +146,7 @@ pub fn from_tree(
         } else {
             ""
         };
-        anyhow!("{source}: key `{path}`{note}: {}", e.inner())
+        anyhow!("{source}: key `{path}`{note}{message}")
     })?;
     config
         .resolve()
@@ -284,7 +290,7 @@ impl Config {
         }
         // With batch statistics a forward pass over a chunk normalises by that
         // chunk: a minibatch split into chunks would not be the f_i step k used.
-        if self.model.kind.has_batchnorm()
+        if self.model.kind().has_batchnorm()
             && p.batchnorm == BatchNormPolicy::BatchStats
             && p.chunk_size < self.train.batch_size
         {
@@ -292,11 +298,11 @@ impl Config {
                 "key `probe.chunk_size` ({}) must be at least `train.batch_size` ({}) for model kind `{}` under `probe.batchnorm: batch-stats`: BatchNorm would normalise each chunk by its own statistics",
                 p.chunk_size,
                 self.train.batch_size,
-                self.model.kind.name()
+                self.model.kind().name()
             );
         }
         p.curvature.validate()?;
-        self.probe.resolve_reference(self.model.kind)?;
+        self.probe.resolve_reference(self.model.kind())?;
         Ok(self)
     }
 
@@ -322,33 +328,33 @@ impl Config {
                     bail!(
                         "key `data.components` is {} but model kind `{}` has {n} components (the key is filled in from the model; leave it out)",
                         d.components.unwrap(),
-                        self.model.kind.name()
+                        self.model.kind().name()
                     );
                 }
                 d.components = Some(n);
             }
             (Some(_), ds) => bail!(
                 "model kind `{}` is a known-answer problem: its data are its component indices, set `data.dataset: components` (got `{}`)",
-                self.model.kind.name(),
+                self.model.kind().name(),
                 ds.name()
             ),
             (None, DatasetKind::Components) => bail!(
                 "dataset `components` only goes with the known-answer model kinds ({}), not `{}`",
                 KNOWN_KINDS.join(", "),
-                self.model.kind.name()
+                self.model.kind().name()
             ),
             _ => {}
         }
         let binary_model = matches!(
-            self.model.kind,
+            self.model.kind(),
             ModelKind::TwoLayerRelu | ModelKind::Halfspace
         );
-        match (self.model.kind, self.data.dataset) {
+        match (self.model.kind(), self.data.dataset) {
             (ModelKind::MatrixFactorisation, DatasetKind::MatrixFactorisation) => {}
             (ModelKind::MatrixFactorisation, ds) | (_, ds @ DatasetKind::MatrixFactorisation) => {
                 bail!(
                     "model kind `{}` cannot be trained on dataset `{}`: matrix-factorisation models and data only go together",
-                    self.model.kind.name(),
+                    self.model.kind().name(),
                     ds.name()
                 );
             }
@@ -356,7 +362,7 @@ impl Config {
             (ModelKind::Transformer, ds) | (_, ds @ DatasetKind::SyntheticTranslation) => {
                 bail!(
                     "model kind `{}` cannot be trained on dataset `{}`: the transformer and token data (synthetic-translation) only go together",
-                    self.model.kind.name(),
+                    self.model.kind().name(),
                     ds.name()
                 );
             }
@@ -366,7 +372,7 @@ impl Config {
             _ => {}
         }
         let vision_model = matches!(
-            self.model.kind,
+            self.model.kind(),
             ModelKind::Cnn | ModelKind::Resnet9 | ModelKind::Resnet18 | ModelKind::Resnet34
         );
         let image_data = matches!(
@@ -379,7 +385,7 @@ impl Config {
         if vision_model && !image_data {
             bail!(
                 "model kind `{}` is a convolutional network and needs image data (cifar10, cifar100, mnist, fashion-mnist), not `{}`",
-                self.model.kind.name(),
+                self.model.kind().name(),
                 self.data.dataset.name()
             );
         }
@@ -395,7 +401,7 @@ impl Config {
         {
             bail!(
                 "model kind `{}` is a binary classifier: set `data.classes` to two classes, e.g. [0, 6]",
-                self.model.kind.name()
+                self.model.kind().name()
             );
         }
         Ok(())
@@ -480,8 +486,8 @@ mod tests {
         .unwrap();
         assert_eq!(c.optim.lr, 0.05);
         assert_eq!(c.seed, 3);
-        assert_eq!(c.model.kind, ModelKind::Mlp);
-        assert_eq!(c.model.width, Some(512));
+        assert_eq!(c.model.kind(), ModelKind::Mlp);
+        assert!(matches!(&c.model.arch, crate::model::config::Arch::Mlp(s) if s.width == 512));
         assert_eq!(c.optim.momentum, Some(0.9));
         assert_eq!(c.optim.nesterov, Some(false));
         assert_eq!(c.snapshots.log_spaced, Some(30));
@@ -502,10 +508,12 @@ optim: {name: sgd, lr: 0.1}
 ";
         let c = parse(text, &[]).unwrap();
         let m = &c.model;
-        assert_eq!(m.kind, ModelKind::Transformer);
+        let crate::model::config::Arch::Transformer(t) = &m.arch else {
+            panic!("{m:?}")
+        };
         assert_eq!(
-            (m.width, m.depth, m.heads, m.mlp_dim, m.dropout),
-            (Some(1024), Some(6), Some(16), Some(1024), Some(0.0))
+            (t.width, t.depth, t.heads, t.mlp_dim, t.dropout),
+            (1024, 6, 16, 1024, 0.0)
         );
         let d = &c.data;
         assert_eq!(
@@ -579,7 +587,9 @@ optim: {name: sgd, lr: 0.1}
             &["model.preset=two-layer-relu", "data.classes=[0, 1]"],
         )
         .unwrap();
-        assert_eq!(c.model.width, Some(64));
+        assert!(
+            matches!(&c.model.arch, crate::model::config::Arch::TwoLayerRelu(s) if s.width == 64)
+        );
     }
 
     /// `train.allow_tf32` and `train.autocast`: defaults keep run ids (they

@@ -7,8 +7,8 @@
 //! The running statistics are buffers (Role::Buffer in snapshots); PyTorch's
 //! `num_batches_tracked` counter is not kept (with momentum 0.1 it is unused).
 
-use super::Mode;
-use crate::config::BatchNormPolicy;
+use super::net::BatchNormPolicy;
+use super::net::Mode;
 use tch::nn::Path;
 use tch::Tensor;
 

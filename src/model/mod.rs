@@ -12,6 +12,7 @@ pub mod halfspace;
 pub mod known;
 pub mod matfact;
 pub mod mlp;
+pub mod net;
 pub mod two_layer;
 // --- CIFAR vision models (branch cifar) ---
 pub mod cnn;
@@ -24,37 +25,15 @@ pub mod vit;
 // WMT model (AlgoPerf wmt), on synthetic token data.
 pub mod transformer;
 
-use crate::config::{BatchNormPolicy, Dtype, ModelConfig, ModelKind};
+pub use net::{BatchNormPolicy, Mode, Net};
+
 use crate::data::{Batch, Dataset, Targets};
+use crate::model::config::{Arch, ModelConfig, ModelKind};
 use crate::store::tensors::{NamedTensor, Role, TensorFile, TensorReader};
+use crate::torch::dtype::Dtype;
 use anyhow::{bail, Result};
-use tch::nn::{Path, VarStore};
-use tch::{Device, Kind, Tensor};
-
-/// How a forward pass treats stochastic and batch-dependent layers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Training: dropout on, BatchNorm on batch statistics, running stats updated.
-    Train,
-    /// Measuring f_i for the probe: dropout off, BatchNorm per the policy, no
-    /// state updated.
-    Measure(BatchNormPolicy),
-}
-
-/// The architecture-specific part of a model.
-pub trait Net {
-    /// Per-example losses f_i(x) of the minibatch, shape [B].
-    fn per_example_loss(&self, batch: &Batch, mode: Mode) -> Tensor;
-
-    /// The known-answer problem (minimiser set S) behind the model, if any.
-    fn known(&self) -> Option<&known::Problem> {
-        None
-    }
-
-    /// Moves tensors the net holds outside the VarStore (constants of the
-    /// known-answer problems) to `device`; the VarStore moves itself.
-    fn to_device(&mut self, _device: Device) {}
-}
+use tch::nn::VarStore;
+use tch::{Device, Tensor};
 
 pub struct Model {
     pub vs: VarStore,
@@ -70,32 +49,6 @@ pub struct Model {
     grad_reset: tch::COptimizer,
 }
 
-/// A weight initialised like torch.nn.Linear's (kaiming_uniform_ with a = √5,
-/// i.e. U(−1/√fan_in, 1/√fan_in), with the bound computed exactly as PyTorch does).
-pub(crate) fn linear_weight(p: &Path, name: &str, out_dim: i64, in_dim: i64) -> Tensor {
-    let a = 5f64.sqrt();
-    let gain = (2.0 / (1.0 + a * a)).sqrt();
-    let std = gain / (in_dim as f64).sqrt();
-    let bound = 3f64.sqrt() * std;
-    uniform(p, name, &[out_dim, in_dim], bound)
-}
-
-/// A bias initialised like torch.nn.Linear's: U(−1/√fan_in, 1/√fan_in).
-pub(crate) fn linear_bias(p: &Path, name: &str, out_dim: i64, in_dim: i64) -> Tensor {
-    uniform(p, name, &[out_dim], 1.0 / (in_dim as f64).sqrt())
-}
-
-fn uniform(p: &Path, name: &str, dims: &[i64], bound: f64) -> Tensor {
-    let t = tch::no_grad(|| Tensor::empty(dims, (p.kind(), p.device())).uniform_(-bound, bound));
-    p.add(name, t, true)
-}
-
-/// A weight drawn N(0, std²) like `torch.randn(dims) * std`.
-pub(crate) fn normal(p: &Path, name: &str, dims: &[i64], std: f64) -> Tensor {
-    let t = tch::no_grad(|| Tensor::randn(dims, (p.kind(), p.device())) * std);
-    p.add(name, t, true)
-}
-
 impl Model {
     /// Builds the model for `data`, initialised from `seed` like PyTorch would
     /// after `torch.manual_seed(seed)`.
@@ -108,89 +61,62 @@ impl Model {
         tch::manual_seed(seed as i64);
         let root = vs.root();
         let input_dim: i64 = data.input_shape.iter().product();
-        let mut net: Box<dyn Net> =
-            match (cfg.kind, data.targets) {
-                (ModelKind::Mlp, Targets::Classes(c)) => {
-                    Box::new(mlp::Mlp::new(&root, input_dim, cfg.width.unwrap_or(128), c))
-                }
-                (ModelKind::TwoLayerRelu, Targets::Classes(2)) => Box::new(
-                    two_layer::TwoLayer::new(&root, input_dim, cfg.width.unwrap_or(64)),
-                ),
-                (ModelKind::Halfspace, Targets::Classes(2)) => Box::new(halfspace::Halfspace::new(
-                    &root,
-                    input_dim,
-                    cfg.lambda.unwrap_or(1e-5),
-                    cfg.init_std.unwrap_or(1.0),
-                )),
-                (ModelKind::MatrixFactorisation, Targets::MatrixEntries { rows, cols }) => {
-                    Box::new(matfact::MatrixFactorisation::new(
-                        &root,
-                        rows,
-                        cols,
-                        cfg.rank.unwrap_or(3),
-                        cfg.init_std.unwrap_or(0.3),
-                    ))
-                }
-                (ModelKind::Cnn, Targets::Classes(c)) => Box::new(cnn::Cnn::new(
-                    &root,
-                    &data.input_shape,
-                    cfg.width.unwrap_or(64),
-                    c,
-                )),
-                (ModelKind::Resnet9, Targets::Classes(c)) => {
-                    Box::new(resnet9::ResNet9::new(&root, data.input_shape[0], c))
-                }
-                (ModelKind::Resnet18, Targets::Classes(c)) => Box::new(resnet::ResNet::new(
-                    &root,
-                    resnet::RESNET18,
-                    data.input_shape[0],
-                    c,
-                )),
-                (ModelKind::Resnet34, Targets::Classes(c)) => Box::new(resnet::ResNet::new(
-                    &root,
-                    resnet::RESNET34,
-                    data.input_shape[0],
-                    c,
-                )),
-                (ModelKind::Resnet50, Targets::Classes(c)) => {
-                    if data.input_shape.len() != 3 || data.input_shape[0] != 3 {
-                        bail!(
+        let mut net: Box<dyn Net> = match (&cfg.arch, data.targets) {
+            (Arch::Mlp(s), Targets::Classes(c)) => {
+                Box::new(mlp::Mlp::new(&root, input_dim, s.width, c))
+            }
+            (Arch::TwoLayerRelu(s), Targets::Classes(2)) => {
+                Box::new(two_layer::TwoLayer::new(&root, input_dim, s.width))
+            }
+            (Arch::Halfspace(s), Targets::Classes(2)) => Box::new(halfspace::Halfspace::new(
+                &root, input_dim, s.lambda, s.init_std,
+            )),
+            (Arch::MatrixFactorisation(s), Targets::MatrixEntries { rows, cols }) => Box::new(
+                matfact::MatrixFactorisation::new(&root, rows, cols, s.rank, s.init_std),
+            ),
+            (Arch::Cnn(s), Targets::Classes(c)) => {
+                Box::new(cnn::Cnn::new(&root, &data.input_shape, s.width, c))
+            }
+            (Arch::Resnet9(_), Targets::Classes(c)) => {
+                Box::new(resnet9::ResNet9::new(&root, data.input_shape[0], c))
+            }
+            (Arch::Resnet18(_), Targets::Classes(c)) => Box::new(resnet::ResNet::new(
+                &root,
+                resnet::RESNET18,
+                data.input_shape[0],
+                c,
+            )),
+            (Arch::Resnet34(_), Targets::Classes(c)) => Box::new(resnet::ResNet::new(
+                &root,
+                resnet::RESNET34,
+                data.input_shape[0],
+                c,
+            )),
+            (Arch::Resnet50(s), Targets::Classes(c)) => {
+                if data.input_shape.len() != 3 || data.input_shape[0] != 3 {
+                    bail!(
                         "model kind `resnet50` needs RGB images [3, H, W], got input shape {:?}",
                         data.input_shape
                     );
-                    }
-                    Box::new(resnet50::ResNet50::new(&root, cfg.width.unwrap_or(64), c))
                 }
-                (ModelKind::Vit, Targets::Classes(c)) => {
-                    let d = vit::VitConfig::small16();
-                    let vc = vit::VitConfig {
-                        width: cfg.width.unwrap_or(d.width),
-                        depth: cfg.depth.unwrap_or(d.depth),
-                        heads: cfg.heads.unwrap_or(d.heads),
-                        mlp_dim: cfg.mlp_dim.unwrap_or(d.mlp_dim),
-                        patch: cfg.patch_size.unwrap_or(d.patch),
-                        dropout: cfg.dropout.unwrap_or(0.0),
-                    };
-                    Box::new(vit::Vit::new(&root, vc, &data.input_shape, c)?)
-                }
-                (ModelKind::Transformer, Targets::Tokens { vocab, .. }) => {
-                    let d = transformer::TransformerConfig::wmt();
-                    let tc = transformer::TransformerConfig {
-                        width: cfg.width.unwrap_or(d.width),
-                        depth: cfg.depth.unwrap_or(d.depth),
-                        heads: cfg.heads.unwrap_or(d.heads),
-                        mlp_dim: cfg.mlp_dim.unwrap_or(d.mlp_dim),
-                        dropout: cfg.dropout.unwrap_or(0.0),
-                    };
-                    Box::new(transformer::Transformer::new(&root, tc, vocab)?)
-                }
-                (kind, Targets::Components(_)) if kind.is_known_answer() => {
-                    Box::new(known::KnownNet::new(&root, cfg)?)
-                }
-                (kind, targets) => {
-                    bail!("model kind {kind:?} does not fit data with targets {targets:?}")
-                }
-            };
+                Box::new(resnet50::ResNet50::new(&root, s.width, c))
+            }
+            (Arch::Vit(s), Targets::Classes(c)) => {
+                Box::new(vit::Vit::new(&root, *s, &data.input_shape, c)?)
+            }
+            (Arch::Transformer(s), Targets::Tokens { vocab, .. }) => {
+                Box::new(transformer::Transformer::new(&root, *s, vocab)?)
+            }
+            (arch, Targets::Components(_)) if arch.kind().is_known_answer() => {
+                Box::new(known::KnownNet::new(&root, cfg)?)
+            }
+            (arch, targets) => {
+                bail!(
+                    "model kind `{}` does not fit data with targets {targets:?}",
+                    arch.kind().name()
+                )
+            }
+        };
         if device != Device::Cpu {
             vs.set_device(device);
             net.to_device(device);
@@ -217,7 +143,7 @@ impl Model {
             vs,
             net,
             dtype: cfg.dtype,
-            kind: cfg.kind,
+            kind: cfg.kind(),
             named,
             grad_reset,
         })
@@ -394,9 +320,4 @@ impl Model {
         }
         Ok(mine)
     }
-}
-
-/// Labels {0, 1} → b in {−1, +1} in the model dtype.
-pub(crate) fn plus_minus_one(y: &Tensor, kind: Kind) -> Tensor {
-    y.to_kind(kind) * 2.0 - 1.0
 }

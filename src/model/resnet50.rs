@@ -28,11 +28,34 @@
 
 use super::layers::buffer;
 use super::mlp::cross_entropy_per_example;
-use super::{Mode, Net};
-use crate::config::BatchNormPolicy;
+use super::net::BatchNormPolicy;
+use super::net::{Mode, Net};
 use crate::data::Batch;
 use tch::nn::Path;
 use tch::Tensor;
+
+use crate::config::validate::{at_least_one, Settings};
+use serde::{Deserialize, Serialize};
+
+/// `model:` settings of ResNet-50.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResNet50Config {
+    /// Stem width (64 in torchvision's ResNet-50).
+    pub width: i64,
+}
+
+impl Default for ResNet50Config {
+    fn default() -> Self {
+        ResNet50Config { width: 64 }
+    }
+}
+
+impl Settings for ResNet50Config {
+    fn check(&self, _what: &str) -> anyhow::Result<()> {
+        at_least_one("model.width", self.width)
+    }
+}
 
 /// Φ(−2): the truncation point of PyTorch's `trunc_normal_` at ±2 std in
 /// probability space.
@@ -200,7 +223,7 @@ impl ResNet50 {
             }
         }
         let fc = p / "fc";
-        let fc_weight = super::normal(&fc, "weight", &[classes, c_in], 0.01);
+        let fc_weight = super::net::normal(&fc, "weight", &[classes, c_in], 0.01);
         let fc_bias = fc.zeros("bias", &[classes]);
         ResNet50 {
             conv1,

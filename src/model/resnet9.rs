@@ -21,7 +21,7 @@
 
 use super::layers::{BatchNorm2d, Conv2d, Linear};
 use super::mlp::cross_entropy_per_example;
-use super::{Mode, Net};
+use super::net::{Mode, Net};
 use crate::data::Batch;
 use tch::nn::Path;
 use tch::Tensor;

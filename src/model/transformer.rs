@@ -28,14 +28,17 @@
 //! embedding N(0, 1), LayerNorm 1/0 (the distributions, not PyTorch's draw order).
 
 use super::mlp::cross_entropy_per_example;
-use super::{Mode, Net};
+use super::net::{Mode, Net};
+use crate::config::validate::Settings;
 use crate::data::Batch;
 use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
 use tch::nn::Path;
 use tch::{Kind, Tensor};
 
-/// Architecture (`model.width`, `depth`, `heads`, `mlp_dim`, `dropout`).
-#[derive(Debug, Clone, Copy)]
+/// `model:` settings of the Transformer: its architecture. Default: AlgoPerf's WMT model.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct TransformerConfig {
     /// d_model.
     pub width: i64,
@@ -57,6 +60,31 @@ impl TransformerConfig {
             mlp_dim: 1024,
             dropout: 0.0,
         }
+    }
+}
+
+impl Default for TransformerConfig {
+    fn default() -> Self {
+        TransformerConfig::wmt()
+    }
+}
+
+impl Settings for TransformerConfig {
+    fn check(&self, _what: &str) -> anyhow::Result<()> {
+        let TransformerConfig {
+            width: w,
+            depth,
+            heads,
+            mlp_dim,
+            dropout,
+        } = *self;
+        if w < 1 || depth < 1 || heads < 1 || mlp_dim < 1 {
+            anyhow::bail!("keys `model.width`, `model.depth`, `model.heads`, `model.mlp_dim` must be at least 1");
+        }
+        if w % heads != 0 || w % 2 != 0 || w < 4 {
+            anyhow::bail!("key `model.width` ({w}) must be even, at least 4 (sinusoidal positions) and a multiple of `model.heads` ({heads})");
+        }
+        super::vit::check_dropout(dropout)
     }
 }
 

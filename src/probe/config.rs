@@ -3,28 +3,9 @@
 //! (curvature) pass and the known-answer point cloud.
 
 use crate::model::config::{ModelKind, KNOWN_KINDS};
+pub use crate::model::net::BatchNormPolicy;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum BatchNormPolicy {
-    /// Normalise with the statistics of the probed minibatch; running statistics
-    /// are left untouched.
-    #[default]
-    BatchStats,
-    /// Normalise with the running statistics stored in the snapshot (eval mode).
-    RunningStats,
-}
-
-impl BatchNormPolicy {
-    pub fn name(self) -> &'static str {
-        match self {
-            BatchNormPolicy::BatchStats => "batch-stats",
-            BatchNormPolicy::RunningStats => "running-stats",
-        }
-    }
-}
 
 /// What the probe measures at each snapshot.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -134,7 +134,7 @@ pub fn probe_cloud(
             cloud.bounds[0],
             cloud.bounds[1],
             problem.dim,
-            cfg.model.kind.name(),
+            cfg.model.kind().name(),
             problem.minimisers.describe()
         ),
     );

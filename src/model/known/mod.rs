@@ -25,10 +25,12 @@
 
 pub mod minimisers;
 
-use super::{Mode, Net};
-use crate::config::{ModelConfig, ModelKind};
+use super::net::{Mode, Net};
+use crate::config::validate::{at_least_one, Settings};
 use crate::data::Batch;
+use crate::model::config::{Arch, ModelConfig, ModelKind};
 use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
 use tch::nn::Path;
 use tch::{Kind, Tensor};
 
@@ -108,6 +110,149 @@ pub struct Problem {
     pub minimisers: minimisers::Minimisers,
 }
 
+/// `model:` settings of the two-dimensional known-answer problems (Examples
+/// 1, 2, 3 and 6): the starting point.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KnownConfig {
+    /// x^0 (length d); without it x^0 is drawn uniformly from `init_box` with
+    /// the run seed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init: Option<Vec<f64>>,
+    /// [lo, hi] of every coordinate of a random x^0.
+    pub init_box: [f64; 2],
+}
+
+impl Default for KnownConfig {
+    fn default() -> Self {
+        KnownConfig {
+            init: None,
+            init_box: [-1.0, 2.0],
+        }
+    }
+}
+
+impl Settings for KnownConfig {
+    fn check(&self, what: &str) -> anyhow::Result<()> {
+        check_start(&self.init, self.init_box, 2, what)
+    }
+}
+
+/// `model:` settings of Example 1 in R^d with n components.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Example1NdConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init: Option<Vec<f64>>,
+    pub init_box: [f64; 2],
+    /// Dimension d of x.
+    pub dim: i64,
+    /// Number of components n.
+    pub components: i64,
+}
+
+impl Default for Example1NdConfig {
+    fn default() -> Self {
+        Example1NdConfig {
+            init: None,
+            init_box: [-1.0, 2.0],
+            dim: 2,
+            components: 2,
+        }
+    }
+}
+
+impl Settings for Example1NdConfig {
+    fn check(&self, what: &str) -> anyhow::Result<()> {
+        let (d, n) = (self.dim, self.components);
+        if d < 1 || n < 1 {
+            bail!("keys `model.dim` and `model.components` must be at least 1, got {d} and {n}");
+        }
+        check_start(&self.init, self.init_box, d, what)
+    }
+}
+
+/// `model:` settings of Example 6 in R^d (two centres).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Example6NdConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init: Option<Vec<f64>>,
+    pub init_box: [f64; 2],
+    /// Dimension d of x.
+    pub dim: i64,
+}
+
+impl Default for Example6NdConfig {
+    fn default() -> Self {
+        Example6NdConfig {
+            init: None,
+            init_box: [-1.0, 2.0],
+            dim: 2,
+        }
+    }
+}
+
+impl Settings for Example6NdConfig {
+    fn check(&self, what: &str) -> anyhow::Result<()> {
+        at_least_one("model.dim", self.dim)?;
+        check_start(&self.init, self.init_box, self.dim, what)
+    }
+}
+
+/// x^0 and its box: a box with lo < hi, and `init` of length d, finite.
+fn check_start(
+    init: &Option<Vec<f64>>,
+    init_box: [f64; 2],
+    d: i64,
+    what: &str,
+) -> anyhow::Result<()> {
+    let [lo, hi] = init_box;
+    if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+        bail!("key `model.init_box` must be [lo, hi] with lo < hi, got [{lo}, {hi}]");
+    }
+    if let Some(x0) = init {
+        if x0.len() as i64 != d || x0.iter().any(|v| !v.is_finite()) {
+            bail!("key `model.init` must list {d} finite numbers (x^0 of {what} in R^{d}), got {x0:?}");
+        }
+    }
+    Ok(())
+}
+
+/// What a known-answer model config fixes: x^0 (or the box it is drawn
+/// from), the dimension d and the number of components n.
+struct Start<'a> {
+    init: Option<&'a [f64]>,
+    init_box: [f64; 2],
+    dim: usize,
+    components: usize,
+}
+
+/// The [`Start`] of a known-answer model config; None for other kinds.
+fn start_of(cfg: &ModelConfig) -> Option<Start<'_>> {
+    fn start(init: &Option<Vec<f64>>, init_box: [f64; 2], dim: usize, n: usize) -> Start<'_> {
+        Start {
+            init: init.as_deref(),
+            init_box,
+            dim,
+            components: n,
+        }
+    }
+    match &cfg.arch {
+        Arch::Example1(s) | Arch::Example2(s) | Arch::Example3(s) | Arch::Example6(s) => {
+            Some(start(&s.init, s.init_box, 2, 2))
+        }
+        Arch::Example1Nd(s) => Some(start(
+            &s.init,
+            s.init_box,
+            s.dim as usize,
+            s.components as usize,
+        )),
+        Arch::Example6Nd(s) => Some(start(&s.init, s.init_box, s.dim as usize, 2)),
+        _ => None,
+    }
+}
+
 fn radial(centre: &[f64], profile: Profile) -> Component {
     Component {
         shape: Shape::Radial {
@@ -123,23 +268,25 @@ impl Problem {
     /// The problem of a known-answer model kind (dimension and components
     /// from the resolved config).
     pub fn new(cfg: &ModelConfig) -> Result<Problem> {
-        let d = cfg.dim.unwrap_or(2) as usize;
-        let components = match cfg.kind {
-            ModelKind::Example1 | ModelKind::Example1Nd => {
-                let (d, n) = match cfg.kind {
-                    ModelKind::Example1 => (2, 2),
-                    _ => (d, cfg.components.unwrap_or(2) as usize),
-                };
-                (0..n)
-                    .map(|i| Component {
-                        shape: Shape::Ridge {
-                            normal: vec![1.0; d],
-                            shift: i as f64,
-                        },
-                        profile: G,
-                    })
-                    .collect()
-            }
+        let kind = cfg.kind();
+        let Some(Start {
+            dim: d,
+            components: n,
+            ..
+        }) = start_of(cfg)
+        else {
+            bail!("model kind `{}` is not a known-answer problem", kind.name());
+        };
+        let components = match kind {
+            ModelKind::Example1 | ModelKind::Example1Nd => (0..n)
+                .map(|i| Component {
+                    shape: Shape::Ridge {
+                        normal: vec![1.0; d],
+                        shift: i as f64,
+                    },
+                    profile: G,
+                })
+                .collect(),
             ModelKind::Example2 => vec![
                 radial(&[0.0, 0.0], Profile::Gaussian),
                 radial(&[2.0, 2.0], Profile::Gaussian),
@@ -163,7 +310,7 @@ impl Problem {
         };
         let minimisers = minimisers::Minimisers::compute(&components)?;
         Ok(Problem {
-            kind: cfg.kind,
+            kind,
             dim,
             components,
             minimisers,
@@ -226,12 +373,13 @@ impl KnownNet {
         let problem = Problem::new(cfg)?;
         let d = problem.dim as i64;
         let opts = (Kind::Double, p.device());
-        let x0 = match &cfg.init {
+        let Start { init, init_box, .. } = start_of(cfg).expect("a known-answer kind");
+        let x0 = match init {
             Some(v) => Tensor::from_slice(v)
                 .to_kind(Kind::Double)
                 .to_device(p.device()),
             None => {
-                let [lo, hi] = cfg.init_box.unwrap_or([-1.0, 2.0]);
+                let [lo, hi] = init_box;
                 tch::no_grad(|| Tensor::empty([d], opts).uniform_(lo, hi))
             }
         };
