@@ -76,7 +76,8 @@ pub enum ModelKind {
     TwoLayerRelu,
     Halfspace,
     MatrixFactorisation,
-    /// Known-answer problems of NOTES §5 (src/model/known): f64, parameter `x`,
+    /// Known-answer problems (docs/theory.md, Known-answer problems;
+    /// src/model/known): f64, parameter `x`,
     /// one example per component f_i.
     Example1,
     Example2,
@@ -88,7 +89,7 @@ pub enum ModelKind {
     /// Example 6 with two centres in R^d: f_i = r_i²/(1+r_i²), r_i = ||x − c_i||.
     #[serde(rename = "example6-nd")]
     Example6Nd,
-    // --- CIFAR vision models (branch cifar) ---
+    // --- CIFAR vision models ---
     /// The paper's CNN (§5.2): two conv layers (max-pool + ReLU each), one linear.
     Cnn,
     /// ResNet9 (DAWNBench/Myrtle layout), the paper's CIFAR-100 model (§5.3).
@@ -217,7 +218,7 @@ pub enum DatasetKind {
     /// The component indices i of a known-answer problem (a minibatch is a
     /// set of components); the count comes from the model.
     Components,
-    // --- CIFAR binary files (branch cifar) ---
+    // --- CIFAR binary files ---
     /// CIFAR-10 binary version: data_batch_{1..5}.bin.
     Cifar10,
     /// CIFAR-100 binary version: train.bin, fine labels.
@@ -496,7 +497,8 @@ pub enum DecayExclude {
 
 /// The optimiser. SGD follows torch.optim.SGD (momentum, dampening, Nesterov,
 /// coupled weight decay); Adam/AdamW/NAdam follow torch.optim; NAdamW follows
-/// AlgoPerf's baseline; the paper's adaptive step sizes follow NOTES §4.
+/// AlgoPerf's baseline; the paper's adaptive step sizes follow
+/// docs/theory.md, Optimisers.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct OptimConfig {
@@ -1036,7 +1038,7 @@ pub fn parse_tree(text: &str, source: &str) -> Result<Value> {
     Ok(tree)
 }
 
-// --- sweep support (branch sweep): `from_tree` takes the swept values ---
+// --- sweep support: `from_tree` takes the swept values ---
 /// Builds a config from a YAML tree: the swept `key = value` pairs are set
 /// first (as `--set` would), then the `--set` overrides, then the model preset
 /// is merged, the tree deserialised and the result resolved. Errors name the

@@ -12,7 +12,7 @@ pub mod known;
 pub mod matfact;
 pub mod mlp;
 pub mod two_layer;
-// --- CIFAR vision models (branch cifar) ---
+// --- CIFAR vision models ---
 pub mod cnn;
 pub mod layers;
 pub mod resnet;
