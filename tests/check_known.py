@@ -8,7 +8,7 @@ numpy only, no code shared with abcond:
   (not the 1-D reduction abcond uses), certified: gradient ≈ 0 and Hessian
   PSD at every point of S, and no grid/sample point or other local minimum
   below f*; compared with the S abcond records in landscape.parquet metadata;
-- NOTES §5 numbers of the example;
+- the paper's numbers of the example (docs/theory.md, Known-answer problems);
 - every landscape row (loss_k, loss_ref, inner, grad_norm, dist) recomputed
   from closed-form f_i and ∇f_i at the row's point (cloud.parquet or the
   iterate snapshot) and its own projection onto S;
@@ -250,7 +250,7 @@ def notes_checks(kind, comps, S, fstar, mins):
         c = min(cc.f(pts[0]) for cc in comps)
         close(c, 0.0483448, 5e-8, "Example 6 c")
         print(f"c={c!r}")
-        print(f"ok NOTES Example 6: S = (t, t), t = {pts[0][0]:.7f}, {pts[1][0]:.7f}; f* = {fstar:.7f}; c = {c:.7f}; 2/c = {2 / c:.4f}; 1/c = {1 / c:.4f}")
+        print(f"ok paper Example 6: S = (t, t), t = {pts[0][0]:.7f}, {pts[1][0]:.7f}; f* = {fstar:.7f}; c = {c:.7f}; 2/c = {2 / c:.4f}; 1/c = {1 / c:.4f}")
     elif kind == "example2":
         close(pts[0][0], 6.74e-4, 5e-7, "Example 2 t1")
         close(pts[1][0], 1.999326, 5e-7, "Example 2 t2")
@@ -258,7 +258,7 @@ def notes_checks(kind, comps, S, fstar, mins):
         c = min(cc.f(pts[0]) for cc in comps)
         close(c, 9.094e-7, 5e-10, "Example 2 min_i f_i on S")
         print(f"c={c!r}")
-        print(f"ok NOTES Example 2: t = {pts[0][0]:.6e}, {pts[1][0]:.6f}; f* = {fstar:.7f}; min_i f_i on S = {c:.4e}; 8/c = {8 / c:.3e}")
+        print(f"ok paper Example 2: t = {pts[0][0]:.6e}, {pts[1][0]:.6f}; f* = {fstar:.7f}; min_i f_i on S = {c:.4e}; 8/c = {8 / c:.3e}")
     elif kind == "example3":
         close(F(comps, np.zeros(2)), 0.587963, 5e-7, "Example 3 f(0,0)")
         close(fstar, 0.408313, 5e-7, "Example 3 global min")
@@ -272,12 +272,12 @@ def notes_checks(kind, comps, S, fstar, mins):
         close(xl[0], 0.0804, 5e-5, "Example 3 local minimiser")
         print(f"local_min={fl!r}")
         print(f"local_x={float(xl[0])!r}")
-        print(f"ok NOTES Example 3: f(0,0) = {F(comps, np.zeros(2)):.6f}; global {fstar:.6f} at ({pts[0][0]:.4f}, {pts[0][1]:.4f}); local {fl:.6f} at ({xl[0]:.4f}, {xl[1]:.4f})")
+        print(f"ok paper Example 3: f(0,0) = {F(comps, np.zeros(2)):.6f}; global {fstar:.6f} at ({pts[0][0]:.4f}, {pts[0][1]:.4f}); local {fl:.6f} at ({xl[0]:.4f}, {xl[1]:.4f})")
     elif kind == "example1":
         close(pts[0].sum(), -0.5, 1e-9, "Example 1 S: x + y = -1/2")
         for cc in comps:
             close(cc.f(pts[0]), 0.2, 1e-12, "Example 1 f_i on S")
-        print("ok NOTES Example 1: S = {x + y = -1/2}, f_i = 1/5 on S")
+        print("ok paper Example 1: S = {x + y = -1/2}, f_i = 1/5 on S")
 
 
 def main():

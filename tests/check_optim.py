@@ -8,7 +8,7 @@ steps.parquet holds every minibatch i_k. From x^0 the script applies
     for optim.weight_decay_exclude, the learning rate of step k taken from
     torch.optim.lr_scheduler (tests/parity.py: torch_scheduler);
   - AlgoPerf's NAdamW, normalised SGD with momentum, SPS_max, DecSPS, NGN and
-    AdaGrad-norm-max written here from their published formulas (NOTES §4 and
+    AdaGrad-norm-max written here from their published formulas (docs/theory.md, Optimisers, and
     mlcommons/algorithmic-efficiency reference_algorithms/paper_baselines/nadamw),
     with f_i(x^k) and ||∇f_i(x^k)|| from autograd;
 and checks x^{k+1} against the snapshot, lr and step_size against

@@ -1,4 +1,5 @@
-//! Known-answer problems (NOTES §5) end to end: `abcond run` on the configs in
+//! Known-answer problems (docs/theory.md, Known-answer problems) end to end:
+//! `abcond run` on the configs in
 //! configs/paper/, every landscape row and the minimiser set S checked by an
 //! independent numpy computation (tests/check_known.py: closed-form f_i and
 //! ∇f_i, S by full-space Newton with a certificate), and the exact region of
@@ -162,7 +163,7 @@ fn example1_region_matches_notes() {
 }
 
 /// Example 2 along an SGD trajectory against Proj(x^k, S): the minimisers,
-/// f* and min_i f_i on S of the notes (checked in check_known.py), and abcond's
+/// f* and min_i f_i on S of the paper (checked in check_known.py), and abcond's
 /// S equal to numpy's to 1e-11.
 #[test]
 fn example2_minimisers_match_notes() {

@@ -78,7 +78,7 @@ class MatrixFactorisation(torch.nn.Module):
         return 0.5 * (target - (w * s).sum(0)) ** 2
 
 
-# --- CIFAR vision models (branch cifar) ---
+# --- CIFAR vision models ---
 # Written from the layouts in the paper and the references cited in src/model/*.rs,
 # with stock torch.nn modules (default initialisation). Parameter names are the
 # state_dict names abcond uses.

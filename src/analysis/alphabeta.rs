@@ -1,5 +1,6 @@
-//! The alpha-beta condition of one group of runs (NOTES §1): the constraint
-//! rows (a, b, c) of every minibatch probe row of every run in the group, the
+//! The alpha-beta condition of one group of runs (docs/theory.md, The
+//! alpha-beta condition; Feasible region): the constraint rows (a, b, c) of
+//! every minibatch probe row of every run in the group, the
 //! exact feasible region and its landmarks, the slack grid of the heat maps,
 //! and the interpolation error sigma_int².
 

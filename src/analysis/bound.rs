@@ -1,6 +1,7 @@
 //! The smoothness estimate L from the probe's Hessian eigenvalues
-//! (curvature.parquet) and the SGD bound of Theorem 1 (NOTES §4) evaluated
-//! for a run: for SGD with a constant step gamma ≤ (alpha − beta)/(2L),
+//! (curvature.parquet) and the SGD bound of Theorem 1 (docs/theory.md,
+//! Curvature and the SGD bound) evaluated for a run: for SGD with a constant
+//! step gamma ≤ (alpha − beta)/(2L),
 //!
 //!   min_k E[f(x^k) − f*] ≤ dist(x^0,S)²/(K·gamma·(alpha − beta))
 //!                          + 2·L·gamma·sigma²/(alpha − beta) + 2·beta·sigma²/(alpha − beta),

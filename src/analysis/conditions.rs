@@ -1,4 +1,5 @@
-//! The conditions the paper compares the alpha-beta condition with (NOTES §2),
+//! The conditions the paper compares the alpha-beta condition with
+//! (docs/theory.md, Other conditions),
 //! measured on the full-data probe rows of one run: Aiming, the relaxed PL
 //! inequality and QCvx, all with x^K standing in for Proj(x^k, S) and x*, and
 //! f(x^K) for f*.

@@ -873,7 +873,8 @@ mod tests {
         assert!(kinds.len() >= 3, "{kinds:?}");
     }
 
-    /// Example 1 of the paper (NOTES §5): f_1 = s²/(s²+1), f_2 = (s+1)²/((s+1)²+1),
+    /// Example 1 of the paper (docs/theory.md, Known-answer problems):
+    /// f_1 = s²/(s²+1), f_2 = (s+1)²/((s+1)²+1),
     /// s = x + y, S = {s = −1/2} with f_i = 1/5 there, f_i* = 0. Rows at
     /// s ∈ [−100, 100]: x − x_p = ((s + 1/2)/2)(1, 1) and ∇f_i = f_i'(s)(1, 1),
     /// so inner = f_i'(s)(s + 1/2). (2.5, 2.0) holds, (2.5, 1.9) fails, and
@@ -908,7 +909,8 @@ mod tests {
         }
     }
 
-    /// Example 6 (NOTES §5): f_1 = r²/(1+r²) centred at 0, f_2 the same at
+    /// Example 6 (docs/theory.md, Known-answer problems): f_1 = r²/(1+r²)
+    /// centred at 0, f_2 the same at
     /// (1, 1); S = {(t, t): t = 0.159375, 0.840625}, min_i f_i on S = 0.0483448.
     /// beta = alpha − 1 holds from alpha = 2/c ≈ 41.37 on (the paper's bound);
     /// beta = 0 fails for every alpha. On the grid [−3, 4]² (281² points, x_p

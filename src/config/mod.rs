@@ -108,7 +108,7 @@ pub fn parse_tree(text: &str, source: &str) -> Result<Value> {
     Ok(tree)
 }
 
-// --- sweep support (branch sweep): `from_tree` takes the swept values ---
+
 /// Builds a config from a YAML tree: the swept `key = value` pairs are set
 /// first (as `--set` would), then the `--set` overrides, then the model preset
 /// is merged, the tree deserialised and the result resolved. Errors name the

@@ -16,7 +16,7 @@ pub enum DatasetKind {
     /// The component indices i of a known-answer problem (a minibatch is a
     /// set of components); the count comes from the model.
     Components,
-    // --- CIFAR binary files (branch cifar) ---
+    // --- CIFAR binary files ---
     /// CIFAR-10 binary version: data_batch_{1..5}.bin.
     Cifar10,
     /// CIFAR-100 binary version: train.bin, fine labels.

@@ -7,7 +7,7 @@ pub mod config;
 pub mod idx;
 pub mod sampler;
 pub mod synthetic;
-// --- CIFAR (branch cifar) ---
+// --- CIFAR ---
 pub mod augment;
 pub mod cifar;
 // ImageNet-layout image trees, decoded per minibatch.

@@ -14,7 +14,7 @@ pub mod matfact;
 pub mod mlp;
 pub mod net;
 pub mod two_layer;
-// --- CIFAR vision models (branch cifar) ---
+// --- CIFAR vision models ---
 pub mod cnn;
 pub mod layers;
 pub mod resnet;

@@ -76,7 +76,8 @@ pub enum DecayExclude {
 
 /// The optimiser. SGD follows torch.optim.SGD (momentum, dampening, Nesterov,
 /// coupled weight decay); Adam/AdamW/NAdam follow torch.optim; NAdamW follows
-/// AlgoPerf's baseline; the paper's adaptive step sizes follow NOTES §4.
+/// AlgoPerf's baseline; the paper's adaptive step sizes follow
+/// docs/theory.md, Optimisers.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct OptimConfig {

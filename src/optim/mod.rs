@@ -2,7 +2,8 @@
 //! checkpoint can store and restore it exactly. The update formulas follow
 //! PyTorch's single-tensor implementations (torch.optim.SGD / Adam / AdamW /
 //! NAdam with foreach=False, same defaults), AlgoPerf's NAdamW baseline, and
-//! the paper's step sizes (NOTES §4: SPS_max, DecSPS, NGN, AdaGrad-norm-max)
+//! the paper's step sizes (SPS_max, DecSPS, NGN, AdaGrad-norm-max; docs/theory.md,
+//! Optimisers)
 //! and normalised SGD with momentum. Additions with a scale go through
 //! `add(x, alpha=a)` as in torch.optim (one rounding; `crate::torch::ops`, as
 //! tch's API does not expose it); the other steps (Adam's moments and

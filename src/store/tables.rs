@@ -248,7 +248,7 @@ pub fn write_probe_part(path: &Path, rows: &[LandscapeRow], meta: &[(&str, Strin
     write_batch_with(path, &landscape_batch(rows)?, &m, Durability::Cache)
 }
 
-// --- sweep columns (branch sweep) ---
+// --- sweep columns ---
 
 /// A typed column of YAML values, as the swept values are stored (runs.parquet,
 /// the extra landscape columns): int64 when every value is an integer,

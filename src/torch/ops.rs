@@ -93,7 +93,7 @@ pub const CPU_CACHE_ENV: &str = "ABCOND_CPU_CACHE";
 
 /// Makes `csrc/cpu_cache.cpp` libtorch's CPU allocator, unless
 /// `ABCOND_CPU_CACHE=0`: a freed block of at least 1 MiB is kept for the next
-/// request of the same size, so a training step no longer faults its
+/// request of the same size, so a training step does not fault its
 /// activations in again, and the memory held never exceeds the highest live
 /// total seen (docs/benchmarks.md). Returns whether it is active. Called once
 /// by the `abcond` binary before any tensor exists.

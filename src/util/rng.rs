@@ -15,7 +15,7 @@ pub mod stream {
     pub const STEP_TORCH_SEED: u64 = 6;
     pub const PROBE_CLOUD: u64 = 7;
     pub const CURVATURE_START: u64 = 8;
-    /// CIFAR crop-flip augmentation of example i at step k (branch cifar).
+    /// CIFAR crop-flip augmentation of example i at step k.
     pub const AUGMENT: u64 = 9;
     /// imagefolder random-resized-crop + flip, per (step, example).
     pub const IMAGE_AUGMENT: u64 = 10;

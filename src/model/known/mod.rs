@@ -1,4 +1,5 @@
-//! Known-answer problems (NOTES §5): small f64 functions f = (1/n) Σ f_i whose
+//! Known-answer problems (docs/theory.md, Known-answer problems): small f64
+//! functions f = (1/n) Σ f_i whose
 //! minimiser set S is known, so the probe can measure against the exact
 //! projection Proj(x, S) instead of the final iterate x^K.
 //!
@@ -291,7 +292,7 @@ impl Problem {
                 radial(&[0.0, 0.0], Profile::Gaussian),
                 radial(&[2.0, 2.0], Profile::Gaussian),
             ],
-            // NOTES §5: the printed denominator of f_2 is a typo; r²/(1+r²)
+            // The paper's printed denominator of f_2 is a misprint; r²/(1+r²)
             // reproduces the paper's numbers.
             ModelKind::Example3 => vec![
                 radial(&[0.0, 0.0], Profile::Rational { p: 1.0, q: 4.0 }),
