@@ -136,7 +136,9 @@ fn reader_order_and_augmentation_are_pure_functions() {
     assert!(err.contains("bee/img1.jpg"), "{err}");
     // Without augmentation training batches are the evaluation batches.
     let mut plain = cfg.data.clone();
-    plain.augment = None;
+    if let abcond::data::config::Source::Imagefolder(s) = &mut plain.source {
+        s.augment = None;
+    }
     std::fs::remove_file(dir.join("tree/bee/img1.jpg")).unwrap();
     let d2 = Dataset::load(&plain, cfg.model.dtype, Device::Cpu).unwrap();
     assert_eq!(d2.len, 11);

@@ -223,10 +223,11 @@ fn parameter_names_and_counts_match_pytorch() {
     let dir = scratch("vision-counts");
     write_cifar_fixture(&dir.join("c10"), DatasetKind::Cifar10, 5);
     let reference = run_python("check_vision.py", &["10"]);
-    let data_cfg = DataConfig {
-        path: Some(dir.join("c10")),
-        ..serde_yaml::from_str::<DataConfig>("dataset: cifar10").unwrap()
-    };
+    let data_cfg: DataConfig = serde_yaml::from_str(&format!(
+        "dataset: cifar10\npath: {}",
+        dir.join("c10").display()
+    ))
+    .unwrap();
     let data = Dataset::load(&data_cfg, abcond::config::Dtype::F32, tch::Device::Cpu).unwrap();
     let mut counts = BTreeMap::new();
     for (name, yaml) in [

@@ -17,7 +17,7 @@ impl Config {
         c.device = String::new();
         // Where the data lives does not change the trajectory (moving the files
         // must not orphan a run); what the data is, is checked separately.
-        c.data.path = None;
+        c.data.clear_path();
         c.probe = ProbeConfig::default();
         c.train.checkpoint_every = None;
         c.train.checkpoint_minutes = default_checkpoint_minutes();

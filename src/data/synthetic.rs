@@ -4,20 +4,149 @@
 //! machine; the run directory's `data.parquet` holds a copy.
 
 use super::{Dataset, Targets};
-use crate::config::{DataConfig, DatasetKind, Dtype};
+use crate::config::validate::{positive, Settings};
+use crate::data::config::DatasetKind;
+use crate::torch::dtype::Dtype;
 use crate::util::rng::{stream, Rng};
+use serde::{Deserialize, Serialize};
 use tch::Tensor;
+
+/// `data:` settings of the half-space generator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HalfspaceData {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subset: Option<u64>,
+    /// Dimension of the points.
+    pub dim: i64,
+    /// Points per class (the paper's 20).
+    pub per_class: i64,
+    /// Variance of the points around their class mean (the paper's 2).
+    pub variance: f64,
+    /// Standard deviation of the class means around 0.
+    pub mean_std: f64,
+}
+
+impl Default for HalfspaceData {
+    fn default() -> Self {
+        HalfspaceData {
+            subset: None,
+            dim: 2,
+            per_class: 20,
+            variance: 2.0,
+            mean_std: 1.0,
+        }
+    }
+}
+
+impl Settings for HalfspaceData {
+    fn check(&self, _what: &str) -> anyhow::Result<()> {
+        if self.dim < 1 || self.per_class < 1 {
+            anyhow::bail!("keys `data.dim` and `data.per_class` must be at least 1");
+        }
+        positive("data.variance", self.variance)?;
+        positive("data.mean_std", self.mean_std)
+    }
+}
+
+/// `data:` settings of the matrix-factorisation generator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MatFactData {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subset: Option<u64>,
+    pub rows: i64,
+    pub cols: i64,
+    /// Rank of the noiseless matrix.
+    pub true_rank: i64,
+    /// Standard deviation of the additive noise.
+    pub noise: f64,
+}
+
+impl Default for MatFactData {
+    fn default() -> Self {
+        MatFactData {
+            subset: None,
+            rows: 20,
+            cols: 15,
+            true_rank: 5,
+            noise: 0.1,
+        }
+    }
+}
+
+impl Settings for MatFactData {
+    fn check(&self, _what: &str) -> anyhow::Result<()> {
+        if self.rows < 1 || self.cols < 1 || self.true_rank < 1 {
+            anyhow::bail!("keys `data.rows`, `data.cols`, `data.true_rank` must be at least 1");
+        }
+        let noise = self.noise;
+        if !(noise.is_finite() && noise >= 0.0) {
+            anyhow::bail!("key `data.noise` must be ≥ 0, got {noise}");
+        }
+        Ok(())
+    }
+}
+
+/// `data:` settings of a known-answer problem's components. No `subset`: the
+/// problem (S, f*, f_i*) is defined by all n components, and rows name
+/// components by index.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ComponentsData {
+    /// The number of components n, filled in from the model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub components: Option<i64>,
+}
+
+impl Settings for ComponentsData {}
+
+/// `data:` settings of the synthetic translation data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TranslationData {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subset: Option<u64>,
+    /// Number of sentence pairs.
+    pub examples: u64,
+    /// Tokens per sentence.
+    pub seq_len: i64,
+    /// Vocabulary size V, token 0 the padding (WMT's 32000; the Transformer's
+    /// shared embedding has V rows).
+    pub vocab: i64,
+}
+
+impl Default for TranslationData {
+    fn default() -> Self {
+        TranslationData {
+            subset: None,
+            examples: 1024,
+            seq_len: 32,
+            vocab: 32_000,
+        }
+    }
+}
+
+impl Settings for TranslationData {
+    fn check(&self, _what: &str) -> anyhow::Result<()> {
+        let (n, len, vocab) = (self.examples, self.seq_len, self.vocab);
+        if n < 1 || len < 1 || vocab < 2 {
+            anyhow::bail!("keys `data.examples` and `data.seq_len` must be at least 1 and `data.vocab` at least 2 (token 0 is the padding), got {n}, {len}, {vocab}");
+        }
+        Ok(())
+    }
+}
 
 /// Half-space data (paper Fig. 2): two classes of `per_class` points each in
 /// R^dim. Each class has its own Gaussian mean, drawn N(0, mean_std² I); points
 /// are N(mean, variance·I). Class 0 has label b = −1, class 1 has b = +1.
 /// (The paper states 20 points per class, Gaussian class means and variance 2;
 /// dimension and mean spread are not given, defaults are dim 2, mean_std 1.)
-pub fn halfspace(cfg: &DataConfig, seed: u64, dtype: Dtype) -> Dataset {
-    let dim = cfg.dim.unwrap_or(2) as usize;
-    let per_class = cfg.per_class.unwrap_or(20) as usize;
-    let sd = cfg.variance.unwrap_or(2.0).sqrt();
-    let mean_std = cfg.mean_std.unwrap_or(1.0);
+pub fn halfspace(cfg: &HalfspaceData, seed: u64, dtype: Dtype) -> Dataset {
+    let dim = cfg.dim as usize;
+    let per_class = cfg.per_class as usize;
+    let sd = cfg.variance.sqrt();
+    let mean_std = cfg.mean_std;
     let mut rng = Rng::for_stream(seed, &[stream::DATA, 1]);
     let means: Vec<Vec<f64>> = (0..2)
         .map(|_| (0..dim).map(|_| mean_std * rng.normal()).collect())
@@ -50,11 +179,11 @@ pub fn halfspace(cfg: &DataConfig, seed: u64, dtype: Dtype) -> Dataset {
 /// Matrix factorisation data (paper Example 4): X = W*ᵀ S* + noise·E with
 /// W* (r × rows), S* (r × cols) and E standard normal; entries N(0, 1/r) keep
 /// X_ij of order one. One example per entry (i, j), in row-major order.
-pub fn matrix_factorisation(cfg: &DataConfig, seed: u64, dtype: Dtype) -> Dataset {
-    let rows = cfg.rows.unwrap_or(20) as usize;
-    let cols = cfg.cols.unwrap_or(15) as usize;
-    let r = cfg.true_rank.unwrap_or(5) as usize;
-    let noise = cfg.noise.unwrap_or(0.1);
+pub fn matrix_factorisation(cfg: &MatFactData, seed: u64, dtype: Dtype) -> Dataset {
+    let rows = cfg.rows as usize;
+    let cols = cfg.cols as usize;
+    let r = cfg.true_rank as usize;
+    let noise = cfg.noise;
     let mut rng = Rng::for_stream(seed, &[stream::DATA, 2]);
     let scale = 1.0 / (r as f64).sqrt();
     let w: Vec<f64> = (0..r * rows).map(|_| scale * rng.normal()).collect();
@@ -91,7 +220,7 @@ pub fn matrix_factorisation(cfg: &DataConfig, seed: u64, dtype: Dtype) -> Datase
 
 /// The components of a known-answer problem: example i is the index i
 /// (`data.components` is filled in from the model when the config resolves).
-pub fn components(cfg: &DataConfig) -> Dataset {
+pub fn components(cfg: &ComponentsData) -> Dataset {
     let n = cfg.components.unwrap_or(2);
     let idx: Vec<i64> = (0..n).collect();
     Dataset {
@@ -115,10 +244,10 @@ pub fn components(cfg: &DataConfig) -> Dataset {
 /// y_j = 1 + (x_{L−1−j} mod (vocab − 1)). The translation is a function of the
 /// source, so f_i can be driven towards 0 — through attention (the reversal)
 /// and the shared embedding (the shift). x and y are int64 [N, L].
-pub fn translation(cfg: &DataConfig, seed: u64) -> Dataset {
-    let n = cfg.examples.unwrap_or(1024) as usize;
-    let len = cfg.seq_len.unwrap_or(32) as usize;
-    let vocab = cfg.vocab.unwrap_or(32_000);
+pub fn translation(cfg: &TranslationData, seed: u64) -> Dataset {
+    let n = cfg.examples as usize;
+    let len = cfg.seq_len as usize;
+    let vocab = cfg.vocab;
     let mut rng = Rng::for_stream(seed, &[stream::DATA, 3]);
     let x: Vec<i64> = (0..n * len)
         .map(|_| 1 + rng.below(vocab as u64 - 1) as i64)
