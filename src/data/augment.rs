@@ -19,7 +19,7 @@
 //! the un-augmented images (f is the loss on the data set itself, not an
 //! expectation over augmentations).
 
-use crate::config::Augment;
+use crate::data::config::Augment;
 use crate::util::rng::{stream, Rng};
 use tch::Tensor;
 

@@ -22,45 +22,11 @@
 //! of per-image stds, not the channel std; we use the channel std.)
 
 use super::{Dataset, Targets};
-use crate::config::validate::Settings;
-use crate::data::config::DatasetKind;
-use crate::data::config::{Augment, Normalize};
+use crate::data::config::{CifarData, DatasetKind, Normalize};
 use crate::torch::dtype::Dtype;
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
-
-/// `data:` settings of CIFAR-10 and CIFAR-100.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CifarData {
-    /// Directory holding the binary files (default: $ABCOND_DATA, ./data).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub path: Option<PathBuf>,
-    /// Train on a fixed random subset of this many examples.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub subset: Option<u64>,
-    /// Keep only these classes, relabelled 0, 1, … in this order.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub classes: Option<Vec<i64>>,
-    pub normalize: Normalize,
-    /// `crop-flip` augmentation of the training minibatches (default none).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub augment: Option<Augment>,
-}
-
-impl Settings for CifarData {
-    fn check(&self, what: &str) -> Result<()> {
-        if let Some(a) = self.augment.filter(|a| *a != Augment::CropFlip) {
-            bail!(
-                "key `data.augment`: `{}` does not apply to {what}; its augmentation is crop-flip",
-                a.name()
-            );
-        }
-        Ok(())
-    }
-}
 
 pub const PIXELS: usize = 3 * 32 * 32;
 

@@ -4,13 +4,12 @@
 //! place of its defaults, and `data.seed`, which is separate from the run
 //! seed so that the seeds of a sweep share one data set.
 
-use crate::config::validate::{read_keys, to_keys, Settings};
-use crate::data::{cifar, idx, imagefolder, synthetic};
+use crate::config::validate::{at_least_one, positive, read_keys, to_keys, Settings};
 use anyhow::{bail, Result};
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_yaml::{Mapping, Value};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Declares the data sets once: the [`DatasetKind`] names and the [`Source`]
 /// variants with their settings types.
@@ -79,25 +78,25 @@ macro_rules! data_sets {
 
 data_sets! {
     /// Fashion-MNIST, IDX files (Debian package dataset-fashion-mnist).
-    FashionMnist = "fashion-mnist" => idx::IdxData,
+    FashionMnist = "fashion-mnist" => IdxData,
     /// MNIST, IDX files.
-    Mnist = "mnist" => idx::IdxData,
+    Mnist = "mnist" => IdxData,
     /// The paper's half-space data (seeded).
-    Halfspace = "halfspace" => synthetic::HalfspaceData,
+    Halfspace = "halfspace" => HalfspaceData,
     /// Low-rank matrix entries with noise (seeded).
-    MatrixFactorisation = "matrix-factorisation" => synthetic::MatFactData,
+    MatrixFactorisation = "matrix-factorisation" => MatFactData,
     /// The component indices i of a known-answer problem (a minibatch is a
     /// set of components); the count comes from the model.
-    Components = "components" => synthetic::ComponentsData,
+    Components = "components" => ComponentsData,
     /// CIFAR-10 binary version: data_batch_{1..5}.bin.
-    Cifar10 = "cifar10" => cifar::CifarData,
+    Cifar10 = "cifar10" => CifarData,
     /// CIFAR-100 binary version: train.bin, fine labels.
-    Cifar100 = "cifar100" => cifar::CifarData,
+    Cifar100 = "cifar100" => CifarData,
     /// An ImageFolder tree (ImageNet layout): `data.path/<class>/<image>.{jpg,png}`.
-    Imagefolder = "imagefolder" => imagefolder::ImageFolderData,
+    Imagefolder = "imagefolder" => ImageFolderData,
     /// Seeded token sequences and their "translations" (reversal plus a token
     /// shift; src/data/synthetic.rs), the stand-in for WMT's sentence pairs.
-    SyntheticTranslation = "synthetic-translation" => synthetic::TranslationData,
+    SyntheticTranslation = "synthetic-translation" => TranslationData,
 }
 
 /// The keys of `data:` besides the data set's own settings.
@@ -311,5 +310,225 @@ impl<'de> Deserialize<'de> for DataConfig {
         };
         let source = Source::read(kind, keys).map_err(D::Error::custom)?;
         Ok(DataConfig { source, seed })
+    }
+}
+
+// --- the settings of each data set ---
+
+/// `data:` settings of the IDX data sets (Fashion-MNIST, MNIST).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdxData {
+    /// Directory holding the IDX files (default: search $ABCOND_DATA, the
+    /// Debian package location and ./data).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Train on a fixed random subset of this many examples.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subset: Option<u64>,
+    /// Keep only these classes, relabelled 0, 1, … in this order. A binary
+    /// model (two-layer-relu, halfspace) maps the first to −1, the second to +1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub classes: Option<Vec<i64>>,
+    pub normalize: Normalize,
+}
+
+impl Settings for IdxData {}
+
+/// `data:` settings of CIFAR-10 and CIFAR-100.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CifarData {
+    /// Directory holding the binary files (default: $ABCOND_DATA, ./data).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Train on a fixed random subset of this many examples.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subset: Option<u64>,
+    /// Keep only these classes, relabelled 0, 1, … in this order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub classes: Option<Vec<i64>>,
+    pub normalize: Normalize,
+    /// `crop-flip` augmentation of the training minibatches (default none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub augment: Option<Augment>,
+}
+
+impl Settings for CifarData {
+    fn check(&self, what: &str) -> Result<()> {
+        if let Some(a) = self.augment.filter(|a| *a != Augment::CropFlip) {
+            bail!(
+                "key `data.augment`: `{}` does not apply to {what}; its augmentation is crop-flip",
+                a.name()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// `data:` settings of an ImageFolder tree.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImageFolderData {
+    /// The root directory, one sub-directory per class (required).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Train on a fixed random subset of this many examples.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subset: Option<u64>,
+    /// Side of the square model input in pixels.
+    pub image_size: i64,
+    /// `random-resized-crop` augmentation of the training minibatches (default
+    /// none: the evaluation transform).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub augment: Option<Augment>,
+}
+
+impl Default for ImageFolderData {
+    fn default() -> Self {
+        ImageFolderData {
+            path: None,
+            subset: None,
+            image_size: 224,
+            augment: None,
+        }
+    }
+}
+
+impl Settings for ImageFolderData {
+    fn check(&self, what: &str) -> Result<()> {
+        if let Some(a) = self.augment.filter(|a| *a != Augment::RandomResizedCrop) {
+            bail!("key `data.augment`: `{}` does not apply to {what}; its augmentation is random-resized-crop", a.name());
+        }
+        if self.path.is_none() {
+            bail!("dataset `imagefolder` needs key `data.path`: the root directory with one sub-directory per class");
+        }
+        at_least_one("data.image_size", self.image_size)
+    }
+}
+
+/// `data:` settings of the half-space generator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HalfspaceData {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subset: Option<u64>,
+    /// Dimension of the points.
+    pub dim: i64,
+    /// Points per class (the paper's 20).
+    pub per_class: i64,
+    /// Variance of the points around their class mean (the paper's 2).
+    pub variance: f64,
+    /// Standard deviation of the class means around 0.
+    pub mean_std: f64,
+}
+
+impl Default for HalfspaceData {
+    fn default() -> Self {
+        HalfspaceData {
+            subset: None,
+            dim: 2,
+            per_class: 20,
+            variance: 2.0,
+            mean_std: 1.0,
+        }
+    }
+}
+
+impl Settings for HalfspaceData {
+    fn check(&self, _what: &str) -> Result<()> {
+        if self.dim < 1 || self.per_class < 1 {
+            bail!("keys `data.dim` and `data.per_class` must be at least 1");
+        }
+        positive("data.variance", self.variance)?;
+        positive("data.mean_std", self.mean_std)
+    }
+}
+
+/// `data:` settings of the matrix-factorisation generator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MatFactData {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subset: Option<u64>,
+    pub rows: i64,
+    pub cols: i64,
+    /// Rank of the noiseless matrix.
+    pub true_rank: i64,
+    /// Standard deviation of the additive noise.
+    pub noise: f64,
+}
+
+impl Default for MatFactData {
+    fn default() -> Self {
+        MatFactData {
+            subset: None,
+            rows: 20,
+            cols: 15,
+            true_rank: 5,
+            noise: 0.1,
+        }
+    }
+}
+
+impl Settings for MatFactData {
+    fn check(&self, _what: &str) -> Result<()> {
+        if self.rows < 1 || self.cols < 1 || self.true_rank < 1 {
+            bail!("keys `data.rows`, `data.cols`, `data.true_rank` must be at least 1");
+        }
+        let noise = self.noise;
+        if !(noise.is_finite() && noise >= 0.0) {
+            bail!("key `data.noise` must be ≥ 0, got {noise}");
+        }
+        Ok(())
+    }
+}
+
+/// `data:` settings of a known-answer problem's components. No `subset`: the
+/// problem (S, f*, f_i*) is defined by all n components, and rows name
+/// components by index.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ComponentsData {
+    /// The number of components n, filled in from the model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub components: Option<i64>,
+}
+
+impl Settings for ComponentsData {}
+
+/// `data:` settings of the synthetic translation data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TranslationData {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subset: Option<u64>,
+    /// Number of sentence pairs.
+    pub examples: u64,
+    /// Tokens per sentence.
+    pub seq_len: i64,
+    /// Vocabulary size V, token 0 the padding (WMT's 32000; the Transformer's
+    /// shared embedding has V rows).
+    pub vocab: i64,
+}
+
+impl Default for TranslationData {
+    fn default() -> Self {
+        TranslationData {
+            subset: None,
+            examples: 1024,
+            seq_len: 32,
+            vocab: 32_000,
+        }
+    }
+}
+
+impl Settings for TranslationData {
+    fn check(&self, _what: &str) -> Result<()> {
+        let (n, len, vocab) = (self.examples, self.seq_len, self.vocab);
+        if n < 1 || len < 1 || vocab < 2 {
+            bail!("keys `data.examples` and `data.seq_len` must be at least 1 and `data.vocab` at least 2 (token 0 is the padding), got {n}, {len}, {vocab}");
+        }
+        Ok(())
     }
 }

@@ -2,33 +2,9 @@
 //! `0x00 0x00 <type> <ndim>`, ndim u32 sizes, then the values. Images use magic
 //! 2051 (u8, 3 dims), labels 2049 (u8, 1 dim).
 
-use crate::config::validate::Settings;
-use crate::data::config::Normalize;
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
 use std::io::Read;
 use std::path::Path;
-use std::path::PathBuf;
-
-/// `data:` settings of the IDX data sets (Fashion-MNIST, MNIST).
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct IdxData {
-    /// Directory holding the IDX files (default: search $ABCOND_DATA, the
-    /// Debian package location and ./data).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub path: Option<PathBuf>,
-    /// Train on a fixed random subset of this many examples.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub subset: Option<u64>,
-    /// Keep only these classes, relabelled 0, 1, … in this order. A binary
-    /// model (two-layer-relu, halfspace) maps the first to −1, the second to +1.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub classes: Option<Vec<i64>>,
-    pub normalize: Normalize,
-}
-
-impl Settings for IdxData {}
 
 /// An IDX array of u8 values.
 #[derive(Debug)]

@@ -25,55 +25,11 @@
 //! `(p/255 − mean)/std`, mean = (0.485, 0.456, 0.406), std = (0.229, 0.224, 0.225),
 //! the values AlgoPerf uses (there on the 0–255 scale).
 
-use crate::config::validate::{at_least_one, Settings};
-use crate::data::config::Augment;
 use crate::util::rng::{stream, Rng};
 use anyhow::{anyhow, bail, Context, Result};
 use image::imageops::{self, FilterType};
 use image::RgbImage;
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-
-/// `data:` settings of an ImageFolder tree.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ImageFolderData {
-    /// The root directory, one sub-directory per class (required).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub path: Option<PathBuf>,
-    /// Train on a fixed random subset of this many examples.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub subset: Option<u64>,
-    /// Side of the square model input in pixels.
-    pub image_size: i64,
-    /// `random-resized-crop` augmentation of the training minibatches (default
-    /// none: the evaluation transform).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub augment: Option<Augment>,
-}
-
-impl Default for ImageFolderData {
-    fn default() -> Self {
-        ImageFolderData {
-            path: None,
-            subset: None,
-            image_size: 224,
-            augment: None,
-        }
-    }
-}
-
-impl Settings for ImageFolderData {
-    fn check(&self, what: &str) -> Result<()> {
-        if let Some(a) = self.augment.filter(|a| *a != Augment::RandomResizedCrop) {
-            bail!("key `data.augment`: `{}` does not apply to {what}; its augmentation is random-resized-crop", a.name());
-        }
-        if self.path.is_none() {
-            bail!("dataset `imagefolder` needs key `data.path`: the root directory with one sub-directory per class");
-        }
-        at_least_one("data.image_size", self.image_size)
-    }
-}
 
 /// ImageNet channel means of pixels scaled to [0, 1].
 pub const MEAN: [f64; 3] = [0.485, 0.456, 0.406];

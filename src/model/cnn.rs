@@ -21,29 +21,6 @@ use crate::data::Batch;
 use tch::nn::Path;
 use tch::Tensor;
 
-use crate::config::validate::{at_least_one, Settings};
-use serde::{Deserialize, Serialize};
-
-/// `model:` settings of the CNN.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CnnConfig {
-    /// Channels W of the second conv layer.
-    pub width: i64,
-}
-
-impl Default for CnnConfig {
-    fn default() -> Self {
-        CnnConfig { width: 64 }
-    }
-}
-
-impl Settings for CnnConfig {
-    fn check(&self, _what: &str) -> anyhow::Result<()> {
-        at_least_one("model.width", self.width)
-    }
-}
-
 pub const FIRST_CHANNELS: i64 = 32;
 pub const KERNEL: i64 = 5;
 

@@ -8,10 +8,9 @@
 //! implements [`Settings`], one line in [`model_kinds!`] below, one arm in
 //! [`crate::model::Model::build`], and a preset in models/.
 
-use crate::config::validate::{read_keys, to_keys, NoSettings, Settings};
-use crate::model::{cnn, halfspace, known, matfact, mlp, resnet50, transformer, two_layer, vit};
+use crate::config::validate::{at_least_one, positive, read_keys, to_keys, NoSettings, Settings};
 use crate::torch::dtype::Dtype;
-use anyhow::Result;
+use anyhow::{bail, Result};
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_yaml::{Mapping, Value};
@@ -83,25 +82,25 @@ macro_rules! model_kinds {
 
 model_kinds! {
     /// The paper's MLP (§5.1).
-    Mlp = "mlp" => mlp::MlpConfig,
+    Mlp = "mlp" => MlpConfig,
     /// Two-layer ReLU network with logistic loss (Example 5).
-    TwoLayerRelu = "two-layer-relu" => two_layer::TwoLayerConfig,
+    TwoLayerRelu = "two-layer-relu" => TwoLayerConfig,
     /// The half-space learning problem (§5, Fig. 2).
-    Halfspace = "halfspace" => halfspace::HalfspaceConfig,
+    Halfspace = "halfspace" => HalfspaceConfig,
     /// Matrix factorisation (Example 4).
-    MatrixFactorisation = "matrix-factorisation" => matfact::MatFactConfig,
+    MatrixFactorisation = "matrix-factorisation" => MatFactConfig,
     /// Known-answer problems (src/model/known): f64, parameter `x`, one
     /// example per component f_i.
-    Example1 = "example1" => known::KnownConfig,
-    Example2 = "example2" => known::KnownConfig,
-    Example3 = "example3" => known::KnownConfig,
-    Example6 = "example6" => known::KnownConfig,
+    Example1 = "example1" => KnownConfig,
+    Example2 = "example2" => KnownConfig,
+    Example3 = "example3" => KnownConfig,
+    Example6 = "example6" => KnownConfig,
     /// Example 1 with n components in R^d: f_i = g(1ᵀx + i), g(s) = s²/(1+s²).
-    Example1Nd = "example1-nd" => known::Example1NdConfig,
+    Example1Nd = "example1-nd" => Example1NdConfig,
     /// Example 6 with two centres in R^d: f_i = r_i²/(1+r_i²), r_i = ||x − c_i||.
-    Example6Nd = "example6-nd" => known::Example6NdConfig,
+    Example6Nd = "example6-nd" => Example6NdConfig,
     /// The paper's CNN (§5.2): two conv layers (max-pool + ReLU each), one linear.
-    Cnn = "cnn" => cnn::CnnConfig,
+    Cnn = "cnn" => CnnConfig,
     /// ResNet9 (DAWNBench/Myrtle layout), the paper's CIFAR-100 model (§5.3).
     Resnet9 = "resnet9" => NoSettings,
     /// ResNet18, CIFAR form (3×3 stem, stride 1, no max-pool).
@@ -109,11 +108,11 @@ model_kinds! {
     /// ResNet34, CIFAR form.
     Resnet34 = "resnet34" => NoSettings,
     /// ResNet-50 (torchvision layout, AlgoPerf imagenet_resnet).
-    Resnet50 = "resnet50" => resnet50::ResNet50Config,
+    Resnet50 = "resnet50" => ResNet50Config,
     /// Vision Transformer (AlgoPerf imagenet_vit; ViT-S/16 by default).
-    Vit = "vit" => vit::VitConfig,
+    Vit = "vit" => VitConfig,
     /// Encoder-decoder Transformer of AlgoPerf's wmt workload.
-    Transformer = "transformer" => transformer::TransformerConfig,
+    Transformer = "transformer" => TransformerConfig,
 }
 
 /// The keys of `model:` besides the kind's own settings.
@@ -248,4 +247,365 @@ impl<'de> Deserialize<'de> for ModelConfig {
             arch,
         })
     }
+}
+
+// --- the settings of each kind ---
+
+/// `model:` settings of the MLP.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MlpConfig {
+    /// Hidden width W (fc1: d → W, fc2: W → W). Default 128, the quickstart width of the paper's §5.1 sweep.
+    pub width: i64,
+}
+
+impl Default for MlpConfig {
+    fn default() -> Self {
+        MlpConfig { width: 128 }
+    }
+}
+
+impl Settings for MlpConfig {
+    fn check(&self, _what: &str) -> Result<()> {
+        at_least_one("model.width", self.width)
+    }
+}
+
+/// `model:` settings of the two-layer ReLU network.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TwoLayerConfig {
+    /// Hidden width k.
+    pub width: i64,
+}
+
+impl Default for TwoLayerConfig {
+    fn default() -> Self {
+        TwoLayerConfig { width: 64 }
+    }
+}
+
+impl Settings for TwoLayerConfig {
+    fn check(&self, _what: &str) -> Result<()> {
+        at_least_one("model.width", self.width)
+    }
+}
+
+/// `model:` settings of the CNN.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CnnConfig {
+    /// Channels W of the second conv layer.
+    pub width: i64,
+}
+
+impl Default for CnnConfig {
+    fn default() -> Self {
+        CnnConfig { width: 64 }
+    }
+}
+
+impl Settings for CnnConfig {
+    fn check(&self, _what: &str) -> Result<()> {
+        at_least_one("model.width", self.width)
+    }
+}
+
+/// `model:` settings of ResNet-50.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResNet50Config {
+    /// Stem width (64 in torchvision's ResNet-50).
+    pub width: i64,
+}
+
+impl Default for ResNet50Config {
+    fn default() -> Self {
+        ResNet50Config { width: 64 }
+    }
+}
+
+impl Settings for ResNet50Config {
+    fn check(&self, _what: &str) -> Result<()> {
+        at_least_one("model.width", self.width)
+    }
+}
+
+/// `model:` settings of the half-space problem.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HalfspaceConfig {
+    /// L2 coefficient λ inside the loss (the paper's 1e-5).
+    pub lambda: f64,
+    /// Standard deviation of the Gaussian initialisation of x.
+    pub init_std: f64,
+}
+
+impl Default for HalfspaceConfig {
+    fn default() -> Self {
+        HalfspaceConfig {
+            lambda: 1e-5,
+            init_std: 1.0,
+        }
+    }
+}
+
+impl Settings for HalfspaceConfig {
+    fn check(&self, _what: &str) -> Result<()> {
+        let l = self.lambda;
+        if !(l.is_finite() && l >= 0.0) {
+            bail!("key `model.lambda` must be ≥ 0, got {l}");
+        }
+        positive("model.init_std", self.init_std)
+    }
+}
+
+/// `model:` settings of matrix factorisation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MatFactConfig {
+    /// Factorisation rank k.
+    pub rank: i64,
+    /// Standard deviation of the Gaussian initialisation of both factors.
+    pub init_std: f64,
+}
+
+impl Default for MatFactConfig {
+    fn default() -> Self {
+        MatFactConfig {
+            rank: 3,
+            init_std: 0.3,
+        }
+    }
+}
+
+impl Settings for MatFactConfig {
+    fn check(&self, _what: &str) -> Result<()> {
+        at_least_one("model.rank", self.rank)?;
+        positive("model.init_std", self.init_std)
+    }
+}
+
+/// `model:` settings of a ViT: its architecture. Default: ViT-S/16.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VitConfig {
+    /// Embedding width (a multiple of 4 for the 2-D sin-cos positions, and of `heads`).
+    pub width: i64,
+    /// Encoder blocks.
+    pub depth: i64,
+    /// Attention heads.
+    pub heads: i64,
+    /// Hidden width of the MLP blocks.
+    pub mlp_dim: i64,
+    /// Side of the square patches (the image side must be a multiple).
+    #[serde(rename = "patch_size")]
+    pub patch: i64,
+    /// Dropout rate in training steps (AlgoPerf's places); the probe measures
+    /// with dropout off.
+    pub dropout: f64,
+}
+
+impl Default for VitConfig {
+    fn default() -> Self {
+        VitConfig::small16()
+    }
+}
+
+impl Settings for VitConfig {
+    fn check(&self, _what: &str) -> Result<()> {
+        let VitConfig {
+            width: w,
+            depth,
+            heads,
+            mlp_dim,
+            patch,
+            dropout,
+        } = *self;
+        if w < 1 || depth < 1 || heads < 1 || mlp_dim < 1 || patch < 1 {
+            bail!("keys `model.width`, `model.depth`, `model.heads`, `model.mlp_dim`, `model.patch_size` must be at least 1");
+        }
+        if w % heads != 0 || w % 4 != 0 {
+            bail!("key `model.width` ({w}) must be a multiple of 4 (2-D sin-cos positions) and of `model.heads` ({heads})");
+        }
+        check_dropout(dropout)
+    }
+}
+
+/// Fails unless the dropout rate is in [0, 1).
+pub(crate) fn check_dropout(d: f64) -> Result<()> {
+    if !(0.0..1.0).contains(&d) {
+        bail!("key `model.dropout` must be in [0, 1), got {d}");
+    }
+    Ok(())
+}
+
+impl VitConfig {
+    /// ViT-S/16.
+    pub fn small16() -> VitConfig {
+        VitConfig {
+            width: 384,
+            depth: 12,
+            heads: 6,
+            mlp_dim: 1536,
+            patch: 16,
+            dropout: 0.0,
+        }
+    }
+}
+
+/// `model:` settings of the Transformer: its architecture. Default: AlgoPerf's WMT model.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransformerConfig {
+    /// d_model.
+    pub width: i64,
+    /// Layers of the encoder, and of the decoder.
+    pub depth: i64,
+    pub heads: i64,
+    /// Hidden width of the feed-forward blocks.
+    pub mlp_dim: i64,
+    pub dropout: f64,
+}
+
+impl TransformerConfig {
+    /// AlgoPerf's WMT Transformer.
+    pub fn wmt() -> TransformerConfig {
+        TransformerConfig {
+            width: 1024,
+            depth: 6,
+            heads: 16,
+            mlp_dim: 1024,
+            dropout: 0.0,
+        }
+    }
+}
+
+impl Default for TransformerConfig {
+    fn default() -> Self {
+        TransformerConfig::wmt()
+    }
+}
+
+impl Settings for TransformerConfig {
+    fn check(&self, _what: &str) -> Result<()> {
+        let TransformerConfig {
+            width: w,
+            depth,
+            heads,
+            mlp_dim,
+            dropout,
+        } = *self;
+        if w < 1 || depth < 1 || heads < 1 || mlp_dim < 1 {
+            bail!("keys `model.width`, `model.depth`, `model.heads`, `model.mlp_dim` must be at least 1");
+        }
+        if w % heads != 0 || w % 2 != 0 || w < 4 {
+            bail!("key `model.width` ({w}) must be even, at least 4 (sinusoidal positions) and a multiple of `model.heads` ({heads})");
+        }
+        check_dropout(dropout)
+    }
+}
+
+/// `model:` settings of the two-dimensional known-answer problems (Examples
+/// 1, 2, 3 and 6): the starting point.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KnownConfig {
+    /// x^0 (length d); without it x^0 is drawn uniformly from `init_box` with
+    /// the run seed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init: Option<Vec<f64>>,
+    /// [lo, hi] of every coordinate of a random x^0.
+    pub init_box: [f64; 2],
+}
+
+impl Default for KnownConfig {
+    fn default() -> Self {
+        KnownConfig {
+            init: None,
+            init_box: [-1.0, 2.0],
+        }
+    }
+}
+
+impl Settings for KnownConfig {
+    fn check(&self, what: &str) -> Result<()> {
+        check_start(&self.init, self.init_box, 2, what)
+    }
+}
+
+/// `model:` settings of Example 1 in R^d with n components.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Example1NdConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init: Option<Vec<f64>>,
+    pub init_box: [f64; 2],
+    /// Dimension d of x.
+    pub dim: i64,
+    /// Number of components n.
+    pub components: i64,
+}
+
+impl Default for Example1NdConfig {
+    fn default() -> Self {
+        Example1NdConfig {
+            init: None,
+            init_box: [-1.0, 2.0],
+            dim: 2,
+            components: 2,
+        }
+    }
+}
+
+impl Settings for Example1NdConfig {
+    fn check(&self, what: &str) -> Result<()> {
+        let (d, n) = (self.dim, self.components);
+        if d < 1 || n < 1 {
+            bail!("keys `model.dim` and `model.components` must be at least 1, got {d} and {n}");
+        }
+        check_start(&self.init, self.init_box, d, what)
+    }
+}
+
+/// `model:` settings of Example 6 in R^d (two centres).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Example6NdConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init: Option<Vec<f64>>,
+    pub init_box: [f64; 2],
+    /// Dimension d of x.
+    pub dim: i64,
+}
+
+impl Default for Example6NdConfig {
+    fn default() -> Self {
+        Example6NdConfig {
+            init: None,
+            init_box: [-1.0, 2.0],
+            dim: 2,
+        }
+    }
+}
+
+impl Settings for Example6NdConfig {
+    fn check(&self, what: &str) -> Result<()> {
+        at_least_one("model.dim", self.dim)?;
+        check_start(&self.init, self.init_box, self.dim, what)
+    }
+}
+
+/// x^0 and its box: a box with lo < hi, and `init` of length d, finite.
+fn check_start(init: &Option<Vec<f64>>, init_box: [f64; 2], d: i64, what: &str) -> Result<()> {
+    let [lo, hi] = init_box;
+    if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+        bail!("key `model.init_box` must be [lo, hi] with lo < hi, got [{lo}, {hi}]");
+    }
+    if let Some(x0) = init {
+        if x0.len() as i64 != d || x0.iter().any(|v| !v.is_finite()) {
+            bail!("key `model.init` must list {d} finite numbers (x^0 of {what} in R^{d}), got {x0:?}");
+        }
+    }
+    Ok(())
 }

@@ -7,38 +7,6 @@ use crate::data::Batch;
 use tch::nn::Path;
 use tch::Tensor;
 
-use crate::config::validate::{positive, Settings};
-use serde::{Deserialize, Serialize};
-
-/// `model:` settings of the half-space problem.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct HalfspaceConfig {
-    /// L2 coefficient λ inside the loss (the paper's 1e-5).
-    pub lambda: f64,
-    /// Standard deviation of the Gaussian initialisation of x.
-    pub init_std: f64,
-}
-
-impl Default for HalfspaceConfig {
-    fn default() -> Self {
-        HalfspaceConfig {
-            lambda: 1e-5,
-            init_std: 1.0,
-        }
-    }
-}
-
-impl Settings for HalfspaceConfig {
-    fn check(&self, _what: &str) -> anyhow::Result<()> {
-        let l = self.lambda;
-        if !(l.is_finite() && l >= 0.0) {
-            anyhow::bail!("key `model.lambda` must be ≥ 0, got {l}");
-        }
-        positive("model.init_std", self.init_std)
-    }
-}
-
 pub struct Halfspace {
     weight: Tensor,
     lambda: f64,

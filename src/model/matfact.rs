@@ -7,35 +7,6 @@ use crate::data::Batch;
 use tch::nn::Path;
 use tch::Tensor;
 
-use crate::config::validate::{at_least_one, positive, Settings};
-use serde::{Deserialize, Serialize};
-
-/// `model:` settings of matrix factorisation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct MatFactConfig {
-    /// Factorisation rank k.
-    pub rank: i64,
-    /// Standard deviation of the Gaussian initialisation of both factors.
-    pub init_std: f64,
-}
-
-impl Default for MatFactConfig {
-    fn default() -> Self {
-        MatFactConfig {
-            rank: 3,
-            init_std: 0.3,
-        }
-    }
-}
-
-impl Settings for MatFactConfig {
-    fn check(&self, _what: &str) -> anyhow::Result<()> {
-        at_least_one("model.rank", self.rank)?;
-        positive("model.init_std", self.init_std)
-    }
-}
-
 pub struct MatrixFactorisation {
     rows: Tensor,
     cols: Tensor,

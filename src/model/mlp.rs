@@ -7,29 +7,6 @@ use crate::data::Batch;
 use tch::nn::Path;
 use tch::{Kind, Tensor};
 
-use crate::config::validate::{at_least_one, Settings};
-use serde::{Deserialize, Serialize};
-
-/// `model:` settings of the MLP.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct MlpConfig {
-    /// Hidden width W (fc1: d → W, fc2: W → W). Default 128, the quickstart width of the paper's §5.1 sweep.
-    pub width: i64,
-}
-
-impl Default for MlpConfig {
-    fn default() -> Self {
-        MlpConfig { width: 128 }
-    }
-}
-
-impl Settings for MlpConfig {
-    fn check(&self, _what: &str) -> anyhow::Result<()> {
-        at_least_one("model.width", self.width)
-    }
-}
-
 pub struct Mlp {
     layers: Vec<(Tensor, Tensor)>,
 }

@@ -44,7 +44,7 @@ pub trait Net {
     fn per_example_loss(&self, batch: &Batch, mode: Mode) -> Tensor;
 
     /// The known-answer problem (minimiser set S) behind the model, if any.
-    fn known(&self) -> Option<&super::known::Problem> {
+    fn known(&self) -> Option<&super::known::problem::Problem> {
         None
     }
 

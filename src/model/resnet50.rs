@@ -34,29 +34,6 @@ use crate::data::Batch;
 use tch::nn::Path;
 use tch::Tensor;
 
-use crate::config::validate::{at_least_one, Settings};
-use serde::{Deserialize, Serialize};
-
-/// `model:` settings of ResNet-50.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ResNet50Config {
-    /// Stem width (64 in torchvision's ResNet-50).
-    pub width: i64,
-}
-
-impl Default for ResNet50Config {
-    fn default() -> Self {
-        ResNet50Config { width: 64 }
-    }
-}
-
-impl Settings for ResNet50Config {
-    fn check(&self, _what: &str) -> anyhow::Result<()> {
-        at_least_one("model.width", self.width)
-    }
-}
-
 /// Φ(−2): the truncation point of PyTorch's `trunc_normal_` at ±2 std in
 /// probability space.
 const PHI_MINUS_2: f64 = 0.022_750_131_948_179_195;

@@ -29,64 +29,11 @@
 
 use super::mlp::cross_entropy_per_example;
 use super::net::{Mode, Net};
-use crate::config::validate::Settings;
 use crate::data::Batch;
+use crate::model::config::TransformerConfig;
 use anyhow::{bail, Result};
-use serde::{Deserialize, Serialize};
 use tch::nn::Path;
 use tch::{Kind, Tensor};
-
-/// `model:` settings of the Transformer: its architecture. Default: AlgoPerf's WMT model.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TransformerConfig {
-    /// d_model.
-    pub width: i64,
-    /// Layers of the encoder, and of the decoder.
-    pub depth: i64,
-    pub heads: i64,
-    /// Hidden width of the feed-forward blocks.
-    pub mlp_dim: i64,
-    pub dropout: f64,
-}
-
-impl TransformerConfig {
-    /// AlgoPerf's WMT Transformer.
-    pub fn wmt() -> TransformerConfig {
-        TransformerConfig {
-            width: 1024,
-            depth: 6,
-            heads: 16,
-            mlp_dim: 1024,
-            dropout: 0.0,
-        }
-    }
-}
-
-impl Default for TransformerConfig {
-    fn default() -> Self {
-        TransformerConfig::wmt()
-    }
-}
-
-impl Settings for TransformerConfig {
-    fn check(&self, _what: &str) -> anyhow::Result<()> {
-        let TransformerConfig {
-            width: w,
-            depth,
-            heads,
-            mlp_dim,
-            dropout,
-        } = *self;
-        if w < 1 || depth < 1 || heads < 1 || mlp_dim < 1 {
-            anyhow::bail!("keys `model.width`, `model.depth`, `model.heads`, `model.mlp_dim` must be at least 1");
-        }
-        if w % heads != 0 || w % 2 != 0 || w < 4 {
-            anyhow::bail!("key `model.width` ({w}) must be even, at least 4 (sinusoidal positions) and a multiple of `model.heads` ({heads})");
-        }
-        super::vit::check_dropout(dropout)
-    }
-}
 
 /// A Linear layer's weight xavier-uniform, bias (when it has one) N(0, 1e-12).
 fn linear(p: &Path, d_out: i64, d_in: i64, bias: bool) -> (Tensor, Option<Tensor>) {

@@ -8,29 +8,6 @@ use crate::data::Batch;
 use tch::nn::Path;
 use tch::Tensor;
 
-use crate::config::validate::{at_least_one, Settings};
-use serde::{Deserialize, Serialize};
-
-/// `model:` settings of the two-layer ReLU network.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TwoLayerConfig {
-    /// Hidden width k.
-    pub width: i64,
-}
-
-impl Default for TwoLayerConfig {
-    fn default() -> Self {
-        TwoLayerConfig { width: 64 }
-    }
-}
-
-impl Settings for TwoLayerConfig {
-    fn check(&self, _what: &str) -> anyhow::Result<()> {
-        at_least_one("model.width", self.width)
-    }
-}
-
 pub struct TwoLayer {
     hidden: Tensor,
     output: Tensor,

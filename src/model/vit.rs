@@ -25,80 +25,11 @@
 use super::mlp::cross_entropy_per_example;
 use super::net::{Mode, Net};
 use super::resnet50::lecun_trunc_normal;
-use crate::config::validate::Settings;
 use crate::data::Batch;
+use crate::model::config::VitConfig;
 use anyhow::{bail, Result};
-use serde::{Deserialize, Serialize};
 use tch::nn::Path;
 use tch::{Kind, Tensor};
-
-/// `model:` settings of a ViT: its architecture. Default: ViT-S/16.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct VitConfig {
-    /// Embedding width (a multiple of 4 for the 2-D sin-cos positions, and of `heads`).
-    pub width: i64,
-    /// Encoder blocks.
-    pub depth: i64,
-    /// Attention heads.
-    pub heads: i64,
-    /// Hidden width of the MLP blocks.
-    pub mlp_dim: i64,
-    /// Side of the square patches (the image side must be a multiple).
-    #[serde(rename = "patch_size")]
-    pub patch: i64,
-    /// Dropout rate in training steps (AlgoPerf's places); the probe measures
-    /// with dropout off.
-    pub dropout: f64,
-}
-
-impl Default for VitConfig {
-    fn default() -> Self {
-        VitConfig::small16()
-    }
-}
-
-impl Settings for VitConfig {
-    fn check(&self, _what: &str) -> anyhow::Result<()> {
-        let VitConfig {
-            width: w,
-            depth,
-            heads,
-            mlp_dim,
-            patch,
-            dropout,
-        } = *self;
-        if w < 1 || depth < 1 || heads < 1 || mlp_dim < 1 || patch < 1 {
-            anyhow::bail!("keys `model.width`, `model.depth`, `model.heads`, `model.mlp_dim`, `model.patch_size` must be at least 1");
-        }
-        if w % heads != 0 || w % 4 != 0 {
-            anyhow::bail!("key `model.width` ({w}) must be a multiple of 4 (2-D sin-cos positions) and of `model.heads` ({heads})");
-        }
-        check_dropout(dropout)
-    }
-}
-
-/// Fails unless the dropout rate is in [0, 1).
-pub(crate) fn check_dropout(d: f64) -> anyhow::Result<()> {
-    if !(0.0..1.0).contains(&d) {
-        anyhow::bail!("key `model.dropout` must be in [0, 1), got {d}");
-    }
-    Ok(())
-}
-
-impl VitConfig {
-    /// ViT-S/16.
-    pub fn small16() -> VitConfig {
-        VitConfig {
-            width: 384,
-            depth: 12,
-            heads: 6,
-            mlp_dim: 1536,
-            patch: 16,
-            dropout: 0.0,
-        }
-    }
-}
 
 type Linear = (Tensor, Tensor);
 

@@ -17,7 +17,7 @@
 //! tests/check_known.py certifies S independently (gradient ≈ 0, Hessian PSD,
 //! global optimality on a grid with multistart refinement).
 
-use super::{Component, Shape};
+use super::component::{Component, Shape};
 use anyhow::{bail, Result};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -202,7 +202,7 @@ fn minimise_1d(lo: f64, hi: f64, f: impl Fn(f64) -> f64, df: impl Fn(f64) -> f64
 
 #[cfg(test)]
 mod tests {
-    use super::super::{radial, Profile, G};
+    use super::super::component::{radial, Profile, G};
     use super::*;
 
     #[test]
