@@ -1,5 +1,6 @@
 //! Command-line interface (clap derive; the doc comments are the `--help` text).
 
+use crate::experiment::driver::{command_line, out, Driver, Stage};
 use crate::run::RunDir;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -196,19 +197,6 @@ pub struct AnalyzeArgs {
     pub set: Vec<String>,
 }
 
-fn command_line() -> String {
-    std::env::args().collect::<Vec<_>>().join(" ")
-}
-
-/// What `train` and `run` do to one run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stage {
-    /// Train (or resume).
-    Train,
-    /// Train, probe and, when `analyse`, analyse the run.
-    Run { analyse: bool },
-}
-
 /// `abcond train|run CONFIG`: one run, or the sweep task(s) chosen by
 /// --task / $SLURM_ARRAY_TASK_ID / --all.
 fn train_or_run(cli: &Cli, a: &TrainArgs, run: bool) -> anyhow::Result<()> {
@@ -230,7 +218,7 @@ fn train_or_run(cli: &Cli, a: &TrainArgs, run: bool) -> anyhow::Result<()> {
                 anyhow::bail!("--run-id {id:?} is not a valid directory name");
             }
         }
-        return one_run(cli, &config, a.run_id.as_deref(), None, stage);
+        return driver(cli).one_run(&config, a.run_id.as_deref(), None, stage);
     };
     if a.run_id.is_some() {
         anyhow::bail!(
@@ -238,7 +226,7 @@ fn train_or_run(cli: &Cli, a: &TrainArgs, run: bool) -> anyhow::Result<()> {
         );
     }
     if a.all {
-        return run_all(cli, &sweep, stage);
+        return driver(cli).run_all(&sweep, stage);
     }
     let n = match a.task {
         Some(n) => n,
@@ -263,141 +251,9 @@ fn train_or_run(cli: &Cli, a: &TrainArgs, run: bool) -> anyhow::Result<()> {
             task.run_id()
         ),
     );
-    let result = one_run(cli, &task.config, None, Some(task), stage);
-    refresh_runs_table(cli, &sweep);
+    let result = driver(cli).one_run(&task.config, None, Some(task), stage);
+    driver(cli).refresh_runs_table(&sweep);
     result
-}
-
-/// Rewrites runs.parquet; a failure is reported, not fatal (the next command
-/// of the sweep writes it again).
-fn refresh_runs_table(cli: &Cli, sweep: &crate::experiment::sweep::Sweep) {
-    if let Err(e) = crate::experiment::sweep::write_runs_table(sweep, &cli.out) {
-        eprintln!("warning: {e:#}");
-    }
-}
-
-/// Trains one run (recording its sweep task in run.yaml), then probes and
-/// analyses it as `stage` says.
-fn one_run(
-    cli: &Cli,
-    config: &crate::config::Config,
-    run_id: Option<&str>,
-    task: Option<&crate::experiment::sweep::Task>,
-    stage: Stage,
-) -> anyhow::Result<()> {
-    let trained = crate::train::train(config, &cli.out, run_id, &command_line(), cli.quiet);
-    let locked =
-        matches!(&trained, Err(e) if e.downcast_ref::<crate::run::lock::Locked>().is_some());
-    // Not while another process writes the run (its run.yaml is that process's).
-    if let (Some(t), false) = (task, locked) {
-        crate::experiment::sweep::record(t, &cli.out)?;
-    }
-    let o = trained?;
-    match stage {
-        Stage::Train => {
-            out(&format!("run directory: {}\n", o.dir.root.display()));
-            Ok(())
-        }
-        // The config's probe settings and device apply, also when the run was
-        // trained before.
-        Stage::Run { analyse } => probe_and_analyse(
-            cli,
-            &o.dir,
-            Some((&config.probe, &config.device)),
-            &[],
-            analyse.then_some(&config.analysis),
-        ),
-    }
-}
-
-/// `--all`: every task in turn, skipping finished ones; failures are collected
-/// and reported at the end (error: any task failed; exit 3: none failed but
-/// some diverged). `run` then analyses the experiment directory once.
-fn run_all(cli: &Cli, sweep: &crate::experiment::sweep::Sweep, stage: Stage) -> anyhow::Result<()> {
-    use crate::util::progress::note;
-    refresh_runs_table(cli, sweep);
-    let n = sweep.tasks.len();
-    let (mut ran, mut skipped) = (0usize, 0usize);
-    let mut failed: Vec<String> = Vec::new();
-    let mut diverged: Vec<String> = Vec::new();
-    for t in &sweep.tasks {
-        let s = crate::experiment::sweep::state(t, &cli.out);
-        let done = match stage {
-            Stage::Train => s.status == "diverged" || (s.status == "completed" && s.recorded),
-            Stage::Run { .. } => s.done(),
-        };
-        let what = format!("task {} ({}, run {})", t.index, t.label(), t.run_id());
-        if done {
-            skipped += 1;
-            if s.status == "diverged" {
-                diverged.push(what.clone());
-            }
-            note(
-                cli.quiet,
-                &format!("sweep {}/{n}: {what} is {}; skipped", t.index + 1, s.status),
-            );
-            continue;
-        }
-        note(cli.quiet, &format!("sweep {}/{n}: {what}", t.index + 1));
-        ran += 1;
-        let stage = match stage {
-            Stage::Run { .. } => Stage::Run { analyse: false },
-            s => s,
-        };
-        if let Err(e) = one_run(cli, &t.config, None, Some(t), stage) {
-            eprintln!("error: sweep {what}: {e:#}");
-            if e.downcast_ref::<crate::train::Diverged>().is_some() {
-                diverged.push(what);
-            } else {
-                failed.push(what);
-            }
-        }
-        refresh_runs_table(cli, sweep);
-    }
-    out(&format!(
-        "sweep {}: {n} runs: {ran} run now, {skipped} finished before, {} diverged, {} failed; runs: {}\n",
-        sweep.source,
-        diverged.len(),
-        failed.len(),
-        sweep.runs_table(&cli.out).display()
-    ));
-    let mut analysis_error = None;
-    // Nothing to analyse when every task diverged (or failed): the exit status
-    // then tells that, not a failed analysis.
-    let probed = sweep.tasks.iter().any(|t| {
-        let s = crate::experiment::sweep::state(t, &cli.out);
-        s.status == "completed" && s.probed
-    });
-    if matches!(stage, Stage::Run { .. }) && probed {
-        let exp = sweep.experiment_dir(&cli.out);
-        match crate::analysis::analyze(&exp, None, &[], cli.quiet) {
-            Ok(r) => out(&crate::analysis::render(&r)),
-            Err(e) => analysis_error = Some(format!("analysis of {}: {e:#}", exp.display())),
-        }
-    }
-    if !failed.is_empty() || analysis_error.is_some() {
-        anyhow::bail!(
-            "{} of the sweep's {n} tasks failed{}{}",
-            failed.len(),
-            if failed.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", failed.join("; "))
-            },
-            analysis_error.map(|e| format!("; {e}")).unwrap_or_default()
-        );
-    }
-    if !diverged.is_empty() {
-        return Err(crate::train::Diverged {
-            message: format!(
-                "{} of the sweep's {n} runs diverged: {}",
-                diverged.len(),
-                diverged.join("; ")
-            ),
-        }
-        .into());
-    }
-    Ok(())
 }
 
 /// `abcond sweep CONFIG --list`.
@@ -439,38 +295,6 @@ fn slurm_cmd(cli: &Cli, a: &SlurmArgs) -> anyhow::Result<()> {
         "{files}, {}\nsubmit:  bash {}\n",
         s.submit.display(),
         s.submit.display()
-    ));
-    Ok(())
-}
-
-/// Writes to stdout, ignoring a closed pipe (`abcond run … | head`).
-fn out(text: &str) {
-    use std::io::Write;
-    let _ = std::io::stdout().write_all(text.as_bytes());
-}
-
-fn probe_and_analyse(
-    cli: &Cli,
-    dir: &RunDir,
-    settings: Option<(&crate::config::ProbeConfig, &str)>,
-    set: &[String],
-    analyse: Option<&crate::config::AnalysisConfig>,
-) -> anyhow::Result<()> {
-    // Held through probe and analysis: both write into the run directory. (Shards
-    // of a sharded probe take no lock: each writes only its own part files.)
-    let _lock = crate::run::lock::acquire(&dir.root, "probe", &command_line())?;
-    let outcome = crate::probe::probe(dir, settings, set, None, cli.quiet)?;
-    // What the curvature pass cached goes before the analysis allocates.
-    crate::torch::ops::cpu_cache_release();
-    if let Some(a) = analyse {
-        // The config's analysis section applies (also to a run trained before).
-        let analysis = crate::analysis::analyze(&dir.root, Some(a.clone()), &[], cli.quiet)?;
-        out(&crate::analysis::render(&analysis));
-    }
-    out(&format!(
-        "results: {}  (run.yaml, steps.parquet, iterates/, landscape.parquet: {} rows)\n",
-        dir.root.display(),
-        outcome.rows.len()
     ));
     Ok(())
 }
@@ -517,6 +341,15 @@ fn analyze_cmd(cli: &Cli, a: &AnalyzeArgs) -> anyhow::Result<()> {
 }
 
 /// Runs the CLI and returns the process exit status.
+/// The experiment driver for this command line's options.
+fn driver(cli: &Cli) -> Driver {
+    Driver {
+        out: cli.out.clone(),
+        quiet: cli.quiet,
+        command: command_line(),
+    }
+}
+
 pub fn main() -> i32 {
     // First, while the process has one thread and before CUDA initialises.
     crate::torch::reproducibility::init_process_env();
@@ -535,7 +368,7 @@ pub fn main() -> i32 {
         Command::Sweep(a) => sweep_cmd(&cli, a),
         Command::Probe(a) => match a.shard {
             Some(shard) => probe_shard(&cli, a, shard),
-            None => probe_and_analyse(&cli, &RunDir::new(&a.run_dir), None, &a.set, None),
+            None => driver(&cli).probe_and_analyse(&RunDir::new(&a.run_dir), None, &a.set, None),
         },
         Command::Analyze(a) => analyze_cmd(&cli, a),
         Command::Slurm(a) => slurm_cmd(&cli, a),

@@ -1,0 +1,195 @@
+//! Running experiments: one run through its stages (train, probe, analyse),
+//! and a sweep's tasks in turn (`--all`), with what each prints.
+
+use crate::experiment::sweep::{self, Sweep, Task};
+use crate::run::RunDir;
+use std::path::PathBuf;
+
+/// What `train` and `run` do to one run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Train (or resume).
+    Train,
+    /// Train, probe and, when `analyse`, analyse the run.
+    Run { analyse: bool },
+}
+
+/// Where results go and how to report: the global options of the command line.
+pub struct Driver {
+    /// `--out`: the results directory.
+    pub out: PathBuf,
+    /// `--quiet`.
+    pub quiet: bool,
+    /// The command line, recorded in run.yaml and in run locks.
+    pub command: String,
+}
+
+impl Driver {
+    /// Rewrites runs.parquet; a failure is reported, not fatal (the next command
+    /// of the sweep writes it again).
+    pub fn refresh_runs_table(&self, sweep: &Sweep) {
+        if let Err(e) = sweep::write_runs_table(sweep, &self.out) {
+            eprintln!("warning: {e:#}");
+        }
+    }
+
+    /// Trains one run (recording its sweep task in run.yaml), then probes and
+    /// analyses it as `stage` says.
+    pub fn one_run(
+        &self,
+        config: &crate::config::Config,
+        run_id: Option<&str>,
+        task: Option<&Task>,
+        stage: Stage,
+    ) -> anyhow::Result<()> {
+        let trained = crate::train::train(config, &self.out, run_id, &self.command, self.quiet);
+        let locked =
+            matches!(&trained, Err(e) if e.downcast_ref::<crate::run::lock::Locked>().is_some());
+        // Not while another process writes the run (its run.yaml is that process's).
+        if let (Some(t), false) = (task, locked) {
+            sweep::record(t, &self.out)?;
+        }
+        let o = trained?;
+        match stage {
+            Stage::Train => {
+                out(&format!("run directory: {}\n", o.dir.root.display()));
+                Ok(())
+            }
+            // The config's probe settings and device apply, also when the run was
+            // trained before.
+            Stage::Run { analyse } => self.probe_and_analyse(
+                &o.dir,
+                Some((&config.probe, &config.device)),
+                &[],
+                analyse.then_some(&config.analysis),
+            ),
+        }
+    }
+
+    /// `--all`: every task in turn, skipping finished ones; failures are collected
+    /// and reported at the end (error: any task failed; exit 3: none failed but
+    /// some diverged). `run` then analyses the experiment directory once.
+    pub fn run_all(&self, sweep: &Sweep, stage: Stage) -> anyhow::Result<()> {
+        use crate::util::progress::note;
+        self.refresh_runs_table(sweep);
+        let n = sweep.tasks.len();
+        let (mut ran, mut skipped) = (0usize, 0usize);
+        let mut failed: Vec<String> = Vec::new();
+        let mut diverged: Vec<String> = Vec::new();
+        for t in &sweep.tasks {
+            let s = sweep::state(t, &self.out);
+            let done = match stage {
+                Stage::Train => s.status == "diverged" || (s.status == "completed" && s.recorded),
+                Stage::Run { .. } => s.done(),
+            };
+            let what = format!("task {} ({}, run {})", t.index, t.label(), t.run_id());
+            if done {
+                skipped += 1;
+                if s.status == "diverged" {
+                    diverged.push(what.clone());
+                }
+                note(
+                    self.quiet,
+                    &format!("sweep {}/{n}: {what} is {}; skipped", t.index + 1, s.status),
+                );
+                continue;
+            }
+            note(self.quiet, &format!("sweep {}/{n}: {what}", t.index + 1));
+            ran += 1;
+            let stage = match stage {
+                Stage::Run { .. } => Stage::Run { analyse: false },
+                s => s,
+            };
+            if let Err(e) = self.one_run(&t.config, None, Some(t), stage) {
+                eprintln!("error: sweep {what}: {e:#}");
+                if e.downcast_ref::<crate::train::Diverged>().is_some() {
+                    diverged.push(what);
+                } else {
+                    failed.push(what);
+                }
+            }
+            self.refresh_runs_table(sweep);
+        }
+        out(&format!(
+            "sweep {}: {n} runs: {ran} run now, {skipped} finished before, {} diverged, {} failed; runs: {}\n",
+            sweep.source,
+            diverged.len(),
+            failed.len(),
+            sweep.runs_table(&self.out).display()
+        ));
+        let mut analysis_error = None;
+        // Nothing to analyse when every task diverged (or failed): the exit status
+        // then tells that, not a failed analysis.
+        let probed = sweep.tasks.iter().any(|t| {
+            let s = sweep::state(t, &self.out);
+            s.status == "completed" && s.probed
+        });
+        if matches!(stage, Stage::Run { .. }) && probed {
+            let exp = sweep.experiment_dir(&self.out);
+            match crate::analysis::analyze(&exp, None, &[], self.quiet) {
+                Ok(r) => out(&crate::analysis::render(&r)),
+                Err(e) => analysis_error = Some(format!("analysis of {}: {e:#}", exp.display())),
+            }
+        }
+        if !failed.is_empty() || analysis_error.is_some() {
+            anyhow::bail!(
+                "{} of the sweep's {n} tasks failed{}{}",
+                failed.len(),
+                if failed.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", failed.join("; "))
+                },
+                analysis_error.map(|e| format!("; {e}")).unwrap_or_default()
+            );
+        }
+        if !diverged.is_empty() {
+            return Err(crate::train::Diverged {
+                message: format!(
+                    "{} of the sweep's {n} runs diverged: {}",
+                    diverged.len(),
+                    diverged.join("; ")
+                ),
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    pub fn probe_and_analyse(
+        &self,
+        dir: &RunDir,
+        settings: Option<(&crate::config::ProbeConfig, &str)>,
+        set: &[String],
+        analyse: Option<&crate::config::AnalysisConfig>,
+    ) -> anyhow::Result<()> {
+        // Held through probe and analysis: both write into the run directory. (Shards
+        // of a sharded probe take no lock: each writes only its own part files.)
+        let _lock = crate::run::lock::acquire(&dir.root, "probe", &self.command)?;
+        let outcome = crate::probe::probe(dir, settings, set, None, self.quiet)?;
+        // What the curvature pass cached goes before the analysis allocates.
+        crate::torch::ops::cpu_cache_release();
+        if let Some(a) = analyse {
+            // The config's analysis section applies (also to a run trained before).
+            let analysis = crate::analysis::analyze(&dir.root, Some(a.clone()), &[], self.quiet)?;
+            out(&crate::analysis::render(&analysis));
+        }
+        out(&format!(
+            "results: {}  (run.yaml, steps.parquet, iterates/, landscape.parquet: {} rows)\n",
+            dir.root.display(),
+            outcome.rows.len()
+        ));
+        Ok(())
+    }
+}
+
+/// Writes to stdout, ignoring a closed pipe (`abcond run … | head`).
+pub fn out(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().write_all(text.as_bytes());
+}
+
+/// The command line of this process.
+pub fn command_line() -> String {
+    std::env::args().collect::<Vec<_>>().join(" ")
+}
