@@ -176,7 +176,7 @@ int abcond_cpu_cache_install() {
       // at most 32 MiB, the trim threshold to twice that) when a large mmapped
       // block is freed, which with large blocks kept here rarely happens. Left
       // at the initial 128 KiB, every block of 128 KiB..1 MiB (the f64 pieces
-      // of src/reduce.rs, the Parquet reader's and writer's buffers) would be
+      // of src/torch/reduce.rs, the Parquet reader's and writer's buffers) would be
       // mmapped and faulted in afresh each time, and the blocks cached here
       // could not come from the heap's free memory. Measured: the 133.5M
       // Transformer's probe pass 2128–2146 → 2101–2107 MiB peak

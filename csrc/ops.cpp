@@ -72,7 +72,7 @@ int abcond_ops_foreach_add_(const at::Tensor* const* a, const at::Tensor* const*
 // pieces are always freshly converted, 64-byte aligned tensors), possibly
 // different in the last bits on another CPU type, as ATen's own vectorised
 // sums are. A square-then-sum version (the order of the generic path in
-// src/reduce.rs) cost the MLP's training step ~0.03 ms more (docs/benchmarks.md).
+// src/torch/reduce.rs) cost the MLP's training step ~0.03 ms more (docs/benchmarks.md).
 // Sums of squares of integers are exact while the total stays below 2^53.
 int abcond_ops_norm_sq(const at::Tensor* const* ts, int64_t n, int64_t chunk, double* out) {
   return guarded([&] {

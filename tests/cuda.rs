@@ -1,4 +1,4 @@
-//! GPU checks of the reproducibility policy (src/reproducibility.rs): bit
+//! GPU checks of the reproducibility policy (src/torch/reproducibility.rs): bit
 //! identical CUDA runs, CPU-vs-CUDA probes, the run.yaml record, bf16
 //! autocast, device errors. Behind the cargo feature `cuda-tests`; every test
 //! fails (never skips) without a CUDA device, so a skip cannot pass for a pass.

@@ -1,5 +1,5 @@
 //! The reproducibility record in run.yaml, bf16 autocast training and the
-//! device errors, as far as a CPU shows them (src/reproducibility.rs), and
+//! device errors, as far as a CPU shows them (src/torch/reproducibility.rs), and
 //! results that do not depend on the CPU block cache (csrc/cpu_cache.cpp). The
 //! CUDA side is tests/cuda.rs (cargo feature `cuda-tests`).
 

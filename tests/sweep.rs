@@ -1,4 +1,4 @@
-//! Sweeps (src/sweep.rs): validation of the `sweep` key, task selection
+//! Sweeps (src/experiment/sweep.rs): validation of the `sweep` key, task selection
 //! (--task, $SLURM_ARRAY_TASK_ID, --all), run ids equal to hand-made runs,
 //! runs.parquet and the swept landscape columns read back with Polars/pandas,
 //! and a width sweep of the MLP on the real Fashion-MNIST.

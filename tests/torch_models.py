@@ -353,7 +353,7 @@ class Run:
         return torch.stack(out)
 
 
-# The portable generator of src/rng.rs (SplitMix64-seeded xoshiro256**,
+# The portable generator of src/util/rng.rs (SplitMix64-seeded xoshiro256**,
 # Lemire's bounded integers), reimplemented for the augmentation draws.
 M64 = (1 << 64) - 1
 AUGMENT_STREAM = 9

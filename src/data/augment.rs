@@ -10,7 +10,7 @@
 //! before `Normalize`), a 32×32 window at offset (top, left) ∈ {0..8}² is cut
 //! out, and it is mirrored left–right with probability ½. The three draws come,
 //! in the order top, left, flip, from the portable generator
-//! `Rng::for_stream(seed, [stream::AUGMENT, k, i])` (src/rng.rs), where i is the
+//! `Rng::for_stream(seed, [stream::AUGMENT, k, i])` (src/util/rng.rs), where i is the
 //! example's index in the dataset (not its position in the minibatch).
 //!
 //! What the probe measures: rows `train` evaluate f_i on the augmented minibatch

@@ -105,7 +105,7 @@ impl CurvatureProbe {
 
 /// `probe.curvature`: the eigenvalue of largest magnitude of the Hessian of
 /// f_i (and f) at each probed snapshot, by power iteration on Hessian-vector
-/// products (src/curvature.rs).
+/// products (src/probe/curvature.rs).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CurvatureConfig {

@@ -13,7 +13,7 @@
 //! computed by autograd in the model dtype (summed over chunks of the full
 //! data by autograd); every inner product and norm is accumulated in f64.
 //! The probe never autocasts and never uses TF32, whatever the training did
-//! (src/reproducibility.rs; recorded under `probe.reproducibility`).
+//! (src/torch/reproducibility.rs; recorded under `probe.reproducibility`).
 //!
 //! Each snapshot's rows go to `probe-parts/step=<k>.parquet` as soon as they are
 //! measured, so an interrupted probe resumes where it stopped; the parts are

@@ -82,7 +82,7 @@ pub struct Session {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<String>,
     /// The determinism, TF32 and autocast settings of this session's training
-    /// steps as libtorch reported them (src/reproducibility.rs).
+    /// steps as libtorch reported them (src/torch/reproducibility.rs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reproducibility: Option<crate::torch::reproducibility::Reproducibility>,
     /// Where the session's time went (absent when it took no step, or diverged).
@@ -217,7 +217,7 @@ pub struct Manifest {
     pub sessions: Vec<Session>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe: Option<ProbeInfo>,
-    /// The sweep task that made this run and its swept values (src/sweep.rs);
+    /// The sweep task that made this run and its swept values (src/experiment/sweep.rs);
     /// absent for runs made without a sweep. Not part of the run identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sweep: Option<SweepRecord>,

@@ -627,7 +627,7 @@ mod tests {
 pub const CURVATURE_FORMAT: &str = "abcond.curvature/1";
 
 /// The Hessian's extreme eigenvalues for one probe loss at snapshot x^k
-/// (src/curvature.rs): a row of `curvature.parquet`.
+/// (src/probe/curvature.rs): a row of `curvature.parquet`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CurvatureRow {
     pub experiment: String,

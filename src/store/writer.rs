@@ -12,7 +12,7 @@
 //! Guarantees kept: jobs run one at a time in the order they were submitted,
 //! and a job returns only when its files are written (and, if durable,
 //! synced), so a checkpoint never becomes visible before the snapshots (their
-//! batch sync is queued first, src/train.rs) and step rows it relies on. A
+//! batch sync is queued first, src/train/) and step rows it relies on. A
 //! crash loses at most the queued files; what is on disk is a consistent
 //! prefix, from which training resumes as before. The queue is bounded
 //! ([`Writer::new`]): when the disk is slower than the loop, the loop waits

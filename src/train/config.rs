@@ -37,7 +37,7 @@ pub struct TrainConfig {
     /// training steps use TF32 tensor cores (10-bit mantissa products; several
     /// times faster on Ampere and later). Off by default, so that f32 training
     /// on a GPU stays close to the CPU and to other GPU generations; the probe
-    /// never uses TF32 (src/reproducibility.rs).
+    /// never uses TF32 (src/torch/reproducibility.rs).
     #[serde(default, skip_serializing_if = "is_false")]
     pub allow_tf32: bool,
     /// Mixed precision of the training steps' forward pass and loss

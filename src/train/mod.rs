@@ -14,7 +14,7 @@
 //! pure function of (seed, step), the optimiser state is stored exactly, and
 //! libtorch's generator is reseeded from (seed, step) before every update.
 //! On CUDA the session runs under the determinism policy of
-//! src/reproducibility.rs (recorded in its `sessions` entry); with
+//! src/torch/reproducibility.rs (recorded in its `sessions` entry); with
 //! `train.autocast` each step's forward pass and loss run under bf16 autocast.
 
 pub mod config;

@@ -46,7 +46,7 @@ pub fn write(
 
 /// [`write`] with the given durability, also reporting how long it took. The
 /// training loop writes its snapshots with [`Durability::Cache`] and syncs
-/// them in one batch before the checkpoint that relies on them (src/train.rs).
+/// them in one batch before the checkpoint that relies on them (src/train/).
 ///
 /// Written with Parquet's column writers directly, not through Arrow record
 /// batches: the values of a CPU tensor of the file's dtype go from the
