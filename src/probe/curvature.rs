@@ -29,18 +29,16 @@
 //! - The residual ||Hv − λv||/|λ| of the last iterate tells how well the pair
 //!   is resolved (for the other end it is divided by the largest |λ| too).
 
+use super::batch::{Batches, ProbeBatch};
 use crate::config::{Config, CurvatureProbe};
 use crate::data::augment::AugmentAt;
-use crate::data::{sampler, Dataset};
+use crate::data::Dataset;
 use crate::model::{Mode, Model};
 use crate::run::{Manifest, RunDir};
-use crate::store::label::ProbeLabel;
 use crate::store::tables::{self, CurvatureRow};
 use crate::torch::reduce;
-use crate::util::progress::{note, Progress};
-use anyhow::{anyhow, Context, Result};
-use std::time::Instant;
-use tch::{Device, Kind, Tensor};
+use anyhow::{Context, Result};
+use tch::{Kind, Tensor};
 
 /// The Hessian of Σ_j term(j) with respect to `params`, applied to vectors.
 pub struct Hessian<'a> {
@@ -276,185 +274,89 @@ pub fn extremes(
     Extremes { top, other }
 }
 
-/// A stable fingerprint of the settings a curvature part depends on (parts
-/// made with other settings are measured again).
-pub(crate) fn fingerprint(cfg: &Config) -> String {
-    let mut p = cfg.probe.clone();
-    p.steps = None;
-    p.include_final = false;
-    p.full = false; // the curvature of f does not need the landscape's full rows
-    p.reference = crate::config::Reference::Final; // x_p does not enter a Hessian
-    p.cloud = None;
-    format!(
-        "{:016x}",
-        crate::config::fnv1a64(serde_yaml::to_string(&p).unwrap().as_bytes())
-    )
-}
-
-pub struct CurvatureOutcome {
-    pub measured_now: usize,
-    pub seconds_per_snapshot: Option<f64>,
-}
-
-/// The curvature pass of `abcond probe` over the `selected` snapshots of the
-/// run in `dir` (K = `total`), with the resolved settings `cfg`: measures the
-/// snapshots without an up-to-date part and writes their parts (a shard stops
-/// here; [`gather`] writes `curvature.parquet`). Nothing happens (None) unless
-/// `probe.curvature.enabled`.
-pub fn measure(
-    dir: &RunDir,
-    manifest: &Manifest,
+/// The curvature rows of snapshot k, loaded in `model`: the Hessian
+/// extremes of each loss `probe.curvature.probes` names (the `train`
+/// minibatch, the extra minibatches, the full data), in that order.
+pub fn rows(
+    model: &Model,
+    data: &Dataset,
     cfg: &Config,
-    device: Device,
-    selected: &[u64],
-    shard: Option<crate::probe::Shard>,
-    quiet: bool,
-) -> Result<Option<CurvatureOutcome>> {
+    manifest: &Manifest,
+    k: u64,
+    batches: &mut Batches,
+) -> Result<Vec<CurvatureRow>> {
     let p = &cfg.probe;
     let c = &p.curvature;
-    if !c.enabled {
-        return Ok(None);
-    }
-    let total = manifest.training.total_steps;
-    let fp = fingerprint(cfg);
-    let todo: Vec<u64> = selected
-        .iter()
-        .copied()
-        .filter(|&k| {
-            !crate::probe::part_is_current(
-                &dir.curvature_part(k),
-                "abcond.curvature_fingerprint",
-                &fp,
-            )
-        })
-        .collect();
-    let mut seconds_per_snapshot = None;
-    if !todo.is_empty() {
-        let data = Dataset::load(&cfg.data, cfg.model.dtype, device)?;
-        let model = Model::build(&cfg.model, &data, device, cfg.seed)?;
-        let (steps, _) = tables::read_steps(&dir.steps())?;
-        let mode = Mode::Measure(p.batchnorm);
-        let chunk = p.chunk_size as usize;
-        let full: Vec<i64> = match p.full_subset {
-            Some(m) => sampler::full_subset(cfg.seed, data.len, m),
-            None => (0..data.len as i64).collect(),
-        };
-        note(
-            quiet,
-            &format!(
-                "curvature: {} snapshots, Hessian of {} by power iteration (≤ {} products, tol {:e}{})",
-                todo.len(),
-                c.probes
-                    .iter()
-                    .map(|p| p.name())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                c.iterations,
-                c.tol,
-                if c.both_ends { ", both ends" } else { "" }
-            ),
-        );
-        let mut progress = Progress::new("curvature", todo.len() as u64, quiet);
-        let t0 = Instant::now();
-        for (n_done, &k) in todo.iter().enumerate() {
-            crate::probe::load_snapshot(dir, &model, &manifest.run_id, k)
-                .with_context(|| format!("curvature at snapshot step={k}"))?;
-            // (label, probe id for the start vector, indices, listed indices)
-            let mut losses: Vec<(ProbeLabel, u64, Vec<i64>, bool)> = Vec::new();
-            for which in &c.probes {
-                match which {
-                    CurvatureProbe::Train if k < total => {
-                        let idx = steps
-                            .get(k as usize)
-                            .filter(|r| r.step == k as i64)
-                            .and_then(|r| r.batch_indices.clone())
-                            .ok_or_else(|| {
-                                anyhow!(
-                                    "{}: no batch_indices for snapshot step {k}",
-                                    dir.steps().display()
-                                )
-                            })?;
-                        losses.push((ProbeLabel::Train, 0, idx, true));
-                    }
-                    CurvatureProbe::Train => {} // x^K has no step of its own
-                    CurvatureProbe::Extra => {
-                        for j in 0..p.extra_batches {
-                            let idx = sampler::extra_batch(
-                                cfg.seed,
-                                k,
-                                j,
-                                data.len,
-                                cfg.train.batch_size,
-                            );
-                            losses.push((ProbeLabel::Extra(j), 2 + j, idx, true));
-                        }
-                    }
-                    CurvatureProbe::Full => {
-                        losses.push((ProbeLabel::Full, 1, full.clone(), p.full_subset.is_some()))
-                    }
+    let mode = Mode::Measure(p.batchnorm);
+    let chunk = p.chunk_size as usize;
+    let mut losses: Vec<ProbeBatch> = Vec::new();
+    for which in &c.probes {
+        match which {
+            // x^K has no step of its own: no `train` loss there.
+            CurvatureProbe::Train => losses.extend(batches.train(k)?),
+            CurvatureProbe::Extra => {
+                for j in 0..p.extra_batches {
+                    losses.push(batches.extra(k, j));
                 }
             }
-            let mut rows = Vec::new();
-            // As in the probe: the `train` minibatch with step k's augmentation.
-            let step = AugmentAt {
-                seed: cfg.seed,
-                step: k,
-            };
-            for (label, id, idx, listed) in &losses {
-                let at = (*label == ProbeLabel::Train).then_some(step);
-                let h = Hessian::of_loss(&model, &data, idx, chunk, mode, at);
-                let e = extremes(&h, cfg.seed, &[k, *id], c.iterations, c.tol, c.both_ends);
-                let top = e.top.value.abs();
-                let (lambda_max, lambda_min) = e.max_min();
-                rows.push(CurvatureRow {
-                    experiment: manifest.experiment.clone(),
-                    run_id: manifest.run_id.clone(),
-                    seed: cfg.seed as i64,
-                    step: k as i64,
-                    probe: *label,
-                    batch_size: idx.len() as i64,
-                    eigenvalue: e.top.value,
-                    iterations: e.top.iterations as i64,
-                    residual: if top > 0.0 {
-                        e.top.residual_norm / top
-                    } else {
-                        0.0
-                    },
-                    converged: e.top.converged,
-                    lambda_max,
-                    lambda_min,
-                    other_iterations: e.other.as_ref().map(|o| o.iterations as i64),
-                    other_residual: e.other.as_ref().map(|o| o.residual_norm / top),
-                    other_converged: e.other.as_ref().map(|o| o.converged),
-                    hvps: e.hvps() as i64,
-                    batch_indices: listed.then(|| idx.clone()),
-                });
-            }
-            let mut meta = vec![
-                ("abcond.run_id", manifest.run_id.clone()),
-                ("abcond.step", k.to_string()),
-                ("abcond.curvature_fingerprint", fp.clone()),
-            ];
-            meta.extend(shard.map(|s| ("abcond.shard", s.to_string())));
-            tables::write_curvature(&dir.curvature_part(k), &rows, &meta)?;
-            progress.update(n_done as u64 + 1, || format!("step {k}"));
+            CurvatureProbe::Full => losses.push(batches.full().clone()),
         }
-        progress.finish();
-        let s = t0.elapsed().as_secs_f64() / todo.len() as f64;
-        seconds_per_snapshot = Some(s);
-        note(
-            quiet,
-            &format!(
-                "curvature of {} snapshots in {} ({s:.3} s per snapshot)",
-                todo.len(),
-                crate::util::human_duration(t0.elapsed().as_secs_f64()),
-            ),
-        );
     }
-    Ok(Some(CurvatureOutcome {
-        measured_now: todo.len(),
-        seconds_per_snapshot,
-    }))
+    let mut rows = Vec::new();
+    for b in &losses {
+        // As in the landscape pass: the `train` minibatch with step k's augmentation.
+        let h = Hessian::of_loss(model, data, &b.indices, chunk, mode, b.augment);
+        let e = extremes(
+            &h,
+            cfg.seed,
+            &[k, b.curvature_tag()],
+            c.iterations,
+            c.tol,
+            c.both_ends,
+        );
+        let top = e.top.value.abs();
+        let (lambda_max, lambda_min) = e.max_min();
+        rows.push(CurvatureRow {
+            experiment: manifest.experiment.clone(),
+            run_id: manifest.run_id.clone(),
+            seed: cfg.seed as i64,
+            step: k as i64,
+            probe: b.label,
+            batch_size: b.indices.len() as i64,
+            eigenvalue: e.top.value,
+            iterations: e.top.iterations as i64,
+            residual: if top > 0.0 {
+                e.top.residual_norm / top
+            } else {
+                0.0
+            },
+            converged: e.top.converged,
+            lambda_max,
+            lambda_min,
+            other_iterations: e.other.as_ref().map(|o| o.iterations as i64),
+            other_residual: e.other.as_ref().map(|o| o.residual_norm / top),
+            other_converged: e.other.as_ref().map(|o| o.converged),
+            hvps: e.hvps() as i64,
+            batch_indices: b.row_indices(),
+        });
+    }
+    Ok(rows)
+}
+
+/// What the curvature pass says before it starts.
+pub fn describe(cfg: &Config, snapshots: usize) -> String {
+    let c = &cfg.probe.curvature;
+    format!(
+        "curvature: {snapshots} snapshots, Hessian of {} by power iteration (≤ {} products, tol {:e}{})",
+        c.probes
+            .iter()
+            .map(|p| p.name())
+            .collect::<Vec<_>>()
+            .join(", "),
+        c.iterations,
+        c.tol,
+        if c.both_ends { ", both ends" } else { "" }
+    )
 }
 
 /// Gathers the curvature parts of the `selected` snapshots into
@@ -488,6 +390,7 @@ pub fn gather(dir: &RunDir, manifest: &Manifest, cfg: &Config, selected: &[u64])
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tch::Device;
 
     /// Q diag(eigs) Qᵀ with Q a Householder reflection (dense, symmetric).
     fn symmetric(eigs: &[f64]) -> Tensor {

@@ -4,7 +4,7 @@
 //! condition is checked on a region. Both need a model that knows S
 //! (src/model/known); the config refuses them for other models.
 
-use super::{loss_only, measure, Measurement};
+use super::measure::{loss_only, measure, Measurement};
 use crate::config::{CloudConfig, Config, Reference};
 use crate::data::Dataset;
 use crate::model::{Mode, Model};
@@ -107,7 +107,7 @@ pub fn probe_cloud(
     manifest: &mut Manifest,
     cfg: &Config,
     quiet: bool,
-) -> Result<super::ProbeOutcome> {
+) -> Result<super::plan::ProbeOutcome> {
     let p = &cfg.probe;
     let cloud = p.cloud.as_ref().expect("cloud settings");
     let device = crate::torch::device::select(&cfg.device)?;
@@ -232,7 +232,7 @@ pub fn probe_cloud(
         timing: None,
     });
     dir.write_manifest(manifest)?;
-    Ok(super::ProbeOutcome {
+    Ok(super::plan::ProbeOutcome {
         rows,
         probed_now: points.len(),
         seconds_per_snapshot: None,

@@ -259,6 +259,15 @@ impl RunDir {
     pub fn snapshot(&self, step: u64) -> PathBuf {
         self.snapshot_dir(step).join("part-0.parquet")
     }
+    /// Loads the iterate x^k of this run into `model`, streaming (see
+    /// [`crate::model::Model::load_from`]), after checking that the file is
+    /// the iterate of step k of run `run_id`.
+    pub fn load_iterate(&self, model: &crate::model::Model, run_id: &str, k: u64) -> Result<()> {
+        let path = self.snapshot(k);
+        let reader = crate::store::tensors::TensorReader::open(&path)?;
+        reader.check_identity("iterate", run_id, Some(k))?;
+        model.load_from(&reader, &path.display().to_string())
+    }
     pub fn state_dir(&self) -> PathBuf {
         self.root.join("state")
     }

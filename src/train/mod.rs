@@ -497,7 +497,7 @@ fn run_loop(
                 )
             })?;
         if ck.meta.get("abcond.iterate").map(String::as_str) == Some("snapshot") {
-            crate::probe::load_snapshot(dir, model, &manifest.run_id, step)?;
+            dir.load_iterate(model, &manifest.run_id, step)?;
         } else {
             model.load(&ck, &ck_path.display().to_string())?;
         }
