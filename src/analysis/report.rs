@@ -2,7 +2,7 @@
 //! next to the pictures they come from, readable on GitHub.
 
 use super::plots::{self, num, Heatmap, Lines};
-use super::{aggregate, suffix, Analysis, GroupResult};
+use super::result::{aggregate, suffix, Analysis, GroupResult};
 use anyhow::Result;
 use std::fmt::Write as _;
 use std::path::PathBuf;
