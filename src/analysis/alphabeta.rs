@@ -111,17 +111,46 @@ pub fn sigma_int2(run: &RunData, f_star: FStar) -> Option<(f64, f64, bool)> {
 pub struct AbResult {
     pub rows: Vec<AbRow>,
     pub region: Region,
-    /// Smallest alpha for which some beta works, and beta's range there.
-    pub min_alpha: Option<(f64, f64, f64)>,
-    /// Smallest alpha with beta = alpha − 1 and the binding row (index into
-    /// `rows`); None when no such alpha exists (or margin > 1).
-    pub gap_one: Option<(f64, Option<usize>)>,
+    pub min_alpha: Option<SmallestAlpha>,
+    /// None when no alpha works with beta = alpha − 1 (or margin > 1).
+    pub gap_one: Option<GapOne>,
     pub best: Option<BestRatio>,
-    /// Empty region: the pair where the worst row is least violated, and the
-    /// slack there (negative).
-    pub least_violation: Option<(f64, f64, f64)>,
-    /// Empty region: the rows most violated at that pair (index, slack), worst first.
-    pub most_violating: Vec<(usize, f64)>,
+    /// Empty region only.
+    pub least_violation: Option<LeastViolation>,
+    /// Empty region: the rows most violated at the least-violation pair, worst first.
+    pub most_violating: Vec<Violation>,
+}
+
+/// The smallest alpha for which some beta works, and beta's range there.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SmallestAlpha {
+    pub alpha: f64,
+    pub beta_min: f64,
+    pub beta_max: f64,
+}
+
+/// The smallest alpha with beta = alpha − 1, and the row that binds there.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GapOne {
+    pub alpha: f64,
+    /// Index into [`AbResult::rows`].
+    pub binding: Option<usize>,
+}
+
+/// Empty region: the pair where the worst row is least violated, and the
+/// slack of that row there (negative).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LeastViolation {
+    pub alpha: f64,
+    pub beta: f64,
+    pub slack: f64,
+}
+
+/// A constraint row (index into [`AbResult::rows`]) and its slack.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Violation {
+    pub row: usize,
+    pub slack: f64,
 }
 
 pub fn analyse(rows: Vec<AbRow>, margin: f64) -> AbResult {
@@ -129,26 +158,40 @@ pub fn analyse(rows: Vec<AbRow>, margin: f64) -> AbResult {
     let region = region::intersect(margin, &hp);
     let abc: Vec<(f64, f64, f64)> = rows.iter().map(|r| (r.a, r.b, r.c)).collect();
     let gap_one = if margin <= 1.0 {
-        region::smallest_on_gap_line(&abc, 1.0)
+        region::smallest_on_gap_line(&abc, 1.0).map(|(alpha, binding)| GapOne { alpha, binding })
     } else {
         None
     };
     let (least_violation, most_violating) = if region.is_empty() {
         let (a, b, t) = region::least_violation(margin, &hp);
-        let mut worst: Vec<(usize, f64)> = rows
+        let mut worst: Vec<Violation> = rows
             .iter()
             .enumerate()
-            .map(|(i, r)| (i, r.slack(a, b)))
-            .filter(|(_, s)| *s < 0.0)
+            .map(|(row, r)| Violation {
+                row,
+                slack: r.slack(a, b),
+            })
+            .filter(|v| v.slack < 0.0)
             .collect();
-        worst.sort_by(|x, y| x.1.total_cmp(&y.1));
+        worst.sort_by(|x, y| x.slack.total_cmp(&y.slack));
         worst.truncate(5);
-        (Some((a, b, -t)), worst)
+        let least = LeastViolation {
+            alpha: a,
+            beta: b,
+            slack: -t,
+        };
+        (Some(least), worst)
     } else {
         (None, Vec::new())
     };
     AbResult {
-        min_alpha: region.min_alpha(),
+        min_alpha: region
+            .min_alpha()
+            .map(|(alpha, beta_min, beta_max)| SmallestAlpha {
+                alpha,
+                beta_min,
+                beta_max,
+            }),
         best: region.best_ratio(),
         gap_one,
         least_violation,
@@ -164,16 +207,16 @@ pub fn analyse(rows: Vec<AbRow>, margin: f64) -> AbResult {
 /// to 10× those), or around the least-violation pair of an empty region.
 pub fn frame(r: &AbResult, s: &AnalysisConfig) -> (f64, f64, f64, f64) {
     let mut marks: Vec<f64> = Vec::new();
-    if let Some((a, _, _)) = r.min_alpha {
-        marks.push(a);
+    if let Some(m) = r.min_alpha {
+        marks.push(m.alpha);
     }
-    if let Some((a, _)) = r.gap_one {
+    if let Some(GapOne { alpha: a, .. }) = r.gap_one {
         marks.push(a);
     }
     if let Some(b) = &r.best {
         marks.push(b.alpha);
     }
-    if let Some((a, _, _)) = r.least_violation {
+    if let Some(LeastViolation { alpha: a, .. }) = r.least_violation {
         marks.push(a);
     }
     let base = marks.iter().cloned().fold(0.0f64, f64::max);

@@ -19,7 +19,7 @@ pub mod tables;
 pub mod terminal;
 
 use crate::config::AnalysisConfig;
-pub use result::{aggregate, Analysis, GroupResult};
+pub use result::{aggregate, Analysis, GroupResult, RunCurves, RunSigma};
 pub use summary::{BOUND_TEXT, SUMMARY_FORMAT};
 pub use terminal::render;
 
@@ -85,11 +85,18 @@ fn analyse_group(runs: &[RunData], group: Group, s: &AnalysisConfig) -> GroupRes
     let ab = alphabeta::analyse(rows, s.margin);
     let frame = alphabeta::frame(&ab, s);
     let cells = alphabeta::grid(&ab.rows, frame, s.grid.points as usize, s.margin);
-    let sigma: Vec<(usize, f64, f64, bool)> = group
+    let sigma: Vec<RunSigma> = group
         .runs
         .iter()
-        .filter_map(|&ri| {
-            alphabeta::sigma_int2(&runs[ri], s.f_star).map(|(v, f, full)| (ri, v, f, full))
+        .filter_map(|&run| {
+            alphabeta::sigma_int2(&runs[run], s.f_star).map(|(sigma_int2, f_ref, from_full)| {
+                RunSigma {
+                    run,
+                    sigma_int2,
+                    f_ref,
+                    from_full,
+                }
+            })
         })
         .collect();
     let conditions = group
@@ -102,11 +109,19 @@ fn analyse_group(runs: &[RunData], group: Group, s: &AnalysisConfig) -> GroupRes
             }
             let pl = conditions::pl_rows(&aiming, &s.pl_deltas);
             let c = conditions::constants(&aiming, &pl, &s.pl_deltas);
-            Some((ri, aiming, pl, c))
+            Some(RunCurves {
+                run: ri,
+                aiming,
+                pl,
+                constants: c,
+            })
         })
         .collect();
     let curvature = bound::curvature(runs, &group.runs, s.train_only);
-    let sig: Vec<(usize, f64, f64)> = sigma.iter().map(|s| (s.0, s.1, s.2)).collect();
+    let sig: Vec<(usize, f64, f64)> = sigma
+        .iter()
+        .map(|s| (s.run, s.sigma_int2, s.f_ref))
+        .collect();
     let group_sigma2 =
         (!sig.is_empty()).then(|| sig.iter().map(|s| s.1).sum::<f64>() / sig.len() as f64);
     let (bound, run_bounds) = bound::for_group(
@@ -227,7 +242,13 @@ fn write_outputs(a: &mut Analysis) -> Result<()> {
     let mut am = AimCols::default();
     let mut pl = PlCols::default();
     for g in &a.groups {
-        for (ri, rows, plrows, _) in &g.conditions {
+        for RunCurves {
+            run: ri,
+            aiming: rows,
+            pl: plrows,
+            ..
+        } in &g.conditions
+        {
             let run = &a.runs[*ri];
             for r in rows {
                 am.group.push(g.group.label.clone());
@@ -377,14 +398,17 @@ fn trends_table(a: &Analysis) -> Columns {
     c.i64("runs", gs.iter().map(|g| g.group.runs.len() as i64))
         .i64("rows", gs.iter().map(|g| g.ab.rows.len() as i64))
         .utf8("region", gs.iter().map(|g| g.ab.region.kind()))
-        .f64_opt("alpha_min", gs.iter().map(|g| g.ab.min_alpha.map(|m| m.0)))
+        .f64_opt(
+            "alpha_min",
+            gs.iter().map(|g| g.ab.min_alpha.map(|m| m.alpha)),
+        )
         .f64_opt(
             "beta_at_alpha_min",
-            gs.iter().map(|g| g.ab.min_alpha.map(|m| m.1)),
+            gs.iter().map(|g| g.ab.min_alpha.map(|m| m.beta_min)),
         )
         .f64_opt(
             "alpha_beta_minus_one",
-            gs.iter().map(|g| g.ab.gap_one.map(|m| m.0)),
+            gs.iter().map(|g| g.ab.gap_one.map(|m| m.alpha)),
         )
         .f64_opt("alpha", gs.iter().map(|g| best(g).map(|b| b.alpha)))
         .f64_opt("beta", gs.iter().map(|g| best(g).map(|b| b.beta)))

@@ -4,6 +4,7 @@
 //! Aiming angle, the training loss, and sweep trends.
 
 use super::alphabeta::{AbResult, Cell};
+use super::alphabeta::{GapOne, LeastViolation, SmallestAlpha};
 use super::conditions::{AimingRow, PlRow};
 use anyhow::{anyhow, Result};
 use plotters::coord::Shift;
@@ -239,7 +240,12 @@ impl Figure for Heatmap<'_> {
                 .legend(|(x, y)| PathElement::new([(x, y), (x + 18, y)], BLACK.stroke_width(3)));
         }
         let inside = |a: f64, b: f64| a >= a0 && a <= a1 && b >= b0 && b <= b1;
-        if let Some((a, blo, _)) = self.ab.min_alpha {
+        if let Some(SmallestAlpha {
+            alpha: a,
+            beta_min: blo,
+            ..
+        }) = self.ab.min_alpha
+        {
             if inside(a, blo) {
                 chart
                     .draw_series(std::iter::once(Circle::new(
@@ -252,7 +258,7 @@ impl Figure for Heatmap<'_> {
                     .legend(|(x, y)| Circle::new((x + 9, y), 6, SERIES[4].filled()));
             }
         }
-        if let Some((a, _)) = self.ab.gap_one {
+        if let Some(GapOne { alpha: a, .. }) = self.ab.gap_one {
             if inside(a, a - 1.0) {
                 chart
                     .draw_series(std::iter::once(TriangleMarker::new(
@@ -282,7 +288,12 @@ impl Figure for Heatmap<'_> {
                     .legend(|(x, y)| Cross::new((x + 9, y), 6, BLACK.stroke_width(2)));
             }
         }
-        if let Some((a, b, t)) = self.ab.least_violation {
+        if let Some(LeastViolation {
+            alpha: a,
+            beta: b,
+            slack: t,
+        }) = self.ab.least_violation
+        {
             if inside(a, b) {
                 chart
                     .draw_series(std::iter::once(Cross::new((a, b), 8, RED.stroke_width(3))))

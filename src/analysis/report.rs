@@ -1,6 +1,7 @@
 //! `analysis/report.md` and its figures: the summary numbers of every group
 //! next to the pictures they come from, readable on GitHub.
 
+use super::alphabeta::{LeastViolation, SmallestAlpha};
 use super::plots::{self, num, Heatmap, Lines};
 use super::result::{aggregate, suffix, Analysis, GroupResult};
 use anyhow::Result;
@@ -45,7 +46,7 @@ fn loss_figure(a: &Analysis, g: &GroupResult) -> Lines {
             };
             series.push((format!("{what}{tag}"), loss_curve(&run.steps), false));
         }
-        if let Some((_, rows, _, _)) = g.conditions.iter().find(|c| c.0 == ri) {
+        if let Some(rows) = g.conditions.iter().find(|c| c.run == ri).map(|c| &c.aiming) {
             series.push((
                 format!("full loss f(x^k){tag}"),
                 rows.iter().map(|r| (r.step as f64, r.loss)).collect(),
@@ -103,12 +104,12 @@ fn trends_figure(a: &Analysis) -> Lines {
         series: vec![
             (
                 "smallest alpha".into(),
-                collect(&|g| g.ab.min_alpha.map(|m| m.0)),
+                collect(&|g| g.ab.min_alpha.map(|m| m.alpha)),
                 true,
             ),
             (
                 "alpha with beta = alpha − 1".into(),
-                collect(&|g| g.ab.gap_one.map(|m| m.0)),
+                collect(&|g| g.ab.gap_one.map(|m| m.alpha)),
                 true,
             ),
             (
@@ -176,8 +177,8 @@ pub fn figures_and_report(a: &Analysis) -> Result<Vec<PathBuf>> {
                 g.group.label,
                 g.group.runs.len(),
                 g.ab.region.kind(),
-                g.ab.min_alpha.map_or("–".into(), |m| num(m.0)),
-                g.ab.gap_one.map_or("–".into(), |m| num(m.0)),
+                g.ab.min_alpha.map_or("–".into(), |m| num(m.alpha)),
+                g.ab.gap_one.map_or("–".into(), |m| num(m.alpha)),
                 best.map_or("–".into(), |b| format!(
                     "({}, {})",
                     num(b.alpha),
@@ -212,7 +213,12 @@ pub fn figures_and_report(a: &Analysis) -> Result<Vec<PathBuf>> {
             ab.region.kind(),
             ab.region.vertices.len()
         );
-        if let Some((al, lo, hi)) = ab.min_alpha {
+        if let Some(SmallestAlpha {
+            alpha: al,
+            beta_min: lo,
+            beta_max: hi,
+        }) = ab.min_alpha
+        {
             let _ = writeln!(
                 md,
                 "| smallest alpha with some beta | {} (beta ∈ [{}, {}]) |",
@@ -224,7 +230,7 @@ pub fn figures_and_report(a: &Analysis) -> Result<Vec<PathBuf>> {
         let _ = writeln!(
             md,
             "| smallest alpha with beta = alpha − 1 | {} |",
-            ab.gap_one.map_or("none".into(), |g| num(g.0))
+            ab.gap_one.map_or("none".into(), |g| num(g.alpha))
         );
         if let Some(b) = &ab.best {
             let _ = writeln!(
@@ -240,7 +246,12 @@ pub fn figures_and_report(a: &Analysis) -> Result<Vec<PathBuf>> {
                 }
             );
         }
-        if let Some((al, be, t)) = ab.least_violation {
+        if let Some(LeastViolation {
+            alpha: al,
+            beta: be,
+            slack: t,
+        }) = ab.least_violation
+        {
             let _ = writeln!(
                 md,
                 "| empty region: least worst slack | {} at (alpha, beta) = ({}, {}) |",
@@ -361,7 +372,7 @@ pub fn figures_and_report(a: &Analysis) -> Result<Vec<PathBuf>> {
             let pl_runs: Vec<(String, Vec<_>)> = g
                 .conditions
                 .iter()
-                .map(|(ri, _, pl, _)| (a.runs[*ri].run_id.clone(), pl.clone()))
+                .map(|c| (a.runs[c.run].run_id.clone(), c.pl.clone()))
                 .collect();
             let stem = format!("pl{sfx}");
             written.extend(plots::save(
@@ -373,7 +384,7 @@ pub fn figures_and_report(a: &Analysis) -> Result<Vec<PathBuf>> {
             let aim_runs: Vec<(String, Vec<_>)> = g
                 .conditions
                 .iter()
-                .map(|(ri, rows, _, _)| (a.runs[*ri].run_id.clone(), rows.clone()))
+                .map(|c| (a.runs[c.run].run_id.clone(), c.aiming.clone()))
                 .collect();
             let stem = format!("aiming{sfx}");
             written.extend(plots::save(

@@ -16,9 +16,9 @@ pub struct GroupResult {
     pub frame: (f64, f64, f64, f64),
     pub cells: Vec<Cell>,
     /// Per run of the group: (run index, sigma_int², f(x^K), from full data).
-    pub sigma: Vec<(usize, f64, f64, bool)>,
+    pub sigma: Vec<RunSigma>,
     /// Per run with full-data rows: (run index, Aiming rows, PL rows, constants).
-    pub conditions: Vec<(usize, Vec<AimingRow>, Vec<PlRow>, RunConditions)>,
+    pub conditions: Vec<RunCurves>,
     /// L from the Hessian eigenvalues of the group's runs.
     pub curvature: bound::Curvature,
     /// Theorem 1 for the group and per run.
@@ -26,11 +26,30 @@ pub struct GroupResult {
     pub run_bounds: Vec<(usize, bound::SgdBound)>,
 }
 
+/// sigma_int² of one run (`run`: index into [`Analysis::runs`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RunSigma {
+    pub run: usize,
+    pub sigma_int2: f64,
+    /// f(x^K), the f* estimate.
+    pub f_ref: f64,
+    /// Whether f(x^K) came from full-data rows (else the mean minibatch loss at x^K).
+    pub from_full: bool,
+}
+
+/// The full-data curves of one run and the constants read off them.
+pub struct RunCurves {
+    pub run: usize,
+    pub aiming: Vec<AimingRow>,
+    pub pl: Vec<PlRow>,
+    pub constants: RunConditions,
+}
+
 impl GroupResult {
     /// Mean sigma_int² over the group's runs.
     pub fn sigma_int2(&self) -> Option<f64> {
         (!self.sigma.is_empty())
-            .then(|| self.sigma.iter().map(|s| s.1).sum::<f64>() / self.sigma.len() as f64)
+            .then(|| self.sigma.iter().map(|s| s.sigma_int2).sum::<f64>() / self.sigma.len() as f64)
     }
 
     /// (beta·sigma_int², 2·beta·sigma_int²/(alpha − beta)) at the best-ratio pair.
@@ -73,7 +92,7 @@ pub fn origin_text(r: &LandscapeRow) -> String {
 /// The conditions of a group: the minimum (worst case) over its runs, as for
 /// the alpha-beta condition.
 pub fn aggregate(g: &GroupResult) -> Option<RunConditions> {
-    let all: Vec<&RunConditions> = g.conditions.iter().map(|c| &c.3).collect();
+    let all: Vec<&RunConditions> = g.conditions.iter().map(|c| &c.constants).collect();
     let first = *all.first()?;
     let mut c = RunConditions {
         steps: all.iter().map(|c| c.steps).sum(),

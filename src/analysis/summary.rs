@@ -1,6 +1,7 @@
 //! summary.yaml: the analysis's numbers for scripts (landmarks, constants,
 //! the SGD bound), per group and per run.
 
+use super::alphabeta::{GapOne, LeastViolation};
 use super::result::{aggregate, origin, Analysis};
 use super::{bound, conditions::RunConditions};
 use crate::store::tables::LandscapeRow;
@@ -170,7 +171,8 @@ pub fn summary_yaml(a: &Analysis) -> Value {
             ];
             abv.push((
                 "smallest_alpha",
-                ab.min_alpha.map_or(Value::Null, |(al, lo, hi)| {
+                ab.min_alpha.map_or(Value::Null, |m| {
+                    let (al, lo, hi) = (m.alpha, m.beta_min, m.beta_max);
                     map(vec![
                         ("alpha", f(al)),
                         ("beta_min", f(lo)),
@@ -180,13 +182,19 @@ pub fn summary_yaml(a: &Analysis) -> Value {
             ));
             abv.push((
                 "beta_alpha_minus_one",
-                ab.gap_one.map_or(Value::Null, |(al, bind)| {
-                    let mut e = vec![("alpha", f(al)), ("beta", f(al - 1.0))];
-                    if let Some(i) = bind {
-                        e.push(("binding", map(origin_yaml(origin(a, g, i)))));
-                    }
-                    map(e)
-                }),
+                ab.gap_one.map_or(
+                    Value::Null,
+                    |GapOne {
+                         alpha: al,
+                         binding: bind,
+                     }| {
+                        let mut e = vec![("alpha", f(al)), ("beta", f(al - 1.0))];
+                        if let Some(i) = bind {
+                            e.push(("binding", map(origin_yaml(origin(a, g, i)))));
+                        }
+                        map(e)
+                    },
+                ),
             ));
             abv.push((
                 "best_ratio",
@@ -200,7 +208,12 @@ pub fn summary_yaml(a: &Analysis) -> Value {
                     ])
                 }),
             ));
-            if let Some((al, be, t)) = ab.least_violation {
+            if let Some(LeastViolation {
+                alpha: al,
+                beta: be,
+                slack: t,
+            }) = ab.least_violation
+            {
                 abv.push((
                     "least_violation",
                     map(vec![("alpha", f(al)), ("beta", f(be)), ("min_slack", f(t))]),
@@ -210,9 +223,9 @@ pub fn summary_yaml(a: &Analysis) -> Value {
                     Value::Sequence(
                         ab.most_violating
                             .iter()
-                            .map(|(i, sl)| {
-                                let mut e = origin_yaml(origin(a, g, *i));
-                                e.push(("slack", f(*sl)));
+                            .map(|v| {
+                                let mut e = origin_yaml(origin(a, g, v.row));
+                                e.push(("slack", f(v.slack)));
                                 map(e)
                             })
                             .collect(),
@@ -228,14 +241,14 @@ pub fn summary_yaml(a: &Analysis) -> Value {
                     Value::Sequence(
                         g.sigma
                             .iter()
-                            .map(|(ri, v, fk, full)| {
+                            .map(|s| {
                                 map(vec![
-                                    ("run_id", Value::from(a.runs[*ri].run_id.clone())),
-                                    ("sigma_int2", f(*v)),
-                                    ("f_ref", f(*fk)),
+                                    ("run_id", Value::from(a.runs[s.run].run_id.clone())),
+                                    ("sigma_int2", f(s.sigma_int2)),
+                                    ("f_ref", f(s.f_ref)),
                                     (
                                         "f_ref_from",
-                                        Value::from(if *full {
+                                        Value::from(if s.from_full {
                                             "full-data probe"
                                         } else {
                                             "mean minibatch loss at x^K"
@@ -250,9 +263,9 @@ pub fn summary_yaml(a: &Analysis) -> Value {
             let per_run: Vec<Value> = g
                 .conditions
                 .iter()
-                .map(|(ri, _, _, c)| {
-                    let mut e = vec![("run_id", Value::from(a.runs[*ri].run_id.clone()))];
-                    e.extend(conditions_yaml(c));
+                .map(|c| {
+                    let mut e = vec![("run_id", Value::from(a.runs[c.run].run_id.clone()))];
+                    e.extend(conditions_yaml(&c.constants));
                     map(e)
                 })
                 .collect();

@@ -1,5 +1,6 @@
 //! The summary abcond prints after an analysis.
 
+use super::alphabeta::{GapOne, LeastViolation, SmallestAlpha, Violation};
 use super::result::{aggregate, origin, origin_text, Analysis, GroupResult};
 use super::{bound, plots};
 
@@ -81,7 +82,12 @@ pub fn render(a: &Analysis) -> String {
             ab.rows.len(),
             ab.region.kind()
         ));
-        if let Some((al, lo, hi)) = ab.min_alpha {
+        if let Some(SmallestAlpha {
+            alpha: al,
+            beta_min: lo,
+            beta_max: hi,
+        }) = ab.min_alpha
+        {
             out.push_str(&format!(
                 "  smallest alpha: {} (beta in [{}, {}])\n",
                 fmt(al),
@@ -90,7 +96,10 @@ pub fn render(a: &Analysis) -> String {
             ));
         }
         match ab.gap_one {
-            Some((al, bind)) => {
+            Some(GapOne {
+                alpha: al,
+                binding: bind,
+            }) => {
                 let b = bind.map(|i| format!(" (binding: {})", origin_text(origin(a, g, i))));
                 out.push_str(&format!(
                     "  beta = alpha − 1: smallest alpha {}{}\n",
@@ -118,14 +127,19 @@ pub fn render(a: &Analysis) -> String {
                 }
             ));
         }
-        if let Some((al, be, t)) = ab.least_violation {
+        if let Some(LeastViolation {
+            alpha: al,
+            beta: be,
+            slack: t,
+        }) = ab.least_violation
+        {
             out.push_str(&format!(
                 "  no (alpha, beta) works; least worst slack {} at ({}, {}); most violating rows:\n",
                 fmt(t),
                 fmt(al),
                 fmt(be)
             ));
-            for (i, sl) in &ab.most_violating {
+            for Violation { row: i, slack: sl } in &ab.most_violating {
                 out.push_str(&format!(
                     "    {}: T = {}\n",
                     origin_text(origin(a, g, *i)),
