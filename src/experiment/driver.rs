@@ -1,8 +1,9 @@
 //! Running experiments: one run through its stages (train, probe, analyse),
 //! and a sweep's tasks in turn (`--all`), with what each prints.
 
-use crate::experiment::sweep::{self, Sweep, Task};
+use crate::experiment::sweep::{self, Sweep, Task, TaskStatus};
 use crate::run::RunDir;
+use crate::run::Status;
 use std::path::PathBuf;
 
 /// What `train` and `run` do to one run.
@@ -79,13 +80,16 @@ impl Driver {
         for t in &sweep.tasks {
             let s = sweep::state(t, &self.out);
             let done = match stage {
-                Stage::Train => s.status == "diverged" || (s.status == "completed" && s.recorded),
+                Stage::Train => {
+                    s.status == TaskStatus::Run(Status::Diverged)
+                        || (s.status == TaskStatus::Run(Status::Completed) && s.recorded)
+                }
                 Stage::Run { .. } => s.done(),
             };
             let what = format!("task {} ({}, run {})", t.index, t.label(), t.run_id());
             if done {
                 skipped += 1;
-                if s.status == "diverged" {
+                if s.status == TaskStatus::Run(Status::Diverged) {
                     diverged.push(what.clone());
                 }
                 note(
@@ -122,7 +126,7 @@ impl Driver {
         // then tells that, not a failed analysis.
         let probed = sweep.tasks.iter().any(|t| {
             let s = sweep::state(t, &self.out);
-            s.status == "completed" && s.probed
+            s.status == TaskStatus::Run(Status::Completed) && s.probed
         });
         if matches!(stage, Stage::Run { .. }) && probed {
             let exp = sweep.experiment_dir(&self.out);

@@ -276,11 +276,35 @@ fn normalise(values: Vec<Value>) -> Vec<Value> {
     }
 }
 
+/// Where a task's run stands: not started, run.yaml unreadable, or run.yaml's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskStatus {
+    NotStarted,
+    Unreadable,
+    Run(Status),
+}
+
+impl TaskStatus {
+    /// As `--list` and runs.parquet's `status` column show it.
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskStatus::NotStarted => "not-started",
+            TaskStatus::Unreadable => "unreadable",
+            TaskStatus::Run(s) => s.name(),
+        }
+    }
+}
+
+impl std::fmt::Display for TaskStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// A task's state on disk.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskState {
-    /// not-started, running, completed, failed, diverged (run.yaml's status).
-    pub status: String,
+    pub status: TaskStatus,
     /// landscape.parquet written by a completed probe.
     pub probed: bool,
     /// run.yaml records this task's sweep values.
@@ -291,7 +315,8 @@ impl TaskState {
     /// Nothing left to do for `--all`: probed with the sweep values recorded,
     /// or diverged (training is deterministic and would diverge again).
     pub fn done(&self) -> bool {
-        (self.status == "completed" && self.probed && self.recorded) || self.status == "diverged"
+        (self.status == TaskStatus::Run(Status::Completed) && self.probed && self.recorded)
+            || self.status == TaskStatus::Run(Status::Diverged)
     }
 }
 
@@ -299,20 +324,22 @@ pub fn state(task: &Task, out: &Path) -> TaskState {
     let dir = task.dir(out);
     match dir.read_manifest() {
         Err(_) if !dir.exists() => TaskState {
-            status: "not-started".into(),
+            status: TaskStatus::NotStarted,
             probed: false,
             recorded: false,
         },
         Err(_) => TaskState {
-            status: "unreadable".into(),
+            status: TaskStatus::Unreadable,
             probed: false,
             recorded: false,
         },
         Ok(m) => TaskState {
-            status: m.status.name().to_string(),
+            status: TaskStatus::Run(m.status),
             probed: m.status == Status::Completed
                 && dir.landscape().is_file()
-                && m.probe.as_ref().is_some_and(|p| p.status == "completed"),
+                && m.probe
+                    .as_ref()
+                    .is_some_and(|p| p.status == Status::Completed),
             recorded: m.sweep.as_ref() == Some(&task.record()),
         },
     }
@@ -345,7 +372,7 @@ pub fn list(sweep: &Sweep, out: &Path) -> String {
         let s = state(t, out);
         let mut r = vec![t.index.to_string(), t.run_id()];
         r.extend(t.values.iter().map(|(_, v)| show(v)));
-        r.push(s.status);
+        r.push(s.status.name().to_string());
         r.push(if s.probed { "yes" } else { "no" }.to_string());
         rows.push(r);
     }
@@ -407,7 +434,7 @@ pub fn write_runs_table(sweep: &Sweep, out: &Path) -> Result<PathBuf> {
         false,
     ));
     arrays.push(Arc::new(StringArray::from_iter_values(
-        states.iter().map(|s| s.status.clone()),
+        states.iter().map(|s| s.status.name().to_string()),
     )));
     fields.push(Field::new(
         "probed",

@@ -219,7 +219,7 @@ pub fn probe_cloud(
     tables::write_landscape_swept(&dir.landscape(), &rows, &meta, &swept, &types)
         .with_context(|| format!("writing {}", dir.landscape().display()))?;
     manifest.probe = Some(ProbeInfo {
-        status: "completed".into(),
+        status: crate::run::Status::Completed,
         started,
         ended: Some(crate::util::now_rfc3339()),
         device: crate::torch::device::name(device),

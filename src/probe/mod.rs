@@ -150,7 +150,7 @@ pub fn probe(
         curvature::gather(dir, &manifest, &cfg, &plan.selected)?;
     }
     manifest.probe = Some(ProbeInfo {
-        status: "completed".into(),
+        status: Status::Completed,
         started,
         ended: Some(crate::util::now_rfc3339()),
         device: crate::torch::device::name(device),

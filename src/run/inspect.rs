@@ -195,7 +195,7 @@ pub fn render(dir: &RunDir) -> Result<String> {
             sess.start_step,
             sess.started,
             sess.ended.as_deref().unwrap_or("?"),
-            sess.outcome.as_deref().unwrap_or("no end recorded")
+            sess.outcome.map_or("no end recorded", |s| s.name())
         )?;
         if let Some(t) = &sess.timing {
             writeln!(

@@ -80,7 +80,7 @@ pub struct Session {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_step: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outcome: Option<String>,
+    pub outcome: Option<Status>,
     /// The determinism, TF32 and autocast settings of this session's training
     /// steps as libtorch reported them (src/torch/reproducibility.rs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -179,7 +179,7 @@ pub struct TrainingInfo {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProbeInfo {
-    pub status: String,
+    pub status: Status,
     pub started: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended: Option<String>,
@@ -420,7 +420,7 @@ pub fn swept_values(m: &Manifest) -> Vec<(String, Value)> {
 
 #[cfg(test)]
 mod tests {
-    use super::median;
+    use super::{median, Session, Status};
 
     #[test]
     fn median_of_odd_even_and_empty() {
@@ -428,5 +428,24 @@ mod tests {
         assert_eq!(median(&mut [4.0, 1.0, 3.0, 100.0]), Some(3.5));
         assert_eq!(median(&mut [0.5]), Some(0.5));
         assert_eq!(median(&mut []), None);
+    }
+
+    /// Session outcomes and probe statuses were strings in run.yaml; the
+    /// enum reads and writes the same words.
+    #[test]
+    fn statuses_read_and_write_the_words_of_run_yaml() {
+        let mut s = Session::begin("abcond train x.yaml", "cpu", 0);
+        for (word, status) in [
+            ("completed", Status::Completed),
+            ("diverged", Status::Diverged),
+            ("failed", Status::Failed),
+        ] {
+            s.outcome = Some(status);
+            let text = serde_yaml::to_string(&s).unwrap();
+            assert!(text.contains(&format!("outcome: {word}")), "{text}");
+            let back: Session = serde_yaml::from_str(&text).unwrap();
+            assert_eq!(back.outcome, Some(status));
+        }
+        assert!(serde_yaml::from_str::<Status>("finished").is_err());
     }
 }

@@ -435,7 +435,7 @@ pub fn train(
     match &result {
         Ok(()) => {
             manifest.status = Status::Completed;
-            session.outcome = Some("completed".into());
+            session.outcome = Some(Status::Completed);
         }
         Err(e) => {
             let diverged = e.downcast_ref::<Diverged>().is_some();
@@ -445,7 +445,7 @@ pub fn train(
                 Status::Failed
             };
             manifest.message = Some(format!("{e:#}"));
-            session.outcome = Some(manifest.status.name().into());
+            session.outcome = Some(manifest.status);
         }
     }
     dir.write_manifest(&manifest)?;
