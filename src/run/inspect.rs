@@ -52,7 +52,7 @@ pub fn render(dir: &RunDir) -> Result<String> {
     )?;
     let last = m.sessions.last();
     let stale = m.status == crate::run::Status::Running
-        && last.is_some_and(|l| l.ended.is_none() && crate::train::session_alive(l) == Some(false));
+        && last.is_some_and(|l| l.ended.is_none() && crate::run::session_alive(l) == Some(false));
     if stale {
         writeln!(
             s,

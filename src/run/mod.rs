@@ -165,6 +165,19 @@ impl Session {
     }
 }
 
+/// Whether the process of a session is alive: Some(bool) on the same host,
+/// None when the session ran on another host (it cannot be checked from here).
+pub fn session_alive(s: &Session) -> Option<bool> {
+    (s.host == crate::util::hostname()).then(|| Path::new(&format!("/proc/{}", s.pid)).exists())
+}
+
+/// The session of another live process on this host that is writing this run.
+pub fn live_writer(m: &Manifest) -> Option<&Session> {
+    let s = m.sessions.last()?;
+    let writing = m.status == Status::Running && s.ended.is_none() && s.pid != std::process::id();
+    (writing && session_alive(s) == Some(true)).then_some(s)
+}
+
 /// Facts about training derived from config and data.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct TrainingInfo {
