@@ -3,8 +3,11 @@
 3 × model size + one minibatch of activations, and against the same probe pass
 written in PyTorch (docs/benchmarks-storage.md).
 
-    python3 bench/memory.py --bin target/release/abcond --model 10m,100m,130m
-    python3 bench/memory.py --bin "$ABCOND_BIN" --model 130m --device cuda   # GPU check
+    PYTHONPATH=tests python3 bench/memory.py --bin target/release/abcond --model 10m,100m,130m
+    PYTHONPATH=tests python3 bench/memory.py --bin "$ABCOND_BIN" --model 130m --device cuda   # GPU check
+
+(from the repository root; PYTHONPATH=tests makes the reference modules of
+tests/abcond_ref importable for the PyTorch side.)
 
 For each model (bench/storage_common.py: MLPs of 10M and 100M parameters on
 random 28×28 images, the 133.5M-parameter WMT Transformer on synthetic tokens
@@ -45,8 +48,7 @@ import tempfile
 import threading
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from storage_common import BASELINE, ROOT, SIZES, TOKENS, abcond, config_text, data_section, machine, run_dir  # noqa: E402
+from storage_common import BASELINE, ROOT, SIZES, TOKENS, abcond, config_text, data_section, machine, run_dir
 
 STEPS = 3
 BATCH = {"idx": 64, "tokens": 16}
@@ -128,12 +130,11 @@ def torch_side(size, device, threads):
     """The probe pass in eager PyTorch; prints JSON (activation bytes, CUDA peaks)."""
     import torch
 
-    sys.path.insert(0, os.path.join(ROOT, "tests"))
     torch.set_num_threads(threads)
     dev = torch.device(device)
     model_cfg, kind, _ = SIZES[size] if size in SIZES else (BASELINE[size.split(":")[1]], size.split(":")[1], 0)
     if kind == "idx":
-        from torch_models import MLP
+        from abcond_ref.models import MLP
 
         def build():
             return MLP(784, model_cfg["width"], 10).to(dev)
@@ -141,7 +142,7 @@ def torch_side(size, device, threads):
         def batch(g):
             return torch.randn(BATCH["idx"], 1, 28, 28, generator=g).to(dev), torch.randint(0, 10, (BATCH["idx"],), generator=g).to(dev)
     else:
-        from check_transformer import Transformer
+        from abcond_ref.transformer import Transformer
 
         width, depth = model_cfg.get("width", 1024), model_cfg.get("depth", 6)
         heads, mlp = model_cfg.get("heads", 16), model_cfg.get("mlp_dim", 1024)

@@ -36,8 +36,7 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from storage_common import cpu_info  # noqa: E402
+from storage_common import cpu_info
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = {"mlp": "bench/configs/mlp-fmnist.yaml", "resnet18": "bench/configs/resnet18-cifar.yaml"}
@@ -129,6 +128,9 @@ class Bench:
         self.env = dict(os.environ)
         for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             self.env[k] = str(a.threads)
+        # The PyTorch scripts import the reference package tests/abcond_ref.
+        tests = os.path.join(ROOT, "tests")
+        self.env["PYTHONPATH"] = tests + (os.pathsep + self.env["PYTHONPATH"] if self.env.get("PYTHONPATH") else "")
         # As scripts/gpu-check.sh: the binary loads the libtorch of the Python
         # torch that runs the PyTorch side (an rpath from another machine may not exist).
         lib = subprocess.run(

@@ -37,8 +37,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from storage_common import ROOT, SIZES, abcond, config_text, data_section, machine, run_dir  # noqa: E402
+from storage_common import ROOT, SIZES, abcond, config_text, data_section, machine, run_dir
 
 METHODS = ["abcond", "torch", "safetensors"]
 

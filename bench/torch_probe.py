@@ -3,7 +3,7 @@
 minibatch i_k of each snapshot only), written as a plain PyTorch script, on the
 same run directory (bench/run.py compares the two; docs/benchmarks.md).
 
-Setup (timed separately): the data as abcond loaded it (tests/torch_models.py
+Setup (timed separately): the data as abcond loaded it (tests/abcond_ref/runs.py
 `Run`, from data.parquet and the source files), the model and a second copy
 holding x^K (read from iterates/step=<K>/part-0.parquet), the minibatches i_k
 from steps.parquet.
@@ -24,7 +24,10 @@ statistics (abcond's default `probe.batchnorm: batch-stats`).
 Prints one JSON object on stdout: setup_seconds, snapshots,
 seconds_per_snapshot_median, seconds_per_snapshot_mean, read_seconds.
 
-    python bench/torch_probe.py RUN_DIR --parts WORK/torch-parts [--device cuda] [--threads N]
+    PYTHONPATH=tests python bench/torch_probe.py RUN_DIR --parts WORK/torch-parts [--device cuda] [--threads N]
+
+(from the repository root; PYTHONPATH=tests makes the package tests/abcond_ref
+importable, bench/run.py sets it for the scripts it runs.)
 """
 
 import argparse
@@ -43,12 +46,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-import torch_models  # noqa: E402
+from abcond_ref import models
+from abcond_ref.runs import Run
 
 # The reference modules switch BatchNorm per forward pass for the parity tests;
 # here the modules are put once into the state abcond's batch-stats policy means.
-torch_models.bn_policy = lambda model: contextlib.nullcontext()
+models.bn_policy = lambda model: contextlib.nullcontext()
 # Arrow's buffers are read-only; they are only copied from (into the parameters).
 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
 
@@ -107,7 +110,7 @@ def main():
     os.makedirs(a.parts)
 
     setup_start = time.perf_counter()
-    run = torch_models.Run(a.run_dir)
+    run = Run(a.run_dir)
     total = run.manifest["training"]["total_steps"]
     x, y = run.x.to(device), run.y.to(device)
     model = batch_stats_mode(run.model().to(device))

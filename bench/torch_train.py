@@ -3,7 +3,7 @@
 plain PyTorch script would do it, and timed the same way (bench/run.py compares
 the two; docs/benchmarks.md).
 
-Same as abcond: the model (tests/torch_models.py mirrors abcond's MLP and
+Same as abcond: the model (tests/abcond_ref/models.py mirrors abcond's MLP and
 ResNet-18-CIFAR with abcond's parameter names), f32, the data files and their
 normalisation, the whole data set preloaded as one tensor on the device and
 each minibatch taken with index_select, epochs as permutations cut into blocks
@@ -24,14 +24,16 @@ which also synchronises a GPU, as abcond does. Prints one JSON object on stdout:
 setup_seconds (data and model, after the imports), steps, loop_seconds, step_seconds_median,
 step_seconds_mean, final_loss.
 
-    python bench/torch_train.py --model mlp --data /usr/share/datasets/fashion-mnist --steps 2000
-    python bench/torch_train.py --model resnet18 --data WORK/cifar10 --steps 20 --device cuda
+    PYTHONPATH=tests python bench/torch_train.py --model mlp --data /usr/share/datasets/fashion-mnist --steps 2000
+    PYTHONPATH=tests python bench/torch_train.py --model resnet18 --data WORK/cifar10 --steps 20 --device cuda
+
+(from the repository root; PYTHONPATH=tests makes the package tests/abcond_ref
+importable, bench/run.py sets it for the scripts it runs.)
 """
 
 import argparse
 import contextlib
 import json
-import os
 import statistics
 import sys
 import time
@@ -39,12 +41,12 @@ import time
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-import torch_models  # noqa: E402
+from abcond_ref import models
+from abcond_ref.runs import CIFAR_NORM, NORM, find, read_cifar, read_idx
 
 # The reference modules switch BatchNorm per forward pass for the parity tests;
 # a training script just leaves the model in train mode.
-torch_models.bn_policy = lambda model: contextlib.nullcontext()
+models.bn_policy = lambda model: contextlib.nullcontext()
 
 MODELS = {
     # name: (dataset, batch, lr, momentum) — bench/configs/*.yaml
@@ -56,21 +58,21 @@ MODELS = {
 def load_data(model, path):
     """The training set as abcond loads it: (x [N, C, H, W] f32, y [N] int64)."""
     if MODELS[model][0] == "fashion-mnist":
-        images = torch_models.read_idx(torch_models.find(path, "train-images-idx3-ubyte"))
-        labels = torch_models.read_idx(torch_models.find(path, "train-labels-idx1-ubyte")).astype(np.int64)
-        mean, std = torch_models.NORM["fashion-mnist"]
+        images = read_idx(find(path, "train-images-idx3-ubyte"))
+        labels = read_idx(find(path, "train-labels-idx1-ubyte")).astype(np.int64)
+        mean, std = NORM["fashion-mnist"]
         x = (images.astype(np.float64)[:, None, :, :] / 255.0 - mean) / std
     else:
-        labels, images = torch_models.read_cifar(path, "cifar10")
-        mean, std = (np.array(v).reshape(1, 3, 1, 1) for v in torch_models.CIFAR_NORM["cifar10"])
+        labels, images = read_cifar(path, "cifar10")
+        mean, std = (np.array(v).reshape(1, 3, 1, 1) for v in CIFAR_NORM["cifar10"])
         x = (images.astype(np.float64) / 255.0 - mean) / std
     return torch.from_numpy(x.astype(np.float32)), torch.from_numpy(labels.copy())
 
 
 def build(model, x, classes=10):
     if model == "mlp":
-        return torch_models.MLP(int(np.prod(x.shape[1:])), 128, classes)
-    return torch_models.ResNetCifar([2, 2, 2, 2], x.shape[1], classes)
+        return models.MLP(int(np.prod(x.shape[1:])), 128, classes)
+    return models.ResNetCifar([2, 2, 2, 2], x.shape[1], classes)
 
 
 def main():

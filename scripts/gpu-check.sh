@@ -210,6 +210,6 @@ fi
 fi
 if want 10; then
 log "10. memory: probe of the 133.5M-parameter WMT Transformer (synthetic tokens) on cuda, snapshots streamed (bench/memory.py)"
-"$py" bench/memory.py --device cuda --model 130m --bin "$bin" --json "$out/memory-cuda.json"
+PYTHONPATH="tests${PYTHONPATH:+:$PYTHONPATH}" "$py" bench/memory.py --device cuda --model 130m --bin "$bin" --json "$out/memory-cuda.json"
 fi
 log "all GPU checks passed"

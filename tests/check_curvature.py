@@ -2,7 +2,7 @@
 """Dense-Hessian check of an abcond run's curvature.parquet (PyTorch + numpy, no abcond code).
 
 For every row (snapshot x^k, probe loss f_i) it rebuilds the model in PyTorch
-(tests/torch_models.py), loads x^k, and computes the exact Hessian of the mean
+(tests/abcond_ref: runs.py, models.py), loads x^k, and computes the exact Hessian of the mean
 loss over the row's examples (the minibatch, or all data for `full`) with
 torch.autograd.functional.hessian over the flattened parameters, in float64
 (the snapshot values converted exactly); numpy's eigvalsh gives the spectrum.
@@ -26,8 +26,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_models import Run  # noqa: E402
+from abcond_ref.runs import Run
 
 
 def dense_hessian(model, run, idx):

@@ -8,7 +8,7 @@ RUN_DIR: an abcond run (run.yaml, iterates/). CASES.npz (written by the Rust tes
 x, y (the minibatch abcond built), step (the snapshot), and per mode M in
 {train, batch-stats, running-stats}: M.loss and M.grad.<param> computed by abcond,
 and for `train` the running statistics after the forward (M.buffer.<name>).
-The reference module (tests/torch_vision_models.py) loads the snapshot's
+The reference module (tests/abcond_ref/vision.py) loads the snapshot's
 parameters and buffers and recomputes; loss and the whole flattened gradient must
 agree to relative error ≤ tol (1e-5). Also checks steps.parquet loss at each
 probed step against landscape.parquet's loss_k of the `train` row.
@@ -25,9 +25,9 @@ import pyarrow.parquet as pq
 import torch
 import yaml
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_models import Run, rel_vec  # noqa: E402  (snapshot reader, relative error)
-from torch_vision_models import ResNet50, ViT, build, num_params  # noqa: E402
+from abcond_ref.compare import rel_vec
+from abcond_ref.runs import read_snapshot
+from abcond_ref.vision import ResNet50, ViT, build, num_params
 
 RESNET50_PARAMS = 25_557_032
 VIT_S16_PARAMS = 22_122_472
@@ -63,7 +63,7 @@ def main():
     torch.set_default_dtype(dtype)
     base = build(cfg["model"], classes)
     torch.set_default_dtype(torch.float32)
-    state = Run.snapshot(type("R", (), {"path": a.run_dir, "dtype": dtype})(), step)
+    state, _ = read_snapshot(a.run_dir, step, dtype)
     own = dict(base.state_dict())
     expected = {k for k in own if not k.endswith("num_batches_tracked")}
     assert set(state) == expected, f"snapshot/model names differ: {set(state) ^ expected}"

@@ -6,7 +6,7 @@ Each run must have a snapshot at every step (snapshots.every: 1), so that
 steps.parquet holds every minibatch i_k. From x^0 the script applies
   - torch.optim.SGD / Adam / AdamW / NAdam (foreach=False) with param groups
     for optim.weight_decay_exclude, the learning rate of step k taken from
-    torch.optim.lr_scheduler (tests/parity.py: torch_scheduler);
+    torch.optim.lr_scheduler (tests/abcond_ref/optim.py: torch_scheduler);
   - AlgoPerf's NAdamW, normalised SGD with momentum, SPS_max, DecSPS, NGN and
     AdaGrad-norm-max written here from their published formulas (docs/theory.md, Optimisers, and
     mlcommons/algorithmic-efficiency reference_algorithms/paper_baselines/nadamw),
@@ -25,9 +25,9 @@ import sys
 import pyarrow.parquet as pq
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from parity import torch_scheduler  # noqa: E402
-from torch_models import Run  # noqa: E402
+from abcond_ref.compare import rel_err
+from abcond_ref.optim import torch_scheduler
+from abcond_ref.runs import Run
 
 # torch.optim.NAdam keeps its mu-product in the default dtype; abcond keeps it in f64.
 torch.set_default_dtype(torch.float64)
@@ -139,10 +139,6 @@ class Reference:
         return gamma
 
 
-def rel(a, b):
-    return abs(a - b) / max(abs(a), abs(b), 1e-300)
-
-
 def check_run(path, tol=None):
     run = Run(path)
     cfg = run.config
@@ -183,11 +179,11 @@ def check_run(path, tol=None):
             gamma = lr if o["name"] == "sgd" else None
         else:
             gamma = ref.step(lr, loss.item(), gnorm)
-        errs = {"lr": rel(row["lr"], lr), "loss": rel(row["loss"], loss.item())}
+        errs = {"lr": rel_err(row["lr"], lr), "loss": rel_err(row["loss"], loss.item())}
         if (gamma is None) != (row["step_size"] is None):
             failures.append(f"step {k}: step_size {row['step_size']!r}, expected {gamma!r}")
         elif gamma is not None:
-            errs["step_size"] = rel(row["step_size"], gamma)
+            errs["step_size"] = rel_err(row["step_size"], gamma)
         nxt = run.snapshot(k + 1)
         for name, p in model.named_parameters():
             err = (p.detach() - nxt[name].to(p.dtype)).abs().max().item()

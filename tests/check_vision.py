@@ -1,16 +1,14 @@
 #!/usr/bin/env python3
 """Parameter and buffer names/shapes of the PyTorch reference vision models
-(tests/torch_models.py), one line each ("MODEL param|buffer NAME SHAPE", shape
+(tests/abcond_ref/models.py), one line each ("MODEL param|buffer NAME SHAPE", shape
 as d1xd2x…, and "MODEL num_params N"), for tests/vision.rs to compare with abcond's.
 
 usage: check_vision.py CLASSES
 """
 
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import torch_models as T  # noqa: E402
+from abcond_ref import models as T
 
 classes = int(sys.argv[1])
 models = {

@@ -21,6 +21,9 @@ import sys
 
 import pyarrow.parquet as pq
 
+from abcond_ref.compare import LANDSCAPE_CHECKED as CHECKED
+from abcond_ref.compare import landscape_errors
+
 ap = argparse.ArgumentParser()
 ap.add_argument("a")
 ap.add_argument("b")
@@ -35,28 +38,7 @@ if set(ra) != set(rb):
     print(f"different rows: only in A {sorted(set(ra) - set(rb))[:5]}, only in B {sorted(set(rb) - set(ra))[:5]}")
     sys.exit(1)
 
-CHECKED = ["loss_k", "loss_ref", "grad_norm", "dist", "inner", "cos"]
-worst = {}  # (group, measure) -> (err, key)
-
-
-def note(group, measure, e, k):
-    if e > worst.get((group, measure), (-1.0, None))[0]:
-        worst[(group, measure)] = (e, k)
-
-
-for k in sorted(ra):
-    a, b = ra[k], rb[k]
-    group = "full" if k[1] == "full" else "minibatch"
-    for col in ["loss_k", "loss_ref", "grad_norm", "dist"]:
-        x, y = a[col], b[col]
-        note(group, col, abs(x - y) / max(abs(x), abs(y), 1e-300), k)
-    if a["dist"] == 0.0 and b["dist"] == 0.0:
-        continue
-    cs = max(a["grad_norm"], b["grad_norm"]) * max(a["dist"], b["dist"])
-    diff = abs(a["inner"] - b["inner"])
-    note(group, "inner", diff / max(cs, 1e-300), k)
-    note(group, "inner/|inner|", diff / max(abs(a["inner"]), abs(b["inner"]), 1e-300), k)
-    note(group, "cos", abs(a["cos"] - b["cos"]), k)
+worst = landscape_errors(ra, rb)
 
 print(f"compared {len(ra)} rows of {args.a} and {args.b} (tolerance {args.tol:.0e})")
 bad = []

@@ -87,9 +87,17 @@ fn ok(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A script from tests/, with tests/ first on PYTHONPATH (the abcond_ref
+/// package, as tests/common/mod.rs: python_cmd).
 fn run_python(script: &str, args: &[&str]) -> String {
+    let tests = repo().join("tests");
+    let mut paths = vec![tests.clone()];
+    if let Some(old) = std::env::var_os("PYTHONPATH") {
+        paths.extend(std::env::split_paths(&old));
+    }
     let out = Command::new(python())
-        .arg(repo().join("tests").join(script))
+        .arg(tests.join(script))
+        .env("PYTHONPATH", std::env::join_paths(paths).expect("PYTHONPATH"))
         .args(args)
         .env("OMP_NUM_THREADS", "1")
         .output()

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """PyTorch parity check of an abcond run directory.
 
-Rebuilds the run's model in PyTorch (tests/torch_models.py), loads the snapshots
+Rebuilds the run's model in PyTorch (tests/abcond_ref: runs.py, models.py), loads the snapshots
 x^k and x^K from the iterate Parquet files, and for every row of
 landscape.parquet recomputes loss_k, loss_ref, inner, grad_norm, dist and cos
 on the same minibatch with autograd; all must agree within the tolerance
@@ -21,72 +21,18 @@ under torch.autocast("cpu", torch.bfloat16) and are checked at --autocast-tol
 usage: parity.py RUN_DIR [--tol T] [--autocast-tol T]     exit status 1 on any disagreement
 """
 
-import contextlib
-
 import argparse
+import contextlib
 import os
 import sys
 
 import pyarrow.parquet as pq
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import torch_models  # noqa: E402
-from torch_models import Run, flat, grad_at, loss_at, rel_err  # noqa: E402
-
-
-TORCH_OPTIM = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
-
-
-def torch_optimizer(params, o):
-    """The torch.optim optimiser a resolved `optim` section describes."""
-    if o["name"] == "sgd":
-        return torch.optim.SGD(
-            params,
-            lr=o["lr"],
-            momentum=o["momentum"],
-            dampening=o["dampening"],
-            nesterov=o["nesterov"],
-            weight_decay=o["weight_decay"],
-            foreach=False,
-        )
-    cls = torch.optim.Adam if o["name"] == "adam" else torch.optim.AdamW
-    return cls(params, lr=o["lr"], betas=tuple(o["betas"]), eps=o["eps"], weight_decay=o["weight_decay"], foreach=False)
-
-
-def torch_scheduler(opt, s, lr, K):
-    """The torch.optim.lr_scheduler a resolved `schedule` section describes."""
-    S = torch.optim.lr_scheduler
-    name = s["name"]
-    if name == "constant":
-        return None
-    if name == "cosine":
-        return S.CosineAnnealingLR(opt, T_max=K, eta_min=s["floor"])
-    if name == "one-cycle":
-        return S.OneCycleLR(
-            opt,
-            max_lr=lr,
-            total_steps=K,
-            pct_start=s["pct_start"],
-            div_factor=s["div_factor"],
-            final_div_factor=s["final_div_factor"],
-            anneal_strategy="cos",
-            cycle_momentum=False,
-        )
-    if name == "inverse-power":  # gamma_0 (k+1)^(-power)
-        return S.LambdaLR(opt, lambda k: (k + 1) ** -s["power"])
-    if name == "polynomial":
-        if s["floor"] == 0:
-            return S.PolynomialLR(opt, total_iters=K, power=s["power"])
-        return S.LambdaLR(opt, lambda k: (s["floor"] + (lr - s["floor"]) * (1 - min(k, K) / K) ** s["power"]) / lr)
-    if name == "warmup-cosine":  # AlgoPerf's baseline schedule
-        w = s["warmup_steps"] if s.get("warmup_steps") is not None else int(s["warmup_fraction"] * K)
-        if w == 0:
-            return S.CosineAnnealingLR(opt, T_max=K, eta_min=s["floor"])
-        warm = S.LinearLR(opt, start_factor=1e-10, end_factor=1.0, total_iters=w)
-        cos = S.CosineAnnealingLR(opt, T_max=max(K - w, 1), eta_min=s["floor"])
-        return S.SequentialLR(opt, schedulers=[warm, cos], milestones=[w])
-    raise ValueError(name)
+from abcond_ref import models
+from abcond_ref.compare import flat, rel_err
+from abcond_ref.optim import TORCH_OPTIM, torch_optimizer, torch_scheduler
+from abcond_ref.runs import Run, grad_at, loss_at
 
 
 def main():
@@ -136,7 +82,7 @@ def main():
     # BatchNorm models: the probe's policy for the rows, train() for the replay.
     policy = land_table.schema.metadata[b"abcond.batchnorm"].decode()
     has_bn = any(isinstance(m, torch.nn.BatchNorm2d) for m in init.modules())
-    torch_models.BN_POLICY = policy
+    models.BN_POLICY = policy
     steps = pq.read_table(os.path.join(args.run_dir, "steps.parquet")).to_pylist()
     ref = run.load(run.model(), K)
     xK = [p.detach().clone() for p in ref.parameters()]
@@ -191,7 +137,7 @@ def main():
     if cfg["optim"]["name"] not in TORCH_OPTIM or cfg["optim"].get("weight_decay_exclude"):
         m = 0
     if m > 0:
-        torch_models.BN_POLICY = "train"
+        models.BN_POLICY = "train"
         model = run.load(run.model(), 0)
         opt = torch_optimizer(model.parameters(), cfg["optim"])
         sched = torch_scheduler(opt, cfg["schedule"], cfg["optim"]["lr"], K)

@@ -63,10 +63,23 @@ pub fn python() -> PathBuf {
     p
 }
 
-/// Runs a Python script from tests/ with arguments; panics with its output on failure.
+/// A command running the project's Python with tests/ first on PYTHONPATH, so
+/// that `import abcond_ref` (tests/abcond_ref/, the shared reference package)
+/// works in scripts and `-c` code alike: the one place the tests set it.
+pub fn python_cmd() -> Command {
+    let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let mut paths = vec![tests];
+    if let Some(old) = std::env::var_os("PYTHONPATH") {
+        paths.extend(std::env::split_paths(&old));
+    }
+    let mut c = Command::new(python());
+    c.env("PYTHONPATH", std::env::join_paths(paths).expect("PYTHONPATH"));
+    c
+}
+
 /// Runs Python code with the project's interpreter; returns stdout.
 pub fn py(code: &str, args: &[&str]) -> String {
-    let out = Command::new(python())
+    let out = python_cmd()
         .arg("-c")
         .arg(code)
         .args(args)
@@ -81,11 +94,12 @@ pub fn py(code: &str, args: &[&str]) -> String {
     text
 }
 
+/// Runs a Python script from tests/ with arguments; panics with its output on failure.
 pub fn run_python(script: &str, args: &[&str]) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests")
         .join(script);
-    let out = Command::new(python())
+    let out = python_cmd()
         .arg(&path)
         .args(args)
         .env("OMP_NUM_THREADS", "1")
