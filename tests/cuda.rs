@@ -97,7 +97,10 @@ fn run_python(script: &str, args: &[&str]) -> String {
     }
     let out = Command::new(python())
         .arg(tests.join(script))
-        .env("PYTHONPATH", std::env::join_paths(paths).expect("PYTHONPATH"))
+        .env(
+            "PYTHONPATH",
+            std::env::join_paths(paths).expect("PYTHONPATH"),
+        )
         .args(args)
         .env("OMP_NUM_THREADS", "1")
         .output()

@@ -73,7 +73,10 @@ pub fn python_cmd() -> Command {
         paths.extend(std::env::split_paths(&old));
     }
     let mut c = Command::new(python());
-    c.env("PYTHONPATH", std::env::join_paths(paths).expect("PYTHONPATH"));
+    c.env(
+        "PYTHONPATH",
+        std::env::join_paths(paths).expect("PYTHONPATH"),
+    );
     c
 }
 
