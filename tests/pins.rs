@@ -26,15 +26,22 @@ fn blessing() -> bool {
     std::env::var("ABCOND_BLESS").is_ok_and(|v| v == "1")
 }
 
-/// Compares `text` with the pinned file exactly (or rewrites it when blessing).
-fn pin_exact(name: &str, text: &str) {
+/// The pinned text of `name`; None when blessing (then `text` is written as the pin).
+fn pinned(name: &str, text: &str) -> Option<String> {
     let p = pin_path(name);
     if blessing() {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(&p, text).unwrap();
-        return;
+        return None;
     }
-    let want = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    Some(std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+}
+
+/// Compares `text` with the pinned file exactly (or rewrites it when blessing).
+fn pin_exact(name: &str, text: &str) {
+    let Some(want) = pinned(name, text) else {
+        return;
+    };
     for (i, (w, g)) in want.lines().zip(text.lines()).enumerate() {
         assert_eq!(w, g, "{name}: line {} differs", i + 1);
     }
@@ -223,13 +230,9 @@ fn close(a: f64, b: f64, rel: f64) -> bool {
 /// Compares a table's text with its pin: same schema and row count, strings and
 /// integers equal, floating-point cells to `rel`.
 fn pin_table(name: &str, text: &str, rel: f64) {
-    let p = pin_path(name);
-    if blessing() {
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, text).unwrap();
+    let Some(want) = pinned(name, text) else {
         return;
-    }
-    let want = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    };
     let (w, g): (Vec<&str>, Vec<&str>) = (want.lines().collect(), text.lines().collect());
     assert_eq!(w.len(), g.len(), "{name}: row count");
     assert_eq!(w[0], g[0], "{name}: schema");
@@ -293,12 +296,9 @@ fn yaml_close(path: &str, a: &serde_yaml::Value, b: &serde_yaml::Value, rel: f64
 
 fn pin_summary(name: &str, path: &Path, rel: f64) {
     let text = std::fs::read_to_string(path).unwrap();
-    let p = pin_path(name);
-    if blessing() {
-        std::fs::write(&p, &text).unwrap();
+    let Some(want) = pinned(name, &text) else {
         return;
-    }
-    let want = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    };
     let a: serde_yaml::Value = serde_yaml::from_str(&want).unwrap();
     let b: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
     yaml_close("", &a, &b, rel);
