@@ -324,10 +324,29 @@ fn pin_run(tag: &str, config: &Path, sets: &[&str], rel: f64) {
         .unwrap()
         .trim();
     let run = run_dir(&out, experiment);
-    for table in ["steps", "landscape", "curvature"] {
+    for table in [
+        "steps",
+        "landscape",
+        "curvature",
+        "analysis/ab_region",
+        "analysis/ab_grid",
+        "analysis/aiming",
+        "analysis/pl",
+    ] {
         let p = run.join(format!("{table}.parquet"));
-        if p.exists() || pin_path(&format!("{tag}-{table}.tsv")).exists() {
-            pin_table(&format!("{tag}-{table}.tsv"), &parquet_text(&p), rel);
+        let name = format!("{tag}-{}.tsv", table.replace('/', "-"));
+        if p.exists() || pin_path(&name).exists() {
+            let mut text = parquet_text(&p);
+            if table.ends_with("ab_grid") {
+                // The slack grid has ~10^4 cells: pin every 23rd (and the header).
+                text = text
+                    .lines()
+                    .enumerate()
+                    .filter(|(i, _)| i % 23 == 0)
+                    .map(|(_, l)| format!("{l}\n"))
+                    .collect();
+            }
+            pin_table(&name, &text, rel);
         }
     }
     pin_summary(
