@@ -215,7 +215,22 @@ fn figures_show_the_data() {
         let name = img.split(')').next().unwrap();
         assert!(a.join(name).is_file(), "report links missing {name}");
     }
-    assert!(md.contains("smallest alpha with beta = alpha − 1"), "{md}");
+    assert!(md.contains("| beta = alpha − 1 | smallest alpha "), "{md}");
+    // The printed summary and report.md state the same facts (one source:
+    // the summary structure): every `  label: value` line of the group is a
+    // `| label | value |` row of the report.
+    let facts: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("[all]"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .collect();
+    assert!(facts.len() >= 6, "{stdout}");
+    for f in facts {
+        let (label, value) = f.trim_start().split_once(": ").unwrap();
+        let row = format!("| {label} | {} |", value.replace('|', "\\|"));
+        assert!(md.contains(&row), "report.md lacks `{row}`:\n{md}");
+    }
 }
 
 #[test]

@@ -20,15 +20,13 @@ pub mod terminal;
 
 use crate::config::AnalysisConfig;
 pub use result::{aggregate, Analysis, GroupResult, RunCurves, RunSigma};
-pub use summary::{BOUND_TEXT, SUMMARY_FORMAT};
+pub use summary::{Summary, BOUND_TEXT, SUMMARY_FORMAT};
 pub use terminal::render;
 
 use anyhow::{Context, Result};
-use conditions::{AimingRow, PlRow};
 use inputs::{Group, RunData};
-use serde_yaml::Value;
 use std::path::{Path, PathBuf};
-use tables::Columns;
+use tables::{write_grouped, AimingTableRow, GridRow, PlTableRow, RegionRow, TrendsRow};
 
 /// Analyses PATH (a run directory or a directory of runs) and writes
 /// `PATH/analysis/`. Settings: `base` when given, else the runs' own
@@ -166,11 +164,7 @@ fn write_outputs(a: &mut Analysis) -> Result<()> {
     let mut written = Vec::new();
 
     // ab_region.parquet
-    let mut g_col = Vec::new();
-    let mut order = Vec::new();
-    let mut kind = Vec::new();
-    let mut alpha = Vec::new();
-    let mut beta = Vec::new();
+    let mut region = Vec::new();
     for g in &a.groups {
         let r = &g.ab.region;
         // The boundary in order: the incoming direction, the vertices, the
@@ -182,24 +176,21 @@ fn write_outputs(a: &mut Analysis) -> Result<()> {
             .chain(r.vertices.iter().map(|v| ("vertex", *v)))
             .chain(r.ray_last.map(|d| ("direction", d)));
         for (i, (k, v)) in boundary.enumerate() {
-            g_col.push(g.group.label.clone());
-            order.push(i as i64);
-            kind.push(k.to_string());
-            alpha.push(v.0);
-            beta.push(v.1);
+            region.push(RegionRow {
+                group: g.group.label.clone(),
+                order: i as i64,
+                kind: k.to_string(),
+                alpha: v.0,
+                beta: v.1,
+            });
         }
     }
     let p = dir.join("ab_region.parquet");
-    with_group_keys(Columns::default().utf8("group", &g_col), a, &g_col)
-        .i64("order", order)
-        .utf8("kind", &kind)
-        .f64("alpha", alpha)
-        .f64("beta", beta)
-        .write(&p, tables::REGION_FORMAT, &meta)?;
+    write_grouped(&p, a, &region, |r| &r.group, tables::REGION_FORMAT, &meta)?;
     written.push(p);
 
     // ab_grid.parquet
-    let mut c = GridCols::default();
+    let mut grid = Vec::new();
     for g in &a.groups {
         // A group without minibatch rows has no slack to map.
         let cells = if g.ab.rows.is_empty() {
@@ -210,37 +201,28 @@ fn write_outputs(a: &mut Analysis) -> Result<()> {
         for cell in cells {
             let row = &g.ab.rows[cell.binding];
             let lr = &a.runs[row.run].rows[row.row];
-            c.group.push(g.group.label.clone());
-            c.alpha.push(cell.alpha);
-            c.beta.push(cell.beta);
-            c.in_domain.push(cell.in_domain);
-            c.min_slack.push(cell.min_slack);
-            c.violations.push(cell.violations as i64);
-            c.rows.push(g.ab.rows.len() as i64);
-            c.feasible.push(cell.feasible());
-            c.run_id.push(lr.run_id.clone());
-            c.step.push(lr.step);
-            c.probe.push(lr.probe.to_string());
+            grid.push(GridRow {
+                group: g.group.label.clone(),
+                alpha: cell.alpha,
+                beta: cell.beta,
+                in_domain: cell.in_domain,
+                min_slack: cell.min_slack,
+                violations: cell.violations as i64,
+                rows: g.ab.rows.len() as i64,
+                feasible: cell.feasible(),
+                binding_run_id: lr.run_id.clone(),
+                binding_step: lr.step,
+                binding_probe: lr.probe.to_string(),
+            });
         }
     }
     let p = dir.join("ab_grid.parquet");
-    with_group_keys(Columns::default().utf8("group", &c.group), a, &c.group)
-        .f64("alpha", c.alpha)
-        .f64("beta", c.beta)
-        .bool("in_domain", c.in_domain)
-        .f64("min_slack", c.min_slack)
-        .i64("violations", c.violations)
-        .i64("rows", c.rows)
-        .bool("feasible", c.feasible)
-        .utf8("binding_run_id", &c.run_id)
-        .i64("binding_step", c.step)
-        .utf8("binding_probe", &c.probe)
-        .write(&p, tables::GRID_FORMAT, &meta)?;
+    write_grouped(&p, a, &grid, |r| &r.group, tables::GRID_FORMAT, &meta)?;
     written.push(p);
 
     // aiming.parquet and pl.parquet
-    let mut am = AimCols::default();
-    let mut pl = PlCols::default();
+    let mut aiming = Vec::new();
+    let mut pl = Vec::new();
     for g in &a.groups {
         for RunCurves {
             run: ri,
@@ -251,65 +233,61 @@ fn write_outputs(a: &mut Analysis) -> Result<()> {
         {
             let run = &a.runs[*ri];
             for r in rows {
-                am.group.push(g.group.label.clone());
-                am.run_id.push(run.run_id.clone());
-                am.seed.push(run.seed);
-                am.rows.push(r.clone());
+                aiming.push(AimingTableRow {
+                    group: g.group.label.clone(),
+                    run_id: run.run_id.clone(),
+                    seed: run.seed,
+                    step: r.step,
+                    loss: r.loss,
+                    loss_ref: r.loss_ref,
+                    gap: r.gap,
+                    inner: r.inner,
+                    grad_norm: r.grad_norm,
+                    dist: r.dist,
+                    cos: r.cos,
+                    angle_deg: r.angle_deg,
+                    aiming_coef: r.aiming_coef,
+                    qcvx_ratio: r.qcvx_ratio,
+                });
             }
             for r in plrows {
                 let src = rows.iter().find(|x| x.step == r.step).expect("same steps");
-                pl.group.push(g.group.label.clone());
-                pl.run_id.push(run.run_id.clone());
-                pl.seed.push(run.seed);
-                pl.rows
-                    .push((r.clone(), src.loss, src.loss_ref, src.grad_norm));
+                pl.push(PlTableRow {
+                    group: g.group.label.clone(),
+                    run_id: run.run_id.clone(),
+                    seed: run.seed,
+                    step: r.step,
+                    delta: r.delta,
+                    loss: src.loss,
+                    loss_ref: src.loss_ref,
+                    grad_norm: src.grad_norm,
+                    log_2mu: r.log_2mu,
+                });
             }
         }
     }
     let p = dir.join("aiming.parquet");
-    with_group_keys(Columns::default().utf8("group", &am.group), a, &am.group)
-        .utf8("run_id", &am.run_id)
-        .i64("seed", am.seed)
-        .i64("step", am.rows.iter().map(|r| r.step))
-        .f64("loss", am.rows.iter().map(|r| r.loss))
-        .f64("loss_ref", am.rows.iter().map(|r| r.loss_ref))
-        .f64("gap", am.rows.iter().map(|r| r.gap))
-        .f64("inner", am.rows.iter().map(|r| r.inner))
-        .f64("grad_norm", am.rows.iter().map(|r| r.grad_norm))
-        .f64("dist", am.rows.iter().map(|r| r.dist))
-        .f64("cos", am.rows.iter().map(|r| r.cos))
-        .f64("angle_deg", am.rows.iter().map(|r| r.angle_deg))
-        .f64("aiming_coef", am.rows.iter().map(|r| r.aiming_coef))
-        .f64_opt("qcvx_ratio", am.rows.iter().map(|r| r.qcvx_ratio))
-        .write(&p, tables::AIMING_FORMAT, &meta)?;
+    write_grouped(&p, a, &aiming, |r| &r.group, tables::AIMING_FORMAT, &meta)?;
     written.push(p);
     let p = dir.join("pl.parquet");
-    with_group_keys(Columns::default().utf8("group", &pl.group), a, &pl.group)
-        .utf8("run_id", &pl.run_id)
-        .i64("seed", pl.seed)
-        .i64("step", pl.rows.iter().map(|r| r.0.step))
-        .f64("delta", pl.rows.iter().map(|r| r.0.delta))
-        .f64("loss", pl.rows.iter().map(|r| r.1))
-        .f64("loss_ref", pl.rows.iter().map(|r| r.2))
-        .f64("grad_norm", pl.rows.iter().map(|r| r.3))
-        .f64_opt("log_2mu", pl.rows.iter().map(|r| r.0.log_2mu))
-        .write(&p, tables::PL_FORMAT, &meta)?;
+    write_grouped(&p, a, &pl, |r| &r.group, tables::PL_FORMAT, &meta)?;
     written.push(p);
 
     // trends.parquet (a sweep: more than one group)
     if a.groups.len() > 1 {
         let p = dir.join("trends.parquet");
-        trends_table(a).write(&p, tables::TRENDS_FORMAT, &meta)?;
+        let rows = trends(a);
+        write_grouped(&p, a, &rows, |r| &r.group, tables::TRENDS_FORMAT, &meta)?;
         written.push(p);
     }
 
     let p = dir.join("summary.yaml");
-    let text = crate::util::yaml11_floats(&serde_yaml::to_string(&summary::summary_yaml(a))?);
-    crate::store::atomic::write_bytes(&p, text.as_bytes())?;
+    let summary = summary::Summary::of(a);
+    crate::store::atomic::write_bytes(&p, summary.yaml()?.as_bytes())?;
     written.push(p);
 
     if a.settings.plots {
-        written.extend(report::figures_and_report(a)?);
+        written.extend(report::figures_and_report(a, &summary)?);
     }
 
     // Outputs of an earlier analysis that this one did not write (other
@@ -329,126 +307,34 @@ fn write_outputs(a: &mut Analysis) -> Result<()> {
     Ok(())
 }
 
-#[derive(Default)]
-struct GridCols {
-    group: Vec<String>,
-    alpha: Vec<f64>,
-    beta: Vec<f64>,
-    in_domain: Vec<bool>,
-    min_slack: Vec<f64>,
-    violations: Vec<i64>,
-    rows: Vec<i64>,
-    feasible: Vec<bool>,
-    run_id: Vec<String>,
-    step: Vec<i64>,
-    probe: Vec<String>,
-}
-
-#[derive(Default)]
-struct AimCols {
-    group: Vec<String>,
-    run_id: Vec<String>,
-    seed: Vec<i64>,
-    rows: Vec<AimingRow>,
-}
-
-#[derive(Default)]
-struct PlCols {
-    group: Vec<String>,
-    run_id: Vec<String>,
-    seed: Vec<i64>,
-    rows: Vec<(PlRow, f64, f64, f64)>,
-}
-
-/// One column per grouping key (the sweep axes: `model.width`, `optim`, …), each
-/// row taking the value of its group (`labels[i]` names row i's group): int64
-/// when every group's value is an integer (as in runs.parquet and the landscape
-/// columns), float64 when every one is a number, else the one-line YAML text.
-/// A single group ("all") has no keys, so no columns are added.
-fn with_group_keys(mut c: Columns, a: &Analysis, labels: &[String]) -> Columns {
-    let Some(first) = a.groups.first() else {
-        return c;
-    };
-    let by_label: std::collections::HashMap<&str, usize> = a
-        .groups
+/// One row per group of a sweep.
+fn trends(a: &Analysis) -> Vec<TrendsRow> {
+    a.groups
         .iter()
-        .enumerate()
-        .map(|(i, g)| (g.group.label.as_str(), i))
-        .collect();
-    let index: Vec<usize> = labels.iter().map(|l| by_label[l.as_str()]).collect();
-    for (k, key) in first.group.values.iter().map(|v| v.0.clone()).enumerate() {
-        let all: Vec<&Value> = a.groups.iter().map(|g| &g.group.values[k].1).collect();
-        let val = |i: &usize| &a.groups[*i].group.values[k].1;
-        if all.iter().all(|v| v.as_i64().is_some()) {
-            c = c.i64(&key, index.iter().map(|i| val(i).as_i64().unwrap()));
-        } else if all.iter().all(|v| v.as_f64().is_some()) {
-            c = c.f64(&key, index.iter().map(|i| val(i).as_f64().unwrap()));
-        } else {
-            c = c.utf8(&key, index.iter().map(|i| inputs::show(val(i))));
-        }
-    }
-    c
-}
-
-fn trends_table(a: &Analysis) -> Columns {
-    let gs = &a.groups;
-    let labels: Vec<String> = gs.iter().map(|g| g.group.label.clone()).collect();
-    let c = with_group_keys(Columns::default().utf8("group", &labels), a, &labels);
-    let best = |g: &GroupResult| g.ab.best.clone();
-    c.i64("runs", gs.iter().map(|g| g.group.runs.len() as i64))
-        .i64("rows", gs.iter().map(|g| g.ab.rows.len() as i64))
-        .utf8("region", gs.iter().map(|g| g.ab.region.kind()))
-        .f64_opt(
-            "alpha_min",
-            gs.iter().map(|g| g.ab.min_alpha.map(|m| m.alpha)),
-        )
-        .f64_opt(
-            "beta_at_alpha_min",
-            gs.iter().map(|g| g.ab.min_alpha.map(|m| m.beta_min)),
-        )
-        .f64_opt(
-            "alpha_beta_minus_one",
-            gs.iter().map(|g| g.ab.gap_one.map(|m| m.alpha)),
-        )
-        .f64_opt("alpha", gs.iter().map(|g| best(g).map(|b| b.alpha)))
-        .f64_opt("beta", gs.iter().map(|g| best(g).map(|b| b.beta)))
-        .f64_opt("gap", gs.iter().map(|g| best(g).map(|b| b.alpha - b.beta)))
-        .f64_opt("ratio", gs.iter().map(|g| best(g).map(|b| b.ratio)))
-        .bool_opt(
-            "ratio_attained",
-            gs.iter().map(|g| best(g).map(|b| b.attained)),
-        )
-        .f64_opt("sigma_int2", gs.iter().map(|g| g.sigma_int2()))
-        .f64_opt(
-            "beta_sigma_int2",
-            gs.iter().map(|g| g.bound_terms().map(|t| t.0)),
-        )
-        .f64_opt(
-            "bound_term",
-            gs.iter().map(|g| g.bound_terms().map(|t| t.1)),
-        )
-        .f64_opt(
-            "L",
-            gs.iter()
-                .map(|g| g.curvature.minibatch.as_ref().map(|m| m.value)),
-        )
-        .f64_opt(
-            "L_full",
-            gs.iter()
-                .map(|g| g.curvature.full.as_ref().map(|m| m.value)),
-        )
-        .f64_opt(
-            "sgd_bound",
-            gs.iter()
-                .map(|g| g.bound.bound.as_ref().map(|b| b.at.value)),
-        )
-        .bool(
-            "sgd_bound_applicable",
-            gs.iter().map(|g| g.bound.applicable()),
-        )
-        .f64_opt(
-            "sgd_observed",
-            gs.iter()
-                .map(|g| g.bound.observed.as_ref().map(|o| o.value)),
-        )
+        .map(|g| {
+            let best = g.ab.best.as_ref();
+            TrendsRow {
+                group: g.group.label.clone(),
+                runs: g.group.runs.len() as i64,
+                rows: g.ab.rows.len() as i64,
+                region: g.ab.region.kind().to_string(),
+                alpha_min: g.ab.min_alpha.map(|m| m.alpha),
+                beta_at_alpha_min: g.ab.min_alpha.map(|m| m.beta_min),
+                alpha_beta_minus_one: g.ab.gap_one.map(|m| m.alpha),
+                alpha: best.map(|b| b.alpha),
+                beta: best.map(|b| b.beta),
+                gap: best.map(|b| b.alpha - b.beta),
+                ratio: best.map(|b| b.ratio),
+                ratio_attained: best.map(|b| b.attained),
+                sigma_int2: g.sigma_int2(),
+                beta_sigma_int2: g.bound_terms().map(|t| t.0),
+                bound_term: g.bound_terms().map(|t| t.1),
+                L: g.curvature.minibatch.as_ref().map(|m| m.value),
+                L_full: g.curvature.full.as_ref().map(|m| m.value),
+                sgd_bound: g.bound.bound.as_ref().map(|b| b.at.value),
+                sgd_bound_applicable: g.bound.applicable(),
+                sgd_observed: g.bound.observed.as_ref().map(|o| o.value),
+            }
+        })
+        .collect()
 }

@@ -1,9 +1,9 @@
 //! `analysis/report.md` and its figures: the summary numbers of every group
 //! next to the pictures they come from, readable on GitHub.
 
-use super::alphabeta::{LeastViolation, SmallestAlpha};
 use super::plots::{self, num, Heatmap, Lines};
-use super::result::{aggregate, suffix, Analysis, GroupResult};
+use super::result::{suffix, Analysis, GroupResult};
+use super::summary::{Num, Summary};
 use anyhow::Result;
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -129,12 +129,17 @@ fn trends_figure(a: &Analysis) -> Lines {
     }
 }
 
+/// Text for a Markdown table cell (a `|` would end the cell).
+fn cell(text: &str) -> String {
+    text.replace('|', "\\|")
+}
+
 fn img(md: &mut String, stem: &str, alt: &str) {
     let _ = writeln!(md, "![{alt}]({stem}.png)\n");
 }
 
 /// Draws every figure and writes report.md; returns the files written.
-pub fn figures_and_report(a: &Analysis) -> Result<Vec<PathBuf>> {
+pub fn figures_and_report(a: &Analysis, summary: &Summary) -> Result<Vec<PathBuf>> {
     let dir = a.dir.clone();
     let mut written = Vec::new();
     let mut md = String::new();
@@ -169,187 +174,46 @@ pub fn figures_and_report(a: &Analysis) -> Result<Vec<PathBuf>> {
             md,
             "| group | runs | region | smallest alpha | alpha (beta = alpha − 1) | (alpha, beta) at min beta/(alpha − beta) | sigma_int² | beta·sigma_int² |\n|---|---|---|---|---|---|---|---|"
         );
-        for g in &a.groups {
-            let best = g.ab.best.as_ref();
+        for g in &summary.groups {
+            let ab = &g.alpha_beta;
+            let n = |v: Option<Num>| v.map_or("–".into(), |v| num(v.0));
             let _ = writeln!(
                 md,
                 "| {} | {} | {} | {} | {} | {} | {} | {} |",
-                g.group.label,
-                g.group.runs.len(),
-                g.ab.region.kind(),
-                g.ab.min_alpha.map_or("–".into(), |m| num(m.alpha)),
-                g.ab.gap_one.map_or("–".into(), |m| num(m.alpha)),
-                best.map_or("–".into(), |b| format!(
+                cell(&g.label),
+                g.runs.len(),
+                ab.region,
+                n(ab.smallest_alpha.as_ref().map(|m| m.alpha)),
+                n(ab.beta_alpha_minus_one.as_ref().map(|m| m.alpha)),
+                ab.best_ratio.as_ref().map_or("–".into(), |b| format!(
                     "({}, {})",
-                    num(b.alpha),
-                    num(b.beta)
+                    num(b.alpha.0),
+                    num(b.beta.0)
                 )),
-                g.sigma_int2().map_or("–".into(), num),
-                g.bound_terms().map_or("–".into(), |t| num(t.0)),
+                n(g.interpolation.sigma_int2),
+                n(g.interpolation.beta_sigma_int2),
             );
         }
         let _ = writeln!(md);
         img(&mut md, stem, "trends across the sweep");
     }
-    for g in &a.groups {
+    for (g, gs) in a.groups.iter().zip(&summary.groups) {
         let sfx = suffix(a, g);
         let ab = &g.ab;
         let _ = writeln!(md, "## {}\n", g.group.label);
         let _ = writeln!(
             md,
             "Runs: {}. Constraint rows: {}.\n",
-            g.group
-                .runs
+            gs.runs
                 .iter()
-                .map(|&ri| format!("`{}`", a.runs[ri].run_id))
+                .map(|r| format!("`{r}`"))
                 .collect::<Vec<_>>()
                 .join(", "),
-            ab.rows.len()
+            gs.rows
         );
         let _ = writeln!(md, "| quantity | value |\n|---|---|");
-        let _ = writeln!(
-            md,
-            "| feasible region | {} ({} vertices) |",
-            ab.region.kind(),
-            ab.region.vertices.len()
-        );
-        if let Some(SmallestAlpha {
-            alpha: al,
-            beta_min: lo,
-            beta_max: hi,
-        }) = ab.min_alpha
-        {
-            let _ = writeln!(
-                md,
-                "| smallest alpha with some beta | {} (beta ∈ [{}, {}]) |",
-                num(al),
-                num(lo),
-                num(hi)
-            );
-        }
-        let _ = writeln!(
-            md,
-            "| smallest alpha with beta = alpha − 1 | {} |",
-            ab.gap_one.map_or("none".into(), |g| num(g.alpha))
-        );
-        if let Some(b) = &ab.best {
-            let _ = writeln!(
-                md,
-                "| min beta/(alpha − beta) | {} at (alpha, beta) = ({}, {}){} |",
-                num(b.ratio),
-                num(b.alpha),
-                num(b.beta),
-                if b.attained {
-                    ""
-                } else {
-                    ", approached along an unbounded edge"
-                }
-            );
-        }
-        if let Some(LeastViolation {
-            alpha: al,
-            beta: be,
-            slack: t,
-        }) = ab.least_violation
-        {
-            let _ = writeln!(
-                md,
-                "| empty region: least worst slack | {} at (alpha, beta) = ({}, {}) |",
-                num(t),
-                num(al),
-                num(be)
-            );
-        }
-        if let Some(sig) = g.sigma_int2() {
-            let _ = writeln!(md, "| sigma_int² (at x^K) | {} |", num(sig));
-        }
-        if let Some((bs, bt)) = g.bound_terms() {
-            let _ = writeln!(md, "| beta·sigma_int² | {} |", num(bs));
-            let _ = writeln!(md, "| 2·beta·sigma_int²/(alpha − beta) | {} |", num(bt));
-        }
-        let c = &g.curvature;
-        if c.rows > 0 {
-            let l = |m: &Option<super::bound::Smoothness>| {
-                m.as_ref().map_or("–".into(), |m| {
-                    format!("{} (step {}, {})", num(m.value), m.step, m.probe)
-                })
-            };
-            let _ = writeln!(
-                md,
-                "| L = max abs(λ) of the minibatch Hessians | {} |",
-                l(&c.minibatch)
-            );
-            let _ = writeln!(md, "| max abs(λ) of the Hessian of f | {} |", l(&c.full));
-            let _ = writeln!(
-                md,
-                "| curvature rows (not converged) | {} ({}) |",
-                c.rows, c.unconverged
-            );
-            let b = &g.bound;
-            if let Some(x) = &b.bound {
-                let _ = writeln!(
-                    md,
-                    "| SGD bound, Theorem 1 (gamma = {}) | {} = {} (initial distance) + {} (step size) + {} (interpolation) at (alpha, beta) = ({}, {}){} |",
-                    num(b.gamma),
-                    num(x.at.value),
-                    num(x.terms[0]),
-                    num(x.terms[1]),
-                    num(x.terms[2]),
-                    num(x.at.alpha),
-                    num(x.at.beta),
-                    if x.at.attained { "" } else { ", approached along an unbounded edge" }
-                );
-            }
-            if let Some(o) = &b.observed {
-                let _ = writeln!(
-                    md,
-                    "| observed min_k f(x^k) − f(x^K) | {} ({}) |",
-                    num(o.value),
-                    o.from
-                );
-            }
-            let _ = writeln!(
-                md,
-                "| Theorem 1 applies | {} |",
-                if b.applicable() {
-                    "yes".to_string()
-                } else {
-                    format!("no: {}", b.reasons.join("; "))
-                }
-            );
-        }
-        if let Some(c) = aggregate(g) {
-            let _ = writeln!(
-                md,
-                "| Aiming fails (inner ≤ 0) | {}/{} steps; best theta {} |",
-                c.aiming_fail_steps,
-                c.steps,
-                c.aiming_theta.map_or("–".into(), num)
-            );
-            for (d, b) in &c.pl {
-                let _ = writeln!(
-                    md,
-                    "| PL mu, delta = {d} | {} |",
-                    b.map_or("–".into(), |b| format!(
-                        "{} (log 2mu = {})",
-                        num(b.2),
-                        num(b.0)
-                    ))
-                );
-            }
-            let _ = writeln!(
-                md,
-                "| QCvx | {} |",
-                if c.qcvx_holds() {
-                    format!(
-                        "holds for theta ∈ [{}, {}]",
-                        num(c.qcvx_theta_lo),
-                        num(c.qcvx_theta_hi)
-                    )
-                } else {
-                    "fails".into()
-                }
-            );
+        for f in gs.facts(s.margin) {
+            let _ = writeln!(md, "| {} | {} |", f.label, cell(&f.value));
         }
         let _ = writeln!(md);
         let stem = format!("ab_heatmap{sfx}");

@@ -1,9 +1,10 @@
 //! Parquet storage: atomic writes, tensor files (snapshots, checkpoints) and
-//! row tables (steps, landscape, data), and the background writer of the
+//! row tables (one definition each: row.rs; steps, landscape, curvature, data), and the background writer of the
 //! training and probe loops.
 
 pub mod atomic;
 pub mod label;
+pub mod row;
 pub mod schema;
 pub mod tables;
 pub mod tensors;

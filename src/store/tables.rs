@@ -4,13 +4,11 @@
 
 use crate::store::atomic::Durability;
 use crate::store::label::ProbeLabel;
-use anyhow::{anyhow, bail, Context, Result};
-use arrow::array::{
-    Array, ArrayRef, Float64Array, Int64Array, ListArray, RecordBatch, StringArray,
-};
-use arrow::buffer::{NullBuffer, OffsetBuffer};
+use crate::store::row::{read_rows, row_table, RowTable};
+use anyhow::Result;
+use arrow::array::{ArrayRef, Float64Array, Int64Array, ListArray, RecordBatch, StringArray};
+use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, Schema};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
@@ -23,6 +21,7 @@ pub const STEPS_FORMAT: &str = "abcond.steps/2";
 const STEPS_FORMAT_V1: &str = "abcond.steps/1";
 pub const LANDSCAPE_FORMAT: &str = "abcond.landscape/1";
 
+row_table! {
 /// One optimisation step k: the update x^k → x^{k+1} on minibatch i_k.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepRow {
@@ -42,7 +41,9 @@ pub struct StepRow {
     /// i_k; stored at least for snapshot steps.
     pub batch_indices: Option<Vec<i64>>,
 }
+}
 
+row_table! {
 /// One probe measurement at snapshot x^k against the reference x^K.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LandscapeRow {
@@ -64,70 +65,6 @@ pub struct LandscapeRow {
     /// Example indices of the minibatch (null for "full").
     pub batch_indices: Option<Vec<i64>>,
 }
-
-fn list_i64_field() -> Arc<Field> {
-    Arc::new(Field::new("item", DataType::Int64, false))
-}
-
-fn list_i64(rows: impl Iterator<Item = Option<Vec<i64>>>) -> ListArray {
-    let mut lengths = Vec::new();
-    let mut valid = Vec::new();
-    let mut values = Vec::new();
-    for r in rows {
-        match r {
-            Some(v) => {
-                lengths.push(v.len());
-                valid.push(true);
-                values.extend(v);
-            }
-            None => {
-                lengths.push(0);
-                valid.push(false);
-            }
-        }
-    }
-    let nulls = if valid.iter().all(|v| *v) {
-        None
-    } else {
-        Some(NullBuffer::from(valid))
-    };
-    ListArray::new(
-        list_i64_field(),
-        OffsetBuffer::from_lengths(lengths),
-        Arc::new(Int64Array::from(values)),
-        nulls,
-    )
-}
-
-pub fn steps_schema() -> Arc<Schema> {
-    Arc::new(Schema::new(vec![
-        Field::new("step", DataType::Int64, false),
-        Field::new("epoch", DataType::Int64, false),
-        Field::new("lr", DataType::Float64, false),
-        Field::new("step_size", DataType::Float64, true),
-        Field::new("loss", DataType::Float64, false),
-        Field::new("grad_norm", DataType::Float64, false),
-        Field::new("batch_indices", DataType::List(list_i64_field()), true),
-    ]))
-}
-
-pub fn landscape_schema() -> Arc<Schema> {
-    Arc::new(Schema::new(vec![
-        Field::new("experiment", DataType::Utf8, false),
-        Field::new("run_id", DataType::Utf8, false),
-        Field::new("seed", DataType::Int64, false),
-        Field::new("step", DataType::Int64, false),
-        Field::new("probe", DataType::Utf8, false),
-        Field::new("batch_size", DataType::Int64, false),
-        Field::new("loss_k", DataType::Float64, false),
-        Field::new("loss_ref", DataType::Float64, false),
-        Field::new("inner", DataType::Float64, false),
-        Field::new("grad_norm", DataType::Float64, false),
-        Field::new("dist", DataType::Float64, false),
-        Field::new("cos", DataType::Float64, false),
-        Field::new("ref_step", DataType::Int64, false),
-        Field::new("batch_indices", DataType::List(list_i64_field()), true),
-    ]))
 }
 
 fn f64s(v: impl Iterator<Item = f64>) -> ArrayRef {
@@ -135,19 +72,6 @@ fn f64s(v: impl Iterator<Item = f64>) -> ArrayRef {
 }
 fn i64s(v: impl Iterator<Item = i64>) -> ArrayRef {
     Arc::new(Int64Array::from_iter_values(v))
-}
-fn strs<'a>(v: impl Iterator<Item = &'a str>) -> ArrayRef {
-    Arc::new(StringArray::from_iter_values(v))
-}
-
-fn labels(v: impl Iterator<Item = ProbeLabel>) -> ArrayRef {
-    Arc::new(StringArray::from_iter_values(v.map(|l| l.to_string())))
-}
-
-/// A `probe` cell read back: one of the labels abcond writes.
-fn label(path: &Path, cell: &str) -> Result<ProbeLabel> {
-    cell.parse()
-        .map_err(|e| anyhow::anyhow!("{}: column `probe`: {e}", path.display()))
 }
 
 /// Writes one record batch to `path` atomically with the given metadata.
@@ -187,53 +111,25 @@ pub fn write_batch_with(
     })
 }
 
-pub fn steps_batch(rows: &[StepRow]) -> Result<RecordBatch> {
-    Ok(RecordBatch::try_new(
-        steps_schema(),
-        vec![
-            i64s(rows.iter().map(|r| r.step)),
-            i64s(rows.iter().map(|r| r.epoch)),
-            f64s(rows.iter().map(|r| r.lr)),
-            Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.step_size))),
-            f64s(rows.iter().map(|r| r.loss)),
-            f64s(rows.iter().map(|r| r.grad_norm)),
-            Arc::new(list_i64(rows.iter().map(|r| r.batch_indices.clone()))),
-        ],
-    )?)
-}
-
 pub fn write_steps(path: &Path, rows: &[StepRow], meta: &[(&str, String)]) -> Result<()> {
-    let mut m = vec![("abcond.format", STEPS_FORMAT.to_string())];
-    m.extend(meta.iter().cloned());
-    write_batch(path, &steps_batch(rows)?, &m)
-}
-
-pub fn landscape_batch(rows: &[LandscapeRow]) -> Result<RecordBatch> {
-    Ok(RecordBatch::try_new(
-        landscape_schema(),
-        vec![
-            strs(rows.iter().map(|r| r.experiment.as_str())),
-            strs(rows.iter().map(|r| r.run_id.as_str())),
-            i64s(rows.iter().map(|r| r.seed)),
-            i64s(rows.iter().map(|r| r.step)),
-            labels(rows.iter().map(|r| r.probe)),
-            i64s(rows.iter().map(|r| r.batch_size)),
-            f64s(rows.iter().map(|r| r.loss_k)),
-            f64s(rows.iter().map(|r| r.loss_ref)),
-            f64s(rows.iter().map(|r| r.inner)),
-            f64s(rows.iter().map(|r| r.grad_norm)),
-            f64s(rows.iter().map(|r| r.dist)),
-            f64s(rows.iter().map(|r| r.cos)),
-            i64s(rows.iter().map(|r| r.ref_step)),
-            Arc::new(list_i64(rows.iter().map(|r| r.batch_indices.clone()))),
-        ],
-    )?)
+    write_rows(path, rows, STEPS_FORMAT, meta, Durability::Durable)
 }
 
 pub fn write_landscape(path: &Path, rows: &[LandscapeRow], meta: &[(&str, String)]) -> Result<()> {
-    let mut m = vec![("abcond.format", LANDSCAPE_FORMAT.to_string())];
+    write_rows(path, rows, LANDSCAPE_FORMAT, meta, Durability::Durable)
+}
+
+/// Writes a row table atomically with `abcond.format` = `format` and `meta`.
+pub fn write_rows<T: RowTable>(
+    path: &Path,
+    rows: &[T],
+    format: &str,
+    meta: &[(&str, String)],
+    durability: Durability,
+) -> Result<()> {
+    let mut m = vec![("abcond.format", format.to_string())];
     m.extend(meta.iter().cloned());
-    write_batch(path, &landscape_batch(rows)?, &m)
+    write_batch_with(path, &T::batch(rows)?, &m, durability)
 }
 
 /// A probe part (`probe-parts/step=<k>.parquet`): written like
@@ -243,9 +139,7 @@ pub fn write_landscape(path: &Path, rows: &[LandscapeRow], meta: &[(&str, String
 /// landscape.parquet is written durably. Saves an fsync (milliseconds) per
 /// snapshot.
 pub fn write_probe_part(path: &Path, rows: &[LandscapeRow], meta: &[(&str, String)]) -> Result<()> {
-    let mut m = vec![("abcond.format", LANDSCAPE_FORMAT.to_string())];
-    m.extend(meta.iter().cloned());
-    write_batch_with(path, &landscape_batch(rows)?, &m, Durability::Cache)
+    write_rows(path, rows, LANDSCAPE_FORMAT, meta, Durability::Cache)
 }
 
 // --- sweep columns ---
@@ -353,138 +247,19 @@ pub fn write_landscape_swept(
     m.extend(meta.iter().cloned());
     write_batch(
         path,
-        &with_constant_columns(landscape_batch(rows)?, swept, types)?,
+        &with_constant_columns(LandscapeRow::batch(rows)?, swept, types)?,
         &m,
     )
 }
 
-/// A table read back: its batches (schema checked) and abcond metadata.
-pub struct Table {
-    pub batches: Vec<RecordBatch>,
-    pub meta: BTreeMap<String, String>,
-}
-
-/// Reads a table, checking its format tag and that it has `schema`'s columns.
-pub fn read_table(path: &Path, format: &str, schema: &Schema) -> Result<Table> {
-    read_table_of(path, &[format], schema)
-}
-
-/// Like [`read_table`], accepting any of `formats`.
-fn read_table_of(path: &Path, formats: &[&str], schema: &Schema) -> Result<Table> {
-    let format = formats[0];
-    let what = path.display();
-    let file = std::fs::File::open(path).with_context(|| format!("opening {what}"))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| {
-        anyhow!("{what} is not a readable Parquet file (truncated or corrupt?): {e}")
-    })?;
-    let meta =
-        crate::store::schema::kv_map(builder.metadata().file_metadata().key_value_metadata());
-    match meta.get("abcond.format") {
-        Some(f) if formats.contains(&f.as_str()) => {}
-        other => bail!(
-            "{what}: metadata `abcond.format` is {other:?}, expected {format:?} (is this the right file?)"
-        ),
-    }
-    crate::store::schema::check_columns(path, builder.schema(), schema)?;
-    let batches = builder
-        .build()?
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| anyhow!("{what}: reading rows failed (truncated or corrupt?): {e}"))?;
-    Ok(Table { batches, meta })
-}
-
-fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> &'a T {
-    b.column_by_name(name)
-        .and_then(|c| c.as_any().downcast_ref::<T>())
-        .expect("schema checked")
-}
-
-fn list_row(l: &ListArray, i: usize) -> Option<Vec<i64>> {
-    if l.is_null(i) {
-        None
-    } else {
-        Some(
-            l.value(i)
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .expect("schema checked")
-                .values()
-                .to_vec(),
-        )
-    }
-}
-
+/// Reads steps.parquet (the current format, or abcond.steps/1 without
+/// `step_size`, read as null).
 pub fn read_steps(path: &Path) -> Result<(Vec<StepRow>, BTreeMap<String, String>)> {
-    let v1 = Schema::new(
-        steps_schema()
-            .fields()
-            .iter()
-            .filter(|f| f.name() != "step_size")
-            .cloned()
-            .collect::<Vec<_>>(),
-    );
-    let t = read_table_of(path, &[STEPS_FORMAT, STEPS_FORMAT_V1], &v1)?;
-    let current = t.meta.get("abcond.format").map(String::as_str) == Some(STEPS_FORMAT);
-    let mut rows = Vec::new();
-    for b in &t.batches {
-        let step = col::<Int64Array>(b, "step");
-        let epoch = col::<Int64Array>(b, "epoch");
-        let lr = col::<Float64Array>(b, "lr");
-        let step_size = b
-            .column_by_name("step_size")
-            .and_then(|c| c.as_any().downcast_ref::<Float64Array>());
-        if current && step_size.is_none() {
-            bail!(
-                "{}: column `step_size` (Float64) is missing",
-                path.display()
-            );
-        }
-        let loss = col::<Float64Array>(b, "loss");
-        let gn = col::<Float64Array>(b, "grad_norm");
-        let bi = col::<ListArray>(b, "batch_indices");
-        for i in 0..b.num_rows() {
-            rows.push(StepRow {
-                step: step.value(i),
-                epoch: epoch.value(i),
-                lr: lr.value(i),
-                step_size: step_size.and_then(|c| (!c.is_null(i)).then(|| c.value(i))),
-                loss: loss.value(i),
-                grad_norm: gn.value(i),
-                batch_indices: list_row(bi, i),
-            });
-        }
-    }
-    Ok((rows, t.meta))
+    read_rows(path, &[STEPS_FORMAT, STEPS_FORMAT_V1])
 }
 
 pub fn read_landscape(path: &Path) -> Result<(Vec<LandscapeRow>, BTreeMap<String, String>)> {
-    let t = read_table(path, LANDSCAPE_FORMAT, &landscape_schema())?;
-    let mut rows = Vec::new();
-    for b in &t.batches {
-        let s = |n| col::<StringArray>(b, n);
-        let i = |n| col::<Int64Array>(b, n);
-        let f = |n| col::<Float64Array>(b, n);
-        let bi = col::<ListArray>(b, "batch_indices");
-        for r in 0..b.num_rows() {
-            rows.push(LandscapeRow {
-                experiment: s("experiment").value(r).to_string(),
-                run_id: s("run_id").value(r).to_string(),
-                seed: i("seed").value(r),
-                step: i("step").value(r),
-                probe: label(path, s("probe").value(r))?,
-                batch_size: i("batch_size").value(r),
-                loss_k: f("loss_k").value(r),
-                loss_ref: f("loss_ref").value(r),
-                inner: f("inner").value(r),
-                grad_norm: f("grad_norm").value(r),
-                dist: f("dist").value(r),
-                cos: f("cos").value(r),
-                ref_step: i("ref_step").value(r),
-                batch_indices: list_row(bi, r),
-            });
-        }
-    }
-    Ok((rows, t.meta))
+    read_rows(path, &[LANDSCAPE_FORMAT])
 }
 
 pub const DATA_FORMAT: &str = "abcond.data/1";
@@ -626,6 +401,7 @@ mod tests {
 
 pub const CURVATURE_FORMAT: &str = "abcond.curvature/1";
 
+row_table! {
 /// The Hessian's extreme eigenvalues for one probe loss at snapshot x^k
 /// (src/probe/curvature.rs): a row of `curvature.parquet`.
 #[derive(Debug, Clone, PartialEq)]
@@ -655,104 +431,12 @@ pub struct CurvatureRow {
     /// Example indices (null for "full" over all data).
     pub batch_indices: Option<Vec<i64>>,
 }
-
-pub fn curvature_schema() -> Arc<Schema> {
-    Arc::new(Schema::new(vec![
-        Field::new("experiment", DataType::Utf8, false),
-        Field::new("run_id", DataType::Utf8, false),
-        Field::new("seed", DataType::Int64, false),
-        Field::new("step", DataType::Int64, false),
-        Field::new("probe", DataType::Utf8, false),
-        Field::new("batch_size", DataType::Int64, false),
-        Field::new("eigenvalue", DataType::Float64, false),
-        Field::new("iterations", DataType::Int64, false),
-        Field::new("residual", DataType::Float64, false),
-        Field::new("converged", DataType::Boolean, false),
-        Field::new("lambda_max", DataType::Float64, true),
-        Field::new("lambda_min", DataType::Float64, true),
-        Field::new("other_iterations", DataType::Int64, true),
-        Field::new("other_residual", DataType::Float64, true),
-        Field::new("other_converged", DataType::Boolean, true),
-        Field::new("hvps", DataType::Int64, false),
-        Field::new("batch_indices", DataType::List(list_i64_field()), true),
-    ]))
 }
 
 pub fn write_curvature(path: &Path, rows: &[CurvatureRow], meta: &[(&str, String)]) -> Result<()> {
-    use arrow::array::BooleanArray;
-    let batch = RecordBatch::try_new(
-        curvature_schema(),
-        vec![
-            strs(rows.iter().map(|r| r.experiment.as_str())),
-            strs(rows.iter().map(|r| r.run_id.as_str())),
-            i64s(rows.iter().map(|r| r.seed)),
-            i64s(rows.iter().map(|r| r.step)),
-            labels(rows.iter().map(|r| r.probe)),
-            i64s(rows.iter().map(|r| r.batch_size)),
-            f64s(rows.iter().map(|r| r.eigenvalue)),
-            i64s(rows.iter().map(|r| r.iterations)),
-            f64s(rows.iter().map(|r| r.residual)),
-            Arc::new(BooleanArray::from(
-                rows.iter().map(|r| r.converged).collect::<Vec<_>>(),
-            )),
-            Arc::new(rows.iter().map(|r| r.lambda_max).collect::<Float64Array>()),
-            Arc::new(rows.iter().map(|r| r.lambda_min).collect::<Float64Array>()),
-            Arc::new(
-                rows.iter()
-                    .map(|r| r.other_iterations)
-                    .collect::<Int64Array>(),
-            ),
-            Arc::new(
-                rows.iter()
-                    .map(|r| r.other_residual)
-                    .collect::<Float64Array>(),
-            ),
-            Arc::new(BooleanArray::from(
-                rows.iter().map(|r| r.other_converged).collect::<Vec<_>>(),
-            )),
-            i64s(rows.iter().map(|r| r.hvps)),
-            Arc::new(list_i64(rows.iter().map(|r| r.batch_indices.clone()))),
-        ],
-    )?;
-    let mut m = vec![("abcond.format", CURVATURE_FORMAT.to_string())];
-    m.extend(meta.iter().cloned());
-    write_batch(path, &batch, &m)
+    write_rows(path, rows, CURVATURE_FORMAT, meta, Durability::Durable)
 }
 
 pub fn read_curvature(path: &Path) -> Result<(Vec<CurvatureRow>, BTreeMap<String, String>)> {
-    use arrow::array::BooleanArray;
-    let t = read_table(path, CURVATURE_FORMAT, &curvature_schema())?;
-    let mut rows = Vec::new();
-    for b in &t.batches {
-        let s = |n| col::<StringArray>(b, n);
-        let i = |n| col::<Int64Array>(b, n);
-        let f = |n| col::<Float64Array>(b, n);
-        let bo = |n| col::<BooleanArray>(b, n);
-        let fo = |n, r| (!f(n).is_null(r)).then(|| f(n).value(r));
-        let bi = col::<ListArray>(b, "batch_indices");
-        for r in 0..b.num_rows() {
-            rows.push(CurvatureRow {
-                experiment: s("experiment").value(r).to_string(),
-                run_id: s("run_id").value(r).to_string(),
-                seed: i("seed").value(r),
-                step: i("step").value(r),
-                probe: label(path, s("probe").value(r))?,
-                batch_size: i("batch_size").value(r),
-                eigenvalue: f("eigenvalue").value(r),
-                iterations: i("iterations").value(r),
-                residual: f("residual").value(r),
-                converged: bo("converged").value(r),
-                lambda_max: fo("lambda_max", r),
-                lambda_min: fo("lambda_min", r),
-                other_iterations: (!i("other_iterations").is_null(r))
-                    .then(|| i("other_iterations").value(r)),
-                other_residual: fo("other_residual", r),
-                other_converged: (!bo("other_converged").is_null(r))
-                    .then(|| bo("other_converged").value(r)),
-                hvps: i("hvps").value(r),
-                batch_indices: list_row(bi, r),
-            });
-        }
-    }
-    Ok((rows, t.meta))
+    read_rows(path, &[CURVATURE_FORMAT])
 }
