@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Reads every table of an abcond run directory with pandas, Polars, DuckDB and
-pyarrow, asserts the documented dtypes (README.md, Schemas), and runs the README's
+pyarrow, asserts the documented dtypes (docs/schemas.md), and runs the README's
 Python snippets against the run.
 
 usage: read_outputs.py RUN_DIR      exit status 1 on any mismatch

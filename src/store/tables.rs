@@ -1,6 +1,6 @@
 //! Row tables of a run: `steps.parquet` (one row per training step) and
 //! `landscape.parquet` (one row per probed snapshot and minibatch), written
-//! atomically with typed columns; see README.md, section Schemas, for the column reference.
+//! atomically with typed columns; column reference: docs/schemas.md.
 
 use crate::store::atomic::Durability;
 use crate::store::label::ProbeLabel;

@@ -1,7 +1,7 @@
 """abcond_ref: the tests' Python in one package — PyTorch reference
 implementations of abcond's models and data, written independently of the Rust
 code from the model definitions in the paper, the references cited in
-src/model/*.rs and the layout documented in README.md (Schemas). The checker
+src/model/*.rs and the layout documented in docs/schemas.md. The checker
 scripts tests/check_*.py, tests/parity.py and tests/compare_landscapes.py and
 the benchmarks in bench/ import from here; nothing here imports a checker.
 

@@ -1,5 +1,5 @@
 """An abcond run directory read independently of the Rust code, from the layout
-documented in README.md (Schemas):
+documented in docs/schemas.md:
 
     run = Run(path)           # run.yaml, data.parquet and the dataset files
     model = run.model()       # the reference module (models.py), abcond's parameter names
