@@ -331,6 +331,7 @@ fn analyze_cmd(cli: &Cli, a: &AnalyzeArgs) -> anyhow::Result<()> {
             &a.path,
             "analyze",
             &command_line(),
+            false,
         )?)
     } else {
         None

@@ -10,6 +10,7 @@ pub mod bound;
 pub mod conditions;
 pub mod config;
 pub mod inputs;
+pub mod output;
 pub mod plots;
 pub mod region;
 pub mod report;
@@ -23,9 +24,9 @@ pub use result::{aggregate, Analysis, GroupResult, RunCurves, RunSigma};
 pub use summary::{Summary, BOUND_TEXT, SUMMARY_FORMAT};
 pub use terminal::render;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use inputs::{Group, RunData};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use tables::{write_grouped, AimingTableRow, GridRow, PlTableRow, RegionRow, TrendsRow};
 
 /// Analyses PATH (a run directory or a directory of runs) and writes
@@ -63,10 +64,10 @@ pub fn analyze(
     for g in groups {
         results.push(analyse_group(&runs, g, &settings));
     }
-    let dir = path.join("analysis");
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Written into a staging directory, swapped in whole (output.rs).
+    let staging = output::stage(path)?;
     let mut a = Analysis {
-        dir,
+        dir: staging.dir.clone(),
         settings,
         runs,
         groups: results,
@@ -75,6 +76,8 @@ pub fn analyze(
         written: Vec::new(),
     };
     write_outputs(&mut a)?;
+    a.written = staging.commit(&a.written)?;
+    a.dir = path.join("analysis");
     Ok(a)
 }
 
@@ -290,19 +293,6 @@ fn write_outputs(a: &mut Analysis) -> Result<()> {
         written.extend(report::figures_and_report(a, &summary)?);
     }
 
-    // Outputs of an earlier analysis that this one did not write (other
-    // groups, plots switched off) would mislead: remove them.
-    let keep: std::collections::BTreeSet<PathBuf> = written.iter().cloned().collect();
-    for e in std::fs::read_dir(&dir)?.flatten() {
-        let p = e.path();
-        let ext = p.extension().and_then(|x| x.to_str()).unwrap_or("");
-        if p.is_file()
-            && ["png", "svg", "parquet", "md", "yaml"].contains(&ext)
-            && !keep.contains(&p)
-        {
-            std::fs::remove_file(&p).with_context(|| format!("removing stale {}", p.display()))?;
-        }
-    }
     a.written = written;
     Ok(())
 }

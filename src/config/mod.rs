@@ -66,8 +66,7 @@ fn default_device() -> String {
 
 /// Reads `path`, applies the `--set` overrides and resolves defaults.
 pub fn load(path: &Path, overrides: &[String]) -> Result<Config> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading config file {}", path.display()))?;
+    let text = crate::util::read_text_file(path, "config file", crate::util::MAX_YAML_BYTES)?;
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     from_yaml_text(&text, &path.display().to_string(), &base_dir, overrides)
 }
@@ -216,12 +215,8 @@ fn merge_model_preset(tree: &mut Value, source: &str, base_dir: &Path) -> Result
         .to_string();
     let (text, origin) = if name.ends_with(".yaml") || name.ends_with(".yml") {
         let p = base_dir.join(&name);
-        let text = std::fs::read_to_string(&p).with_context(|| {
-            format!(
-                "{source}: key `model.preset`: reading preset file {}",
-                p.display()
-            )
-        })?;
+        let text = crate::util::read_text_file(&p, "preset file", crate::util::MAX_YAML_BYTES)
+            .with_context(|| format!("{source}: key `model.preset`"))?;
         (text, p.display().to_string())
     } else {
         let text = PRESETS

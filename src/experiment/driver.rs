@@ -169,7 +169,8 @@ impl Driver {
     ) -> anyhow::Result<()> {
         // Held through probe and analysis: both write into the run directory. (Shards
         // of a sharded probe take no lock: each writes only its own part files.)
-        let _lock = crate::run::lock::acquire(&dir.root, "probe", &self.command)?;
+        dir.require("probe")?;
+        let _lock = crate::run::lock::acquire(&dir.root, "probe", &self.command, false)?;
         let outcome = crate::probe::probe(dir, settings, set, None, self.quiet)?;
         // What the curvature pass cached goes before the analysis allocates.
         crate::torch::ops::cpu_cache_release();
@@ -194,6 +195,4 @@ pub fn out(text: &str) {
 }
 
 /// The command line of this process.
-pub fn command_line() -> String {
-    std::env::args().collect::<Vec<_>>().join(" ")
-}
+pub use crate::util::command_line;

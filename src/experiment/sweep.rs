@@ -103,8 +103,7 @@ fn overlaps(a: &str, b: &str) -> bool {
 impl Sweep {
     /// Reads the config at `path`; `None` when it declares no sweep.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Option<Sweep>> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading config file {}", path.display()))?;
+        let text = crate::util::read_text_file(path, "config file", crate::util::MAX_YAML_BYTES)?;
         let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Sweep::from_text(&text, &path.display().to_string(), &base_dir, overrides)
     }

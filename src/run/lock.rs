@@ -42,6 +42,8 @@ pub struct Holder {
 #[derive(Debug)]
 pub struct Locked {
     pub dir: PathBuf,
+    /// The lock file.
+    pub lock: PathBuf,
     pub holder: Option<Holder>,
     pub wanted: String,
 }
@@ -70,7 +72,7 @@ impl std::fmt::Display for Locked {
             None => write!(
                 f,
                 " (holder unknown: {} is unreadable)",
-                self.dir.join(".lock").display()
+                self.lock.display()
             )?,
         }
         write!(
@@ -101,34 +103,112 @@ fn unsupported(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::Unsupported || matches!(e.raw_os_error(), Some(37 | 38 | 95))
 }
 
+/// Opens (or creates, mode 0644) the lock file `p`, refusing a symbolic
+/// link, anything but a regular file, and a file of another user.
+fn open_lock_file(p: &Path) -> Result<File> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        // O_NONBLOCK: a FIFO planted as `.lock` must not hang the open.
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(p)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                anyhow::anyhow!(
+                    "{} is a symbolic link: abcond will not write through it (a lock file is a regular file it creates itself); remove the link if this is your run directory",
+                    p.display()
+                )
+            } else {
+                anyhow::Error::new(e).context(format!("opening the lock file {}", p.display()))
+            }
+        })?;
+    let m = file
+        .metadata()
+        .with_context(|| format!("reading {}", p.display()))?;
+    if !m.file_type().is_file() {
+        anyhow::bail!(
+            "{} is not a regular file: abcond will not use it as the run's lock",
+            p.display()
+        );
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if m.uid() != me {
+        anyhow::bail!(
+            "{} belongs to another user (uid {}, you are {me}): abcond will not write it; is this run directory yours?",
+            p.display(),
+            m.uid()
+        );
+    }
+    Ok(file)
+}
+
 /// Reads the holder recorded in `.lock` (None when empty or unreadable).
 pub fn holder(root: &Path) -> Option<Holder> {
-    let text = std::fs::read_to_string(path(root)).ok()?;
+    holder_at(&path(root))
+}
+
+/// Reads the holder recorded in the lock file `lock`.
+pub fn holder_at(lock: &Path) -> Option<Holder> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Not through a link, not blocking on a FIFO, at most 64 KiB.
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(lock)
+        .ok()?;
+    if !file.metadata().ok()?.file_type().is_file() {
+        return None;
+    }
+    let mut text = String::new();
+    file.take(1 << 16).read_to_string(&mut text).ok()?;
     serde_yaml::from_str::<Holder>(&text)
         .ok()
         .filter(|h| h.pid != 0)
 }
 
-/// Takes the exclusive lock of the run directory `root` (created if missing)
-/// for `what` ("train", "probe", "analyze"), recording this process as holder;
-/// fails with [`Locked`] at once when another process holds it.
-pub fn acquire(root: &Path, what: &str, command: &str) -> Result<RunLock> {
-    std::fs::create_dir_all(root)
-        .with_context(|| format!("creating run directory {}", root.display()))?;
-    let p = path(root);
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&p)
-        .with_context(|| format!("opening the lock file {}", p.display()))?;
+/// Takes the exclusive lock of the run directory `root` for `what` ("train",
+/// "probe", "analyze"), recording this process as holder; fails with
+/// [`Locked`] at once when another process holds it. `root` must exist unless
+/// `create` (a new training run), so that a mistyped path is refused before
+/// anything is written.
+///
+/// The lock file is opened without following a symbolic link (`O_NOFOLLOW`)
+/// and must be a regular file owned by this user: run ids are predictable, so
+/// on a shared scratch directory someone else could otherwise point `.lock`
+/// at another user's file and have abcond overwrite it. It is created with
+/// mode 0644.
+pub fn acquire(root: &Path, what: &str, command: &str, create: bool) -> Result<RunLock> {
+    if create {
+        std::fs::create_dir_all(root)
+            .with_context(|| format!("creating run directory {}", root.display()))?;
+    } else if !root.is_dir() {
+        anyhow::bail!(
+            "{} is not a directory: cannot {what} it (is the path right? `abcond inspect` lists runs)",
+            root.display()
+        );
+    }
+    acquire_file(&path(root), root, what, command)
+}
+
+/// Takes the exclusive lock `lock` guarding the directory `dir` (see
+/// [`acquire`]; `dir` exists).
+pub fn acquire_file(lock: &Path, dir: &Path, what: &str, command: &str) -> Result<RunLock> {
+    let root = dir;
+    let p = lock.to_path_buf();
+    let mut file = open_lock_file(&p)?;
     match file.try_lock() {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => {
             return Err(Locked {
                 dir: root.to_path_buf(),
-                holder: holder(root),
+                lock: p.clone(),
+                holder: holder_at(&p),
                 wanted: what.to_string(),
             }
             .into())
@@ -171,10 +251,10 @@ mod tests {
     fn second_lock_fails_and_names_holder_then_succeeds_after_release() {
         let dir = std::env::temp_dir().join(format!("abcond-lock-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let first = acquire(&dir, "train", "abcond train x.yaml").unwrap();
+        let first = acquire(&dir, "train", "abcond train x.yaml", true).unwrap();
         // flock locks belong to the open file description: a second open in
         // the same process conflicts like another process would.
-        let e = acquire(&dir, "probe", "abcond probe").unwrap_err();
+        let e = acquire(&dir, "probe", "abcond probe", false).unwrap_err();
         let locked = e.downcast_ref::<Locked>().expect("a Locked error");
         let h = locked.holder.as_ref().unwrap();
         assert_eq!(h.pid, std::process::id());
@@ -185,7 +265,7 @@ mod tests {
         assert!(msg.contains("`abcond train x.yaml`"), "{msg}");
         assert!(msg.contains("cannot probe it now"), "{msg}");
         drop(first);
-        let again = acquire(&dir, "probe", "abcond probe").unwrap();
+        let again = acquire(&dir, "probe", "abcond probe", false).unwrap();
         assert_eq!(holder(&dir).unwrap().what, "probe");
         drop(again);
         std::fs::remove_dir_all(&dir).unwrap();

@@ -315,15 +315,23 @@ impl RunDir {
         self.manifest().is_file()
     }
 
+    /// Fails unless this is a run directory (it has run.yaml), before anything
+    /// is written into it: a mistyped path must not become a directory with a
+    /// lock file in it.
+    pub fn require(&self, what: &str) -> Result<()> {
+        if !self.exists() {
+            bail!(
+                "{} is not an abcond run directory (it has no run.yaml): cannot {what} it; `abcond inspect DIR` lists the runs under a directory",
+                self.root.display()
+            );
+        }
+        Ok(())
+    }
+
     pub fn read_manifest(&self) -> Result<Manifest> {
         let p = self.manifest();
-        let text = std::fs::read_to_string(&p).with_context(|| {
-            format!(
-                "reading {} (is {} an abcond run directory?)",
-                p.display(),
-                self.root.display()
-            )
-        })?;
+        let text = crate::util::read_text_file(&p, "run manifest", crate::util::MAX_YAML_BYTES)
+            .with_context(|| format!("is {} an abcond run directory?", self.root.display()))?;
         let m: Manifest = serde_yaml::from_str(&text)
             .with_context(|| format!("{}: not a valid abcond run manifest", p.display()))?;
         if m.format != MANIFEST_FORMAT {

@@ -24,6 +24,12 @@ fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!("{TMP_PREFIX}{name}.{}.{n}", std::process::id()))
 }
 
+/// Whether a file name is a temporary of an atomic write (one a crashed
+/// writer may leave behind).
+pub fn is_temporary(name: &str) -> bool {
+    name.starts_with(TMP_PREFIX)
+}
+
 /// How far a write goes before it returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {

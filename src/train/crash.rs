@@ -1,6 +1,8 @@
 //! The crash test hook: `ABCOND_CRASH_AT=<point>` aborts the process at that
 //! point, as a crash or a kill would, so that tests can check that a resume
-//! recovers. Points:
+//! recovers. Only a binary built with the cargo feature `test-hooks` (what
+//! `./dev test` builds for the tests) reads the variable; the shipped build
+//! ignores it, so a stray export cannot abort a real run. Points:
 //!
 //! - `step:K`: before update K, with the writer's queue as it is (queued files
 //!   are lost, as in a real crash);
@@ -14,6 +16,9 @@
 use crate::store::writer::Writer;
 use anyhow::Result;
 
+/// Whether this build has the test hooks (cargo feature `test-hooks`).
+pub const ENABLED: bool = cfg!(feature = "test-hooks");
+
 /// The crash point of this process, read from `ABCOND_CRASH_AT`.
 pub struct CrashHook {
     /// The whole value of `ABCOND_CRASH_AT`.
@@ -24,7 +29,11 @@ pub struct CrashHook {
 
 impl CrashHook {
     pub fn from_env() -> CrashHook {
-        let point = std::env::var("ABCOND_CRASH_AT").ok();
+        let point = if ENABLED {
+            std::env::var("ABCOND_CRASH_AT").ok()
+        } else {
+            None
+        };
         let step = point.as_deref().and_then(|v| {
             let rest = v.strip_prefix("step:")?;
             match rest.strip_suffix(":written") {

@@ -69,7 +69,7 @@ pub fn train(
     let dir = RunDir::new(crate::config::run_dir(out, &cfg.experiment, &run_id));
     // Held for the whole session, before run.yaml is read: a second writer
     // fails here, naming this process.
-    let _lock = crate::run::lock::acquire(&dir.root, "train", command)?;
+    let _lock = crate::run::lock::acquire(&dir.root, "train", command, true)?;
     let previous = if dir.exists() {
         Some(dir.read_manifest()?)
     } else {

@@ -165,6 +165,60 @@ fn yaml11_float(tok: &str) -> String {
     format!("{mant}e{exp}")
 }
 
+/// The largest YAML file abcond reads (configs, presets, run.yaml): 4 MiB.
+/// Real ones are a few KiB; the limit keeps `abcond train /dev/zero` or a
+/// mistaken multi-GB path from filling memory.
+pub const MAX_YAML_BYTES: u64 = 4 << 20;
+
+/// Reads a UTF-8 text file of at most `limit` bytes that must be a regular
+/// file (not a FIFO, a device or a directory: none of those is a config, and
+/// reading one could block or never end). `what` names the file in errors
+/// ("config file", "run manifest").
+pub fn read_text_file(path: &std::path::Path, what: &str, limit: u64) -> anyhow::Result<String> {
+    use anyhow::Context;
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .with_context(|| format!("reading {what} {}", path.display()))?;
+    let m = file
+        .metadata()
+        .with_context(|| format!("reading {what} {}", path.display()))?;
+    if !m.file_type().is_file() {
+        anyhow::bail!(
+            "{what} {} is not a regular file (a directory, device or pipe cannot be a {what})",
+            path.display()
+        );
+    }
+    if m.len() > limit {
+        anyhow::bail!(
+            "{what} {} is {} bytes, more than the {} bytes abcond reads (is this the right file?)",
+            path.display(),
+            m.len(),
+            limit
+        );
+    }
+    let mut bytes = Vec::with_capacity(m.len() as usize);
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {what} {}", path.display()))?;
+    if bytes.len() as u64 > limit {
+        anyhow::bail!(
+            "{what} {} grew past {limit} bytes while being read",
+            path.display()
+        );
+    }
+    String::from_utf8(bytes)
+        .map_err(|e| anyhow::anyhow!("{what} {} is not UTF-8 text: {e}", path.display()))
+}
+
+/// This process's command line, as recorded in lock files and run.yaml.
+pub fn command_line() -> String {
+    std::env::args().collect::<Vec<_>>().join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

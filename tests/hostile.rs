@@ -1,0 +1,322 @@
+//! A hostile or careless user on a shared machine: abcond never deletes or
+//! overwrites a file it did not write, never follows a planted link, leaves
+//! no debris after a failed command, and writes `analysis/` as a unit.
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A short half-space run (no figures): its run directory.
+fn halfspace_run(dir: &Path) -> PathBuf {
+    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/paper/halfspace.yaml");
+    ok(&abcond(
+        dir,
+        &[
+            "-q",
+            "--out",
+            "out",
+            "run",
+            cfg.to_str().unwrap(),
+            "--set",
+            "train.steps=400",
+            "--set",
+            "analysis.plots=false",
+            "--set",
+            "probe.curvature.enabled=false",
+        ],
+    ));
+    run_dir(&dir.join("out"), "halfspace")
+}
+
+fn files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn analysis_keeps_the_users_files_and_replaces_only_its_own() {
+    let dir = scratch("hostile-analysis-files");
+    let run = halfspace_run(&dir);
+    let a = run.join("analysis");
+    std::fs::write(a.join("paper.md"), "# draft\n").unwrap();
+    std::fs::write(a.join("notes.png"), b"not abcond's").unwrap();
+    let path = run.to_str().unwrap();
+    // With figures: abcond's PNGs appear, the user's files stay.
+    ok(&abcond(
+        &dir,
+        &["-q", "analyze", path, "--set", "analysis.plots=true"],
+    ));
+    assert!(a.join("ab_heatmap.png").is_file() && a.join("report.md").is_file());
+    // Without figures: abcond's PNGs and report.md go, the user's files stay.
+    ok(&abcond(&dir, &["-q", "analyze", path]));
+    let now = files(&a);
+    assert!(
+        !now.iter()
+            .any(|f| f == "ab_heatmap.png" || f == "report.md"),
+        "{now:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(a.join("paper.md")).unwrap(),
+        "# draft\n"
+    );
+    assert_eq!(std::fs::read(a.join("notes.png")).unwrap(), b"not abcond's");
+    assert!(now.iter().any(|f| f == ".manifest"), "{now:?}");
+    // A user file with the name of an output abcond is about to write is
+    // refused, untouched.
+    std::fs::write(a.join("report.md"), "mine\n").unwrap();
+    let out = abcond(
+        &dir,
+        &["-q", "analyze", path, "--set", "analysis.plots=true"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("report.md was not written by abcond"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(a.join("report.md")).unwrap(),
+        "mine\n"
+    );
+    // No staging directory is left behind by the refusal.
+    assert!(
+        !files(&run).iter().any(|f| f.starts_with(".analysis.tmp")),
+        "{:?}",
+        files(&run)
+    );
+}
+
+#[test]
+fn concurrent_analysis_is_refused() {
+    let dir = scratch("hostile-analysis-lock");
+    let run = halfspace_run(&dir);
+    // Hold the analysis lock from another process (Python's flock), as a
+    // running analysis would.
+    let lock = run.join(".analysis.lock");
+    let mut holder = python_cmd()
+        .args([
+            "-c",
+            "import fcntl, sys, time\nf = open(sys.argv[1], 'a')\nfcntl.flock(f, fcntl.LOCK_EX)\nprint('locked', flush=True)\ntime.sleep(60)",
+            lock.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "locked");
+    let out = abcond(&dir, &["-q", "analyze", run.to_str().unwrap()]);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is locked by another abcond process"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// The set of files in `analysis/` is one analysis's: every file its manifest
+/// lists is there and nothing else of abcond's, and every table carries the
+/// margin that summary.yaml states.
+fn whole(a: &Path) -> Result<f64, String> {
+    let manifest = std::fs::read_to_string(a.join(".manifest")).map_err(|e| format!("{e}"))?;
+    let listed: Vec<String> = manifest
+        .lines()
+        .filter_map(|l| l.strip_prefix("- "))
+        .map(|s| s.trim_matches('\'').to_string())
+        .collect();
+    let mut present = files(a);
+    present.retain(|f| f != ".manifest" && f != "paper.md");
+    let mut want = listed.clone();
+    want.sort();
+    if present != want {
+        return Err(format!("present {present:?}, manifest {want:?}"));
+    }
+    let s: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(a.join("summary.yaml")).unwrap()).unwrap();
+    let margin = s["settings"]["margin"].as_f64().unwrap();
+    for t in ["ab_region", "ab_grid", "aiming", "pl"] {
+        let f = std::fs::File::open(a.join(format!("{t}.parquet"))).unwrap();
+        let r = parquet::file::reader::SerializedFileReader::new(f).unwrap();
+        use parquet::file::reader::FileReader;
+        let kv = r.metadata().file_metadata().key_value_metadata().unwrap();
+        let m = kv.iter().find(|k| k.key == "abcond.margin").unwrap();
+        let m: f64 = m.value.as_ref().unwrap().parse().unwrap();
+        if m != margin {
+            return Err(format!("{t}: margin {m}, summary.yaml {margin}"));
+        }
+    }
+    let plots = listed.iter().any(|f| f.ends_with(".png"));
+    if plots != (margin == 0.2) {
+        return Err(format!("margin {margin} with plots {plots}"));
+    }
+    Ok(margin)
+}
+
+#[test]
+fn killed_analysis_leaves_the_old_or_the_new_never_a_mix() {
+    let dir = scratch("hostile-analysis-kill");
+    let run = halfspace_run(&dir);
+    let a = run.join("analysis");
+    std::fs::write(a.join("paper.md"), "# draft\n").unwrap();
+    let path = run.to_str().unwrap();
+    // Two analyses that differ in every file: margin 0.1 without figures,
+    // margin 0.2 with.
+    let settings = |k: u64| {
+        if k.is_multiple_of(2) {
+            vec![
+                "--set",
+                "analysis.margin=0.2",
+                "--set",
+                "analysis.plots=true",
+            ]
+        } else {
+            vec![
+                "--set",
+                "analysis.margin=0.1",
+                "--set",
+                "analysis.plots=false",
+            ]
+        }
+    };
+    // How long one analysis takes here, to spread the kills over it.
+    let t0 = std::time::Instant::now();
+    let mut args = vec!["-q", "analyze", path];
+    args.extend(settings(0));
+    ok(&abcond(&dir, &args));
+    let full = t0.elapsed().as_secs_f64();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut rng = 0x9e3779b97f4a7c15u64;
+    for k in 1..=32u64 {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let at = (rng % 1000) as f64 / 1000.0 * full * 1.1;
+        let mut args = vec!["-q", "analyze", path];
+        args.extend(settings(k));
+        let mut child = cmd(&dir)
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_secs_f64(at));
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        match whole(&a) {
+            Ok(m) => {
+                seen.insert((m * 10.0) as i64);
+            }
+            Err(e) => panic!("kill {k} at {at:.3} s ({status:?}): analysis/ is mixed: {e}"),
+        }
+        assert_eq!(
+            std::fs::read_to_string(a.join("paper.md")).unwrap(),
+            "# draft\n"
+        );
+    }
+    // Some kills landed after the swap, some before.
+    assert_eq!(
+        seen.len(),
+        2,
+        "only saw margins {seen:?} (kills all on one side)"
+    );
+    // The next analysis cleans what the killed ones left.
+    ok(&abcond(&dir, &["-q", "analyze", path]));
+    assert!(
+        !files(&run)
+            .iter()
+            .any(|f| f.starts_with(".analysis.") && f != ".analysis.lock"),
+        "{:?}",
+        files(&run)
+    );
+}
+
+#[test]
+fn a_planted_lock_link_is_refused_and_its_target_untouched() {
+    use std::os::unix::fs::symlink;
+    let dir = scratch("hostile-lock-link");
+    let victim = dir.join("victim.txt");
+    std::fs::write(&victim, "precious\n").unwrap();
+    // Someone creates the predictable run directory first, with `.lock`
+    // pointing at another user's file.
+    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/paper/halfspace.yaml");
+    let rd = dir.join("out/halfspace/planted");
+    std::fs::create_dir_all(&rd).unwrap();
+    symlink(&victim, rd.join(".lock")).unwrap();
+    let out = abcond(
+        &dir,
+        &[
+            "-q",
+            "--out",
+            "out",
+            "train",
+            cfg.to_str().unwrap(),
+            "--run-id",
+            "planted",
+            "--set",
+            "train.steps=10",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is a symbolic link"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+}
+
+#[test]
+fn failed_commands_leave_no_debris() {
+    let dir = scratch("hostile-debris");
+    // A mistyped run directory is not created, nor a lock in it.
+    let out = abcond(&dir, &["-q", "probe", "some/typo"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("some/typo"), "{}", stderr(&out));
+    assert!(!dir.join("some").exists());
+    // A directory that is not a run gets no lock file.
+    std::fs::create_dir_all(dir.join("home")).unwrap();
+    let out = abcond(&dir, &["-q", "probe", "home"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("not an abcond run directory"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(files(&dir.join("home")), Vec::<String>::new());
+}
+
+#[test]
+fn a_device_or_huge_file_is_not_a_config() {
+    let dir = scratch("hostile-config-files");
+    for (path, want) in [
+        ("/dev/zero", "not a regular file"),
+        (".", "not a regular file"),
+    ] {
+        let t0 = std::time::Instant::now();
+        let out = abcond(&dir, &["-q", "train", path]);
+        assert_eq!(out.status.code(), Some(1), "{path}");
+        assert!(stderr(&out).contains(want), "{path}: {}", stderr(&out));
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "{path} took {:?}",
+            t0.elapsed()
+        );
+    }
+    let big = dir.join("big.yaml");
+    let f = std::fs::File::create(&big).unwrap();
+    f.set_len(64 << 20).unwrap();
+    let out = abcond(&dir, &["-q", "train", big.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("more than the"), "{}", stderr(&out));
+}
