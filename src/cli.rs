@@ -361,7 +361,16 @@ pub fn main() -> i32 {
         eprintln!("abcond: warning: {e:#}");
     }
     if let Some(n) = cli.threads {
-        tch::set_num_threads(n.max(1));
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+        let max = cores * crate::config::validate::caps::THREADS_PER_CORE;
+        if n < 1 || n as usize > max {
+            eprintln!(
+                "error: --threads {n}: must be between 1 and {max} ({} per core on this machine's {cores} cores)",
+                crate::config::validate::caps::THREADS_PER_CORE
+            );
+            return 1;
+        }
+        tch::set_num_threads(n);
     }
     let result = match &cli.command {
         Command::Train(a) => train_or_run(&cli, a, false),

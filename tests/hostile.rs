@@ -320,3 +320,52 @@ fn a_device_or_huge_file_is_not_a_config() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("more than the"), "{}", stderr(&out));
 }
+
+#[test]
+fn out_of_range_counts_are_refused_naming_the_key_and_leave_nothing() {
+    let dir = scratch("hostile-caps");
+    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/paper/halfspace.yaml");
+    let cases: &[(&[&str], &str)] = &[
+        (&["train.steps=1000000000000"], "train.steps"),
+        (
+            &["train.steps=1000000000", "snapshots.every=1"],
+            "snapshots.every",
+        ),
+        (
+            &["train.steps=null", "train.epochs=1000000000000"],
+            "train.epochs",
+        ),
+        (&["probe.extra_batches=1000000000"], "probe.extra_batches"),
+        (&["data.dim=100000000"], "data.dim"),
+        (&["snapshots.log_spaced=1000000000"], "snapshots.log_spaced"),
+        (&["train.batch_size=100000000"], "train.batch_size"),
+        // Late errors (found once the data is loaded) leave no run directory either.
+        (&["snapshots.at=[99999]"], "snapshots.at"),
+        (&["train.batch_size=1000"], "batch"),
+    ];
+    for (sets, key) in cases {
+        let mut args = vec!["-q", "--out", "out", "train", cfg.to_str().unwrap()];
+        for s in *sets {
+            args.extend(["--set", s]);
+        }
+        let t0 = std::time::Instant::now();
+        let out = abcond(&dir, &args);
+        assert_eq!(out.status.code(), Some(1), "{sets:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(key), "{sets:?}: {}", stderr(&out));
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "{sets:?} took {:?}",
+            t0.elapsed()
+        );
+        assert!(
+            !dir.join("out").exists(),
+            "{sets:?} left {:?}",
+            files(&dir.join("out"))
+        );
+    }
+    for n in ["0", "100000", "-3"] {
+        let out = abcond(&dir, &[&format!("--threads={n}"), "presets"]);
+        assert_eq!(out.status.code(), Some(1), "--threads {n}");
+        assert!(stderr(&out).contains("--threads"), "{}", stderr(&out));
+    }
+}

@@ -347,13 +347,19 @@ fn divergence_stops_with_status_and_kept_files() {
     let out = abcond(&dir, &["probe", rd.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("diverged"), "{}", stderr(&out));
+    // Training it again: exit status 3 as when it diverged (also with --all).
     let out = abcond(&dir, &["--out", "out", "train", "config.yaml"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(3));
     assert!(
         stderr(&out).contains("would diverge again"),
         "{}",
         stderr(&out)
     );
+    // analyze does not suggest probing it (probe refuses).
+    let out = abcond(&dir, &["analyze", rd.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!stderr(&out).contains("probe it with"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("it diverged"), "{}", stderr(&out));
 }
 
 #[test]

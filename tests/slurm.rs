@@ -206,3 +206,23 @@ fn config_without_sweep_is_an_array_of_one_and_options_are_optional() {
         assert!(help.contains(word), "help lacks {word}:\n{help}");
     }
 }
+
+#[test]
+fn option_values_cannot_inject_lines() {
+    let dir = scratch("slurm-inject");
+    write_config(&dir, "one.yaml", BASE);
+    for (opt, v) in [
+        ("--partition", "gpu\n#SBATCH --uid=0"),
+        ("--account", "a b"),
+        ("--time", "1:00\nrm -rf ~"),
+        ("--mem", ""),
+    ] {
+        let out = abcond(&dir, &["slurm", "one.yaml", opt, v]);
+        assert_eq!(out.status.code(), Some(1), "{opt} {v:?}");
+        assert!(stderr(&out).contains(opt), "{}", stderr(&out));
+        assert!(
+            !dir.join("results/slurmy/slurm").exists(),
+            "{opt} {v:?} wrote scripts"
+        );
+    }
+}

@@ -136,11 +136,21 @@ pub fn load_runs(dirs: &[PathBuf], skipped: &mut Vec<String>) -> Result<Vec<RunD
                     d.display()
                 )
             } else {
+                use crate::run::Status;
+                let hint = match manifest.status {
+                    Status::Completed => format!("probe it with `abcond probe {}`", d.display()),
+                    Status::Diverged => {
+                        "it diverged, so it has no final iterate to probe against; change the config (a new run) to measure this setting".to_string()
+                    }
+                    Status::Running | Status::Failed => format!(
+                        "training has not finished: resume it with `abcond train CONFIG` (or `abcond run CONFIG`), then probe it with `abcond probe {}`",
+                        d.display()
+                    ),
+                };
                 format!(
-                    "{}: no landscape.parquet (status {}; probe it with `abcond probe {}`)",
+                    "{}: no landscape.parquet (status {}; {hint})",
                     d.display(),
                     manifest.status.name(),
-                    d.display()
                 )
             });
             continue;

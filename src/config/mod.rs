@@ -13,7 +13,7 @@ use serde_yaml::{Mapping, Value};
 use std::path::{Path, PathBuf};
 
 mod identity;
-pub(crate) mod validate;
+pub mod validate;
 
 pub use crate::analysis::config::{AnalysisConfig, FStar, GridConfig};
 pub use crate::data::config::{Augment, DataConfig, DatasetKind, Normalize, Source};
@@ -274,6 +274,29 @@ impl Config {
         }
         if self.snapshots.every == Some(0) {
             bail!("key `snapshots.every` must be at least 1");
+        }
+        {
+            use validate::{at_most, caps};
+            let (t, sn) = (&self.train, &self.snapshots);
+            at_most("train.steps", t.steps.unwrap_or(0), caps::STEPS)?;
+            at_most("train.epochs", t.epochs.unwrap_or(0), caps::EPOCHS)?;
+            at_most("train.batch_size", t.batch_size, caps::BATCH)?;
+            at_most(
+                "snapshots.log_spaced",
+                sn.log_spaced.unwrap_or(0),
+                caps::SNAPSHOTS,
+            )?;
+            at_most(
+                "snapshots.at (its length)",
+                sn.at.len() as u64,
+                caps::SNAPSHOTS,
+            )?;
+            at_most(
+                "probe.extra_batches",
+                self.probe.extra_batches,
+                caps::EXTRA_BATCHES,
+            )?;
+            at_most("probe.chunk_size", self.probe.chunk_size, caps::BATCH)?;
         }
         let p = &self.probe;
         if p.chunk_size == 0 {

@@ -90,3 +90,44 @@ pub(crate) fn at_least_one(key: &str, v: i64) -> Result<()> {
     }
     Ok(())
 }
+
+/// Caps on counts and sizes: far above any real run, low enough that a typo
+/// (`1e12`) is an error naming the key instead of an allocation that fills the
+/// memory or a loop that never reports. docs/robustness.md lists them.
+pub mod caps {
+    /// `train.steps`, and `train.epochs` × steps per epoch.
+    pub const STEPS: u64 = 10_000_000_000;
+    pub const EPOCHS: u64 = 10_000_000;
+    pub const BATCH: u64 = 1 << 24;
+    /// Snapshots of one run, from `every`, `log_spaced` and `at` together.
+    pub const SNAPSHOTS: u64 = 100_000;
+    pub const EXTRA_BATCHES: u64 = 10_000;
+    /// Values of a synthetic data set (examples × dimension).
+    pub const SYNTHETIC_VALUES: u64 = 1 << 28;
+    /// Intra-op threads per available core (`--threads`).
+    pub const THREADS_PER_CORE: usize = 4;
+}
+
+/// Fails unless `1 ≤ v ≤ max` for key `key`.
+pub(crate) fn at_most(key: &str, v: u64, max: u64) -> Result<()> {
+    if v > max {
+        bail!("key `{key}` is {v}, more than abcond's limit of {max} (is that a typo?)");
+    }
+    Ok(())
+}
+
+/// Fails when a synthetic data set would hold more than
+/// [`caps::SYNTHETIC_VALUES`] values; `what` lists the keys that set its size.
+pub(crate) fn synthetic_size(what: &str, factors: &[i64]) -> Result<()> {
+    let mut n: u64 = 1;
+    for &f in factors {
+        n = n.saturating_mul(f.max(0) as u64);
+    }
+    if n > caps::SYNTHETIC_VALUES {
+        bail!(
+            "keys {what} make a synthetic data set of {n} values, more than abcond's limit of {} (is that a typo?)",
+            caps::SYNTHETIC_VALUES
+        );
+    }
+    Ok(())
+}

@@ -440,6 +440,10 @@ impl Settings for HalfspaceData {
         if self.dim < 1 || self.per_class < 1 {
             bail!("keys `data.dim` and `data.per_class` must be at least 1");
         }
+        crate::config::validate::synthetic_size(
+            "`data.per_class` × 2 × `data.dim`",
+            &[self.per_class, 2, self.dim],
+        )?;
         positive("data.variance", self.variance)?;
         positive("data.mean_std", self.mean_std)
     }
@@ -476,6 +480,10 @@ impl Settings for MatFactData {
         if self.rows < 1 || self.cols < 1 || self.true_rank < 1 {
             bail!("keys `data.rows`, `data.cols`, `data.true_rank` must be at least 1");
         }
+        crate::config::validate::synthetic_size(
+            "`data.rows` × `data.cols`",
+            &[self.rows, self.cols],
+        )?;
         let noise = self.noise;
         if !(noise.is_finite() && noise >= 0.0) {
             bail!("key `data.noise` must be ≥ 0, got {noise}");
@@ -529,6 +537,11 @@ impl Settings for TranslationData {
         if n < 1 || len < 1 || vocab < 2 {
             bail!("keys `data.examples` and `data.seq_len` must be at least 1 and `data.vocab` at least 2 (token 0 is the padding), got {n}, {len}, {vocab}");
         }
+        crate::config::validate::synthetic_size(
+            "`data.examples` × 2 × `data.seq_len`",
+            &[n.min(i64::MAX as u64) as i64, 2, len],
+        )?;
+        crate::config::validate::at_most("data.vocab", vocab as u64, 1 << 24)?;
         Ok(())
     }
 }

@@ -29,6 +29,32 @@ pub struct Resources {
 }
 
 impl Resources {
+    /// Every value is one word of printable characters: a newline would end
+    /// its `#SBATCH` line and start another (an injected directive or
+    /// command), and sbatch reads no option value with spaces or `#`.
+    pub fn check(&self) -> Result<()> {
+        for (k, v) in [
+            ("partition", &self.partition),
+            ("account", &self.account),
+            ("time", &self.time),
+            ("mem", &self.mem),
+            ("gpus-per-task", &self.gpus_per_task),
+        ] {
+            if let Some(v) = v {
+                if v.is_empty()
+                    || v.len() > 256
+                    || v.chars()
+                        .any(|c| c.is_whitespace() || c.is_control() || c == '#')
+                {
+                    anyhow::bail!(
+                        "--{k} {v:?}: a Slurm option value must be one word (no spaces, newlines, control characters or '#'), at most 256 characters"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn lines(&self) -> String {
         let mut s = String::new();
         let mut add = |k: &str, v: Option<String>| {
@@ -89,6 +115,7 @@ pub fn write(
     res: &Resources,
     analyze: bool,
 ) -> Result<Scripts> {
+    res.check()?;
     let (experiment, tasks, sweep) = match crate::experiment::sweep::Sweep::load(config, set)? {
         Some(s) => (s.experiment.clone(), s.tasks.len(), true),
         None => (crate::config::load(config, set)?.experiment, 1, false),

@@ -243,6 +243,57 @@ pub fn acquire_file(lock: &Path, dir: &Path, what: &str, command: &str) -> Resul
     Ok(RunLock { _file: Some(file) })
 }
 
+/// The directories a new run is about to create (the run directory and its
+/// missing ancestors). Unless [`Created::keep`] is called (the run wrote its
+/// run.yaml), dropping it removes them again if they hold nothing but the
+/// lock file: a command that fails before the run exists (a config that does
+/// not fit the data) leaves no empty run directory behind.
+pub struct Created {
+    dirs: Vec<PathBuf>,
+    keep: bool,
+}
+
+impl Created {
+    /// Records which of `root` and its ancestors do not exist yet.
+    pub fn before(root: &Path) -> Created {
+        let mut dirs = Vec::new();
+        let mut d = Some(root);
+        while let Some(p) = d.filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
+            dirs.push(p.to_path_buf());
+            d = p.parent();
+        }
+        Created { dirs, keep: false }
+    }
+
+    /// The run exists now: nothing is removed.
+    pub fn keep(&mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for Created {
+    fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
+        if let Some(root) = self.dirs.first() {
+            let only_lock = std::fs::read_dir(root).is_ok_and(|entries| {
+                entries
+                    .flatten()
+                    .all(|e| e.file_name() == std::ffi::OsStr::new(".lock"))
+            });
+            if only_lock {
+                let _ = std::fs::remove_file(path(root));
+            }
+        }
+        // Deepest first; remove_dir fails (and stops nothing) where a
+        // directory is not empty.
+        for d in &self.dirs {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

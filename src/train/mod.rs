@@ -69,6 +69,7 @@ pub fn train(
     let dir = RunDir::new(crate::config::run_dir(out, &cfg.experiment, &run_id));
     // Held for the whole session, before run.yaml is read: a second writer
     // fails here, naming this process.
+    let mut created = crate::run::lock::Created::before(&dir.root);
     let _lock = crate::run::lock::acquire(&dir.root, "train", command, true)?;
     let previous = if dir.exists() {
         Some(dir.read_manifest()?)
@@ -92,6 +93,7 @@ pub fn train(
     session.reproducibility = Some(reproducibility);
     manifest.sessions.push(session);
     dir.write_manifest(&manifest)?;
+    created.keep();
 
     let total = setup.total_steps;
     let result = step::run_loop(&dir, cfg, setup, &mut manifest, began, quiet, &crash);
@@ -124,11 +126,17 @@ fn check_existing(dir: &RunDir, m: &Manifest, cfg: &Config, quiet: bool) -> Resu
             note(quiet, &format!("{} is already completed ({} steps); nothing to train", dir.root.display(), m.training.total_steps));
             return Ok(true);
         }
-        Status::Diverged => bail!(
-            "{} diverged before ({}). Training is deterministic and would diverge again; change the config (e.g. --set optim.lr=…), which gives a new run id, or delete the directory",
-            dir.root.display(),
-            m.message.clone().unwrap_or_default()
-        ),
+        // Exit status 3, as when it diverged.
+        Status::Diverged => {
+            return Err(Diverged {
+                message: format!(
+                    "{} diverged before ({}). Training is deterministic and would diverge again; change the config (e.g. --set optim.lr=…), which gives a new run id, or delete the directory",
+                    dir.root.display(),
+                    m.message.clone().unwrap_or_default()
+                ),
+            }
+            .into())
+        }
         Status::Running | Status::Failed => {
             if let Some(s) = crate::run::live_writer(m) {
                 bail!(

@@ -17,9 +17,17 @@ use tch::{Device, Kind, Tensor};
 /// The steps whose iterate x^k is written: the union of the schedule's rules,
 /// always with the final step K.
 pub fn snapshot_steps(cfg: &crate::config::SnapshotConfig, total: u64) -> Result<BTreeSet<u64>> {
+    use crate::config::validate::caps;
     let mut s = BTreeSet::new();
     if let Some(every) = cfg.every {
-        s.extend((0..=total).step_by(every as usize));
+        let n = total / every.max(1) + 1;
+        if n > caps::SNAPSHOTS {
+            bail!(
+                "key `snapshots.every` ({every}) gives {n} snapshots over {total} steps, more than abcond's limit of {} (each is a copy of the model on disk): raise it",
+                caps::SNAPSHOTS
+            );
+        }
+        s.extend((0..=total).step_by(every.max(1) as usize));
     }
     if let Some(n) = cfg.log_spaced {
         s.insert(0);
@@ -60,7 +68,16 @@ impl Setup {
         let sampler = Sampler::new(data.len, cfg.train.batch_size, cfg.seed)?;
         let total_steps = match (cfg.train.steps, cfg.train.epochs) {
             (Some(s), _) => s,
-            (None, Some(e)) => e * sampler.steps_per_epoch(),
+            (None, Some(e)) => e
+                .checked_mul(sampler.steps_per_epoch())
+                .filter(|&t| t <= crate::config::validate::caps::STEPS)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "key `train.epochs` ({e}) × {} steps per epoch is more than abcond's limit of {} steps",
+                        sampler.steps_per_epoch(),
+                        crate::config::validate::caps::STEPS
+                    )
+                })?,
             (None, None) => unreachable!("resolved config has a length"),
         };
         schedule::validate(&cfg.schedule, total_steps)?;
