@@ -82,13 +82,13 @@ fn halfspace_eigenvalues_match_dense_hessians_and_resume() {
     assert_eq!(tree(&rd.join("probe-parts")), landscape_parts);
     let (rows, meta) =
         abcond::store::tables::read_curvature(&rd.join("curvature.parquet")).unwrap();
-    assert_eq!(meta["abcond.format"], "abcond.curvature/1");
+    assert_eq!(meta["abcond.format"], "abcond.curvature/2");
     assert!(rows.iter().all(
         |r| r.other_iterations.is_none() && (r.lambda_max.is_some() != r.lambda_min.is_some())
     ));
     // landscape.parquet keeps its schema
     let (_, lmeta) = abcond::store::tables::read_landscape(&rd.join("landscape.parquet")).unwrap();
-    assert_eq!(lmeta["abcond.format"], "abcond.landscape/1");
+    assert_eq!(lmeta["abcond.format"], "abcond.landscape/2");
 }
 
 const MLP: &str = "experiment: mlp

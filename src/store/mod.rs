@@ -3,6 +3,7 @@
 //! training and probe loops.
 
 pub mod atomic;
+pub mod checksum;
 pub mod label;
 pub mod row;
 pub mod schema;

@@ -16,10 +16,15 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-pub const STEPS_FORMAT: &str = "abcond.steps/2";
+/// Version 3 carries a content checksum (store/checksum.rs).
+pub const STEPS_FORMAT: &str = "abcond.steps/3";
+/// The format before checksums (read without one).
+const STEPS_FORMAT_V2: &str = "abcond.steps/2";
 /// The format before `step_size` (read, with step_size null).
 const STEPS_FORMAT_V1: &str = "abcond.steps/1";
-pub const LANDSCAPE_FORMAT: &str = "abcond.landscape/1";
+/// Version 2 carries a content checksum.
+pub const LANDSCAPE_FORMAT: &str = "abcond.landscape/2";
+const LANDSCAPE_FORMAT_V1: &str = "abcond.landscape/1";
 
 row_table! {
 /// One optimisation step k: the update x^k → x^{k+1} on minibatch i_k.
@@ -86,6 +91,9 @@ pub fn write_batch_with(
     meta: &[(&str, String)],
     durability: Durability,
 ) -> Result<()> {
+    let sum = crate::store::checksum::of_batch(batch, meta)?;
+    let mut meta: Vec<(&str, String)> = meta.to_vec();
+    meta.push((crate::store::checksum::KEY, sum));
     let kv = meta
         .iter()
         .map(|(k, v)| KeyValue::new(k.to_string(), v.clone()))
@@ -255,11 +263,11 @@ pub fn write_landscape_swept(
 /// Reads steps.parquet (the current format, or abcond.steps/1 without
 /// `step_size`, read as null).
 pub fn read_steps(path: &Path) -> Result<(Vec<StepRow>, BTreeMap<String, String>)> {
-    read_rows(path, &[STEPS_FORMAT, STEPS_FORMAT_V1])
+    read_rows(path, &[STEPS_FORMAT, STEPS_FORMAT_V2, STEPS_FORMAT_V1])
 }
 
 pub fn read_landscape(path: &Path) -> Result<(Vec<LandscapeRow>, BTreeMap<String, String>)> {
-    read_rows(path, &[LANDSCAPE_FORMAT])
+    read_rows(path, &[LANDSCAPE_FORMAT, LANDSCAPE_FORMAT_V1])
 }
 
 pub const DATA_FORMAT: &str = "abcond.data/1";
@@ -394,12 +402,14 @@ mod tests {
         let err = read_landscape(&dir.join("steps.parquet"))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("abcond.landscape/1"), "{err}");
+        assert!(err.contains("abcond.landscape/2"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
 
-pub const CURVATURE_FORMAT: &str = "abcond.curvature/1";
+/// Version 2 carries a content checksum.
+pub const CURVATURE_FORMAT: &str = "abcond.curvature/2";
+const CURVATURE_FORMAT_V1: &str = "abcond.curvature/1";
 
 row_table! {
 /// The Hessian's extreme eigenvalues for one probe loss at snapshot x^k
@@ -438,5 +448,5 @@ pub fn write_curvature(path: &Path, rows: &[CurvatureRow], meta: &[(&str, String
 }
 
 pub fn read_curvature(path: &Path) -> Result<(Vec<CurvatureRow>, BTreeMap<String, String>)> {
-    read_rows(path, &[CURVATURE_FORMAT])
+    read_rows(path, &[CURVATURE_FORMAT, CURVATURE_FORMAT_V1])
 }

@@ -22,7 +22,53 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use tch::Tensor;
 
-pub const FORMAT: &str = "abcond.tensors/1";
+/// Version 2 carries checksums: `abcond.value_checksums` (the XXH64 of each
+/// tensor's values as little-endian bytes of the file's dtype, 16 hex digits
+/// each, comma-separated in file order) and `abcond.checksum` (of the table
+/// of contents, those value sums and the other `abcond.*` metadata; see
+/// [`toc_checksum`]). Both are in the Parquet footer's key-value metadata.
+pub const FORMAT: &str = "abcond.tensors/2";
+/// The format before checksums (read without them).
+pub const FORMAT_V1: &str = "abcond.tensors/1";
+pub const VALUE_SUMS_KEY: &str = "abcond.value_checksums";
+
+/// `xxh64:<hex>` of a tensor file's table of contents (per tensor: name, kind,
+/// shape and numel), its value sums and its other `abcond.*` metadata
+/// (sorted; the two checksum keys left out).
+pub fn toc_checksum<'a>(
+    tensors: impl Iterator<Item = (&'a str, &'a str, &'a [i64], usize)>,
+    value_sums: &str,
+    meta: impl Iterator<Item = (&'a str, &'a str)>,
+) -> String {
+    use std::hash::Hasher;
+    let mut h = twox_hash::XxHash64::with_seed(0);
+    for (name, role, shape, numel) in tensors {
+        h.write(name.as_bytes());
+        h.write_u8(0);
+        h.write(role.as_bytes());
+        h.write_u8(0);
+        h.write(&(shape.len() as u64).to_le_bytes());
+        for d in shape {
+            h.write(&d.to_le_bytes());
+        }
+        h.write(&(numel as u64).to_le_bytes());
+    }
+    h.write(value_sums.as_bytes());
+    h.write_u8(0);
+    let mut entries: Vec<(&str, &str)> = meta
+        .filter(|(k, _)| {
+            k.starts_with("abcond.") && *k != crate::store::checksum::KEY && *k != VALUE_SUMS_KEY
+        })
+        .collect();
+    entries.sort();
+    for (k, v) in entries {
+        h.write(k.as_bytes());
+        h.write_u8(0);
+        h.write(v.as_bytes());
+        h.write_u8(0);
+    }
+    format!("xxh64:{:016x}", h.finish())
+}
 
 /// Values per chunk row: 4 MiB of f32.
 pub const DEFAULT_CHUNK: usize = 1 << 20;
@@ -289,7 +335,8 @@ mod tests {
         use arrow::buffer::OffsetBuffer;
         use parquet::arrow::ArrowWriter;
         let mut meta = std::collections::HashMap::from([
-            ("abcond.format".to_string(), FORMAT.to_string()),
+            // Hand-made files without checksums: the format before them.
+            ("abcond.format".to_string(), FORMAT_V1.to_string()),
             ("abcond.dtype".to_string(), "f32".to_string()),
         ]);
         if let Some(c) = chunk_size {

@@ -2,7 +2,9 @@
 //! into tensors (pages of one column at a time), with every deviation from the
 //! format an error naming the file.
 
-use super::{schema, NamedTensor, Role, Row, TensorFile, FORMAT};
+use super::{
+    schema, toc_checksum, NamedTensor, Role, Row, TensorFile, FORMAT, FORMAT_V1, VALUE_SUMS_KEY,
+};
 use crate::torch::dtype::Dtype;
 use anyhow::{anyhow, bail, Context, Result};
 use arrow::array::{Array, Int32Array, Int64Array, ListArray, StringArray};
@@ -130,6 +132,8 @@ pub struct TensorReader {
     /// In file order (sorted by name).
     pub tensors: Vec<Header>,
     rows: Vec<Row>,
+    /// The XXH64 of each tensor's values (None: a file from before checksums).
+    value_sums: Option<Vec<u64>>,
 }
 
 impl TensorReader {
@@ -145,7 +149,7 @@ impl TensorReader {
         let meta =
             crate::store::schema::kv_map(builder.metadata().file_metadata().key_value_metadata());
         match meta.get("abcond.format").map(String::as_str) {
-            Some(FORMAT) => {}
+            Some(FORMAT | FORMAT_V1) => {}
             Some(other) if other.starts_with("abcond.tensors/") => bail!(
                 "{what}: tensor format {other:?} is not supported by this abcond (it reads {FORMAT:?}); was it written by a newer version?"
             ),
@@ -294,12 +298,46 @@ impl TensorReader {
                 }
             }
         }
+        // The table of contents and metadata against their checksum (required
+        // from format 2 on), and the recorded sum of each tensor's values,
+        // checked as they stream (TensorReader::stream).
+        let current = meta.get("abcond.format").map(String::as_str) == Some(FORMAT);
+        let recorded = meta.get(VALUE_SUMS_KEY);
+        let value_sums = match (meta.get(crate::store::checksum::KEY), recorded) {
+            (None, None) if !current => None,
+            (want, Some(sums)) => {
+                let got = toc_checksum(
+                    tensors
+                        .iter()
+                        .map(|t| (t.name.as_str(), t.role.name(), t.shape.as_slice(), t.numel)),
+                    sums,
+                    meta.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                );
+                crate::store::checksum::verify(path, want.map(String::as_str), &got, true)?;
+                let parsed: Option<Vec<u64>> = sums
+                    .split(',')
+                    .filter(|x| !x.is_empty())
+                    .map(|x| u64::from_str_radix(x, 16).ok())
+                    .collect();
+                match parsed {
+                    Some(v) if v.len() == tensors.len() => Some(v),
+                    _ => bail!(
+                        "{what}: metadata `{VALUE_SUMS_KEY}` does not hold one sum per tensor ({} tensors)",
+                        tensors.len()
+                    ),
+                }
+            }
+            (_, None) => bail!(
+                "{what}: metadata `{VALUE_SUMS_KEY}` is missing, which every file of format {FORMAT:?} carries: the file is corrupt or was not written by abcond"
+            ),
+        };
         Ok(TensorReader {
             path: path.to_path_buf(),
             meta,
             dtype,
             tensors,
             rows,
+            value_sums,
         })
     }
 
@@ -331,6 +369,33 @@ impl TensorReader {
         decoded: bool,
     ) -> Result<()> {
         let what = self.path.display();
+        // Each wanted tensor's values are hashed as they pass; once all have,
+        // the sum must be the recorded one (an error then fails the whole
+        // read, so a caller never keeps values from a corrupt file).
+        let mut hashed: Vec<(twox_hash::XxHash64, usize)> = self
+            .tensors
+            .iter()
+            .map(|_| (twox_hash::XxHash64::with_seed(0), 0))
+            .collect();
+        let sums = self.value_sums.as_deref();
+        let tensors = &self.tensors;
+        let mut sink = |t: usize, offset: usize, chunk: &Chunk| -> Result<()> {
+            if let Some(sums) = sums {
+                use std::hash::Hasher;
+                let (h, n) = &mut hashed[t];
+                h.write(chunk.bytes);
+                *n += chunk.len();
+                if *n == tensors[t].numel && h.finish() != sums[t] {
+                    bail!(
+                        "{what}: tensor `{}`: checksum mismatch (recorded {:016x}, values {:016x}): the file is corrupt (a bad disk, an interrupted copy or an edit); restore it from a copy or recompute it",
+                        tensors[t].name,
+                        sums[t],
+                        h.finish()
+                    );
+                }
+            }
+            sink(t, offset, chunk)
+        };
         let corrupt = |e: parquet::errors::ParquetError| {
             anyhow!("{what}: reading values failed (truncated or corrupt?): {e}")
         };

@@ -1,7 +1,7 @@
 //! Writing tensor files: chunk rows, row groups sized for readers, atomic
 //! and (optionally) durable.
 
-use super::{plan_rows, schema, NamedTensor, Row, FORMAT};
+use super::{plan_rows, schema, toc_checksum, NamedTensor, Row, FORMAT, VALUE_SUMS_KEY};
 use crate::store::atomic::Durability;
 use crate::torch::dtype::Dtype;
 use anyhow::{bail, Result};
@@ -73,6 +73,10 @@ pub fn write_timed(
         meta.iter()
             .map(|(k, v)| KeyValue::new(k.to_string(), v.clone())),
     );
+    let kv_all: Vec<(String, String)> = kv
+        .iter()
+        .map(|e| (e.key.clone(), e.value.clone().unwrap_or_default()))
+        .collect();
     // Also in the Arrow schema, where pyarrow looks (table.schema.metadata).
     let schema_meta: std::collections::HashMap<String, String> = kv
         .iter()
@@ -115,6 +119,11 @@ pub fn write_timed(
         // The tensor whose chunks are being written, on the CPU in the file's
         // dtype (a no-op view for CPU tensors of that dtype).
         let mut host: Option<(usize, Tensor)> = None;
+        // XXH64 of each tensor's value bytes, in file order.
+        let mut sums: Vec<twox_hash::XxHash64> = sorted
+            .iter()
+            .map(|_| twox_hash::XxHash64::with_seed(0))
+            .collect();
         for group in &groups {
             let rows = &rows[group.clone()];
             let mut rg = writer.next_row_group()?;
@@ -185,17 +194,19 @@ pub fn write_timed(
                             } else {
                                 (&def[..row.len], &rep[..row.len])
                             };
+                            use std::hash::Hasher;
+                            let range = row.offset..row.offset + row.len;
                             match dtype {
-                                Dtype::F32 => c.typed::<FloatType>().write_batch(
-                                    &host_values::<f32>(t)[row.offset..row.offset + row.len],
-                                    Some(d),
-                                    Some(r),
-                                )?,
-                                Dtype::F64 => c.typed::<DoubleType>().write_batch(
-                                    &host_values::<f64>(t)[row.offset..row.offset + row.len],
-                                    Some(d),
-                                    Some(r),
-                                )?,
+                                Dtype::F32 => {
+                                    let v = &host_values::<f32>(t)[range];
+                                    sums[row.tensor].write(as_bytes(v));
+                                    c.typed::<FloatType>().write_batch(v, Some(d), Some(r))?
+                                }
+                                Dtype::F64 => {
+                                    let v = &host_values::<f64>(t)[range];
+                                    sums[row.tensor].write(as_bytes(v));
+                                    c.typed::<DoubleType>().write_batch(v, Some(d), Some(r))?
+                                }
                             };
                         }
                     }
@@ -206,6 +217,24 @@ pub fn write_timed(
             }
             rg.close()?;
         }
+        use std::hash::Hasher;
+        let value_sums = sums
+            .iter()
+            .map(|h| format!("{:016x}", h.finish()))
+            .collect::<Vec<_>>()
+            .join(",");
+        let toc = toc_checksum(
+            sorted
+                .iter()
+                .zip(&shapes)
+                .zip(&numels)
+                .map(|((t, s), &n)| (t.name.as_str(), t.role.name(), s.as_slice(), n)),
+            &value_sums,
+            kv_all.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        writer.append_key_value_metadata(KeyValue::new(VALUE_SUMS_KEY.to_string(), value_sums));
+        writer
+            .append_key_value_metadata(KeyValue::new(crate::store::checksum::KEY.to_string(), toc));
         writer.close()?;
         before_sync = t0.elapsed().as_secs_f64();
         Ok(())
@@ -234,6 +263,12 @@ pub(super) fn row_groups(rows: &[Row], max_values: usize) -> Vec<std::ops::Range
         groups.push(start..rows.len());
     }
     groups
+}
+
+/// Plain numbers as their (little-endian) bytes.
+fn as_bytes<T: Copy>(v: &[T]) -> &[u8] {
+    // SAFETY: plain numbers; the byte view covers exactly the slice.
+    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) }
 }
 
 /// The values of a contiguous CPU tensor of element type `T`, borrowed.
