@@ -123,6 +123,12 @@ pub struct TrainArgs {
     /// A failing task does not stop the others; the exit status reports it.
     #[arg(long, conflicts_with = "run_id")]
     pub all: bool,
+    /// Retrain a run from step 0 when its resume checkpoint, a step record or
+    /// a snapshot before the checkpoint is missing or corrupt (abcond refuses
+    /// to resume such a run and says which file is lost; this flag discards
+    /// what the run wrote and starts it again, deterministically per seed on CPU).
+    #[arg(long)]
+    pub restart_from_scratch: bool,
 }
 
 #[derive(Args, Debug)]
@@ -218,7 +224,9 @@ fn train_or_run(cli: &Cli, a: &TrainArgs, run: bool) -> anyhow::Result<()> {
                 anyhow::bail!("--run-id {id:?} is not a valid directory name");
             }
         }
-        return driver(cli).one_run(&config, a.run_id.as_deref(), None, stage);
+        let mut d = driver(cli);
+        d.restart_from_scratch = a.restart_from_scratch;
+        return d.one_run(&config, a.run_id.as_deref(), None, stage);
     };
     if a.run_id.is_some() {
         anyhow::bail!(
@@ -226,7 +234,9 @@ fn train_or_run(cli: &Cli, a: &TrainArgs, run: bool) -> anyhow::Result<()> {
         );
     }
     if a.all {
-        return driver(cli).run_all(&sweep, stage);
+        let mut d = driver(cli);
+        d.restart_from_scratch = a.restart_from_scratch;
+        return d.run_all(&sweep, stage);
     }
     let n = match a.task {
         Some(n) => n,
@@ -251,7 +261,9 @@ fn train_or_run(cli: &Cli, a: &TrainArgs, run: bool) -> anyhow::Result<()> {
             task.run_id()
         ),
     );
-    let result = driver(cli).one_run(&task.config, None, Some(task), stage);
+    let mut d = driver(cli);
+    d.restart_from_scratch = a.restart_from_scratch;
+    let result = d.one_run(&task.config, None, Some(task), stage);
     driver(cli).refresh_runs_table(&sweep);
     result
 }
@@ -348,6 +360,7 @@ fn driver(cli: &Cli) -> Driver {
         out: cli.out.clone(),
         quiet: cli.quiet,
         command: command_line(),
+        restart_from_scratch: false,
     }
 }
 

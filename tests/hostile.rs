@@ -554,3 +554,138 @@ probe: {{extra_batches: 1}}
     assert!(stderr(&out).contains("step=10"), "{}", stderr(&out));
     assert!(!run.join("landscape.parquet").exists());
 }
+
+/// Trains the half-space config for 300 steps (checkpoints every 50,
+/// snapshots every 100) into `out` and kills it once step 170's files are
+/// written: the last checkpoint is at step 150.
+fn crashed_halfspace(dir: &Path, out: &str) -> PathBuf {
+    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/paper/halfspace.yaml");
+    let status = cmd(dir)
+        .args([
+            "-q",
+            "--out",
+            out,
+            "train",
+            cfg.to_str().unwrap(),
+            "--set",
+            "train.steps=300",
+            "--set",
+            "train.checkpoint_every=50",
+        ])
+        .env("ABCOND_CRASH_AT", "step:170:written")
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the crash hook did not fire");
+    run_dir(&dir.join(out), "halfspace")
+}
+
+fn resume(dir: &Path, out: &str, extra: &[&str]) -> std::process::Output {
+    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/paper/halfspace.yaml");
+    let mut args = vec![
+        "-q",
+        "--out",
+        out,
+        "train",
+        cfg.to_str().unwrap(),
+        "--set",
+        "train.steps=300",
+        "--set",
+        "train.checkpoint_every=50",
+    ];
+    args.extend(extra);
+    abcond(dir, &args)
+}
+
+/// A resume that lost its checkpoint, a step record or a snapshot refuses
+/// (naming the file and offering --restart-from-scratch) instead of silently
+/// retraining from step 0 or failing at the end; the flag then retrains to
+/// exactly the uninterrupted run.
+#[test]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "needs the crash hook (feature test-hooks)"
+)]
+fn lost_resume_state_is_an_error_with_a_way_out() {
+    let dir = scratch("hostile-resume");
+    ok(&resume(&dir, "ref", &[]));
+    let reference = run_dir(&dir.join("ref"), "halfspace");
+
+    // The checkpoint deleted.
+    let run = crashed_halfspace(&dir, "a");
+    let ck = run.join("state");
+    assert!(ck.exists());
+    std::fs::remove_dir_all(&ck).unwrap();
+    let out = resume(&dir, "a", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--restart-from-scratch"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        run.join("iterates/step=100/part-0.parquet").is_file(),
+        "snapshots kept"
+    );
+    ok(&resume(&dir, "a", &["--restart-from-scratch"]));
+    for k in [0, 100, 200, 300] {
+        let f = format!("iterates/step={k}/part-0.parquet");
+        assert_eq!(
+            read_values(&run.join(&f)),
+            read_values(&reference.join(&f)),
+            "{f} differs from the uninterrupted run"
+        );
+    }
+
+    // A steps part deleted.
+    let run = crashed_halfspace(&dir, "b");
+    let part = std::fs::read_dir(run.join("steps-parts"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .min()
+        .expect("a steps part");
+    std::fs::remove_file(&part).unwrap();
+    let out = resume(&dir, "b", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("step record of step"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A snapshot before the checkpoint truncated.
+    let run = crashed_halfspace(&dir, "c");
+    let snap = run.join("iterates/step=100/part-0.parquet");
+    let bytes = std::fs::read(&snap).unwrap();
+    std::fs::write(&snap, &bytes[..bytes.len() / 2]).unwrap();
+    let out = resume(&dir, "c", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("step=100"), "{}", stderr(&out));
+}
+
+/// A snapshot deleted after training: the probe refuses rather than report
+/// a landscape with a hole.
+#[test]
+fn a_missing_snapshot_stops_the_probe() {
+    let dir = scratch("hostile-missing-snapshot");
+    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/paper/halfspace.yaml");
+    ok(&abcond(
+        &dir,
+        &[
+            "-q",
+            "--out",
+            "out",
+            "train",
+            cfg.to_str().unwrap(),
+            "--set",
+            "train.steps=300",
+        ],
+    ));
+    let run = run_dir(&dir.join("out"), "halfspace");
+    std::fs::remove_dir_all(run.join("iterates/step=100")).unwrap();
+    let out = abcond(&dir, &["-q", "probe", run.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("step=100"), "{}", stderr(&out));
+    assert!(!run.join("landscape.parquet").exists());
+}

@@ -23,6 +23,8 @@ pub struct Driver {
     pub quiet: bool,
     /// The command line, recorded in run.yaml and in run locks.
     pub command: String,
+    /// `--restart-from-scratch`: retrain a run whose resume state is lost.
+    pub restart_from_scratch: bool,
 }
 
 impl Driver {
@@ -43,7 +45,14 @@ impl Driver {
         task: Option<&Task>,
         stage: Stage,
     ) -> anyhow::Result<()> {
-        let trained = crate::train::train(config, &self.out, run_id, &self.command, self.quiet);
+        let trained = crate::train::train(
+            config,
+            &self.out,
+            run_id,
+            &self.command,
+            self.quiet,
+            self.restart_from_scratch,
+        );
         let locked =
             matches!(&trained, Err(e) if e.downcast_ref::<crate::run::lock::Locked>().is_some());
         // Not while another process writes the run (its run.yaml is that process's).

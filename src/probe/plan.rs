@@ -148,7 +148,29 @@ impl Plan {
             );
         }
         let mut selected: Vec<u64> = match &p.steps {
-            None => snapshots.clone(),
+            None => {
+                // Every snapshot the schedule wrote must still be there: a
+                // deleted one would silently shorten the landscape.
+                let expected = crate::train::setup::snapshot_steps(&cfg.snapshots, total)?;
+                let missing: Vec<u64> = expected
+                    .iter()
+                    .copied()
+                    .filter(|k| !snapshots.contains(k))
+                    .collect();
+                if !missing.is_empty() {
+                    let shown: Vec<String> = missing.iter().take(10).map(u64::to_string).collect();
+                    bail!(
+                        "{} of the {} snapshots the run wrote are missing (steps {}{}; e.g. {}). Probe the ones that exist with --set probe.steps=[…], or retrain into a new directory (`abcond train CONFIG --run-id NEW`: training is deterministic per seed on CPU and writes them again); `abcond inspect {}` lists what is there",
+                        missing.len(),
+                        expected.len(),
+                        shown.join(", "),
+                        if missing.len() > 10 { ", …" } else { "" },
+                        dir.snapshot(missing[0]).display(),
+                        dir.root.display()
+                    );
+                }
+                snapshots.clone()
+            }
             Some(list) => {
                 if let Some(k) = list.iter().find(|k| !snapshots.contains(k)) {
                     bail!(

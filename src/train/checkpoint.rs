@@ -14,9 +14,10 @@ use crate::model::Model;
 use crate::optim::Optimizer;
 use crate::run::{Manifest, RunDir};
 use crate::store::atomic::Durability;
+use crate::store::tables;
 use crate::store::tensors;
 use crate::util::progress::note;
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 
 /// When a step writes a resume checkpoint: every `train.checkpoint_every`
 /// steps, when `train.checkpoint_minutes` passed since the last one, and at
@@ -96,7 +97,15 @@ pub fn resume(
     quiet: bool,
 ) -> Result<u64> {
     let (model, total) = (&setup.model, setup.total_steps);
-    if !dir.checkpoint().is_file() {
+    let done = manifest.training.steps_done;
+    if !dir.checkpoint().is_file() && done > 0 && !setup.restart_from_scratch {
+        bail!(
+            "{} records {done} steps done at its last checkpoint, but the checkpoint {} is missing (deleted?). Resuming would retrain from step 0 and discard the snapshots and step records so far; to do that, run again with --restart-from-scratch",
+            dir.root.display(),
+            dir.checkpoint().display()
+        );
+    }
+    if !dir.checkpoint().is_file() || setup.restart_from_scratch {
         // A fresh start: drop anything a session that crashed before its
         // first checkpoint left behind.
         for p in [dir.iterates(), dir.steps_parts(), dir.state_dir()] {
@@ -105,7 +114,19 @@ pub fn resume(
             }
         }
         std::fs::remove_file(dir.steps()).ok();
+        if dir.checkpoint().is_file() {
+            std::fs::remove_file(dir.checkpoint())?;
+        }
         crate::store::atomic::clean_temporaries(&dir.root)?;
+        if done > 0 {
+            note(
+                quiet,
+                &format!(
+                    "restarting {} from step 0 (--restart-from-scratch; {done} steps were done)",
+                    dir.root.display()
+                ),
+            );
+        }
         return Ok(0);
     }
     let ck_path = dir.checkpoint();
@@ -137,6 +158,7 @@ pub fn resume(
     }
     opt.load_state(&ck, updates, &ck_path.display().to_string())?;
     roll_back_to(dir, step)?;
+    check_history(dir, setup, step)?;
     note(
         quiet,
         &format!(
@@ -145,6 +167,56 @@ pub fn resume(
         ),
     );
     Ok(step)
+}
+
+/// Checks that what the run recorded before checkpoint step `c` is all
+/// there: the step rows 0..c (steps.parquet and the steps parts) and every
+/// snapshot of the schedule up to c, each a readable tensor file whose table
+/// of contents matches its checksum. Resuming without them would fail only at
+/// the end of training, or leave a run with a hole that the probe finds later.
+fn check_history(dir: &RunDir, setup: &Setup, c: u64) -> Result<()> {
+    let advice = "run again with --restart-from-scratch to retrain the run from step 0 (deterministic per seed on CPU), or restore the file from a copy";
+    let mut steps = std::collections::BTreeSet::new();
+    if dir.steps().is_file() {
+        for r in tables::read_steps(&dir.steps())
+            .with_context(|| advice.to_string())?
+            .0
+        {
+            steps.insert(r.step);
+        }
+    }
+    if let Ok(rd) = std::fs::read_dir(dir.steps_parts()) {
+        for e in rd.filter_map(|e| e.ok()) {
+            let name = e.file_name().to_string_lossy().to_string();
+            if output::part_first_step(&name).is_some() {
+                for r in tables::read_steps(&e.path())
+                    .with_context(|| advice.to_string())?
+                    .0
+                {
+                    steps.insert(r.step);
+                }
+            }
+        }
+    }
+    if let Some(k) = (0..c as i64).find(|k| !steps.contains(k)) {
+        bail!(
+            "{}: the step record of step {k} is missing (steps.parquet and {} hold steps up to the checkpoint at {c} only with gaps; a part file was deleted?); {advice}",
+            dir.root.display(),
+            dir.steps_parts().display()
+        );
+    }
+    for &k in setup.snapshots.range(..=c) {
+        let p = dir.snapshot(k);
+        if !p.is_file() {
+            bail!(
+                "{}: snapshot x^{k} ({}) is missing, though the run wrote it before its checkpoint at step {c}; {advice}",
+                dir.root.display(),
+                p.display()
+            );
+        }
+        tensors::TensorReader::open(&p).with_context(|| advice.to_string())?;
+    }
+    Ok(())
 }
 
 /// Removes what a crashed session wrote after checkpoint step `c`.

@@ -32,7 +32,7 @@ mod checkpoint;
 pub mod config;
 mod crash;
 mod output;
-mod setup;
+pub(crate) mod setup;
 mod step;
 
 pub use checkpoint::CheckpointPolicy;
@@ -60,6 +60,7 @@ pub fn train(
     run_id: Option<&str>,
     command: &str,
     quiet: bool,
+    restart_from_scratch: bool,
 ) -> Result<TrainOutcome> {
     let began = Instant::now();
     let crash = CrashHook::from_env();
@@ -85,7 +86,8 @@ pub fn train(
     let device = crate::torch::device::select(&cfg.device)?;
     let device_name = crate::torch::device::name(device);
     let reproducibility = crate::torch::reproducibility::apply(device, cfg.train.phase())?;
-    let setup = Setup::new(cfg, device)?;
+    let mut setup = Setup::new(cfg, device)?;
+    setup.restart_from_scratch = restart_from_scratch;
     let mut manifest = session_manifest(previous, cfg, &run_id, &setup);
     std::fs::create_dir_all(&dir.root)
         .with_context(|| format!("creating run directory {}", dir.root.display()))?;

@@ -59,6 +59,8 @@ pub struct Setup {
     pub sampler: Sampler,
     pub total_steps: u64,
     pub snapshots: BTreeSet<u64>,
+    /// Retrain from step 0 when the resume state is lost (`--restart-from-scratch`).
+    pub restart_from_scratch: bool,
 }
 
 impl Setup {
@@ -89,6 +91,7 @@ impl Setup {
             sampler,
             total_steps,
             snapshots,
+            restart_from_scratch: false,
         })
     }
 }
