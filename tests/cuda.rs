@@ -429,6 +429,8 @@ fn bf16_autocast_trains_on_cuda_and_the_probe_stays_in_f32() {
         .unwrap()
         .remove("autocast")
         .is_some());
+    // As an older abcond wrote it: the format before run.yaml's checksum line.
+    m["format"] = serde_yaml::Value::from("abcond.run/1");
     std::fs::write(copy.join("run.yaml"), serde_yaml::to_string(&m).unwrap()).unwrap();
     ok(&abcond_env(
         &dir,

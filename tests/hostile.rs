@@ -689,3 +689,43 @@ fn a_missing_snapshot_stops_the_probe() {
     assert!(stderr(&out).contains("step=100"), "{}", stderr(&out));
     assert!(!run.join("landscape.parquet").exists());
 }
+
+/// run.yaml ends with a checksum line: an edited value (here the steps done)
+/// or a cut-short file is refused, naming the file.
+#[test]
+fn an_edited_or_cut_run_manifest_is_refused() {
+    let dir = scratch("hostile-run-yaml");
+    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/paper/halfspace.yaml");
+    ok(&abcond(
+        &dir,
+        &[
+            "-q",
+            "--out",
+            "out",
+            "train",
+            cfg.to_str().unwrap(),
+            "--set",
+            "train.steps=50",
+        ],
+    ));
+    let run = run_dir(&dir.join("out"), "halfspace");
+    let p = run.join("run.yaml");
+    let text = std::fs::read_to_string(&p).unwrap();
+    assert!(
+        text.lines()
+            .last()
+            .unwrap()
+            .starts_with("# checksum: xxh64:"),
+        "{text}"
+    );
+    ok(&abcond(&dir, &["inspect", run.to_str().unwrap()]));
+    for bad in [
+        text.replace("steps_done: 50", "steps_done: 5"),
+        text[..text.len() / 2].to_string(),
+    ] {
+        std::fs::write(&p, &bad).unwrap();
+        let out = abcond(&dir, &["inspect", run.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(stderr(&out).contains("run.yaml"), "{}", stderr(&out));
+    }
+}

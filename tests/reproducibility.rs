@@ -126,6 +126,8 @@ fn bf16_autocast_trains_in_bf16_and_probes_in_f32() {
     let mut m = manifest(&copy);
     let train = m["config"]["train"].as_mapping_mut().unwrap();
     assert!(train.remove("autocast").is_some());
+    // As an older abcond wrote it: the format before run.yaml's checksum line.
+    m["format"] = serde_yaml::Value::from("abcond.run/1");
     std::fs::write(copy.join("run.yaml"), serde_yaml::to_string(&m).unwrap()).unwrap();
     ok(&abcond(&dir, &["--quiet", "probe", copy.to_str().unwrap()]));
     let (a, _) = abcond::store::tables::read_landscape(&run.join("landscape.parquet")).unwrap();
