@@ -100,6 +100,15 @@ pub enum Command {
         /// The run directory (<out>/<experiment>/<run_id>).
         run_dir: PathBuf,
     },
+    /// Check every file of a run (or of every run under a directory) against
+    /// run.yaml, the step record and the checksums, reading every value once:
+    /// missing or corrupt snapshots, gaps in the steps, broken probe parts.
+    /// Says what each problem costs and what to do; writes nothing. Exit
+    /// status 1 when a problem is found.
+    Verify {
+        /// A run directory or a directory of runs.
+        path: PathBuf,
+    },
     /// List the built-in model presets (models/*.yaml).
     Presets,
 }
@@ -395,6 +404,14 @@ pub fn main() -> i32 {
         },
         Command::Analyze(a) => analyze_cmd(&cli, a),
         Command::Slurm(a) => slurm_cmd(&cli, a),
+        Command::Verify { path } => crate::run::verify::verify(path).and_then(|(report, ok)| {
+            out(&report);
+            if ok {
+                Ok(())
+            } else {
+                anyhow::bail!("problems found (listed above) under {}", path.display())
+            }
+        }),
         Command::Inspect { run_dir } => {
             crate::run::inspect::render(&RunDir::new(run_dir)).map(|s| out(&s))
         }

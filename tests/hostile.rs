@@ -729,3 +729,50 @@ fn an_edited_or_cut_run_manifest_is_refused() {
         assert!(stderr(&out).contains("run.yaml"), "{}", stderr(&out));
     }
 }
+
+/// `abcond verify` finds what was lost or damaged in a run, says what to do,
+/// and exits 1; `inspect` shows a missing snapshot.
+#[test]
+fn verify_names_every_damaged_file_and_inspect_shows_gaps() {
+    let dir = scratch("hostile-verify");
+    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/paper/halfspace.yaml");
+    ok(&abcond(
+        &dir,
+        &[
+            "-q",
+            "--out",
+            "out",
+            "run",
+            cfg.to_str().unwrap(),
+            "--set",
+            "train.steps=300",
+            "--set",
+            "analysis.plots=false",
+            "--set",
+            "probe.curvature.enabled=false",
+        ],
+    ));
+    let run = run_dir(&dir.join("out"), "halfspace");
+    let report = ok(&abcond(
+        &dir,
+        &["verify", dir.join("out").to_str().unwrap()],
+    ));
+    assert!(report.starts_with("ok "), "{report}");
+    // A deleted snapshot, another cut short, a cut landscape.
+    std::fs::remove_dir_all(run.join("iterates/step=100")).unwrap();
+    let shown = ok(&abcond(&dir, &["inspect", run.to_str().unwrap()]));
+    assert!(shown.contains("MISSING     1 snapshot(s)"), "{shown}");
+    let snap = run.join("iterates/step=200/part-0.parquet");
+    let b = std::fs::read(&snap).unwrap();
+    std::fs::write(&snap, &b[..b.len() - 30]).unwrap();
+    let land = run.join("landscape.parquet");
+    let b = std::fs::read(&land).unwrap();
+    std::fs::write(&land, &b[..b.len() - 20]).unwrap();
+    let out = abcond(&dir, &["verify", run.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.starts_with("BROKEN"), "{report}");
+    for want in ["step=100", "step=200", "landscape.parquet", "what to do"] {
+        assert!(report.contains(want), "{want} not in:\n{report}");
+    }
+}

@@ -51,53 +51,7 @@ fn ignored_key(key: &str) -> bool {
         || key == "train.checkpoint_min_seconds"
 }
 
-/// Finds run directories: PATH itself when it holds run.yaml, else every
-/// directory below it (up to three levels) that does.
-pub fn discover(path: &Path) -> Result<Vec<PathBuf>> {
-    if !path.is_dir() {
-        bail!(
-            "{} is not a directory: expected a run directory (with run.yaml) or an experiment directory holding runs",
-            path.display()
-        );
-    }
-    if path.join("run.yaml").is_file() {
-        return Ok(vec![path.to_path_buf()]);
-    }
-    let mut found = Vec::new();
-    walk(path, 0, &mut found)?;
-    found.sort();
-    if found.is_empty() {
-        bail!(
-            "no run directories under {}: expected run.yaml in it or in its subdirectories (e.g. results/<experiment>/<run_id>/run.yaml)",
-            path.display()
-        );
-    }
-    Ok(found)
-}
-
-fn walk(dir: &Path, depth: usize, found: &mut Vec<PathBuf>) -> Result<()> {
-    if depth >= 3 {
-        return Ok(());
-    }
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("listing {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
-        .collect();
-    entries.sort();
-    for p in entries {
-        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if name.starts_with('.') || name == "analysis" {
-            continue;
-        }
-        if p.join("run.yaml").is_file() {
-            found.push(p);
-        } else {
-            walk(&p, depth + 1, found)?;
-        }
-    }
-    Ok(())
-}
+pub use crate::run::discover;
 
 /// A part file in `parts` modified after `table` was written (None when the
 /// table or the parts directory is missing).

@@ -128,6 +128,29 @@ pub fn render(dir: &RunDir) -> Result<String> {
         crate::util::human_bytes(dir_size(&dir.iterates())),
         steps_list(&snaps)
     )?;
+    // Snapshots the schedule wrote (up to what is done) that are not there.
+    let upto = if m.status == crate::run::Status::Completed {
+        m.training.total_steps
+    } else {
+        m.training.steps_done
+    };
+    if let Ok(expected) = crate::train::setup::snapshot_steps(&c.snapshots, m.training.total_steps)
+    {
+        let missing: Vec<u64> = expected
+            .range(..=upto)
+            .copied()
+            .filter(|k| !snaps.contains(k))
+            .collect();
+        if !missing.is_empty() {
+            writeln!(
+                s,
+                "MISSING     {} snapshot(s) the run wrote: steps {} (`abcond verify {}` checks every file)",
+                missing.len(),
+                steps_list(&missing),
+                dir.root.display()
+            )?;
+        }
+    }
     let parts = dir.probe_part_steps()?;
     match (&m.probe, dir.landscape().is_file()) {
         (Some(p), true) => {

@@ -1,0 +1,188 @@
+//! `abcond verify PATH`: checks every file of a run (or of every run under an
+//! experiment directory) against run.yaml and the step record, and every
+//! checksum, reading every value once; says for each problem what was lost
+//! and what to do. Nothing is written.
+
+use super::{RunDir, Status};
+use crate::store::tensors::TensorReader;
+use anyhow::Result;
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// One problem found in a run.
+pub struct Problem {
+    pub file: String,
+    pub what: String,
+    pub fix: String,
+}
+
+/// The problems of one run directory (empty: all files check out), and a line
+/// of what was checked.
+pub fn verify_run(dir: &RunDir) -> (Vec<Problem>, String) {
+    let mut problems = Vec::new();
+    let mut checked = 0usize;
+    let mut problem = |file: &Path, what: String, fix: &str| {
+        problems.push(Problem {
+            file: file.display().to_string(),
+            what,
+            fix: fix.to_string(),
+        })
+    };
+    let retrain = "retrain the run: `abcond train CONFIG --restart-from-scratch` (deterministic per seed on CPU)";
+    let m = match dir.read_manifest() {
+        Ok(m) => m,
+        Err(e) => {
+            problem(
+                &dir.manifest(),
+                format!("{e:#}"),
+                "restore run.yaml from a copy; without it the run cannot be read",
+            );
+            return (problems, "run.yaml unreadable".into());
+        }
+    };
+    checked += 1;
+    let total = m.training.total_steps;
+    // Steps whose rows must exist: all of them once completed, else those
+    // before the last checkpoint.
+    let recorded = match m.status {
+        Status::Completed => total,
+        _ => m.training.steps_done,
+    };
+    let mut steps = std::collections::BTreeSet::new();
+    if dir.steps().is_file() {
+        checked += 1;
+        match crate::store::tables::read_steps(&dir.steps()) {
+            Ok((rows, _)) => steps.extend(rows.iter().map(|r| r.step)),
+            Err(e) => problem(&dir.steps(), format!("{e:#}"), retrain),
+        }
+    }
+    if let Ok(rd) = std::fs::read_dir(dir.steps_parts()) {
+        for e in rd.flatten() {
+            checked += 1;
+            match crate::store::tables::read_steps(&e.path()) {
+                Ok((rows, _)) => steps.extend(rows.iter().map(|r| r.step)),
+                Err(e2) => problem(&e.path(), format!("{e2:#}"), retrain),
+            }
+        }
+    }
+    let gaps: Vec<i64> = (0..recorded as i64)
+        .filter(|k| !steps.contains(k))
+        .collect();
+    if !gaps.is_empty() {
+        problem(
+            &dir.steps(),
+            format!(
+                "{} of the {recorded} recorded steps have no row (first: step {})",
+                gaps.len(),
+                gaps[0]
+            ),
+            retrain,
+        );
+    }
+    // Snapshots of the schedule, up to what the run has done.
+    let upto = if m.status == Status::Completed {
+        total
+    } else {
+        m.training.steps_done
+    };
+    match crate::train::setup::snapshot_steps(&m.config.snapshots, total) {
+        Ok(expected) => {
+            for &k in expected.range(..=upto) {
+                let p = dir.snapshot(k);
+                checked += 1;
+                if !p.is_file() {
+                    problem(&p, format!("snapshot x^{k} is missing"), retrain);
+                    continue;
+                }
+                let read = TensorReader::open(&p)
+                    .and_then(|r| r.for_each_chunk(|_| true, |_, _, _| Ok(())));
+                if let Err(e) = read {
+                    problem(&p, format!("{e:#}"), retrain);
+                }
+            }
+        }
+        Err(e) => problem(&dir.manifest(), format!("{e:#}"), retrain),
+    }
+    if dir.checkpoint().is_file() {
+        checked += 1;
+        let read = TensorReader::open(&dir.checkpoint())
+            .and_then(|r| r.for_each_chunk(|_| true, |_, _, _| Ok(())));
+        if let Err(e) = read {
+            problem(&dir.checkpoint(), format!("{e:#}"), retrain);
+        }
+    } else if m.status != Status::Completed && m.training.steps_done > 0 {
+        problem(
+            &dir.checkpoint(),
+            format!(
+                "the resume checkpoint is missing, though run.yaml records {} steps done",
+                m.training.steps_done
+            ),
+            retrain,
+        );
+    }
+    let reprobe =
+        "delete it and probe again: `abcond probe RUN_DIR` (it recomputes from the snapshots)";
+    for p in [dir.landscape(), dir.curvature()] {
+        if p.is_file() {
+            checked += 1;
+            let read = if p == dir.landscape() {
+                crate::store::tables::read_landscape(&p).map(|_| ())
+            } else {
+                crate::store::tables::read_curvature(&p).map(|_| ())
+            };
+            if let Err(e) = read {
+                problem(&p, format!("{e:#}"), reprobe);
+            }
+        }
+    }
+    for parts in [dir.probe_parts(), dir.curvature_parts()] {
+        if let Ok(rd) = std::fs::read_dir(&parts) {
+            for e in rd.flatten() {
+                checked += 1;
+                let p = e.path();
+                let read = if parts == dir.probe_parts() {
+                    crate::store::tables::read_landscape(&p).map(|_| ())
+                } else {
+                    crate::store::tables::read_curvature(&p).map(|_| ())
+                };
+                if let Err(e) = read {
+                    problem(
+                        &p,
+                        format!("{e:#}"),
+                        "delete it: the next `abcond probe` measures that snapshot again",
+                    );
+                }
+            }
+        }
+    }
+    (
+        problems,
+        format!("{checked} files checked (status {})", m.status.name()),
+    )
+}
+
+/// Verifies every run under `path`; the report, and whether all is well.
+pub fn verify(path: &Path) -> Result<(String, bool)> {
+    let dirs = super::discover(path)?;
+    let mut out = String::new();
+    let mut all_ok = true;
+    for d in dirs {
+        let (problems, checked) = verify_run(&RunDir::new(&d));
+        if problems.is_empty() {
+            writeln!(out, "ok      {}  ({checked})", d.display())?;
+        } else {
+            all_ok = false;
+            writeln!(
+                out,
+                "BROKEN  {}  ({checked}; {} problem(s))",
+                d.display(),
+                problems.len()
+            )?;
+            for p in problems {
+                writeln!(out, "  {}: {}", p.file, p.what)?;
+                writeln!(out, "    what to do: {}", p.fix)?;
+            }
+        }
+    }
+    Ok((out, all_ok))
+}
