@@ -33,6 +33,8 @@
 #      f32, rel. diff ≤ 1e-3 where both converged), and the half-space run's
 #      against dense PyTorch Hessians (tests/check_curvature.py);
 #   7. Example 6's point cloud on CUDA against numpy (tests/check_known.py);
+#  11. (needs step 1) `abcond verify` of the CUDA quickstart run: the checksums of
+#      snapshots written from CUDA tensors hold (every value is read back);
 #   8. ResNet9 and ResNet18 (f64, crop-flip, BatchNorm) trained and probed on CUDA
 #      against PyTorch on the CPU (tests/parity.py, 3 replayed steps, rel. err ≤ 1e-9),
 #      and 300-step timings of the paper configs (random CIFAR-format data) for
@@ -211,5 +213,9 @@ fi
 if want 10; then
 log "10. memory: probe of the 133.5M-parameter WMT Transformer (synthetic tokens) on cuda, snapshots streamed (bench/memory.py)"
 PYTHONPATH="tests${PYTHONPATH:+:$PYTHONPATH}" "$py" bench/memory.py --device cuda --model 130m --bin "$bin" --json "$out/memory-cuda.json"
+fi
+if want 11; then
+log "11. checksums of files written from CUDA: abcond verify of step 1's quickstart run (every snapshot, checkpoint-free, landscape)"
+"$bin" verify "$work/gpu"
 fi
 log "all GPU checks passed"
