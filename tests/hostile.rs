@@ -776,3 +776,100 @@ fn verify_names_every_damaged_file_and_inspect_shows_gaps() {
         assert!(report.contains(want), "{want} not in:\n{report}");
     }
 }
+
+/// Unmounts a tmpfs when dropped (also when the test fails).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// A tmpfs of `size` at `at`, or None (with a SKIPPED line) where this
+    /// user cannot mount.
+    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !ok {
+            eprintln!(
+                "SKIPPED: cannot mount a tmpfs at {} (needs root or CAP_SYS_ADMIN)",
+                at.display()
+            );
+            return None;
+        }
+        Some(Tmpfs(at.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// `analyze` on a full disk fails with a clear error and leaves the old
+/// analysis whole (and no staging directory); with space again it succeeds.
+#[test]
+fn a_full_disk_leaves_the_old_analysis_whole() {
+    let dir = scratch("hostile-full-disk");
+    let src = halfspace_run(&dir);
+    let Some(fs) = Tmpfs::mount(&dir.join("small"), "4m") else {
+        return;
+    };
+    let run = fs.0.join("run");
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&src)
+        .arg(&run)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let path = run.to_str().unwrap();
+    let old = [
+        "--set",
+        "analysis.margin=0.1",
+        "--set",
+        "analysis.plots=false",
+    ];
+    let new = [
+        "--set",
+        "analysis.margin=0.2",
+        "--set",
+        "analysis.plots=true",
+    ];
+    let mut args = vec!["-q", "analyze", path];
+    args.extend(old);
+    ok(&abcond(&dir, &args));
+    assert_eq!(whole(&run.join("analysis")), Ok(0.1));
+    // Fill the disk but for a few KiB: the figures no longer fit.
+    let filler = fs.0.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let block = vec![7u8; 4096];
+    while std::io::Write::write_all(&mut f, &block).is_ok() {}
+    drop(f);
+    let len = std::fs::metadata(&filler).unwrap().len();
+    std::fs::File::options()
+        .write(true)
+        .open(&filler)
+        .unwrap()
+        .set_len(len.saturating_sub(16 << 10))
+        .unwrap();
+    let mut args = vec!["-q", "analyze", path];
+    args.extend(new);
+    let out = abcond(&dir, &args);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("No space left"), "{}", stderr(&out));
+    assert_eq!(
+        whole(&run.join("analysis")),
+        Ok(0.1),
+        "the old analysis must be whole"
+    );
+    assert!(
+        !files(&run).iter().any(|f| f.starts_with(".analysis.tmp")),
+        "{:?}",
+        files(&run)
+    );
+    std::fs::remove_file(&filler).unwrap();
+    ok(&abcond(&dir, &args));
+    assert_eq!(whole(&run.join("analysis")), Ok(0.2));
+}
