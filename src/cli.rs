@@ -22,7 +22,7 @@ Examples:
 Run directory: <out>/<experiment>/<run_id>/ with run.yaml, steps.parquet,
 iterates/step=<k>/part-0.parquet and landscape.parquet; `analyze` writes
 analysis/ (ab_region, ab_grid, aiming, pl, trends .parquet, summary.yaml,
-report.md, PNG/SVG figures) next to its input (schemas: README.md).
+report.md, PNG/SVG figures) next to its input (schemas: docs/schemas.md).
 The run id is seed<seed>-<hash of the training settings>: running the same
 config again resumes or reuses the same directory. A process that writes a
 run (train, probe, analyze of one run) holds RUN_DIR/.lock; a second writer

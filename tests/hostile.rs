@@ -555,23 +555,26 @@ probe: {{extra_batches: 1}}
     assert!(!run.join("landscape.parquet").exists());
 }
 
-/// Trains the half-space config for 300 steps (checkpoints every 50,
-/// snapshots every 100) into `out` and kills it once step 170's files are
-/// written: the last checkpoint is at step 150.
-fn crashed_halfspace(dir: &Path, out: &str) -> PathBuf {
+/// `abcond train` of the half-space config for 300 steps (checkpoints every
+/// 50, snapshots every 100) into `out`, with `extra` arguments.
+fn train_halfspace(dir: &Path, out: &str, extra: &[&str]) -> std::process::Command {
     let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/paper/halfspace.yaml");
-    let status = cmd(dir)
+    let mut c = cmd(dir);
+    c.args(["-q", "--out", out, "train", cfg.to_str().unwrap()])
         .args([
-            "-q",
-            "--out",
-            out,
-            "train",
-            cfg.to_str().unwrap(),
             "--set",
             "train.steps=300",
             "--set",
             "train.checkpoint_every=50",
         ])
+        .args(extra);
+    c
+}
+
+/// [`train_halfspace`] killed once step 170's files are written: the last
+/// checkpoint is at step 150.
+fn crashed_halfspace(dir: &Path, out: &str) -> PathBuf {
+    let status = train_halfspace(dir, out, &[])
         .env("ABCOND_CRASH_AT", "step:170:written")
         .stderr(std::process::Stdio::null())
         .status()
@@ -581,20 +584,7 @@ fn crashed_halfspace(dir: &Path, out: &str) -> PathBuf {
 }
 
 fn resume(dir: &Path, out: &str, extra: &[&str]) -> std::process::Output {
-    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/paper/halfspace.yaml");
-    let mut args = vec![
-        "-q",
-        "--out",
-        out,
-        "train",
-        cfg.to_str().unwrap(),
-        "--set",
-        "train.steps=300",
-        "--set",
-        "train.checkpoint_every=50",
-    ];
-    args.extend(extra);
-    abcond(dir, &args)
+    train_halfspace(dir, out, extra).output().unwrap()
 }
 
 /// A resume that lost its checkpoint, a step record or a snapshot refuses
