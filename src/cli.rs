@@ -138,6 +138,26 @@ pub struct TrainArgs {
     /// what the run wrote and starts it again, deterministically per seed on CPU).
     #[arg(long)]
     pub restart_from_scratch: bool,
+    /// Re-create what a run lost (a step record, a snapshot, the resume
+    /// checkpoint, data.parquet; missing or corrupt) by retraining from step 0
+    /// only as far as the last lost item, checking every surviving row and
+    /// snapshot against the retrained ones bit for bit; then go on as usual.
+    /// Also repairs a completed run. `abcond verify RUN_DIR` shows what is lost.
+    #[arg(long, conflicts_with = "restart_from_scratch")]
+    pub repair: bool,
+}
+
+impl TrainArgs {
+    /// What to do with a run whose records are incomplete.
+    pub fn recovery(&self) -> crate::train::Recovery {
+        if self.repair {
+            crate::train::Recovery::Repair
+        } else if self.restart_from_scratch {
+            crate::train::Recovery::RestartFromScratch
+        } else {
+            crate::train::Recovery::Resume
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -234,7 +254,7 @@ fn train_or_run(cli: &Cli, a: &TrainArgs, run: bool) -> anyhow::Result<()> {
             }
         }
         let mut d = driver(cli);
-        d.restart_from_scratch = a.restart_from_scratch;
+        d.recovery = a.recovery();
         return d.one_run(&config, a.run_id.as_deref(), None, stage);
     };
     if a.run_id.is_some() {
@@ -244,7 +264,7 @@ fn train_or_run(cli: &Cli, a: &TrainArgs, run: bool) -> anyhow::Result<()> {
     }
     if a.all {
         let mut d = driver(cli);
-        d.restart_from_scratch = a.restart_from_scratch;
+        d.recovery = a.recovery();
         return d.run_all(&sweep, stage);
     }
     let n = match a.task {
@@ -271,7 +291,7 @@ fn train_or_run(cli: &Cli, a: &TrainArgs, run: bool) -> anyhow::Result<()> {
         ),
     );
     let mut d = driver(cli);
-    d.restart_from_scratch = a.restart_from_scratch;
+    d.recovery = a.recovery();
     let result = d.one_run(&task.config, None, Some(task), stage);
     driver(cli).refresh_runs_table(&sweep);
     result
@@ -369,7 +389,7 @@ fn driver(cli: &Cli) -> Driver {
         out: cli.out.clone(),
         quiet: cli.quiet,
         command: command_line(),
-        restart_from_scratch: false,
+        recovery: crate::train::Recovery::Resume,
     }
 }
 

@@ -654,6 +654,119 @@ fn lost_resume_state_is_an_error_with_a_way_out() {
     assert!(stderr(&out).contains("step=100"), "{}", stderr(&out));
 }
 
+fn step_rows(run: &Path) -> Vec<abcond::store::tables::StepRow> {
+    abcond::store::tables::read_steps(&run.join("steps.parquet"))
+        .unwrap()
+        .0
+}
+
+/// Every snapshot and the step record of `run` equal those of `reference`.
+fn same_as(run: &Path, reference: &Path) {
+    for k in [0, 100, 200, 300] {
+        let f = format!("iterates/step={k}/part-0.parquet");
+        assert_eq!(
+            read_values(&run.join(&f)),
+            read_values(&reference.join(&f)),
+            "{f} differs from the uninterrupted run"
+        );
+    }
+    assert_eq!(
+        step_rows(run),
+        step_rows(reference),
+        "steps.parquet differs"
+    );
+}
+
+/// `--repair` re-creates a lost checkpoint, step record and snapshot of an
+/// interrupted run (and the snapshot and step record of a completed one) by
+/// retraining as far as needed: the run ends bit-identical to an
+/// uninterrupted one and `abcond verify` passes. A surviving snapshot that
+/// the retrained iterate does not reproduce stops the repair, naming it.
+#[test]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "needs the crash hook (feature test-hooks)"
+)]
+fn repair_recreates_what_was_lost_bit_for_bit() {
+    let dir = scratch("hostile-repair");
+    ok(&resume(&dir, "ref", &[]));
+    let reference = run_dir(&dir.join("ref"), "halfspace");
+
+    // Interrupted at 170 (checkpoint at 150): checkpoint, x^100 and the
+    // first steps part gone.
+    let run = crashed_halfspace(&dir, "a");
+    std::fs::remove_dir_all(run.join("state")).unwrap();
+    std::fs::remove_dir_all(run.join("iterates/step=100")).unwrap();
+    let part = std::fs::read_dir(run.join("steps-parts"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .min()
+        .expect("a steps part");
+    std::fs::remove_file(&part).unwrap();
+    ok(&resume(&dir, "a", &["--repair"]));
+    same_as(&run, &reference);
+    ok(&abcond(&dir, &["verify", run.to_str().unwrap()]));
+
+    // A completed run: x^200 deleted, steps.parquet cut short, data.parquet
+    // damaged.
+    let status = std::process::Command::new("cp")
+        .args(["-a", "ref", "b"])
+        .current_dir(&dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let run = run_dir(&dir.join("b"), "halfspace");
+    std::fs::remove_dir_all(run.join("iterates/step=200")).unwrap();
+    let steps = std::fs::read(run.join("steps.parquet")).unwrap();
+    std::fs::write(run.join("steps.parquet"), &steps[..steps.len() / 2]).unwrap();
+    let bad = abcond(&dir, &["verify", run.to_str().unwrap()]);
+    assert_eq!(bad.status.code(), Some(1), "{}", stderr(&bad));
+    assert!(String::from_utf8_lossy(&bad.stdout).contains("--repair"));
+    let sessions = |r: &Path| {
+        std::fs::read_to_string(r.join("run.yaml"))
+            .unwrap()
+            .matches("command:")
+            .count()
+    };
+    let before = sessions(&run);
+    ok(&resume(&dir, "b", &["--repair"]));
+    same_as(&run, &reference);
+    ok(&abcond(&dir, &["verify", run.to_str().unwrap()]));
+    assert_eq!(
+        sessions(&run),
+        before + 1,
+        "the repair is recorded in run.yaml"
+    );
+    // Nothing left to repair: nothing written.
+    ok(&resume(&dir, "b", &["--repair"]));
+    assert_eq!(sessions(&run), before + 1);
+
+    // A snapshot of another seed under the same run id: not reproduced.
+    for (out, seed) in [("c", "seed=2"), ("d", "seed=1")] {
+        ok(&resume(&dir, out, &["--set", seed, "--run-id", "same"]));
+    }
+    let (c, d) = (
+        run_dir(&dir.join("c"), "halfspace"),
+        run_dir(&dir.join("d"), "halfspace"),
+    );
+    let x100 = "iterates/step=100/part-0.parquet";
+    std::fs::copy(c.join(x100), d.join(x100)).unwrap();
+    std::fs::remove_dir_all(d.join("iterates/step=200")).unwrap();
+    let out = resume(
+        &dir,
+        "d",
+        &["--set", "seed=1", "--run-id", "same", "--repair"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("x^100") && stderr(&out).contains("differs"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!d.join("iterates/step=200").exists(), "nothing written");
+}
+
 /// A snapshot deleted after training: the probe refuses rather than report
 /// a landscape with a hole.
 #[test]

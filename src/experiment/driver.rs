@@ -23,8 +23,9 @@ pub struct Driver {
     pub quiet: bool,
     /// The command line, recorded in run.yaml and in run locks.
     pub command: String,
-    /// `--restart-from-scratch`: retrain a run whose resume state is lost.
-    pub restart_from_scratch: bool,
+    /// `--restart-from-scratch` / `--repair`: what to do with a run whose
+    /// records are incomplete.
+    pub recovery: crate::train::Recovery,
 }
 
 impl Driver {
@@ -51,7 +52,7 @@ impl Driver {
             run_id,
             &self.command,
             self.quiet,
-            self.restart_from_scratch,
+            self.recovery,
         );
         let locked =
             matches!(&trained, Err(e) if e.downcast_ref::<crate::run::lock::Locked>().is_some());

@@ -28,7 +28,7 @@ pub fn verify_run(dir: &RunDir) -> (Vec<Problem>, String) {
             fix: fix.to_string(),
         })
     };
-    let retrain = "retrain the run: `abcond train CONFIG --restart-from-scratch` (deterministic per seed on CPU)";
+    let retrain = "re-create it: `abcond train CONFIG --repair` retrains from step 0 only as far as the last lost file and checks the surviving ones bit for bit (deterministic per seed on CPU); `--restart-from-scratch` retrains the whole run";
     let m = match dir.read_manifest() {
         Ok(m) => m,
         Err(e) => {
@@ -119,6 +119,14 @@ pub fn verify_run(dir: &RunDir) -> (Vec<Problem>, String) {
             ),
             retrain,
         );
+    }
+    if dir.data_table().is_file() {
+        checked += 1;
+        if let Err(e) = crate::store::checksum::verify_parquet_file(&dir.data_table()) {
+            problem(&dir.data_table(), format!("{e:#}"), retrain);
+        }
+    } else {
+        problem(&dir.data_table(), "data.parquet is missing".into(), retrain);
     }
     let reprobe =
         "delete it and probe again: `abcond probe RUN_DIR` (it recomputes from the snapshots)";

@@ -160,6 +160,41 @@ pub fn verify(path: &Path, want: Option<&str>, got: &str, required: bool) -> Res
     }
 }
 
+/// Checks any Parquet table abcond wrote against its `abcond.checksum`,
+/// reading every value once. Returns whether the file carries one (tables
+/// written before checksums do not; they are read as they are).
+pub fn verify_parquet_file(path: &Path) -> Result<bool> {
+    use anyhow::{anyhow, Context};
+    let what = path.display();
+    let file = std::fs::File::open(path).with_context(|| format!("opening {what}"))?;
+    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| {
+            anyhow!("{what} is not a readable Parquet file (truncated or corrupt?): {e}")
+        })?;
+    let meta =
+        crate::store::schema::kv_map(builder.metadata().file_metadata().key_value_metadata());
+    let names: Vec<String> = builder
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let mut sum = Checksum::new(&names.iter().map(String::as_str).collect::<Vec<_>>());
+    for b in builder.build()? {
+        let b =
+            b.map_err(|e| anyhow!("{what}: reading rows failed (truncated or corrupt?): {e}"))?;
+        sum.update(&b).map_err(|e| anyhow!("{what}: {e}"))?;
+    }
+    let want = meta.get(KEY).map(String::as_str);
+    verify(
+        path,
+        want,
+        &sum.value(meta.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+        false,
+    )?;
+    Ok(want.is_some())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

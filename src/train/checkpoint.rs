@@ -64,6 +64,28 @@ pub fn write_checkpoint(
     // The checkpoint relies on every snapshot so far: durable first.
     out.sync_snapshots()?;
     out.flush_steps(manifest)?;
+    let (contents, meta) = checkpoint_contents(model, opt, manifest, k, is_snapshot);
+    out.tensors(
+        out.dir.checkpoint(),
+        contents,
+        model.dtype,
+        meta,
+        Durability::Durable,
+    )?;
+    manifest.training.steps_done = k;
+    out.manifest(manifest)
+}
+
+/// What the checkpoint of step `k` holds: the optimiser state (before update
+/// k), x^k unless the snapshot of step k holds it, and the metadata saying
+/// which.
+pub fn checkpoint_contents(
+    model: &Model,
+    opt: &Optimizer,
+    manifest: &Manifest,
+    k: u64,
+    is_snapshot: bool,
+) -> (Vec<tensors::NamedTensor>, Vec<(&'static str, String)>) {
     let mut contents = opt.state_tensors();
     if !is_snapshot {
         contents.extend(model.tensors());
@@ -75,15 +97,7 @@ pub fn write_checkpoint(
         "abcond.iterate",
         if is_snapshot { "snapshot" } else { "inline" }.into(),
     ));
-    out.tensors(
-        out.dir.checkpoint(),
-        contents,
-        model.dtype,
-        meta,
-        Durability::Durable,
-    )?;
-    manifest.training.steps_done = k;
-    out.manifest(manifest)
+    (contents, meta)
 }
 
 /// Loads the checkpoint into the model and the optimiser and removes what was
@@ -98,14 +112,17 @@ pub fn resume(
 ) -> Result<u64> {
     let (model, total) = (&setup.model, setup.total_steps);
     let done = manifest.training.steps_done;
-    if !dir.checkpoint().is_file() && done > 0 && !setup.restart_from_scratch {
+    if !dir.checkpoint().is_file()
+        && done > 0
+        && setup.recovery != super::Recovery::RestartFromScratch
+    {
         bail!(
-            "{} records {done} steps done at its last checkpoint, but the checkpoint {} is missing (deleted?). Resuming would retrain from step 0 and discard the snapshots and step records so far; to do that, run again with --restart-from-scratch",
+            "{} records {done} steps done at its last checkpoint, but the checkpoint {} is missing (deleted?). Run again with --repair to re-create it by retraining steps 0..{done} while checking the surviving records against the retrained ones, or with --restart-from-scratch to discard the snapshots and step records so far and retrain from step 0",
             dir.root.display(),
             dir.checkpoint().display()
         );
     }
-    if !dir.checkpoint().is_file() || setup.restart_from_scratch {
+    if !dir.checkpoint().is_file() || setup.recovery == super::Recovery::RestartFromScratch {
         // A fresh start: drop anything a session that crashed before its
         // first checkpoint left behind.
         for p in [dir.iterates(), dir.steps_parts(), dir.state_dir()] {
@@ -135,7 +152,7 @@ pub fn resume(
             tensors::check_identity(&ck, &ck_path, "checkpoint", &manifest.run_id, None)?;
             Ok(ck)
         })
-        .with_context(|| "reading the resume checkpoint; delete the state/ directory to restart training from step 0".to_string())?;
+        .with_context(|| "reading the resume checkpoint; run again with --repair to re-create it (retraining from step 0 to the checkpoint) or with --restart-from-scratch".to_string())?;
     let step: u64 = ck
         .meta
         .get("abcond.step")
@@ -172,10 +189,10 @@ pub fn resume(
 /// Checks that what the run recorded before checkpoint step `c` is all
 /// there: the step rows 0..c (steps.parquet and the steps parts) and every
 /// snapshot of the schedule up to c, each a readable tensor file whose table
-/// of contents matches its checksum. Resuming without them would fail only at
+/// of contents and values match their checksums. Resuming without them would fail only at
 /// the end of training, or leave a run with a hole that the probe finds later.
 fn check_history(dir: &RunDir, setup: &Setup, c: u64) -> Result<()> {
-    let advice = "run again with --restart-from-scratch to retrain the run from step 0 (deterministic per seed on CPU), or restore the file from a copy";
+    let advice = "run again with --repair to re-create what is lost (retraining from step 0 as far as needed; deterministic per seed on CPU), with --restart-from-scratch to retrain the whole run, or restore the file from a copy";
     let mut steps = std::collections::BTreeSet::new();
     if dir.steps().is_file() {
         for r in tables::read_steps(&dir.steps())
@@ -214,7 +231,11 @@ fn check_history(dir: &RunDir, setup: &Setup, c: u64) -> Result<()> {
                 p.display()
             );
         }
-        tensors::TensorReader::open(&p).with_context(|| advice.to_string())?;
+        // Every value against its checksum: a snapshot damaged before the
+        // checkpoint is found now, not at probe time.
+        tensors::TensorReader::open(&p)
+            .and_then(|r| r.for_each_chunk(|_| true, |_, _, _| Ok(())))
+            .with_context(|| advice.to_string())?;
     }
     Ok(())
 }

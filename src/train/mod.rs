@@ -32,6 +32,7 @@ mod checkpoint;
 pub mod config;
 mod crash;
 mod output;
+mod repair;
 pub(crate) mod setup;
 mod step;
 
@@ -48,6 +49,20 @@ use crash::CrashHook;
 use std::path::Path;
 use std::time::Instant;
 
+/// What a session does with a run whose records are incomplete (a lost or
+/// corrupt checkpoint, step record or snapshot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Recovery {
+    /// Resume from the checkpoint; refuse, saying what is lost.
+    #[default]
+    Resume,
+    /// `--restart-from-scratch`: discard what the run wrote and retrain it.
+    RestartFromScratch,
+    /// `--repair`: re-create what is lost by retraining as far as needed
+    /// (repair.rs), then go on.
+    Repair,
+}
+
 pub struct TrainOutcome {
     pub dir: RunDir,
 }
@@ -60,7 +75,7 @@ pub fn train(
     run_id: Option<&str>,
     command: &str,
     quiet: bool,
-    restart_from_scratch: bool,
+    recovery: Recovery,
 ) -> Result<TrainOutcome> {
     let began = Instant::now();
     let crash = CrashHook::from_env();
@@ -77,8 +92,10 @@ pub fn train(
     } else {
         None
     };
+    let mut completed = false;
     if let Some(m) = &previous {
-        if check_existing(&dir, m, cfg, quiet)? {
+        completed = check_existing(&dir, m, cfg, quiet || recovery == Recovery::Repair)?;
+        if completed && recovery != Recovery::Repair {
             return Ok(TrainOutcome { dir });
         }
     }
@@ -87,7 +104,23 @@ pub fn train(
     let device_name = crate::torch::device::name(device);
     let reproducibility = crate::torch::reproducibility::apply(device, cfg.train.phase())?;
     let mut setup = Setup::new(cfg, device)?;
-    setup.restart_from_scratch = restart_from_scratch;
+    setup.recovery = recovery;
+    if completed {
+        // --repair of a completed run: its status stays completed; the
+        // session is recorded once the repair is done.
+        let mut m = previous.expect("completed run");
+        let mut session = Session::begin(command, &device_name, 0);
+        session.reproducibility = Some(reproducibility);
+        let repaired = repair::repair(&dir, cfg, &mut setup, &m, quiet);
+        crate::torch::ops::cpu_cache_release();
+        if repaired? {
+            session.ended = Some(crate::util::now_rfc3339());
+            session.outcome = Some(Status::Completed);
+            m.sessions.push(session);
+            dir.write_manifest(&m)?;
+        }
+        return Ok(TrainOutcome { dir });
+    }
     let mut manifest = session_manifest(previous, cfg, &run_id, &setup);
     std::fs::create_dir_all(&dir.root)
         .with_context(|| format!("creating run directory {}", dir.root.display()))?;
@@ -125,7 +158,7 @@ fn check_existing(dir: &RunDir, m: &Manifest, cfg: &Config, quiet: bool) -> Resu
             // Leftovers of a session that stopped right after completing.
             std::fs::remove_dir_all(dir.steps_parts()).ok();
             std::fs::remove_dir_all(dir.state_dir()).ok();
-            note(quiet, &format!("{} is already completed ({} steps); nothing to train", dir.root.display(), m.training.total_steps));
+            note(quiet, &format!("{} is already completed ({} steps); nothing to train (`abcond verify {}` checks its files)", dir.root.display(), m.training.total_steps, dir.root.display()));
             return Ok(true);
         }
         // Exit status 3, as when it diverged.

@@ -59,8 +59,8 @@ pub struct Setup {
     pub sampler: Sampler,
     pub total_steps: u64,
     pub snapshots: BTreeSet<u64>,
-    /// Retrain from step 0 when the resume state is lost (`--restart-from-scratch`).
-    pub restart_from_scratch: bool,
+    /// What to do when the run's records are incomplete.
+    pub recovery: super::Recovery,
 }
 
 impl Setup {
@@ -91,7 +91,7 @@ impl Setup {
             sampler,
             total_steps,
             snapshots,
-            restart_from_scratch: false,
+            recovery: super::Recovery::Resume,
         })
     }
 }

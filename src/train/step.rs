@@ -125,6 +125,10 @@ pub fn run_loop(
     crash: &CrashHook,
 ) -> Result<()> {
     let total = setup.total_steps;
+    if setup.recovery == super::Recovery::Repair {
+        // Leaves the model at some iterate; the resume below loads x^c.
+        super::repair::repair(dir, cfg, &mut setup, manifest, quiet)?;
+    }
     let mut opt = Optimizer::new(&cfg.optim, setup.model.params());
     let start = checkpoint::resume(dir, &setup, &mut opt, manifest, quiet)?;
     manifest.sessions.last_mut().unwrap().start_step = start;
