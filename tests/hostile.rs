@@ -767,6 +767,70 @@ fn repair_recreates_what_was_lost_bit_for_bit() {
     assert!(!d.join("iterates/step=200").exists(), "nothing written");
 }
 
+/// The resume checkpoint (optimiser state and x^150) damaged by 60 seeded bit
+/// flips or truncation: reading it fails naming the file or gives exactly the
+/// original tensors; a resume from a damaged checkpoint fails naming it, and
+/// `--repair` re-creates it so that the run ends as an uninterrupted one.
+#[test]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "needs the crash hook (feature test-hooks)"
+)]
+fn corrupt_checkpoints_are_refused_never_misread() {
+    let dir = scratch("hostile-corrupt-checkpoint");
+    ok(&resume(&dir, "ref", &["--set", "optim.momentum=0.9"]));
+    let reference = run_dir(&dir.join("ref"), "halfspace");
+    let status = train_halfspace(&dir, "a", &["--set", "optim.momentum=0.9"])
+        .env("ABCOND_CRASH_AT", "step:170:written")
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the crash hook did not fire");
+    let run = run_dir(&dir.join("a"), "halfspace");
+    let ck = run.join("state/checkpoint.parquet");
+    let orig = std::fs::read(&ck).unwrap();
+    let want = snapshot_text(&ck).unwrap();
+    assert!(want.contains("momentum") || want.contains("buf"), "optimiser state in {want:.300}");
+    let bad = dir.join("bad.parquet");
+    let mut rng = 0x2545f4914f6cdd1du64;
+    let (mut caught, mut harmless) = (0, 0);
+    for _ in 0..60 {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let mut b = orig.clone();
+        let off = (rng % b.len() as u64) as usize;
+        b[off] ^= 1 << ((rng >> 32) % 8);
+        std::fs::write(&bad, &b).unwrap();
+        match snapshot_text(&bad) {
+            Ok(got) => {
+                assert_eq!(got, want, "a flip at byte {off} was read as other values");
+                harmless += 1;
+            }
+            Err(e) => {
+                assert!(format!("{e:#}").contains("bad.parquet"), "{e:#}");
+                caught += 1;
+            }
+        }
+    }
+    eprintln!("checkpoint: 60 flips: {caught} refused, {harmless} in bytes without values");
+    assert!(caught >= 30, "only {caught} of 60 flips refused");
+    for cut in [0, 4, orig.len() / 2, orig.len() - 8] {
+        std::fs::write(&bad, &orig[..cut]).unwrap();
+        assert!(snapshot_text(&bad).is_err(), "truncated to {cut} bytes");
+    }
+    // A flipped bit in the values: the resume refuses, naming the file.
+    let mut b = orig.clone();
+    b[orig.len() / 2] ^= 0x40;
+    std::fs::write(&ck, &b).unwrap();
+    let out = resume(&dir, "a", &["--set", "optim.momentum=0.9"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("checkpoint.parquet"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--repair"), "{}", stderr(&out));
+    ok(&resume(&dir, "a", &["--set", "optim.momentum=0.9", "--repair"]));
+    same_as(&run, &reference);
+}
+
 /// A snapshot deleted after training: the probe refuses rather than report
 /// a landscape with a hole.
 #[test]
