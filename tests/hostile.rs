@@ -352,6 +352,12 @@ fn out_of_range_counts_are_refused_naming_the_key_and_leave_nothing() {
         let out = abcond(&dir, &args);
         assert_eq!(out.status.code(), Some(1), "{sets:?}: {}", stderr(&out));
         assert!(stderr(&out).contains(key), "{sets:?}: {}", stderr(&out));
+        // Every error names the config file, also those found late.
+        assert!(
+            stderr(&out).contains("halfspace.yaml"),
+            "{sets:?}: {}",
+            stderr(&out)
+        );
         assert!(
             t0.elapsed() < Duration::from_secs(20),
             "{sets:?} took {:?}",

@@ -58,6 +58,31 @@ pub struct Config {
     pub probe: ProbeConfig,
     #[serde(default)]
     pub analysis: AnalysisConfig,
+    /// Where the config was read from, to name it in errors found only
+    /// against the data (not part of the config: never written or compared).
+    #[serde(skip)]
+    pub source: ConfigSource,
+}
+
+/// The file (and sweep task) a config was read from; every two are equal, so
+/// that configs compare by their settings alone.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSource(pub Option<String>);
+
+impl PartialEq for ConfigSource {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl ConfigSource {
+    /// "config FILE" (or "the run's config" when it was read from run.yaml).
+    pub fn describe(&self) -> String {
+        match &self.0 {
+            Some(s) => format!("config {s}"),
+            None => "the run's config".to_string(),
+        }
+    }
 }
 
 fn default_device() -> String {
@@ -146,9 +171,11 @@ pub fn from_tree(
         };
         anyhow!("{source}: key `{path}`{note}{message}")
     })?;
-    config
+    let mut config = config
         .resolve()
-        .with_context(|| format!("{source}: invalid configuration"))
+        .with_context(|| format!("{source}: invalid configuration"))?;
+    config.source = ConfigSource(Some(source.to_string()));
+    Ok(config)
 }
 
 /// Applies one `key.path=value` override to the YAML tree and returns the key.

@@ -103,7 +103,10 @@ pub fn train(
     let device = crate::torch::device::select(&cfg.device)?;
     let device_name = crate::torch::device::name(device);
     let reproducibility = crate::torch::reproducibility::apply(device, cfg.train.phase())?;
-    let mut setup = Setup::new(cfg, device)?;
+    // Errors found only against the data (a batch larger than the dataset,
+    // snapshots past the end) name the config file.
+    let mut setup = Setup::new(cfg, device)
+        .with_context(|| format!("{}: setting up the run", cfg.source.describe()))?;
     setup.recovery = recovery;
     if completed {
         // --repair of a completed run: its status stays completed; the
