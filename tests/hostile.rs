@@ -796,7 +796,10 @@ fn corrupt_checkpoints_are_refused_never_misread() {
     let ck = run.join("state/checkpoint.parquet");
     let orig = std::fs::read(&ck).unwrap();
     let want = snapshot_text(&ck).unwrap();
-    assert!(want.contains("momentum") || want.contains("buf"), "optimiser state in {want:.300}");
+    assert!(
+        want.contains("momentum") || want.contains("buf"),
+        "optimiser state in {want:.300}"
+    );
     let bad = dir.join("bad.parquet");
     let mut rng = 0x2545f4914f6cdd1du64;
     let (mut caught, mut harmless) = (0, 0);
@@ -831,9 +834,17 @@ fn corrupt_checkpoints_are_refused_never_misread() {
     std::fs::write(&ck, &b).unwrap();
     let out = resume(&dir, "a", &["--set", "optim.momentum=0.9"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(stderr(&out).contains("checkpoint.parquet"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("checkpoint.parquet"),
+        "{}",
+        stderr(&out)
+    );
     assert!(stderr(&out).contains("--repair"), "{}", stderr(&out));
-    ok(&resume(&dir, "a", &["--set", "optim.momentum=0.9", "--repair"]));
+    ok(&resume(
+        &dir,
+        "a",
+        &["--set", "optim.momentum=0.9", "--repair"],
+    ));
     same_as(&run, &reference);
 }
 
@@ -948,6 +959,90 @@ fn verify_names_every_damaged_file_and_inspect_shows_gaps() {
     for want in ["step=100", "step=200", "landscape.parquet", "what to do"] {
         assert!(report.contains(want), "{want} not in:\n{report}");
     }
+}
+
+/// Every file of an analysis (summary.yaml, report.md, the manifest, SVG and
+/// PNG figures) carries a check: 50 seeded single-bit flips in each are all
+/// refused, naming the file; `abcond verify` reports an edited, damaged or
+/// missing analysis file and `analyze` refuses an edited manifest.
+#[test]
+fn analysis_files_carry_checksums_that_verify_checks() {
+    let dir = scratch("hostile-analysis-sums");
+    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/paper/halfspace.yaml");
+    ok(&abcond(
+        &dir,
+        &[
+            "-q",
+            "--out",
+            "out",
+            "run",
+            cfg.to_str().unwrap(),
+            "--set",
+            "train.steps=200",
+            "--set",
+            "probe.curvature.enabled=false",
+        ],
+    ));
+    let run = run_dir(&dir.join("out"), "halfspace");
+    let a = run.join("analysis");
+    ok(&abcond(&dir, &["verify", run.to_str().unwrap()]));
+    let bad = dir.join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    let mut rng = 0x9e3779b97f4a7c15u64;
+    for name in [
+        "summary.yaml",
+        "report.md",
+        ".manifest",
+        "ab_heatmap.svg",
+        "ab_heatmap.png",
+    ] {
+        let orig = std::fs::read(a.join(name)).unwrap();
+        let p = bad.join(name);
+        std::fs::write(&p, &orig).unwrap();
+        assert!(
+            abcond::store::seal::check_file(&p, true).unwrap(),
+            "{name} carries no check"
+        );
+        for _ in 0..50 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let mut b = orig.clone();
+            let off = (rng % b.len() as u64) as usize;
+            b[off] ^= 1 << ((rng >> 32) % 8);
+            std::fs::write(&p, &b).unwrap();
+            let e = abcond::store::seal::check_file(&p, true)
+                .err()
+                .unwrap_or_else(|| panic!("{name}: a flip at byte {off} passed"));
+            assert!(format!("{e:#}").contains(name), "{e:#}");
+        }
+        std::fs::write(&p, &orig[..orig.len() / 2]).unwrap();
+        assert!(
+            abcond::store::seal::check_file(&p, true).is_err(),
+            "{name} cut short"
+        );
+    }
+    // Through the command: an edited report, a damaged figure, a deleted table.
+    let report = std::fs::read_to_string(a.join("report.md")).unwrap();
+    std::fs::write(a.join("report.md"), report.replacen('0', "1", 1)).unwrap();
+    let mut png = std::fs::read(a.join("pl.png")).unwrap();
+    let mid = png.len() / 2;
+    png[mid] ^= 1;
+    std::fs::write(a.join("pl.png"), &png).unwrap();
+    std::fs::remove_file(a.join("aiming.parquet")).unwrap();
+    let out = abcond(&dir, &["verify", run.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    for n in ["report.md", "pl.png", "aiming.parquet", "abcond analyze"] {
+        assert!(text.contains(n), "{n} not reported:\n{text}");
+    }
+    // An edited manifest: analyze will not guess which files are its own.
+    let m = std::fs::read_to_string(a.join(".manifest")).unwrap();
+    std::fs::write(a.join(".manifest"), m.replacen("report.md", "paper.md", 1)).unwrap();
+    let out = abcond(&dir, &["-q", "analyze", run.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains(".manifest"), "{}", stderr(&out));
+    assert!(a.join("summary.yaml").is_file(), "nothing removed");
 }
 
 /// Unmounts a tmpfs when dropped (also when the test fails).

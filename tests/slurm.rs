@@ -190,7 +190,24 @@ fn config_without_sweep_is_an_array_of_one_and_options_are_optional() {
     assert!(!submit.contains("dependency"), "{submit}");
     for f in ["run.sbatch", "submit.sh"] {
         bash_n(&sdir.join(f));
+        assert!(
+            abcond::store::seal::check_file(&sdir.join(f), true).unwrap(),
+            "{f} carries its checksum line"
+        );
     }
+    // Written again unchanged: fine. Edited by the user (a `module load`
+    // line): not replaced, and the error says what to do.
+    ok(&abcond(&dir, &["slurm", "one.yaml", "--no-analyze"]));
+    let edited = run.replacen("set -euo pipefail", "module load cuda\nset -euo pipefail", 1);
+    std::fs::write(sdir.join("run.sbatch"), &edited).unwrap();
+    let again = abcond(&dir, &["slurm", "one.yaml", "--no-analyze"]);
+    assert_eq!(again.status.code(), Some(1), "{}", stderr(&again));
+    assert!(stderr(&again).contains("was edited"), "{}", stderr(&again));
+    assert_eq!(
+        std::fs::read_to_string(sdir.join("run.sbatch")).unwrap(),
+        edited,
+        "the user's script is untouched"
+    );
     let help = ok(&abcond(&dir, &["slurm", "--help"]));
     for word in [
         "--partition",

@@ -286,7 +286,7 @@ fn write_outputs(a: &mut Analysis) -> Result<()> {
 
     let p = dir.join("summary.yaml");
     let summary = summary::Summary::of(a);
-    crate::store::atomic::write_bytes(&p, summary.yaml()?.as_bytes())?;
+    crate::store::seal::write_sealed(&p, &summary.yaml()?, crate::store::seal::Comment::Hash)?;
     written.push(p);
 
     if a.settings.plots {

@@ -56,6 +56,13 @@ fn written_by_abcond(dir: &Path) -> Result<Option<BTreeSet<String>>> {
         return Ok(None);
     }
     let text = crate::util::read_text_file(&m, "analysis manifest", 1 << 20)?;
+    // Its checksum line (manifests written before seals have none).
+    crate::store::seal::unseal(&m, &text).with_context(|| {
+        format!(
+            "the analysis manifest lists which files of {} abcond may replace; remove the directory's abcond files and the manifest by hand, then analyse again",
+            dir.display()
+        )
+    })?;
     let v: serde_yaml::Value = serde_yaml::from_str(&text)
         .with_context(|| format!("{}: not a valid analysis manifest", m.display()))?;
     if v["format"].as_str() != Some(MANIFEST_FORMAT) {
@@ -220,7 +227,11 @@ impl Staging {
                 .map(|n| format!("- {}\n", crate::util::yaml_inline(&serde_yaml::Value::from(n.as_str()))))
                 .collect::<String>()
         );
-        crate::store::atomic::write_bytes(&self.dir.join(MANIFEST), manifest.as_bytes())?;
+        crate::store::seal::write_sealed(
+            &self.dir.join(MANIFEST),
+            &manifest,
+            crate::store::seal::Comment::Hash,
+        )?;
         let parent = self.target.parent().unwrap_or(Path::new("."));
         if self.target.exists() {
             match exchange(&self.dir, &self.target) {

@@ -57,7 +57,7 @@ pub fn save<F: Figure>(fig: &F, dir: &Path, stem: &str) -> Result<Vec<PathBuf>> 
         fig.draw(&root)?;
         root.present().map_err(err)?;
     }
-    crate::store::atomic::write_bytes(&svg, text.as_bytes())?;
+    crate::store::seal::write_sealed(&svg, &text, crate::store::seal::Comment::Markup)?;
     Ok(vec![png, svg])
 }
 

@@ -266,7 +266,7 @@ pub fn figures_and_report(a: &Analysis, summary: &Summary) -> Result<Vec<PathBuf
         }
     }
     let p = dir.join("report.md");
-    crate::store::atomic::write_bytes(&p, md.as_bytes())?;
+    crate::store::seal::write_sealed(&p, &md, crate::store::seal::Comment::Markup)?;
     written.push(p);
     Ok(written)
 }

@@ -126,6 +126,18 @@ pub fn write(
     let exe = std::env::current_exe().context("finding the abcond executable")?;
     let dir = out.join(&experiment).join("slurm");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Scripts edited since abcond wrote them are the user's now: not replaced.
+    for name in ["run.sbatch", "analyze.sbatch", "submit.sh"] {
+        let p = dir.join(name);
+        if p.exists() {
+            crate::store::seal::check_file(&p, false).with_context(|| {
+                format!(
+                    "{} was edited since abcond wrote it, and `abcond slurm` would replace it: move it away (or delete it), then run `abcond slurm` again",
+                    p.display()
+                )
+            })?;
+        }
+    }
 
     // abcond [--threads N] --out OUT run CONFIG [--set K=V …]
     let mut base = vec![exe.display().to_string()];
@@ -169,6 +181,7 @@ pub fn write(
         res.lines(),
     );
     let run = dir.join("run.sbatch");
+    let run_text = crate::store::seal::seal(&run_text, crate::store::seal::Comment::Hash);
     crate::store::atomic::write_bytes(&run, run_text.as_bytes())?;
 
     let analyze_path = if analyze {
@@ -185,7 +198,7 @@ pub fn write(
             res.lines(),
         );
         let p = dir.join("analyze.sbatch");
-        crate::store::atomic::write_bytes(&p, text.as_bytes())?;
+        crate::store::seal::write_sealed(&p, &text, crate::store::seal::Comment::Hash)?;
         Some(p)
     } else {
         None
@@ -210,7 +223,7 @@ pub fn write(
         ));
     }
     let submit_path = dir.join("submit.sh");
-    crate::store::atomic::write_bytes(&submit_path, submit.as_bytes())?;
+    crate::store::seal::write_sealed(&submit_path, &submit, crate::store::seal::Comment::Hash)?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

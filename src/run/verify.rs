@@ -169,28 +169,108 @@ pub fn verify_run(dir: &RunDir) -> (Vec<Problem>, String) {
     )
 }
 
-/// Verifies every run under `path`; the report, and whether all is well.
+/// The problems of an analysis directory written by `abcond analyze`: every
+/// file its `.manifest` lists must be there and pass its check (checksum
+/// line, PNG CRCs, Parquet checksum); and a line of what was checked.
+pub fn verify_analysis(dir: &Path) -> (Vec<Problem>, String) {
+    let mut problems = Vec::new();
+    let again = "write the analysis again: `abcond analyze PATH` (it replaces only its own files)";
+    let manifest = dir.join(crate::analysis::output::MANIFEST);
+    let mut problem = |file: &Path, what: String| {
+        problems.push(Problem {
+            file: file.display().to_string(),
+            what,
+            fix: again.to_string(),
+        })
+    };
+    let text = match crate::util::read_text_file(&manifest, "analysis manifest", 1 << 20) {
+        Ok(t) => t,
+        Err(e) => {
+            problem(&manifest, format!("{e:#}"));
+            return (problems, "manifest unreadable".into());
+        }
+    };
+    // A sealed manifest lists sealed files; one from before seals does not.
+    let sealed = match crate::store::seal::unseal(&manifest, &text) {
+        Ok(s) => s.is_some(),
+        Err(e) => {
+            problem(&manifest, format!("{e:#}"));
+            return (problems, "manifest damaged".into());
+        }
+    };
+    let names: Vec<String> = serde_yaml::from_str::<serde_yaml::Value>(&text)
+        .ok()
+        .and_then(|v| {
+            v["files"].as_sequence().map(|s| {
+                s.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
+        })
+        .unwrap_or_default();
+    for n in &names {
+        let p = dir.join(n);
+        if !p.is_file() {
+            problem(&p, "listed in the analysis manifest but missing".into());
+        } else if let Err(e) = crate::store::seal::check_file(&p, sealed) {
+            problem(&p, format!("{e:#}"));
+        }
+    }
+    (problems, format!("{} files checked", names.len() + 1))
+}
+
+/// The analysis directories that belong to `path` and its runs: `analysis/`
+/// of `path`, of each run and of each run's experiment directory.
+fn analysis_dirs(path: &Path, runs: &[std::path::PathBuf]) -> Vec<std::path::PathBuf> {
+    let mut dirs = std::collections::BTreeSet::new();
+    let mut consider = |d: &Path| {
+        let a = d.join("analysis");
+        if a.join(crate::analysis::output::MANIFEST).is_file() {
+            dirs.insert(a);
+        }
+    };
+    consider(path);
+    for r in runs {
+        consider(r);
+        if let Some(exp) = r.parent() {
+            consider(exp);
+        }
+    }
+    dirs.into_iter().collect()
+}
+
+/// Verifies every run under `path`, and the analyses of `path` and of its
+/// runs and experiments; the report, and whether all is well.
 pub fn verify(path: &Path) -> Result<(String, bool)> {
     let dirs = super::discover(path)?;
     let mut out = String::new();
     let mut all_ok = true;
-    for d in dirs {
+    for d in &dirs {
         let (problems, checked) = verify_run(&RunDir::new(&d));
-        if problems.is_empty() {
-            writeln!(out, "ok      {}  ({checked})", d.display())?;
-        } else {
-            all_ok = false;
-            writeln!(
-                out,
-                "BROKEN  {}  ({checked}; {} problem(s))",
-                d.display(),
-                problems.len()
-            )?;
-            for p in problems {
-                writeln!(out, "  {}: {}", p.file, p.what)?;
-                writeln!(out, "    what to do: {}", p.fix)?;
-            }
-        }
+        all_ok &= report(&mut out, d, &problems, &checked)?;
+    }
+    for a in analysis_dirs(path, &dirs) {
+        let (problems, checked) = verify_analysis(&a);
+        all_ok &= report(&mut out, &a, &problems, &checked)?;
     }
     Ok((out, all_ok))
+}
+
+/// Appends the verdict on `path` to `out`; whether it is ok.
+fn report(out: &mut String, path: &Path, problems: &[Problem], checked: &str) -> Result<bool> {
+    if problems.is_empty() {
+        writeln!(out, "ok      {}  ({checked})", path.display())?;
+        return Ok(true);
+    }
+    writeln!(
+        out,
+        "BROKEN  {}  ({checked}; {} problem(s))",
+        path.display(),
+        problems.len()
+    )?;
+    for p in problems {
+        writeln!(out, "  {}: {}", p.file, p.what)?;
+        writeln!(out, "    what to do: {}", p.fix)?;
+    }
+    Ok(false)
 }

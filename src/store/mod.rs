@@ -7,6 +7,7 @@ pub mod checksum;
 pub mod label;
 pub mod row;
 pub mod schema;
+pub mod seal;
 pub mod tables;
 pub mod tensors;
 pub mod writer;
