@@ -198,7 +198,11 @@ fn config_without_sweep_is_an_array_of_one_and_options_are_optional() {
     // Written again unchanged: fine. Edited by the user (a `module load`
     // line): not replaced, and the error says what to do.
     ok(&abcond(&dir, &["slurm", "one.yaml", "--no-analyze"]));
-    let edited = run.replacen("set -euo pipefail", "module load cuda\nset -euo pipefail", 1);
+    let edited = run.replacen(
+        "set -euo pipefail",
+        "module load cuda\nset -euo pipefail",
+        1,
+    );
     std::fs::write(sdir.join("run.sbatch"), &edited).unwrap();
     let again = abcond(&dir, &["slurm", "one.yaml", "--no-analyze"]);
     assert_eq!(again.status.code(), Some(1), "{}", stderr(&again));

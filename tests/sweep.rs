@@ -279,6 +279,21 @@ fn list_task_selection_all_and_runs_table() {
         std::fs::read(run2.join("landscape.parquet")).unwrap(),
         landscape
     );
+    // verify checks the runs, their analyses and runs.parquet; a damaged
+    // runs.parquet is named.
+    let checked = ok(&abcond(&dir, &["verify", exp.to_str().unwrap()]));
+    assert!(checked.contains("runs.parquet"), "{checked}");
+    let table = std::fs::read(exp.join("runs.parquet")).unwrap();
+    std::fs::write(exp.join("runs.parquet"), &table[..table.len() - 9]).unwrap();
+    let broken = abcond(&dir, &["verify", exp.to_str().unwrap()]);
+    assert_eq!(broken.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&broken.stdout).contains("BROKEN  ")
+            && String::from_utf8_lossy(&broken.stdout).contains("sweep CONFIG --list"),
+        "{}",
+        String::from_utf8_lossy(&broken.stdout)
+    );
+    std::fs::write(exp.join("runs.parquet"), &table).unwrap();
 
     let out = py(
         r#"

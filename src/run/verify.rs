@@ -128,6 +128,16 @@ pub fn verify_run(dir: &RunDir) -> (Vec<Problem>, String) {
     } else {
         problem(&dir.data_table(), "data.parquet is missing".into(), retrain);
     }
+    if dir.cloud().is_file() {
+        checked += 1;
+        if let Err(e) = crate::store::checksum::verify_parquet_file(&dir.cloud()) {
+            problem(
+                &dir.cloud(),
+                format!("{e:#}"),
+                "delete it and probe again: `abcond probe RUN_DIR` (it measures the cloud again)",
+            );
+        }
+    }
     let reprobe =
         "delete it and probe again: `abcond probe RUN_DIR` (it recomputes from the snapshots)";
     for p in [dir.landscape(), dir.curvature()] {
@@ -248,6 +258,24 @@ pub fn verify(path: &Path) -> Result<(String, bool)> {
     for d in &dirs {
         let (problems, checked) = verify_run(&RunDir::new(&d));
         all_ok &= report(&mut out, d, &problems, &checked)?;
+    }
+    // The sweep's table of runs, in each experiment directory.
+    let tables: std::collections::BTreeSet<std::path::PathBuf> = dirs
+        .iter()
+        .filter_map(|d| d.parent().map(|e| e.join("runs.parquet")))
+        .filter(|p| p.is_file())
+        .collect();
+    for t in tables {
+        let problems: Vec<Problem> = match crate::store::checksum::verify_parquet_file(&t) {
+            Ok(_) => vec![],
+            Err(e) => vec![Problem {
+                file: t.display().to_string(),
+                what: format!("{e:#}"),
+                fix: "write it again: `abcond sweep CONFIG --list` (from the runs' run.yaml files)"
+                    .into(),
+            }],
+        };
+        all_ok &= report(&mut out, &t, &problems, "1 file checked")?;
     }
     for a in analysis_dirs(path, &dirs) {
         let (problems, checked) = verify_analysis(&a);
