@@ -256,7 +256,7 @@ pub fn verify(path: &Path) -> Result<(String, bool)> {
     let mut out = String::new();
     let mut all_ok = true;
     for d in &dirs {
-        let (problems, checked) = verify_run(&RunDir::new(&d));
+        let (problems, checked) = verify_run(&RunDir::new(d));
         all_ok &= report(&mut out, d, &problems, &checked)?;
     }
     // The sweep's table of runs, in each experiment directory.
