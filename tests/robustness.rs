@@ -521,7 +521,7 @@ fn truncated_or_foreign_snapshots_are_rejected_without_damage() {
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(
-        err.contains("checkpoint.parquet") && err.contains("delete the state/ directory"),
+        err.contains("checkpoint.parquet") && err.contains("--repair"),
         "{err}"
     );
     let m = std::fs::read_to_string(rd2.join("run.yaml")).unwrap();
