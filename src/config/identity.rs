@@ -18,6 +18,7 @@ impl Config {
         // Where the data lives does not change the trajectory (moving the files
         // must not orphan a run); what the data is, is checked separately.
         c.data.clear_path();
+        c.model.clear_path();
         c.probe = ProbeConfig::default();
         c.train.checkpoint_every = None;
         c.train.checkpoint_minutes = default_checkpoint_minutes();

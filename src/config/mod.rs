@@ -393,6 +393,12 @@ impl Config {
             ModelKind::TwoLayerRelu | ModelKind::Halfspace
         );
         match (self.model.kind(), self.data.kind()) {
+            // A TorchScript module takes whatever tensors the data has.
+            (ModelKind::Torchscript, _) => {}
+            (kind, DatasetKind::Tensors) => bail!(
+                "dataset `tensors` feeds its tensors to a TorchScript module (`model.kind: torchscript`); model kind `{}` cannot take them",
+                kind.name()
+            ),
             (ModelKind::MatrixFactorisation, DatasetKind::MatrixFactorisation) => {}
             (ModelKind::MatrixFactorisation, ds) | (_, ds @ DatasetKind::MatrixFactorisation) => {
                 bail!(

@@ -203,6 +203,7 @@ pub fn load(kind: DatasetKind, cfg: &CifarData, dtype: Dtype) -> Result<Dataset>
             .augment
             .map(|a| super::augment::Augmenter::new(a, pad_fill)),
         images: None,
+        inputs: vec![],
     })
 }
 

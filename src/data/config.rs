@@ -97,6 +97,9 @@ data_sets! {
     /// Seeded token sequences and their "translations" (reversal plus a token
     /// shift; src/data/synthetic.rs), the stand-in for WMT's sentence pairs.
     SyntheticTranslation = "synthetic-translation" => TranslationData,
+    /// Any data: a file of named tensors (safetensors, .npz, .npy) whose first
+    /// dimension is the example, for TorchScript models (src/data/tensors.rs).
+    Tensors = "tensors" => TensorsData,
 }
 
 /// The keys of `data:` besides the data set's own settings.
@@ -124,6 +127,8 @@ const KEY_ORDER: &[&str] = &[
     "examples",
     "seq_len",
     "vocab",
+    "inputs",
+    "digest",
 ];
 
 impl DatasetKind {
@@ -190,6 +195,7 @@ impl DataConfig {
             Source::FashionMnist(s) | Source::Mnist(s) => s.path.as_deref(),
             Source::Cifar10(s) | Source::Cifar100(s) => s.path.as_deref(),
             Source::Imagefolder(s) => s.path.as_deref(),
+            Source::Tensors(s) => s.path.as_deref(),
             _ => None,
         }
     }
@@ -201,6 +207,7 @@ impl DataConfig {
             Source::FashionMnist(s) | Source::Mnist(s) => s.path = None,
             Source::Cifar10(s) | Source::Cifar100(s) => s.path = None,
             Source::Imagefolder(s) => s.path = None,
+            Source::Tensors(s) => s.path = None,
             _ => {}
         }
     }
@@ -214,6 +221,7 @@ impl DataConfig {
             Source::Halfspace(s) => s.subset,
             Source::MatrixFactorisation(s) => s.subset,
             Source::SyntheticTranslation(s) => s.subset,
+            Source::Tensors(s) => s.subset,
             Source::Components(_) => None,
         }
     }
@@ -230,6 +238,19 @@ impl DataConfig {
     /// Checks the settings' ranges, and the keys every data set shares.
     pub(crate) fn resolve(&mut self) -> Result<()> {
         self.source.check()?;
+        // What the tensor file is, recorded once (in the run identity and
+        // run.yaml) and checked whenever it is loaded.
+        if let Source::Tensors(s) = &mut self.source {
+            // Absolute: the probe may run from another directory.
+            if let Some(p) = s.path.as_ref().and_then(|p| std::fs::canonicalize(p).ok()) {
+                s.path = Some(p);
+            }
+            if let (None, Some(p)) = (&s.digest, &s.path) {
+                if p.is_file() {
+                    s.digest = Some(crate::util::file_digest(p)?);
+                }
+            }
+        }
         if let (Some(classes), Some(n)) = (self.classes(), self.kind().classes()) {
             let mut sorted = classes.to_vec();
             sorted.sort();
@@ -542,6 +563,40 @@ impl Settings for TranslationData {
             &[n.min(i64::MAX as u64) as i64, 2, len],
         )?;
         crate::config::validate::at_most("data.vocab", vocab as u64, 1 << 24)?;
+        Ok(())
+    }
+}
+
+/// `data:` settings of a file of named tensors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct TensorsData {
+    /// The file: `.safetensors`, `.npz` or `.npy` (required).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Train on a fixed random subset of this many examples.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subset: Option<u64>,
+    /// The tensors passed to the model, in order (default: the order the file
+    /// declares; src/data/tensors.rs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<Vec<String>>,
+    /// XXH64 of the file (`xxh64:<hex>`), recorded when the config is read and
+    /// checked when the file is loaded: a changed file is refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+}
+
+impl Settings for TensorsData {
+    fn check(&self, what: &str) -> Result<()> {
+        if self.path.is_none() {
+            bail!("key `data.path` is required for {what}: the file of named tensors (.safetensors, .npz or .npy)");
+        }
+        if let Some(i) = &self.inputs {
+            if i.is_empty() {
+                bail!("key `data.inputs` must name at least one tensor");
+            }
+        }
         Ok(())
     }
 }

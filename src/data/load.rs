@@ -25,6 +25,19 @@ impl Dataset {
             Source::SyntheticTranslation(s) => synthetic::translation(s, data_seed),
             Source::Cifar10(s) | Source::Cifar100(s) => cifar::load(kind, s, dtype)?,
             Source::Imagefolder(s) => load_imagefolder(s, dtype)?,
+            Source::Tensors(s) => {
+                let path = s.path.as_deref().expect("checked: data.path is set");
+                if let Some(want) = &s.digest {
+                    let got = crate::util::file_digest(path)?;
+                    if &got != want {
+                        bail!(
+                            "{}: the tensor file changed since the config was read (digest {got}, recorded {want}); a run measures the data it was trained on: restore the file, or train a new run",
+                            path.display()
+                        );
+                    }
+                }
+                super::tensors::load(s, dtype)?
+            }
         };
         if let Some(m) = cfg.subset() {
             if m > ds.len {
@@ -47,11 +60,20 @@ impl Dataset {
                 None => ds.x = ds.x.index_select(0, &idx),
             }
             ds.y = ds.y.index_select(0, &idx);
+            for (_, t) in ds.inputs.iter_mut() {
+                *t = t.index_select(0, &idx);
+            }
+            if !ds.inputs.is_empty() {
+                ds.x = ds.inputs[0].1.shallow_clone();
+            }
             ds.source_index = keep.iter().map(|&i| ds.source_index[i as usize]).collect();
             ds.len = m;
         }
         ds.x = ds.x.to_device(device);
         ds.y = ds.y.to_device(device);
+        for (_, t) in ds.inputs.iter_mut() {
+            *t = t.to_device(device);
+        }
         Ok(ds)
     }
 }
@@ -140,6 +162,7 @@ fn load_idx(kind: DatasetKind, cfg: &IdxData, dtype: Dtype) -> Result<Dataset> {
         source_dir: Some(dir),
         augment: None,
         images: None,
+        inputs: vec![],
     })
 }
 
@@ -165,5 +188,6 @@ fn load_imagefolder(cfg: &ImageFolderData, dtype: Dtype) -> Result<Dataset> {
         source_dir: Some(root),
         augment: None,
         images: Some(Arc::new(images)),
+        inputs: vec![],
     })
 }

@@ -13,6 +13,8 @@ pub mod cifar;
 // ImageNet-layout image trees, decoded per minibatch.
 pub mod imagefolder;
 mod load;
+// Any data set as a file of named tensors (for TorchScript models).
+pub mod tensors;
 
 use crate::data::config::DatasetKind;
 use anyhow::Result;
@@ -32,6 +34,8 @@ pub enum Targets {
     Components(i64),
     /// Token sequences: sources x and targets y, int64 [N, len] in 0..vocab.
     Tokens { vocab: i64, len: i64 },
+    /// Named tensors passed to a TorchScript module as they are (`tensors`).
+    Tensors,
 }
 
 pub struct Dataset {
@@ -53,6 +57,9 @@ pub struct Dataset {
     /// imagefolder: the index → file table; `x` is then empty and minibatches
     /// are decoded on demand (see [`Dataset::batch_at`]).
     pub images: Option<Arc<imagefolder::ImageFolder>>,
+    /// `tensors`: every tensor of the file in the declared order, [N, …] each
+    /// (`x` is the first); empty for the other data sets.
+    pub inputs: Vec<(String, Tensor)>,
 }
 
 /// A minibatch: inputs and targets of the examples `indices`.
@@ -60,6 +67,21 @@ pub struct Batch {
     pub x: Tensor,
     pub y: Tensor,
     pub len: usize,
+    /// `tensors` data: the minibatch of every tensor in the declared order
+    /// (empty for the other data sets, whose tensors are x and y).
+    pub inputs: Vec<Tensor>,
+}
+
+impl Batch {
+    /// The tensors a TorchScript module's forward pass takes: the `tensors`
+    /// data set's in their declared order, else (x, y).
+    pub fn tensors(&self) -> Vec<Tensor> {
+        if self.inputs.is_empty() {
+            vec![self.x.shallow_clone(), self.y.shallow_clone()]
+        } else {
+            self.inputs.iter().map(Tensor::shallow_clone).collect()
+        }
+    }
 }
 
 impl Dataset {
@@ -112,6 +134,11 @@ impl Dataset {
             x,
             y: self.y.index_select(0, &idx),
             len: indices.len(),
+            inputs: self
+                .inputs
+                .iter()
+                .map(|(_, t)| t.index_select(0, &idx))
+                .collect(),
         })
     }
 }

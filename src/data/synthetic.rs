@@ -47,6 +47,7 @@ pub fn halfspace(cfg: &HalfspaceData, seed: u64, dtype: Dtype) -> Dataset {
         source_dir: None,
         augment: None,
         images: None,
+        inputs: vec![],
     }
 }
 
@@ -89,6 +90,7 @@ pub fn matrix_factorisation(cfg: &MatFactData, seed: u64, dtype: Dtype) -> Datas
         source_dir: None,
         augment: None,
         images: None,
+        inputs: vec![],
     }
 }
 
@@ -108,6 +110,7 @@ pub fn components(cfg: &ComponentsData) -> Dataset {
         source_dir: None,
         augment: None,
         images: None,
+        inputs: vec![],
     }
 }
 
@@ -144,5 +147,6 @@ pub fn translation(cfg: &TranslationData, seed: u64) -> Dataset {
         source_dir: None,
         augment: None,
         images: None,
+        inputs: vec![],
     }
 }

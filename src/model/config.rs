@@ -113,6 +113,9 @@ model_kinds! {
     Vit = "vit" => VitConfig,
     /// Encoder-decoder Transformer of AlgoPerf's wmt workload.
     Transformer = "transformer" => TransformerConfig,
+    /// The user's own PyTorch model as a TorchScript module returning
+    /// per-example losses (src/model/torchscript.rs).
+    Torchscript = "torchscript" => TorchScriptConfig,
 }
 
 /// The keys of `model:` besides the kind's own settings.
@@ -163,7 +166,26 @@ impl ModelConfig {
         if self.kind().is_known_answer() {
             self.dtype = Dtype::F64;
         }
+        // What the module file is, recorded once (in the run identity and
+        // run.yaml) and checked whenever it is loaded.
+        if let Arch::Torchscript(s) = &mut self.arch {
+            // Absolute: the probe may run from another directory.
+            if let Ok(p) = std::fs::canonicalize(&s.path) {
+                s.path = p;
+            }
+            if s.digest.is_none() && s.path.is_file() {
+                s.digest = Some(crate::util::file_digest(&s.path)?);
+            }
+        }
         self.arch.check()
+    }
+
+    /// Forgets `model.path` (the run identity: moving the module file must
+    /// not orphan a run; its digest stays).
+    pub fn clear_path(&mut self) {
+        if let Arch::Torchscript(s) = &mut self.arch {
+            s.path = std::path::PathBuf::new();
+        }
     }
 
     /// The number of components n of a known-answer model.
@@ -608,4 +630,25 @@ fn check_start(init: &Option<Vec<f64>>, init_box: [f64; 2], d: i64, what: &str) 
         }
     }
     Ok(())
+}
+
+/// `model:` settings of a TorchScript module.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct TorchScriptConfig {
+    /// The module file written by `abcond.export` or `torch.jit.save` (required).
+    pub path: std::path::PathBuf,
+    /// XXH64 of the file (`xxh64:<hex>`), recorded when the config is read and
+    /// checked when the module is loaded: a changed module is refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+}
+
+impl Settings for TorchScriptConfig {
+    fn check(&self, what: &str) -> Result<()> {
+        if self.path.as_os_str().is_empty() {
+            bail!("key `model.path` is required for {what}: the TorchScript module file (abcond.export writes one)");
+        }
+        Ok(())
+    }
 }

@@ -24,6 +24,8 @@ pub mod resnet50;
 pub mod vit;
 // WMT model (AlgoPerf wmt), on synthetic token data.
 pub mod transformer;
+// The user's own model, as a TorchScript module.
+pub mod torchscript;
 
 pub use net::{BatchNormPolicy, Mode, Net};
 
@@ -107,6 +109,42 @@ impl Model {
             (Arch::Transformer(s), Targets::Tokens { vocab, .. }) => {
                 Box::new(transformer::Transformer::new(&root, *s, vocab)?)
             }
+            (Arch::Torchscript(s), _) => {
+                if let Some(want) = &s.digest {
+                    let got = crate::util::file_digest(&s.path)?;
+                    if &got != want {
+                        bail!(
+                            "{}: the TorchScript module changed since the config was read (digest {got}, recorded {want}); a run measures the model it was trained with: restore the file, or train a new run",
+                            s.path.display()
+                        );
+                    }
+                }
+                let net = torchscript::TorchScript::load(&root, &s.path, cfg.dtype.kind())?;
+                // A trial forward pass on the first examples: the module takes
+                // the data set's tensors and returns [B].
+                let n = data.len.min(2) as i64;
+                let trial = data.batch_at(&(0..n).collect::<Vec<_>>(), None)?;
+                let trial: Vec<Tensor> = trial
+                    .tensors()
+                    .iter()
+                    .map(|t| t.to_device(Device::Cpu))
+                    .collect();
+                net.check_inputs(&trial).map_err(|e| {
+                    anyhow::anyhow!(
+                        "{e:#}\n(the data set's tensors, in order: {})",
+                        if data.inputs.is_empty() {
+                            "x, y".to_string()
+                        } else {
+                            data.inputs
+                                .iter()
+                                .map(|(n, _)| n.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        }
+                    )
+                })?;
+                Box::new(net)
+            }
             (arch, Targets::Components(_)) if arch.kind().is_known_answer() => {
                 Box::new(known::KnownNet::new(&root, cfg)?)
             }
@@ -156,6 +194,32 @@ impl Model {
     /// The known-answer problem behind this model (None for networks).
     pub fn known(&self) -> Option<&known::Problem> {
         self.net.known()
+    }
+
+    /// Whether the model has BatchNorm layers (running statistics are
+    /// snapshot buffers; measuring with batch statistics needs whole minibatches).
+    pub fn has_batchnorm(&self) -> bool {
+        self.net
+            .has_batchnorm()
+            .unwrap_or_else(|| self.kind.has_batchnorm())
+    }
+
+    /// Checks that the probe can measure f_i under `policy` with chunks of
+    /// `chunk_size` examples of minibatches of `batch_size`.
+    pub fn check_measurable(
+        &self,
+        policy: BatchNormPolicy,
+        chunk_size: usize,
+        batch_size: usize,
+    ) -> Result<()> {
+        self.net.check_policy(policy)?;
+        if self.has_batchnorm() && policy == BatchNormPolicy::BatchStats && chunk_size < batch_size
+        {
+            bail!(
+                "key `probe.chunk_size` ({chunk_size}) must be at least `train.batch_size` ({batch_size}) for this model (it has BatchNorm) under `probe.batchnorm: batch-stats`: BatchNorm would normalise each chunk by its own statistics"
+            );
+        }
+        Ok(())
     }
 
     /// Per-example losses f_i, shape [B].

@@ -51,6 +51,19 @@ pub trait Net {
     /// Moves tensors the net holds outside the VarStore (constants of the
     /// known-answer problems) to `device`; the VarStore moves itself.
     fn to_device(&mut self, _device: Device) {}
+
+    /// Whether the net has BatchNorm layers, when only the loaded net knows
+    /// (TorchScript modules); None: the model kind says.
+    fn has_batchnorm(&self) -> Option<bool> {
+        None
+    }
+
+    /// Checks that the probe can measure f_i deterministically under
+    /// `policy` (TorchScript modules with BatchNorm and dropout cannot under
+    /// batch statistics).
+    fn check_policy(&self, _policy: BatchNormPolicy) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
 /// A weight initialised like torch.nn.Linear's (kaiming_uniform_ with a = √5,

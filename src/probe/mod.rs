@@ -206,6 +206,11 @@ fn measure_snapshots(
         );
     }
     let model = Model::build(&cfg.model, &data, device, cfg.seed)?;
+    model.check_measurable(
+        p.batchnorm,
+        p.chunk_size as usize,
+        cfg.train.batch_size as usize,
+    )?;
     let mut landscape = if plan.landscape.is_empty() {
         None
     } else {

@@ -126,7 +126,7 @@ pub fn write_data_table(dir: &RunDir, data: &Dataset) -> Result<()> {
         crate::data::Targets::MatrixEntries { .. } => {
             (None, Some(Vec::<f64>::try_from(y.to_kind(Kind::Double))?))
         }
-        crate::data::Targets::Tokens { .. } => (None, None),
+        crate::data::Targets::Tokens { .. } | crate::data::Targets::Tensors => (None, None),
     };
     let mut meta = vec![("abcond.dataset", data.kind.name().to_string())];
     if let Some(d) = &data.source_dir {

@@ -165,6 +165,30 @@ fn yaml11_float(tok: &str) -> String {
     format!("{mant}e{exp}")
 }
 
+/// `xxh64:<16 hex digits>` of a file's bytes (XXH64, seed 0), read in 1 MiB
+/// pieces: what a data or module file is, for run identities.
+pub fn file_digest(path: &std::path::Path) -> anyhow::Result<String> {
+    use anyhow::Context;
+    use std::hash::Hasher;
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    if !f.metadata()?.is_file() {
+        anyhow::bail!("{} is not a regular file", path.display());
+    }
+    let mut h = twox_hash::XxHash64::with_seed(0);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        h.write(&buf[..n]);
+    }
+    Ok(format!("xxh64:{:016x}", h.finish()))
+}
+
 /// The largest YAML file abcond reads (configs, presets, run.yaml): 4 MiB.
 /// Real ones are a few KiB; the limit keeps `abcond train /dev/zero` or a
 /// mistaken multi-GB path from filling memory.
