@@ -1,0 +1,380 @@
+//! The user's own PyTorch model (`model.kind: torchscript`) and data
+//! (`data.dataset: tensors`), against independent references: the paper MLP
+//! written in PyTorch (tests/abcond_ref) and exported as TorchScript trains
+//! and probes bit-identically to abcond's native `preset: mlp` from the same
+//! x^0; every landscape row of TorchScript runs (with and without BatchNorm,
+//! SGD with momentum, Adam) is recomputed with autograd and the first steps
+//! replayed with torch.optim (tests/check_torchscript.py); bad modules and
+//! tensor files are refused with the file named and nothing left behind.
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+
+const NATIVE: &str = "experiment: native
+seed: 3
+device: cpu
+model: {preset: mlp, width: 16}
+data: {dataset: fashion-mnist, path: FMNIST, subset: 200}
+train: {batch_size: 20, steps: 40, checkpoint_every: 10}
+optim: {name: sgd, lr: 0.05}
+snapshots: {every: 10, at: [1, 2, 3, 4, 5]}
+probe: {extra_batches: 1, full: true}
+analysis: {plots: false}
+";
+
+/// A native MLP run and the TorchScript modules and tensor files made from
+/// it (tests/make_torchscript.py): the scratch dir, the run, the artefacts.
+fn setup(name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let dir = scratch(name);
+    write_idx_fixture(&dir.join("fmnist"), 300);
+    let native = NATIVE.replace("FMNIST", dir.join("fmnist").to_str().unwrap());
+    write_config(&dir, "native.yaml", &native);
+    ok(&abcond(&dir, &["-q", "--out", "out", "run", "native.yaml"]));
+    let run = run_dir(&dir.join("out"), "native");
+    let art = dir.join("art");
+    run_python(
+        "make_torchscript.py",
+        &[run.to_str().unwrap(), art.to_str().unwrap()],
+    );
+    (dir, run, art)
+}
+
+/// The native config with the model (and data) replaced.
+fn variant(dir: &Path, name: &str, model: &str, data: Option<&str>, extra: &str) -> PathBuf {
+    let mut text = NATIVE
+        .replace("FMNIST", dir.join("fmnist").to_str().unwrap())
+        .replace("experiment: native", &format!("experiment: {name}"))
+        .replace(
+            "model: {preset: mlp, width: 16}",
+            &format!("model: {model}"),
+        );
+    if let Some(d) = data {
+        text = text.replace(
+            &format!(
+                "data: {{dataset: fashion-mnist, path: {}, subset: 200}}",
+                dir.join("fmnist").display()
+            ),
+            &format!("data: {d}"),
+        );
+    }
+    text.push_str(extra);
+    write_config(dir, &format!("{name}.yaml"), &text)
+}
+
+fn landscape(run: &Path) -> Vec<abcond::store::tables::LandscapeRow> {
+    abcond::store::tables::read_landscape(&run.join("landscape.parquet"))
+        .unwrap()
+        .0
+}
+
+/// Same snapshots (bit for bit) and same landscape rows.
+fn same_run(a: &Path, b: &Path) {
+    for k in [0, 1, 5, 10, 20, 30, 40] {
+        let f = format!("iterates/step={k}/part-0.parquet");
+        assert_eq!(
+            read_values(&a.join(&f)),
+            read_values(&b.join(&f)),
+            "{f}: {} vs {}",
+            a.display(),
+            b.display()
+        );
+    }
+    same_rows(&landscape(a), &landscape(b));
+}
+
+/// The same measurements, bit for bit (run ids and names aside).
+fn same_rows(
+    la: &[abcond::store::tables::LandscapeRow],
+    lb: &[abcond::store::tables::LandscapeRow],
+) {
+    assert_eq!(la.len(), lb.len());
+    for (x, y) in la.iter().zip(lb) {
+        for (what, u, v) in [
+            ("loss_k", x.loss_k, y.loss_k),
+            ("loss_ref", x.loss_ref, y.loss_ref),
+            ("inner", x.inner, y.inner),
+            ("grad_norm", x.grad_norm, y.grad_norm),
+            ("dist", x.dist, y.dist),
+        ] {
+            assert_eq!(
+                u.to_bits(),
+                v.to_bits(),
+                "{what} at step {}: {u} vs {v}",
+                x.step
+            );
+        }
+        assert_eq!(
+            (x.step, x.probe, &x.batch_indices),
+            (y.step, y.probe, &y.batch_indices)
+        );
+    }
+}
+
+#[test]
+fn torchscript_mlp_equals_the_native_preset_and_pytorch() {
+    let (dir, native, art) = setup("torchscript-parity");
+    let module = format!(
+        "{{kind: torchscript, path: {}}}",
+        art.join("mlp.pt").display()
+    );
+
+    // The same model as a TorchScript module, on the same (native) data.
+    let cfg = variant(&dir, "ts", &module, None, "");
+    ok(&abcond(
+        &dir,
+        &["-q", "--out", "out", "run", cfg.to_str().unwrap()],
+    ));
+    let ts = run_dir(&dir.join("out"), "ts");
+    same_run(&native, &ts);
+
+    // The data as a tensor file: safetensors (order from its metadata), .npz.
+    for (name, file) in [("st", "data.safetensors"), ("npz", "data.npz")] {
+        let data = format!("{{dataset: tensors, path: {}}}", art.join(file).display());
+        let cfg = variant(&dir, name, &module, Some(&data), "");
+        ok(&abcond(
+            &dir,
+            &["-q", "--out", "out", "run", cfg.to_str().unwrap()],
+        ));
+        same_run(&ts, &run_dir(&dir.join("out"), name));
+    }
+    let st = run_dir(&dir.join("out"), "st");
+    let manifest = std::fs::read_to_string(st.join("run.yaml")).unwrap();
+    assert!(manifest.contains("digest: xxh64:"), "{manifest}");
+
+    // Independent: every row recomputed with autograd, 5 steps replayed.
+    for run in [&ts, &st] {
+        let out = run_python("check_torchscript.py", &[run.to_str().unwrap()]);
+        assert!(out.contains("replayed 5 steps"), "{out}");
+    }
+
+    // BatchNorm (buffers in the snapshots, batch statistics while probing),
+    // with SGD momentum; then Adam on the MLP.
+    let data = format!(
+        "{{dataset: tensors, path: {}}}",
+        art.join("data.safetensors").display()
+    );
+    let bn = format!(
+        "{{kind: torchscript, path: {}}}",
+        art.join("bn.pt").display()
+    );
+    let cfg = variant(&dir, "bn", &bn, Some(&data), "")
+        .to_str()
+        .unwrap()
+        .to_string();
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("lr: 0.05}", "lr: 0.05, momentum: 0.9}");
+    std::fs::write(&cfg, text).unwrap();
+    ok(&abcond(&dir, &["-q", "--out", "out", "run", &cfg]));
+    let bn_run = run_dir(&dir.join("out"), "bn");
+    let names: Vec<String> = read_values(&bn_run.join("iterates/step=10/part-0.parquet"))
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert!(names.contains(&"bn.running_mean".to_string()), "{names:?}");
+    let out = run_python("check_torchscript.py", &[bn_run.to_str().unwrap()]);
+    assert!(
+        out.contains("train mode True") && out.contains("replayed 5 steps"),
+        "{out}"
+    );
+    let cfg = variant(&dir, "adam", &module, Some(&data), "");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("{name: sgd, lr: 0.05}", "{name: adam, lr: 0.001}");
+    std::fs::write(&cfg, text).unwrap();
+    ok(&abcond(
+        &dir,
+        &["-q", "--out", "out", "run", cfg.to_str().unwrap()],
+    ));
+    let out = run_python(
+        "check_torchscript.py",
+        &[run_dir(&dir.join("out"), "adam").to_str().unwrap()],
+    );
+    assert!(out.contains("replayed 5 steps"), "{out}");
+
+    // BatchNorm with dropout cannot be measured on batch statistics.
+    let drop = format!(
+        "{{kind: torchscript, path: {}}}",
+        art.join("bndrop.pt").display()
+    );
+    let cfg = variant(&dir, "drop", &drop, Some(&data), "");
+    let out = abcond(&dir, &["-q", "--out", "out", "run", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("running-stats"), "{}", stderr(&out));
+
+    // A sweep of TorchScript runs; a probe sharded in two equals one probe.
+    let cfg = variant(
+        &dir,
+        "sweep",
+        &module,
+        Some(&data),
+        "sweep: {optim.lr: [0.05, 0.1]}\n",
+    );
+    ok(&abcond(
+        &dir,
+        &["-q", "--out", "out", "run", cfg.to_str().unwrap(), "--all"],
+    ));
+    let cfg = variant(&dir, "shard", &module, Some(&data), "");
+    ok(&abcond(
+        &dir,
+        &["-q", "--out", "out", "train", cfg.to_str().unwrap()],
+    ));
+    let shard = run_dir(&dir.join("out"), "shard");
+    for s in ["0/2", "1/2"] {
+        ok(&abcond(
+            &dir,
+            &["-q", "probe", shard.to_str().unwrap(), "--shard", s],
+        ));
+    }
+    ok(&abcond(&dir, &["-q", "probe", shard.to_str().unwrap()]));
+    same_rows(&landscape(&shard), &landscape(&st));
+}
+
+#[test]
+fn bad_modules_and_tensor_files_are_refused_clearly() {
+    let (dir, _, art) = setup("torchscript-bad");
+    let module = |f: &str| format!("{{kind: torchscript, path: {}}}", art.join(f).display());
+    let tensors = |f: &str| format!("{{dataset: tensors, path: {}}}", art.join(f).display());
+    let cases: Vec<(String, Option<String>, Vec<&str>)> = vec![
+        (
+            module("scalar.pt"),
+            None,
+            vec!["scalar.pt", "shape []", "per-example"],
+        ),
+        (
+            module("noparams.pt"),
+            None,
+            vec!["noparams.pt", "no parameters"],
+        ),
+        (
+            module("plain.pt"),
+            None,
+            vec!["plain.pt", "abcond_info", "abcond.export"],
+        ),
+        (
+            module("missing.pt"),
+            None,
+            vec!["missing.pt", "does not exist"],
+        ),
+        (
+            module("mlp.pt"),
+            Some(tensors("short.safetensors")),
+            vec!["short.safetensors", "disagree in length", "197"],
+        ),
+        (
+            module("mlp.pt"),
+            Some(tensors("intx.safetensors")),
+            vec!["mlp.pt", "Int", "same dtype"],
+        ),
+        (
+            module("mlp.pt"),
+            Some(tensors("unordered.safetensors")),
+            vec!["unordered.safetensors", "data.inputs"],
+        ),
+        (
+            module("mlp.pt"),
+            Some(tensors("absent.npz")),
+            vec!["absent.npz"],
+        ),
+        (
+            "{preset: mlp, width: 16}".to_string(),
+            Some(tensors("data.safetensors")),
+            vec!["dataset `tensors`", "torchscript"],
+        ),
+    ];
+    for (i, (m, d, want)) in cases.iter().enumerate() {
+        let name = format!("bad{i}");
+        let cfg = variant(&dir, &name, m, d.as_deref(), "");
+        let out = abcond(
+            &dir,
+            &["-q", "--out", "bad", "train", cfg.to_str().unwrap()],
+        );
+        assert_eq!(out.status.code(), Some(1), "case {i}: {}", stderr(&out));
+        let err = stderr(&out);
+        for w in want {
+            assert!(err.contains(w), "case {i}: `{w}` not in:\n{err}");
+        }
+        assert!(!err.contains("frame #"), "case {i}: C++ frames in:\n{err}");
+        assert!(!err.contains("panicked"), "case {i}:\n{err}");
+        assert!(!dir.join("bad").exists(), "case {i} left a run directory");
+    }
+    // Named inputs choose the order of an unordered file.
+    let cfg = variant(
+        &dir,
+        "named",
+        &module("mlp.pt"),
+        Some(&format!(
+            "{{dataset: tensors, path: {}, inputs: [x, y]}}",
+            art.join("unordered.safetensors").display()
+        )),
+        "",
+    );
+    ok(&abcond(
+        &dir,
+        &["-q", "--out", "out", "train", cfg.to_str().unwrap()],
+    ));
+
+    // A module file changed after training: the probe refuses it.
+    let own = dir.join("own.pt");
+    std::fs::copy(art.join("mlp.pt"), &own).unwrap();
+    let cfg = variant(
+        &dir,
+        "changed",
+        &format!("{{kind: torchscript, path: {}}}", own.display()),
+        None,
+        "",
+    );
+    ok(&abcond(
+        &dir,
+        &["-q", "--out", "out", "train", cfg.to_str().unwrap()],
+    ));
+    std::fs::copy(art.join("bn.pt"), &own).unwrap();
+    let run = run_dir(&dir.join("out"), "changed");
+    let out = abcond(&dir, &["-q", "probe", run.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("changed since"), "{}", stderr(&out));
+}
+
+/// A TorchScript run killed at step 25 resumes from its checkpoint (with the
+/// optimiser's momentum and BatchNorm's running statistics) to exactly the
+/// uninterrupted run.
+#[test]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "needs the crash hook (feature test-hooks)"
+)]
+fn a_killed_torchscript_run_resumes_bit_identical() {
+    let (dir, _, art) = setup("torchscript-resume");
+    let data = format!(
+        "{{dataset: tensors, path: {}}}",
+        art.join("data.safetensors").display()
+    );
+    let bn = format!(
+        "{{kind: torchscript, path: {}}}",
+        art.join("bn.pt").display()
+    );
+    let cfg = variant(&dir, "bn", &bn, Some(&data), "");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("lr: 0.05}", "lr: 0.05, momentum: 0.9}");
+    std::fs::write(&cfg, text).unwrap();
+    let cfg = cfg.to_str().unwrap();
+    ok(&abcond(&dir, &["-q", "--out", "ref", "train", cfg]));
+    let status = cmd(&dir)
+        .args(["-q", "--out", "crash", "train", cfg])
+        .env("ABCOND_CRASH_AT", "step:25")
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the crash hook did not fire");
+    ok(&abcond(&dir, &["-q", "--out", "crash", "train", cfg]));
+    let (a, b) = (
+        run_dir(&dir.join("ref"), "bn"),
+        run_dir(&dir.join("crash"), "bn"),
+    );
+    for k in [30, 40] {
+        let f = format!("iterates/step={k}/part-0.parquet");
+        assert_eq!(read_values(&a.join(&f)), read_values(&b.join(&f)), "{f}");
+    }
+}
