@@ -378,3 +378,47 @@ fn a_killed_torchscript_run_resumes_bit_identical() {
         assert_eq!(read_values(&a.join(&f)), read_values(&b.join(&f)), "{f}");
     }
 }
+
+/// The Python companion (python/abcond): its readers verify every checksum
+/// and refuse damage; `abcond.export` and `abcond.save_tensors` write a
+/// module and data that abcond trains and probes bit-identically to the
+/// native `preset: mlp` run; a Sequential with BatchNorm exported by it
+/// passes the PyTorch recomputation.
+#[test]
+fn the_python_companion_reads_runs_and_exports_models() {
+    let (dir, native, _) = setup("torchscript-companion");
+    let out = dir.join("companion");
+    let text = run_python(
+        "check_companion.py",
+        &[native.to_str().unwrap(), out.to_str().unwrap()],
+    );
+    assert!(text.contains("companion ok"), "{text}");
+    let data = format!(
+        "{{dataset: tensors, path: {}}}",
+        out.join("companion.safetensors").display()
+    );
+    let module = format!(
+        "{{kind: torchscript, path: {}}}",
+        out.join("exported.pt").display()
+    );
+    let cfg = variant(&dir, "exported", &module, Some(&data), "");
+    ok(&abcond(
+        &dir,
+        &["-q", "--out", "out", "run", cfg.to_str().unwrap()],
+    ));
+    same_run(&native, &run_dir(&dir.join("out"), "exported"));
+    let seq = format!(
+        "{{kind: torchscript, path: {}}}",
+        out.join("seqbn.pt").display()
+    );
+    let cfg = variant(&dir, "seqbn", &seq, Some(&data), "");
+    ok(&abcond(
+        &dir,
+        &["-q", "--out", "out", "run", cfg.to_str().unwrap()],
+    ));
+    let out = run_python(
+        "check_torchscript.py",
+        &[run_dir(&dir.join("out"), "seqbn").to_str().unwrap()],
+    );
+    assert!(out.contains("train mode True"), "{out}");
+}

@@ -1,0 +1,22 @@
+"""Python companion of abcond: export a PyTorch model and
+its data for the abcond binary, and read abcond's run directories with every
+checksum verified. The measuring happens in the binary."""
+
+from .checksum import ChecksumError
+from .export import export, save_tensors
+from .runs import Experiment, Run, load_experiment, load_iterate, load_run, read_manifest, read_table, read_tensors
+
+__all__ = [
+    "ChecksumError",
+    "Experiment",
+    "Run",
+    "export",
+    "load_experiment",
+    "load_iterate",
+    "load_run",
+    "read_manifest",
+    "read_table",
+    "read_tensors",
+    "save_tensors",
+]
+__version__ = "0.1.0"
