@@ -422,3 +422,43 @@ fn the_python_companion_reads_runs_and_exports_models() {
     );
     assert!(out.contains("train mode True"), "{out}");
 }
+
+/// examples/own_model.py (an MLP with LayerNorm and GELU, exported with the
+/// companion) on a small Fashion-MNIST-format fixture, then `abcond run` of
+/// the config it writes: trained, probed, analysed, and every landscape row
+/// recomputed in PyTorch.
+#[test]
+fn the_own_model_example_runs_end_to_end() {
+    let dir = scratch("torchscript-example");
+    write_idx_fixture(&dir.join("fmnist"), 400);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/own_model.py");
+    let out = python_cmd()
+        .arg(&script)
+        .args(["--data", dir.join("fmnist").to_str().unwrap()])
+        .args(["--examples", "300", "--epochs", "2"])
+        .args(["--out", dir.join("ex").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cfg = dir.join("ex/own-model.yaml");
+    ok(&abcond(
+        &dir,
+        &[
+            "-q",
+            "--out",
+            "res",
+            "run",
+            cfg.to_str().unwrap(),
+            "--set",
+            "probe.full_subset=200",
+        ],
+    ));
+    let run = run_dir(&dir.join("res"), "own-model");
+    assert!(run.join("analysis/report.md").is_file());
+    let text = run_python("check_torchscript.py", &[run.to_str().unwrap()]);
+    assert!(text.contains("rows agree with PyTorch"), "{text}");
+}
