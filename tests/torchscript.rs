@@ -19,7 +19,7 @@ data: {dataset: fashion-mnist, path: FMNIST, subset: 200}
 train: {batch_size: 20, steps: 40, checkpoint_every: 10}
 optim: {name: sgd, lr: 0.05}
 snapshots: {every: 10, at: [1, 2, 3, 4, 5]}
-probe: {extra_batches: 1, full: true}
+probe: {extra_batches: 1, full: true, curvature: {enabled: true, iterations: 20}}
 analysis: {plots: false}
 ";
 
@@ -81,6 +81,16 @@ fn same_run(a: &Path, b: &Path) {
         );
     }
     same_rows(&landscape(a), &landscape(b));
+    // The Hessian eigenvalues too (Lanczos on Hessian-vector products).
+    let curvature = |r: &Path| {
+        abcond::store::tables::read_curvature(&r.join("curvature.parquet"))
+            .unwrap()
+            .0
+            .into_iter()
+            .map(|c| (c.step, c.eigenvalue.to_bits()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(curvature(a), curvature(b), "curvature differs");
 }
 
 /// The same measurements, bit for bit (run ids and names aside).
@@ -338,7 +348,7 @@ fn bad_modules_and_tensor_files_are_refused_clearly() {
 
 /// A TorchScript run killed at step 25 resumes from its checkpoint (with the
 /// optimiser's momentum and BatchNorm's running statistics) to exactly the
-/// uninterrupted run.
+/// uninterrupted run; a lost snapshot is re-created by `--repair`.
 #[test]
 #[cfg_attr(
     not(feature = "test-hooks"),
@@ -377,6 +387,11 @@ fn a_killed_torchscript_run_resumes_bit_identical() {
         let f = format!("iterates/step={k}/part-0.parquet");
         assert_eq!(read_values(&a.join(&f)), read_values(&b.join(&f)), "{f}");
     }
+    // A lost snapshot re-created by --repair, checked against the survivors.
+    std::fs::remove_dir_all(b.join("iterates/step=20")).unwrap();
+    ok(&abcond(&dir, &["-q", "--out", "crash", "train", cfg, "--repair"]));
+    let f = "iterates/step=20/part-0.parquet";
+    assert_eq!(read_values(&a.join(f)), read_values(&b.join(f)), "{f}");
 }
 
 /// The Python companion (python/abcond): its readers verify every checksum
