@@ -35,6 +35,10 @@
 #   7. Example 6's point cloud on CUDA against numpy (tests/check_known.py);
 #  11. (needs step 1) `abcond verify` of the CUDA quickstart run: the checksums of
 #      snapshots written from CUDA tensors hold (every value is read back);
+#  12. your own model on CUDA: examples/own_model.py (an MLP with LayerNorm and
+#      GELU exported by the Python companion, run from python/ on PYTHONPATH) on
+#      2000 Fashion-MNIST examples, trained and probed on cuda, every landscape row
+#      recomputed on the CPU by tests/check_torchscript.py (rel. err ≤ 1e-4);
 #   8. ResNet9 and ResNet18 (f64, crop-flip, BatchNorm) trained and probed on CUDA
 #      against PyTorch on the CPU (tests/parity.py, 3 replayed steps, rel. err ≤ 1e-9),
 #      and 300-step timings of the paper configs (random CIFAR-format data) for
@@ -217,5 +221,13 @@ fi
 if want 11; then
 log "11. checksums of files written from CUDA: abcond verify of step 1's quickstart run (every snapshot, checkpoint-free, landscape)"
 "$bin" verify "$work/gpu"
+fi
+if want 12; then
+log "12. TorchScript model on cuda: examples/own_model.py, abcond run --set device=cuda, rows vs PyTorch on the CPU"
+PYTHONPATH="python:tests${PYTHONPATH:+:$PYTHONPATH}" "$py" examples/own_model.py \
+    --data "${FMNIST:-/usr/share/datasets/fashion-mnist}" --examples 2000 --epochs 1 --out "$work/own"
+"$bin" --out "$work/own-res" run "$work/own/own-model.yaml" --set device=cuda --set probe.full_subset=500 >/dev/null
+PYTHONPATH="python:tests${PYTHONPATH:+:$PYTHONPATH}" "$py" tests/check_torchscript.py \
+    "$(ls -d "$work"/own-res/own-model/*/ | head -1)" --tol 1e-4
 fi
 log "all GPU checks passed"
