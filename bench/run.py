@@ -17,6 +17,9 @@ Cases (sizes per --device, or --quick for a smoke test):
   probe-mlp, probe-resnet18        median time of probing one snapshot (i_k only)
   snapshots-mlp, snapshots-resnet18  abcond's training loop with snapshots every
                                    100 steps vs only x^K (the cost of logging iterates)
+  tsprobe-mlp, tsprobe-resnet18    probing one snapshot of the model as a TorchScript
+                                   module (exported from the same x^0 by the Python
+                                   companion) vs abcond's native model
 
     python bench/run.py --quick                                  # smoke test, ~2 min
     python bench/run.py --threads 2 --repeats 5 --out bench-results.md
@@ -40,7 +43,16 @@ from storage_common import cpu_info
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = {"mlp": "bench/configs/mlp-fmnist.yaml", "resnet18": "bench/configs/resnet18-cifar.yaml"}
-CASES = ["train-mlp", "train-resnet18", "probe-mlp", "probe-resnet18", "snapshots-mlp", "snapshots-resnet18"]
+CASES = [
+    "train-mlp",
+    "train-resnet18",
+    "probe-mlp",
+    "probe-resnet18",
+    "snapshots-mlp",
+    "snapshots-resnet18",
+    "tsprobe-mlp",
+    "tsprobe-resnet18",
+]
 # Targets (issue 7): abcond/PyTorch ≤ 1.0 for ResNet-18 and ≤ 0.8 for the MLP
 # (Python overhead dominates there); snapshot logging ≤ 5 % of training time.
 TARGETS = {
@@ -50,6 +62,9 @@ TARGETS = {
     "probe-resnet18": 1.0,
     "snapshots-mlp": 1.05,
     "snapshots-resnet18": 1.05,
+    # Issue 17: a TorchScript model costs at most 10 % more to probe than the native one.
+    "tsprobe-mlp": 1.1,
+    "tsprobe-resnet18": 1.1,
 }
 
 # Sizes: steps (and batch) of each case. "probe": a run of `steps` steps with a
@@ -64,6 +79,8 @@ SIZES = {
         "probe-resnet18": {"steps": 3, "every": 1, "batch": 8},
         "snapshots-mlp": {"steps": 200, "every": 100},
         "snapshots-resnet18": {"steps": 4, "every": 2, "batch": 8},
+        "tsprobe-mlp": {"steps": 40, "every": 10},
+        "tsprobe-resnet18": {"steps": 3, "every": 1, "batch": 8},
     },
     "cpu": {
         "cifar_images": 5120,
@@ -73,6 +90,8 @@ SIZES = {
         "probe-resnet18": {"steps": 8, "every": 1},
         "snapshots-mlp": {"steps": 3000, "every": 100},
         "snapshots-resnet18": {"steps": 200, "every": 100},
+        "tsprobe-mlp": {"steps": 2000, "every": 100},
+        "tsprobe-resnet18": {"steps": 8, "every": 1},
     },
     "cuda": {
         "cifar_images": 10240,
@@ -82,6 +101,8 @@ SIZES = {
         "probe-resnet18": {"steps": 20, "every": 2},
         "snapshots-mlp": {"steps": 3000, "every": 100},
         "snapshots-resnet18": {"steps": 500, "every": 100},
+        "tsprobe-mlp": {"steps": 2000, "every": 100},
+        "tsprobe-resnet18": {"steps": 20, "every": 2},
     },
 }
 
@@ -248,6 +269,9 @@ class Bench:
             )
             return dict(metric=f"training loop, {steps} steps, snapshot every {every}", unit="loop", a=a, b=b)
 
+        if kind == "tsprobe":
+            return self.tsprobe_case(model, base, experiment, size)
+
         # probe: one trained run, probed again and again
         every = size["every"]
         out = os.path.join(base, "trained")
@@ -297,6 +321,67 @@ class Bench:
             check=lambda: check_probe(run_dir, parts),
             prepared=self.train_args(model, out, steps, f"{{every: {every}}}", batch),
         )
+
+
+def tsprobe_case(self, model, base, experiment, size):
+    """A native run and the same model as a TorchScript module trained from
+    the same x^0 (both untimed), each probed again and again."""
+    steps, batch, every = size["steps"], size.get("batch"), size["every"]
+    native_out, ts_out = os.path.join(base, "native"), os.path.join(base, "torchscript")
+    self.run(self.train_args(model, native_out, steps, f"{{every: {every}}}", batch))
+    native = run_dir_of(native_out, experiment)
+    module = os.path.join(base, "model.pt")
+    env = dict(self.env)
+    env["PYTHONPATH"] = os.path.join(ROOT, "python") + os.pathsep + env["PYTHONPATH"]
+    subprocess.run([self.py, "bench/export_native.py", native, module], cwd=ROOT, env=env, check=True, capture_output=True)
+    argv = self.train_args(model, ts_out, steps, f"{{every: {every}}}", batch)
+    argv += ["--set", f"model={{kind: torchscript, path: {module}}}"]
+    self.run(argv)
+    ts = run_dir_of(ts_out, experiment)
+
+    def side(label, run_dir):
+        def reset(i):
+            shutil.rmtree(os.path.join(run_dir, "probe-parts"), ignore_errors=True)
+            if os.path.exists(os.path.join(run_dir, "landscape.parquet")):
+                os.remove(os.path.join(run_dir, "landscape.parquet"))
+
+        def metrics(i, stdout):
+            t = read_yaml(os.path.join(run_dir, "run.yaml"))["probe"]["timing"]
+            return {"snapshot": t["seconds_per_snapshot_median"], "setup": t["setup_seconds"], "read": t["read_seconds"]}
+
+        argv = lambda i: self.abcond(  # noqa: E731
+            "probe", run_dir, "--set", "probe.extra_batches=0", "--set", "probe.full=false", "--set", f"device={self.a.device}"
+        )
+        return Side(label, argv, metrics, before=reset)
+
+    return dict(
+        metric="median probe of one snapshot (i_k)",
+        unit="snapshot",
+        a=side("abcond, TorchScript", ts),
+        b=side("abcond, native", native),
+        check=lambda: check_same_landscape(ts, native),
+        prepared=argv,
+    )
+
+
+Bench.tsprobe_case = tsprobe_case
+
+
+def check_same_landscape(a, b):
+    """The TorchScript and native probes measured the same numbers."""
+    import pyarrow.parquet as pq
+
+    ra = pq.read_table(os.path.join(a, "landscape.parquet")).to_pylist()
+    rb = pq.read_table(os.path.join(b, "landscape.parquet")).to_pylist()
+    if len(ra) != len(rb):
+        die(f"the TorchScript and native probes measured {len(ra)} and {len(rb)} rows")
+    worst = 0.0
+    for x, y in zip(ra, rb):
+        for c in ("loss_k", "loss_ref", "inner", "grad_norm", "dist"):
+            worst = max(worst, abs(x[c] - y[c]) / max(abs(x[c]), abs(y[c]), 1e-12))
+    if worst > 1e-4:
+        die(f"the TorchScript and native models disagree (max rel. error {worst:.1e} > 1e-4): {a} vs {b}")
+    return worst
 
 
 def check_probe(run_dir, parts):
