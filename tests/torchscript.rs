@@ -389,7 +389,10 @@ fn a_killed_torchscript_run_resumes_bit_identical() {
     }
     // A lost snapshot re-created by --repair, checked against the survivors.
     std::fs::remove_dir_all(b.join("iterates/step=20")).unwrap();
-    ok(&abcond(&dir, &["-q", "--out", "crash", "train", cfg, "--repair"]));
+    ok(&abcond(
+        &dir,
+        &["-q", "--out", "crash", "train", cfg, "--repair"],
+    ));
     let f = "iterates/step=20/part-0.parquet";
     assert_eq!(read_values(&a.join(f)), read_values(&b.join(f)), "{f}");
 }
