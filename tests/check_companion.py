@@ -23,7 +23,19 @@ import pyarrow.parquet as pq
 import torch
 
 import abcond
-from abcond_ref.runs import Run, read_snapshot
+from abcond_ref.runs import Run
+
+
+def read_snapshot(run_dir, step, dtype):
+    """The chunk rows of a snapshot joined with plain pyarrow (no checksums):
+    the reference the companion's reader is compared with."""
+    import numpy as np
+
+    t = pq.read_table(os.path.join(run_dir, "iterates", f"step={step}", "part-0.parquet")).to_pylist()
+    parts = {}
+    for r in sorted(t, key=lambda r: (r["name"], r["chunk"])):
+        parts.setdefault(r["name"], (r["shape"], []))[1].append(np.asarray(r["values"]))
+    return {n: torch.from_numpy(np.concatenate(p).astype(np.float64)).to(dtype).reshape(s) for n, (s, p) in parts.items()}, None
 
 
 class MLP(torch.nn.Module):

@@ -8,6 +8,7 @@ usage: read_outputs.py RUN_DIR      exit status 1 on any mismatch
 
 import os
 import re
+import tempfile
 import sys
 
 import duckdb
@@ -123,6 +124,9 @@ assert data.schema["source_index"] == pl.Int64
 readme = open(os.path.join(root, "README.md")).read()
 blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
 assert len(blocks) >= 2, "README has no python snippets"
+# Snippets that write files (the export example) write them in a scratch directory.
+run = os.path.abspath(run)
+os.chdir(tempfile.mkdtemp(prefix="abcond-readme-"))
 for code in blocks:
     code = re.sub(r'^run = ".*?"(.*)$', f"run = {run!r}", code, flags=re.M)
     code = re.sub(r'^adir = ".*?"(.*)$', f"adir = {os.path.join(run, 'analysis')!r}", code, flags=re.M)

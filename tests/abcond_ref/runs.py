@@ -59,27 +59,34 @@ def find(dirname, stem):
 
 def read_snapshot(run_dir, step, dtype):
     """({name: tensor}, {name: rows}) of iterates/step=<step>/part-0.parquet:
-    the chunk rows joined, in `dtype`, and the number of rows per name."""
-    t = pq.read_table(os.path.join(run_dir, "iterates", f"step={step}", "part-0.parquet")).to_pylist()
-    parts, rows = {}, {}
-    for r in sorted(t, key=lambda r: (r["name"], r["chunk"])):
-        parts.setdefault(r["name"], (r["shape"], []))[1].append(np.asarray(r["values"]))
-        rows[r["name"]] = rows.get(r["name"], 0) + 1
-    state = {n: torch.from_numpy(np.concatenate(p).astype(np.float64)).to(dtype).reshape(s) for n, (s, p) in parts.items()}
+    the tensors in `dtype`, read by the Python companion (python/abcond, which
+    verifies every checksum), and the number of chunk rows per name."""
+    import abcond
+
+    path = os.path.join(run_dir, "iterates", f"step={step}", "part-0.parquet")
+    tensors, _, _ = abcond.read_tensors(path)
+    rows = {}
+    for n in pq.read_table(path, columns=["name"]).column("name").to_pylist():
+        rows[n] = rows.get(n, 0) + 1
+    state = {n: torch.from_numpy(v.astype(np.float64)).to(dtype) for n, v in tensors.items()}
     return state, rows
 
 
 class Run:
     def __init__(self, path):
         self.path = path
-        with open(os.path.join(path, "run.yaml")) as f:
-            self.manifest = yaml.safe_load(f)
+        import abcond
+
+        # run.yaml and data.parquet through the companion: checksums verified.
+        self.manifest = abcond.read_manifest(path)
         self.config = self.manifest["config"]
         self.dtype = DTYPES[self.config["model"]["dtype"]]
         self._load_data()
 
     def _load_data(self):
-        table = pq.read_table(os.path.join(self.path, "data.parquet"))
+        import abcond
+
+        table = abcond.read_table(os.path.join(self.path, "data.parquet"))
         meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
         data = self.config["data"]
         kind = data["dataset"]
