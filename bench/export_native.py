@@ -17,28 +17,15 @@ from abcond_ref import models
 from abcond_ref.runs import Run
 
 
-class MLP(models.MLP):
-    def forward(self, x):
-        h = torch.relu(self.fc1(x.flatten(1)))
-        return self.fc3(torch.relu(self.fc2(h)))
-
-
-class ResNet(models.ResNetCifar):
-    def forward(self, x):
-        h = torch.relu(self.bn1(self.conv1(x)))
-        h = self.layer4(self.layer3(self.layer2(self.layer1(h))))
-        return self.fc(torch.nn.functional.adaptive_avg_pool2d(h, 1).flatten(1))
-
-
 def main():
     run_dir, out = sys.argv[1], sys.argv[2]
     run = Run(run_dir)
     m = run.config["model"]
     shape = tuple(run.x.shape[1:])
     if m["kind"] == "mlp":
-        model = MLP(int(run.x[0].numel()), m["width"], run.classes)
+        model = models.MLPLogits(int(run.x[0].numel()), m["width"], run.classes)
     elif m["kind"] == "resnet18":
-        model = ResNet([2, 2, 2, 2], shape[0], run.classes)
+        model = models.ResNetCifarLogits([2, 2, 2, 2], shape[0], run.classes)
     else:
         sys.exit(f"export_native.py: model kind {m['kind']} is not benchmarked")
     run.load(model, 0)

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 import torch
 
 import abcond
+from abcond_ref.models import MLPLogits
 from abcond_ref.runs import Run
 
 
@@ -36,18 +37,6 @@ def read_snapshot(run_dir, step, dtype):
     for r in sorted(t, key=lambda r: (r["name"], r["chunk"])):
         parts.setdefault(r["name"], (r["shape"], []))[1].append(np.asarray(r["values"]))
     return {n: torch.from_numpy(np.concatenate(p).astype(np.float64)).to(dtype).reshape(s) for n, (s, p) in parts.items()}, None
-
-
-class MLP(torch.nn.Module):
-    def __init__(self, d, width, classes):
-        super().__init__()
-        self.fc1 = torch.nn.Linear(d, width)
-        self.fc2 = torch.nn.Linear(width, width)
-        self.fc3 = torch.nn.Linear(width, classes)
-
-    def forward(self, x):
-        h = torch.relu(self.fc1(x.flatten(1)))
-        return self.fc3(torch.relu(self.fc2(h)))
 
 
 def expect_error(kind, what, fn):
@@ -82,7 +71,7 @@ def main():
     snaps = sorted(int(d.split("=")[1]) for d in os.listdir(os.path.join(run_dir, "iterates")))
     d = int(ref.x[0].numel())
     width = ref.manifest["config"]["model"]["width"]
-    model = MLP(d, width, 10)
+    model = MLPLogits(d, width, 10)
     for k in snaps:
         state = abcond.load_iterate(run_dir, k)
         model.load_state_dict(state, strict=True)

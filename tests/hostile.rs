@@ -492,6 +492,48 @@ fn snapshot_text(p: &Path) -> anyhow::Result<String> {
     Ok(text)
 }
 
+/// 60 single-bit flips of a tensor file's bytes `orig` at offsets drawn from
+/// xorshift64 seeded with `seed`, then 4 truncations, each written to `bad`
+/// and read: the read fails naming `bad`, or (a flip in bytes that carry no
+/// value) gives exactly `want`; at least half of the flips are refused.
+fn flips_and_cuts_of_a_tensor_file(orig: &[u8], want: &str, bad: &Path, mut rng: u64, what: &str) {
+    let (mut caught, mut harmless) = (0, 0);
+    for _ in 0..60 {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let mut b = orig.to_vec();
+        let off = (rng % b.len() as u64) as usize;
+        b[off] ^= 1 << ((rng >> 32) % 8);
+        std::fs::write(bad, &b).unwrap();
+        match snapshot_text(bad) {
+            Ok(got) => {
+                assert_eq!(
+                    got, want,
+                    "{what}: a flip at byte {off} was read as other values"
+                );
+                harmless += 1;
+            }
+            Err(e) => {
+                assert!(
+                    format!("{e:#}").contains(&bad.display().to_string()),
+                    "{e:#}"
+                );
+                caught += 1;
+            }
+        }
+    }
+    eprintln!("{what}: 60 flips: {caught} refused, {harmless} in bytes without values");
+    assert!(caught >= 30, "{what}: only {caught} of 60 flips refused");
+    for cut in [0, 4, orig.len() / 2, orig.len() - 8] {
+        std::fs::write(bad, &orig[..cut]).unwrap();
+        assert!(
+            snapshot_text(bad).is_err(),
+            "{what} truncated to {cut} bytes"
+        );
+    }
+}
+
 /// A snapshot (iterate file) damaged by 60 seeded bit flips, truncation or
 /// deletion: reading it fails naming the file, or gives exactly the original
 /// tensors; probing a run with a flipped value in a snapshot fails instead of
@@ -522,34 +564,13 @@ probe: {{extra_batches: 1}}
     let snap = run.join("iterates/step=10/part-0.parquet");
     let orig = std::fs::read(&snap).unwrap();
     let want = snapshot_text(&snap).unwrap();
-    let bad = dir.join("bad.parquet");
-    let mut rng = 0x853c49e6748fea9bu64;
-    let (mut caught, mut harmless) = (0, 0);
-    for _ in 0..60 {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        let mut b = orig.clone();
-        let off = (rng % b.len() as u64) as usize;
-        b[off] ^= 1 << ((rng >> 32) % 8);
-        std::fs::write(&bad, &b).unwrap();
-        match snapshot_text(&bad) {
-            Ok(got) => {
-                assert_eq!(got, want, "a flip at byte {off} was read as other values");
-                harmless += 1;
-            }
-            Err(e) => {
-                assert!(format!("{e:#}").contains("bad.parquet"), "{e:#}");
-                caught += 1;
-            }
-        }
-    }
-    eprintln!("snapshot: 60 flips: {caught} refused, {harmless} in bytes without values");
-    assert!(caught >= 30, "only {caught} of 60 flips refused");
-    for cut in [0, 4, orig.len() / 2, orig.len() - 8] {
-        std::fs::write(&bad, &orig[..cut]).unwrap();
-        assert!(snapshot_text(&bad).is_err(), "truncated to {cut} bytes");
-    }
+    flips_and_cuts_of_a_tensor_file(
+        &orig,
+        &want,
+        &dir.join("bad.parquet"),
+        0x853c49e6748fea9b,
+        "snapshot",
+    );
     // One flipped bit in the middle of the values: the probe refuses the run.
     let mut b = orig.clone();
     let mid = orig.len() / 2;
@@ -800,34 +821,13 @@ fn corrupt_checkpoints_are_refused_never_misread() {
         want.contains("momentum") || want.contains("buf"),
         "optimiser state in {want:.300}"
     );
-    let bad = dir.join("bad.parquet");
-    let mut rng = 0x2545f4914f6cdd1du64;
-    let (mut caught, mut harmless) = (0, 0);
-    for _ in 0..60 {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        let mut b = orig.clone();
-        let off = (rng % b.len() as u64) as usize;
-        b[off] ^= 1 << ((rng >> 32) % 8);
-        std::fs::write(&bad, &b).unwrap();
-        match snapshot_text(&bad) {
-            Ok(got) => {
-                assert_eq!(got, want, "a flip at byte {off} was read as other values");
-                harmless += 1;
-            }
-            Err(e) => {
-                assert!(format!("{e:#}").contains("bad.parquet"), "{e:#}");
-                caught += 1;
-            }
-        }
-    }
-    eprintln!("checkpoint: 60 flips: {caught} refused, {harmless} in bytes without values");
-    assert!(caught >= 30, "only {caught} of 60 flips refused");
-    for cut in [0, 4, orig.len() / 2, orig.len() - 8] {
-        std::fs::write(&bad, &orig[..cut]).unwrap();
-        assert!(snapshot_text(&bad).is_err(), "truncated to {cut} bytes");
-    }
+    flips_and_cuts_of_a_tensor_file(
+        &orig,
+        &want,
+        &dir.join("bad.parquet"),
+        0x2545f4914f6cdd1d,
+        "checkpoint",
+    );
     // A flipped bit in the values: the resume refuses, naming the file.
     let mut b = orig.clone();
     b[orig.len() / 2] ^= 0x40;

@@ -68,6 +68,23 @@ fn landscape(run: &Path) -> Vec<abcond::store::tables::LandscapeRow> {
         .0
 }
 
+/// The `model:` value of a TorchScript module file.
+fn module(path: &Path) -> String {
+    format!("{{kind: torchscript, path: {}}}", path.display())
+}
+
+/// The `data:` value of a tensor file.
+fn tensors(path: &Path) -> String {
+    format!("{{dataset: tensors, path: {}}}", path.display())
+}
+
+/// Replaces `from` (which must occur) by `to` in the config file `cfg`.
+fn edit(cfg: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(cfg).unwrap();
+    assert!(text.contains(from), "`{from}` not in {}", cfg.display());
+    std::fs::write(cfg, text.replace(from, to)).unwrap();
+}
+
 /// Same snapshots (bit for bit) and same landscape rows.
 fn same_run(a: &Path, b: &Path) {
     for k in [0, 1, 5, 10, 20, 30, 40] {
@@ -124,13 +141,10 @@ fn same_rows(
 #[test]
 fn torchscript_mlp_equals_the_native_preset_and_pytorch() {
     let (dir, native, art) = setup("torchscript-parity");
-    let module = format!(
-        "{{kind: torchscript, path: {}}}",
-        art.join("mlp.pt").display()
-    );
+    let mlp = module(&art.join("mlp.pt"));
 
     // The same model as a TorchScript module, on the same (native) data.
-    let cfg = variant(&dir, "ts", &module, None, "");
+    let cfg = variant(&dir, "ts", &mlp, None, "");
     ok(&abcond(
         &dir,
         &["-q", "--out", "out", "run", cfg.to_str().unwrap()],
@@ -140,8 +154,8 @@ fn torchscript_mlp_equals_the_native_preset_and_pytorch() {
 
     // The data as a tensor file: safetensors (order from its metadata), .npz.
     for (name, file) in [("st", "data.safetensors"), ("npz", "data.npz")] {
-        let data = format!("{{dataset: tensors, path: {}}}", art.join(file).display());
-        let cfg = variant(&dir, name, &module, Some(&data), "");
+        let data = tensors(&art.join(file));
+        let cfg = variant(&dir, name, &mlp, Some(&data), "");
         ok(&abcond(
             &dir,
             &["-q", "--out", "out", "run", cfg.to_str().unwrap()],
@@ -160,23 +174,14 @@ fn torchscript_mlp_equals_the_native_preset_and_pytorch() {
 
     // BatchNorm (buffers in the snapshots, batch statistics while probing),
     // with SGD momentum; then Adam on the MLP.
-    let data = format!(
-        "{{dataset: tensors, path: {}}}",
-        art.join("data.safetensors").display()
-    );
-    let bn = format!(
-        "{{kind: torchscript, path: {}}}",
-        art.join("bn.pt").display()
-    );
-    let cfg = variant(&dir, "bn", &bn, Some(&data), "")
-        .to_str()
-        .unwrap()
-        .to_string();
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("lr: 0.05}", "lr: 0.05, momentum: 0.9}");
-    std::fs::write(&cfg, text).unwrap();
-    ok(&abcond(&dir, &["-q", "--out", "out", "run", &cfg]));
+    let data = tensors(&art.join("data.safetensors"));
+    let bn = module(&art.join("bn.pt"));
+    let cfg = variant(&dir, "bn", &bn, Some(&data), "");
+    edit(&cfg, "lr: 0.05}", "lr: 0.05, momentum: 0.9}");
+    ok(&abcond(
+        &dir,
+        &["-q", "--out", "out", "run", cfg.to_str().unwrap()],
+    ));
     let bn_run = run_dir(&dir.join("out"), "bn");
     let names: Vec<String> = read_values(&bn_run.join("iterates/step=10/part-0.parquet"))
         .into_iter()
@@ -188,11 +193,8 @@ fn torchscript_mlp_equals_the_native_preset_and_pytorch() {
         out.contains("train mode True") && out.contains("replayed 5 steps"),
         "{out}"
     );
-    let cfg = variant(&dir, "adam", &module, Some(&data), "");
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("{name: sgd, lr: 0.05}", "{name: adam, lr: 0.001}");
-    std::fs::write(&cfg, text).unwrap();
+    let cfg = variant(&dir, "adam", &mlp, Some(&data), "");
+    edit(&cfg, "{name: sgd, lr: 0.05}", "{name: adam, lr: 0.001}");
     ok(&abcond(
         &dir,
         &["-q", "--out", "out", "run", cfg.to_str().unwrap()],
@@ -204,10 +206,7 @@ fn torchscript_mlp_equals_the_native_preset_and_pytorch() {
     assert!(out.contains("replayed 5 steps"), "{out}");
 
     // BatchNorm with dropout cannot be measured on batch statistics.
-    let drop = format!(
-        "{{kind: torchscript, path: {}}}",
-        art.join("bndrop.pt").display()
-    );
+    let drop = module(&art.join("bndrop.pt"));
     let cfg = variant(&dir, "drop", &drop, Some(&data), "");
     let out = abcond(&dir, &["-q", "--out", "out", "run", cfg.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
@@ -217,7 +216,7 @@ fn torchscript_mlp_equals_the_native_preset_and_pytorch() {
     let cfg = variant(
         &dir,
         "sweep",
-        &module,
+        &mlp,
         Some(&data),
         "sweep: {optim.lr: [0.05, 0.1]}\n",
     );
@@ -225,7 +224,7 @@ fn torchscript_mlp_equals_the_native_preset_and_pytorch() {
         &dir,
         &["-q", "--out", "out", "run", cfg.to_str().unwrap(), "--all"],
     ));
-    let cfg = variant(&dir, "shard", &module, Some(&data), "");
+    let cfg = variant(&dir, "shard", &mlp, Some(&data), "");
     ok(&abcond(
         &dir,
         &["-q", "--out", "out", "train", cfg.to_str().unwrap()],
@@ -244,52 +243,52 @@ fn torchscript_mlp_equals_the_native_preset_and_pytorch() {
 #[test]
 fn bad_modules_and_tensor_files_are_refused_clearly() {
     let (dir, _, art) = setup("torchscript-bad");
-    let module = |f: &str| format!("{{kind: torchscript, path: {}}}", art.join(f).display());
-    let tensors = |f: &str| format!("{{dataset: tensors, path: {}}}", art.join(f).display());
+    let art_module = |f: &str| module(&art.join(f));
+    let art_tensors = |f: &str| tensors(&art.join(f));
     let cases: Vec<(String, Option<String>, Vec<&str>)> = vec![
         (
-            module("scalar.pt"),
+            art_module("scalar.pt"),
             None,
             vec!["scalar.pt", "shape []", "per-example"],
         ),
         (
-            module("noparams.pt"),
+            art_module("noparams.pt"),
             None,
             vec!["noparams.pt", "no parameters"],
         ),
         (
-            module("plain.pt"),
+            art_module("plain.pt"),
             None,
             vec!["plain.pt", "abcond_info", "abcond.export"],
         ),
         (
-            module("missing.pt"),
+            art_module("missing.pt"),
             None,
             vec!["missing.pt", "does not exist"],
         ),
         (
-            module("mlp.pt"),
-            Some(tensors("short.safetensors")),
+            art_module("mlp.pt"),
+            Some(art_tensors("short.safetensors")),
             vec!["short.safetensors", "disagree in length", "197"],
         ),
         (
-            module("mlp.pt"),
-            Some(tensors("intx.safetensors")),
+            art_module("mlp.pt"),
+            Some(art_tensors("intx.safetensors")),
             vec!["mlp.pt", "Int", "same dtype"],
         ),
         (
-            module("mlp.pt"),
-            Some(tensors("unordered.safetensors")),
+            art_module("mlp.pt"),
+            Some(art_tensors("unordered.safetensors")),
             vec!["unordered.safetensors", "data.inputs"],
         ),
         (
-            module("mlp.pt"),
-            Some(tensors("absent.npz")),
+            art_module("mlp.pt"),
+            Some(art_tensors("absent.npz")),
             vec!["absent.npz"],
         ),
         (
             "{preset: mlp, width: 16}".to_string(),
-            Some(tensors("data.safetensors")),
+            Some(art_tensors("data.safetensors")),
             vec!["dataset `tensors`", "torchscript"],
         ),
     ];
@@ -313,7 +312,7 @@ fn bad_modules_and_tensor_files_are_refused_clearly() {
     let cfg = variant(
         &dir,
         "named",
-        &module("mlp.pt"),
+        &art_module("mlp.pt"),
         Some(&format!(
             "{{dataset: tensors, path: {}, inputs: [x, y]}}",
             art.join("unordered.safetensors").display()
@@ -328,13 +327,7 @@ fn bad_modules_and_tensor_files_are_refused_clearly() {
     // A module file changed after training: the probe refuses it.
     let own = dir.join("own.pt");
     std::fs::copy(art.join("mlp.pt"), &own).unwrap();
-    let cfg = variant(
-        &dir,
-        "changed",
-        &format!("{{kind: torchscript, path: {}}}", own.display()),
-        None,
-        "",
-    );
+    let cfg = variant(&dir, "changed", &module(&own), None, "");
     ok(&abcond(
         &dir,
         &["-q", "--out", "out", "train", cfg.to_str().unwrap()],
@@ -356,19 +349,10 @@ fn bad_modules_and_tensor_files_are_refused_clearly() {
 )]
 fn a_killed_torchscript_run_resumes_bit_identical() {
     let (dir, _, art) = setup("torchscript-resume");
-    let data = format!(
-        "{{dataset: tensors, path: {}}}",
-        art.join("data.safetensors").display()
-    );
-    let bn = format!(
-        "{{kind: torchscript, path: {}}}",
-        art.join("bn.pt").display()
-    );
+    let data = tensors(&art.join("data.safetensors"));
+    let bn = module(&art.join("bn.pt"));
     let cfg = variant(&dir, "bn", &bn, Some(&data), "");
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("lr: 0.05}", "lr: 0.05, momentum: 0.9}");
-    std::fs::write(&cfg, text).unwrap();
+    edit(&cfg, "lr: 0.05}", "lr: 0.05, momentum: 0.9}");
     let cfg = cfg.to_str().unwrap();
     ok(&abcond(&dir, &["-q", "--out", "ref", "train", cfg]));
     let status = cmd(&dir)
@@ -411,24 +395,15 @@ fn the_python_companion_reads_runs_and_exports_models() {
         &[native.to_str().unwrap(), out.to_str().unwrap()],
     );
     assert!(text.contains("companion ok"), "{text}");
-    let data = format!(
-        "{{dataset: tensors, path: {}}}",
-        out.join("companion.safetensors").display()
-    );
-    let module = format!(
-        "{{kind: torchscript, path: {}}}",
-        out.join("exported.pt").display()
-    );
-    let cfg = variant(&dir, "exported", &module, Some(&data), "");
+    let data = tensors(&out.join("companion.safetensors"));
+    let exported = module(&out.join("exported.pt"));
+    let cfg = variant(&dir, "exported", &exported, Some(&data), "");
     ok(&abcond(
         &dir,
         &["-q", "--out", "out", "run", cfg.to_str().unwrap()],
     ));
     same_run(&native, &run_dir(&dir.join("out"), "exported"));
-    let seq = format!(
-        "{{kind: torchscript, path: {}}}",
-        out.join("seqbn.pt").display()
-    );
+    let seq = module(&out.join("seqbn.pt"));
     let cfg = variant(&dir, "seqbn", &seq, Some(&data), "");
     ok(&abcond(
         &dir,

@@ -25,19 +25,7 @@ impl Dataset {
             Source::SyntheticTranslation(s) => synthetic::translation(s, data_seed),
             Source::Cifar10(s) | Source::Cifar100(s) => cifar::load(kind, s, dtype)?,
             Source::Imagefolder(s) => load_imagefolder(s, dtype)?,
-            Source::Tensors(s) => {
-                let path = s.path.as_deref().expect("checked: data.path is set");
-                if let Some(want) = &s.digest {
-                    let got = crate::util::file_digest(path)?;
-                    if &got != want {
-                        bail!(
-                            "{}: the tensor file changed since the config was read (digest {got}, recorded {want}); a run measures the data it was trained on: restore the file, or train a new run",
-                            path.display()
-                        );
-                    }
-                }
-                super::tensors::load(s, dtype)?
-            }
+            Source::Tensors(s) => super::tensors::load(s, dtype)?,
         };
         if let Some(m) = cfg.subset() {
             if m > ds.len {

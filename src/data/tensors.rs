@@ -34,8 +34,28 @@ use tch::{Kind, Tensor};
 /// Named tensors, as a file holds them.
 type Named = Vec<(String, Tensor)>;
 
-/// The tensors of `path` and the order its file declares (if any).
-fn read_file(path: &Path) -> Result<(Named, Option<Vec<String>>)> {
+/// Checks the file's digest against the one recorded in the config (None:
+/// nothing recorded); `got` is computed only when needed.
+fn check_digest(
+    path: &Path,
+    want: Option<&str>,
+    got: impl FnOnce() -> Result<String>,
+) -> Result<()> {
+    if let Some(want) = want {
+        let got = got()?;
+        if got != want {
+            bail!(
+                "{}: the tensor file changed since the config was read (digest {got}, recorded {want}); a run measures the data it was trained on: restore the file, or train a new run",
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The tensors of `path` and the order its file declares (if any), after
+/// checking the file against the digest `want`.
+fn read_file(path: &Path, want: Option<&str>) -> Result<(Named, Option<Vec<String>>)> {
     let what = path.display();
     let meta = std::fs::metadata(path)
         .with_context(|| format!("key `data.path`: reading the tensor file {what}"))?;
@@ -50,6 +70,8 @@ fn read_file(path: &Path) -> Result<(Named, Option<Vec<String>>)> {
     match ext.as_str() {
         "safetensors" => {
             let bytes = std::fs::read(path).with_context(|| format!("reading {what}"))?;
+            // Hashed from the bytes in memory: the file is read once.
+            check_digest(path, want, || Ok(crate::util::bytes_digest(&bytes)))?;
             let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
                 .map_err(|e| anyhow!("{what} is not a valid safetensors file: {e:?}"))?;
             let declared = header
@@ -71,6 +93,7 @@ fn read_file(path: &Path) -> Result<(Named, Option<Vec<String>>)> {
             Ok((out, declared))
         }
         "npz" => {
+            check_digest(path, want, || crate::util::file_digest(path))?;
             // tch's reader unwraps a damaged archive entry: a panic here is
             // the file's fault, reported as such.
             let v = std::panic::catch_unwind(|| Tensor::read_npz(path))
@@ -80,6 +103,7 @@ fn read_file(path: &Path) -> Result<(Named, Option<Vec<String>>)> {
             Ok((v, Some(order)))
         }
         "npy" => {
+            check_digest(path, want, || crate::util::file_digest(path))?;
             let t = Tensor::read_npy(path).map_err(|e| anyhow!("{what} is not a readable .npy file: {e}"))?;
             let name = path
                 .file_stem()
@@ -99,7 +123,7 @@ pub fn load(cfg: &TensorsData, dtype: Dtype) -> Result<Dataset> {
         anyhow!("key `data.path` is required for dataset `tensors`: the file of named tensors")
     })?;
     let what = path.display().to_string();
-    let (tensors, declared) = read_file(path)?;
+    let (tensors, declared) = read_file(path, cfg.digest.as_deref())?;
     if tensors.is_empty() {
         bail!("{what} holds no tensors");
     }

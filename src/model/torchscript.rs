@@ -222,11 +222,6 @@ impl TorchScript {
         })
     }
 
-    /// Whether the module has BatchNorm layers (from `abcond_info()`).
-    pub fn has_batchnorm(&self) -> bool {
-        self.has_batchnorm
-    }
-
     fn set_training(&self, on: bool) {
         if self.training.get() != Some(on) {
             let mut m = self.module.borrow_mut();
@@ -278,17 +273,6 @@ impl TorchScript {
         self.set_training(false);
         tch::no_grad(|| self.try_forward(inputs, b)).map(|_| ())
     }
-
-    /// Checks that the probe can measure f_i deterministically under `policy`.
-    pub fn check_policy(&self, policy: BatchNormPolicy) -> Result<()> {
-        if self.has_batchnorm && self.has_dropout && policy == BatchNormPolicy::BatchStats {
-            bail!(
-                "{}: the module has BatchNorm and dropout; under `probe.batchnorm: batch-stats` it would be measured in train mode, with dropout on (f_i would be random). Set `probe.batchnorm: running-stats`",
-                self.source
-            );
-        }
-        Ok(())
-    }
 }
 
 impl Net for TorchScript {
@@ -329,7 +313,13 @@ impl Net for TorchScript {
     }
 
     fn check_policy(&self, policy: BatchNormPolicy) -> Result<()> {
-        TorchScript::check_policy(self, policy)
+        if self.has_batchnorm && self.has_dropout && policy == BatchNormPolicy::BatchStats {
+            bail!(
+                "{}: the module has BatchNorm and dropout; under `probe.batchnorm: batch-stats` it would be measured in train mode, with dropout on (f_i would be random). Set `probe.batchnorm: running-stats`",
+                self.source
+            );
+        }
+        Ok(())
     }
 
     fn to_device(&mut self, device: Device) {

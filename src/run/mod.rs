@@ -26,7 +26,6 @@ use std::path::{Path, PathBuf};
 pub const MANIFEST_FORMAT: &str = "abcond.run/2";
 /// The format before the checksum line (still read).
 pub const MANIFEST_FORMAT_V1: &str = "abcond.run/1";
-const CHECKSUM_LINE: &str = "# checksum: ";
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -338,26 +337,14 @@ impl RunDir {
         let text = crate::util::read_text_file(&p, "run manifest", crate::util::MAX_YAML_BYTES)
             .with_context(|| format!("is {} an abcond run directory?", self.root.display()))?;
         // The last line is the checksum of everything before it.
-        let (body, sum) = match text.rfind(&format!("\n{CHECKSUM_LINE}")) {
-            Some(i) => (
-                &text[..=i],
-                Some(text[i + 1 + CHECKSUM_LINE.len()..].trim()),
-            ),
-            None => (text.as_str(), None),
-        };
-        if let Some(want) = sum {
-            let got = text_checksum(body);
-            if want != got {
-                bail!(
-                    "{}: checksum mismatch ({want} recorded, {got} of the text): run.yaml was edited or is corrupt. abcond writes it and relies on every value in it (the config, the steps done, the status); undo the edit or restore it from a copy",
-                    p.display()
-                );
-            }
-        }
+        let sealed = crate::store::seal::unseal(&p, &text).context(
+            "abcond writes run.yaml and relies on every value in it (the config, the steps done, the status); undo the edit or restore it from a copy",
+        )?;
+        let body = sealed.unwrap_or(&text);
         let m: Manifest = serde_yaml::from_str(body)
             .with_context(|| format!("{}: not a valid abcond run manifest", p.display()))?;
         match m.format.as_str() {
-            MANIFEST_FORMAT if sum.is_none() => bail!(
+            MANIFEST_FORMAT if sealed.is_none() => bail!(
                 "{}: the checksum line that ends every {MANIFEST_FORMAT:?} run.yaml is missing: the file was cut short or edited",
                 p.display()
             ),
@@ -413,16 +400,10 @@ pub fn manifest_text(m: &Manifest) -> Result<String> {
     m.format = MANIFEST_FORMAT.to_string();
     let text = crate::util::yaml11_floats(&serde_yaml::to_string(&m)?);
     let header = "# abcond run manifest: resolved config, provenance and status (written by abcond; do not edit)\n";
-    let body = format!("{header}{text}");
-    let sum = text_checksum(&body);
-    Ok(format!("{body}{CHECKSUM_LINE}{sum}\n"))
-}
-
-fn text_checksum(text: &str) -> String {
-    use std::hash::Hasher;
-    let mut h = twox_hash::XxHash64::with_seed(0);
-    h.write(text.as_bytes());
-    format!("xxh64:{:016x}", h.finish())
+    Ok(crate::store::seal::seal(
+        &format!("{header}{text}"),
+        crate::store::seal::Comment::Hash,
+    ))
 }
 
 fn list_steps(dir: &Path, f: impl Fn(&std::fs::DirEntry) -> Option<u64>) -> Result<Vec<u64>> {

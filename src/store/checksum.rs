@@ -173,6 +173,23 @@ pub fn verify_parquet_file(path: &Path) -> Result<bool> {
         })?;
     let meta =
         crate::store::schema::kv_map(builder.metadata().file_metadata().key_value_metadata());
+    let got = sum_batches(path, builder, &meta, |_| {})?;
+    let want = meta.get(KEY).map(String::as_str);
+    verify(path, want, &got, false)?;
+    Ok(want.is_some())
+}
+
+/// Reads every record batch of the Parquet file `path` (opened as `builder`,
+/// with `abcond.*` metadata `meta`), hands each to `sink` and returns the
+/// checksum of the values and metadata, to compare with the recorded one.
+pub fn sum_batches(
+    path: &Path,
+    builder: parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder<std::fs::File>,
+    meta: &std::collections::BTreeMap<String, String>,
+    mut sink: impl FnMut(RecordBatch),
+) -> Result<String> {
+    use anyhow::anyhow;
+    let what = path.display();
     let names: Vec<String> = builder
         .schema()
         .fields()
@@ -184,15 +201,9 @@ pub fn verify_parquet_file(path: &Path) -> Result<bool> {
         let b =
             b.map_err(|e| anyhow!("{what}: reading rows failed (truncated or corrupt?): {e}"))?;
         sum.update(&b).map_err(|e| anyhow!("{what}: {e}"))?;
+        sink(b);
     }
-    let want = meta.get(KEY).map(String::as_str);
-    verify(
-        path,
-        want,
-        &sum.value(meta.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
-        false,
-    )?;
-    Ok(want.is_some())
+    Ok(sum.value(meta.iter().map(|(k, v)| (k.as_str(), v.as_str()))))
 }
 
 #[cfg(test)]

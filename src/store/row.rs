@@ -310,29 +310,14 @@ pub fn read_rows<T: RowTable>(
     if meta.get("abcond.format").map(String::as_str) == Some(formats[0]) {
         crate::store::schema::check_columns(path, builder.schema(), &T::schema())?;
     }
-    let names: Vec<String> = builder
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect();
-    let mut sum = crate::store::checksum::Checksum::new(
-        &names.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
-    let reader = builder.build()?;
     let mut batches = Vec::new();
-    for b in reader {
-        let b =
-            b.map_err(|e| anyhow!("{what}: reading rows failed (truncated or corrupt?): {e}"))?;
-        sum.update(&b).map_err(|e| anyhow!("{what}: {e}"))?;
-        batches.push(b);
-    }
+    let got = crate::store::checksum::sum_batches(path, builder, &meta, |b| batches.push(b))?;
     // The values are checked against the checksum before they become rows.
     let current = meta.get("abcond.format").map(String::as_str) == Some(formats[0]);
     crate::store::checksum::verify(
         path,
         meta.get(crate::store::checksum::KEY).map(String::as_str),
-        &sum.value(meta.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+        &got,
         current,
     )?;
     let mut rows = Vec::new();

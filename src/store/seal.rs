@@ -1,6 +1,6 @@
-//! Checksums of the text files abcond writes other than run.yaml
-//! (summary.yaml, report.md, the analysis `.manifest`, SVG figures, Slurm
-//! scripts) and the check of its PNG figures.
+//! Checksums of the text files abcond writes (run.yaml, summary.yaml,
+//! report.md, the analysis `.manifest`, SVG figures, Slurm scripts) and the
+//! check of its PNG figures.
 //!
 //! A sealed text file ends with one line that holds the XXH64 (seed 0) of all
 //! the text before it, as a comment of the file's language, so that YAML

@@ -273,15 +273,7 @@ pub fn repair(
             break;
         }
         let u = step::update(cfg, setup, &mut opt, k)?;
-        let row = StepRow {
-            step: k as i64,
-            epoch: setup.sampler.epoch_of(k) as i64,
-            lr: u.lr,
-            step_size: u.step_size,
-            loss: u.loss,
-            grad_norm: u.grad_norm,
-            batch_indices: setup.snapshots.contains(&k).then_some(u.indices),
-        };
+        let row = u.row(k, setup.sampler.epoch_of(k), setup.snapshots.contains(&k));
         match rows.get(&(k as i64)) {
             Some(old) if !same_row(old, &row) => bail!(
                 "--repair: {root}: the recorded row of step {k} (loss {:e}, gradient norm {:e}) differs from the retrained one (loss {:e}, gradient norm {:e}); {NOT_DETERMINISTIC}",

@@ -50,6 +50,22 @@ pub struct Update {
     pub finite: bool,
 }
 
+impl Update {
+    /// The step record of this update as step `k` of epoch `epoch`; i_k is
+    /// kept on snapshot steps.
+    pub fn row(&self, k: u64, epoch: u64, is_snapshot: bool) -> StepRow {
+        StepRow {
+            step: k as i64,
+            epoch: epoch as i64,
+            lr: self.lr,
+            step_size: self.step_size,
+            loss: self.loss,
+            grad_norm: self.grad_norm,
+            batch_indices: is_snapshot.then(|| self.indices.clone()),
+        }
+    }
+}
+
 /// The update x^k → x^{k+1} on minibatch i_k: libtorch's generator reseeded
 /// from (seed, k), the forward pass and loss (under `train.autocast`; the
 /// backward pass, outside the region, follows the dtypes the forward
@@ -179,15 +195,8 @@ pub fn run_loop(
 
         crash.before_step(k, &mut out.writer)?;
         let u = update(cfg, &mut setup, &mut opt, k)?;
-        out.rows.push(StepRow {
-            step: k as i64,
-            epoch: setup.sampler.epoch_of(k) as i64,
-            lr: u.lr,
-            step_size: u.step_size,
-            loss: u.loss,
-            grad_norm: u.grad_norm,
-            batch_indices: is_snapshot.then_some(u.indices),
-        });
+        out.rows
+            .push(u.row(k, setup.sampler.epoch_of(k), is_snapshot));
         if !u.finite {
             // The snapshots before step k are kept: durable before run.yaml
             // can say diverged.

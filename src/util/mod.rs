@@ -189,6 +189,15 @@ pub fn file_digest(path: &std::path::Path) -> anyhow::Result<String> {
     Ok(format!("xxh64:{:016x}", h.finish()))
 }
 
+/// `xxh64:<16 hex digits>` of bytes in memory, as [`file_digest`] of a file
+/// holding them.
+pub fn bytes_digest(bytes: &[u8]) -> String {
+    use std::hash::Hasher;
+    let mut h = twox_hash::XxHash64::with_seed(0);
+    h.write(bytes);
+    format!("xxh64:{:016x}", h.finish())
+}
+
 /// The largest YAML file abcond reads (configs, presets, run.yaml): 4 MiB.
 /// Real ones are a few KiB; the limit keeps `abcond train /dev/zero` or a
 /// mistaken multi-GB path from filling memory.

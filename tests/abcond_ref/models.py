@@ -163,6 +163,24 @@ class ResNetCifar(torch.nn.Module):
             return torch.nn.functional.cross_entropy(self.fc(h), y, reduction="none")
 
 
+class MLPLogits(MLP):
+    """MLP returning the logits (for abcond.export, with the loss as a module)."""
+
+    def forward(self, x):
+        h = torch.relu(self.fc1(x.flatten(1)))
+        return self.fc3(torch.relu(self.fc2(h)))
+
+
+class ResNetCifarLogits(ResNetCifar):
+    """ResNetCifar returning the logits, BatchNorm as the module's mode says
+    (scriptable: no bn_policy)."""
+
+    def forward(self, x):
+        h = torch.relu(self.bn1(self.conv1(x)))
+        h = self.layer4(self.layer3(self.layer2(self.layer1(h))))
+        return self.fc(torch.nn.functional.adaptive_avg_pool2d(h, 1).flatten(1))
+
+
 class bn_policy:
     """Sets the BatchNorm layers of `model` per BN_POLICY for one forward pass:
     "train": train() (batch stats, running stats updated); "batch-stats": batch
