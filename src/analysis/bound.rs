@@ -147,6 +147,15 @@ impl SgdBound {
 pub fn optimiser_reasons(run: &RunData) -> Vec<String> {
     let c = &run.config;
     let mut out = Vec::new();
+    if let Some(t) = &run.trainer {
+        // Its loop may clip gradients, skip steps or change the rate: abcond
+        // saw the steps it recorded, not the update rule.
+        out.push(format!(
+            "the run was trained by a PyTorch loop ({}), whose update rule abcond did not see",
+            t.name
+        ));
+        return out;
+    }
     if c.optim.name != OptimName::Sgd {
         out.push(format!(
             "optimiser `{}` is not SGD",

@@ -23,6 +23,8 @@ pub struct RunData {
     pub curvature: Vec<CurvatureRow>,
     /// The values this run took on the axes of its `sweep` (empty without one).
     pub swept: Vec<(String, Value)>,
+    /// The loop that trained it when abcond did not (run.yaml's `trainer`).
+    pub trainer: Option<crate::run::Trainer>,
 }
 
 /// Runs sharing every setting but the seed (and what never changes a
@@ -158,6 +160,7 @@ pub fn load_runs(dirs: &[PathBuf], skipped: &mut Vec<String>) -> Result<Vec<RunD
         runs.push(RunData {
             curvature,
             swept: crate::run::swept_values(&manifest),
+            trainer: manifest.trainer.clone(),
             dir: d.clone(),
             run_id: manifest.run_id.clone(),
             seed: manifest.config.seed as i64,

@@ -35,6 +35,12 @@ pub enum OptimName {
     /// AdaGrad-norm-max: gamma_k = lr_k/b_k, b_k² = b_{k−1}² + max_{j≤k} ||∇f_{i_j}||².
     #[serde(rename = "adagrad-norm-max")]
     AdagradNormMax,
+    /// An optimiser outside abcond: a run logged from a user's own PyTorch
+    /// loop by the Python companion's Logger, whose optimiser has no abcond
+    /// counterpart (run.yaml's `trainer.optimizer` names it). `optim.lr` is its
+    /// initial learning rate; abcond cannot train with it.
+    #[serde(rename = "external")]
+    External,
 }
 
 impl OptimName {
@@ -50,6 +56,7 @@ impl OptimName {
             OptimName::DecSps => "decsps",
             OptimName::Ngn => "ngn",
             OptimName::AdagradNormMax => "adagrad-norm-max",
+            OptimName::External => "external",
         }
     }
 
@@ -134,6 +141,10 @@ pub enum ScheduleName {
     /// torch.optim.lr_scheduler.PolynomialLR with a floor:
     /// gamma_k = floor + (lr − floor)(1 − k/K)^power.
     Polynomial,
+    /// The learning rate each step used, as recorded in steps.parquet: a run
+    /// logged from a user's own PyTorch loop whose rate changed during
+    /// training. abcond cannot train with it.
+    Recorded,
 }
 
 /// Learning-rate schedule over the K training steps; `optim.lr` is the peak.
@@ -187,6 +198,13 @@ impl OptimConfig {
             ("weight_decay_exclude", !o.weight_decay_exclude.is_empty()),
         ];
         let what = format!("optimiser `{}`", o.name.name());
+        if o.name == OptimName::External {
+            // Only the initial rate is known; the optimiser itself is named in
+            // run.yaml's `trainer` record.
+            let mut set = set.to_vec();
+            set.push(("weight_decay", o.weight_decay.is_some()));
+            return only("optim", &what, &set, &[]);
+        }
         // torch.optim defaults: AdamW decays by 0.01, SGD and Adam not at all;
         // AlgoPerf's NAdamW by 0.01 too. The paper's step-size methods and
         // normalised SGD have no weight decay.
@@ -213,6 +231,7 @@ impl OptimConfig {
             OptimName::DecSps => vec!["c", "c_power", "f_star"],
             OptimName::Ngn => vec![],
             OptimName::AdagradNormMax => vec!["b0"],
+            OptimName::External => unreachable!("returned above"),
         };
         if decays {
             allowed.push("weight_decay_exclude");
@@ -271,7 +290,7 @@ impl OptimConfig {
                     }
                 }
             }
-            OptimName::Ngn => {}
+            OptimName::Ngn | OptimName::External => {}
             OptimName::AdagradNormMax => {
                 let b0 = *o.b0.get_or_insert(0.0);
                 if !(b0.is_finite() && b0 >= 0.0) {
@@ -302,6 +321,7 @@ impl ScheduleConfig {
         ];
         match s.name {
             ScheduleName::Constant => only("schedule", "schedule `constant`", &set, &[])?,
+            ScheduleName::Recorded => only("schedule", "schedule `recorded`", &set, &[])?,
             ScheduleName::Cosine => {
                 only("schedule", "schedule `cosine`", &set, &["floor"])?;
                 s.floor.get_or_insert(0.0);

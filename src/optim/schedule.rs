@@ -38,6 +38,9 @@ pub fn lr_at(cfg: &ScheduleConfig, base: f64, k: u64, total: u64) -> f64 {
     let kf = k as f64;
     match cfg.name {
         ScheduleName::Constant => base,
+        // Only runs logged from a PyTorch loop have it, and abcond does not
+        // train them (train::train refuses); their rates are in steps.parquet.
+        ScheduleName::Recorded => base,
         // torch.optim.lr_scheduler.CosineAnnealingLR(T_max = K, eta_min = floor).
         ScheduleName::Cosine => cosine(base, floor, kf / total as f64),
         // torch.optim.lr_scheduler.OneCycleLR (anneal_strategy "cos", two phases;

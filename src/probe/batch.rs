@@ -59,6 +59,10 @@ pub struct Batches<'a> {
     steps: &'a [StepRow],
     sampler: Sampler,
     full: ProbeBatch,
+    /// The run's minibatches are the ones its loop recorded (a run logged by
+    /// abcond.Logger), not the sampler's: they are checked against the data
+    /// set's size, not rebuilt.
+    recorded: bool,
 }
 
 impl<'a> Batches<'a> {
@@ -89,7 +93,15 @@ impl<'a> Batches<'a> {
                 augment: None,
                 listed: cfg.probe.full_subset.is_some(),
             },
+            recorded: false,
         })
+    }
+
+    /// Takes the minibatches i_k as steps.parquet records them (a run logged
+    /// from a PyTorch loop): each must be non-empty with every index in
+    /// [0, examples), and no augmentation is applied.
+    pub fn use_recorded(&mut self) {
+        self.recorded = true;
     }
 
     /// The minibatch i_k of step k, as stored in steps.parquet and rebuilt by
@@ -110,6 +122,28 @@ impl<'a> Batches<'a> {
                 steps_file.display()
             )
         })?;
+        if self.recorded {
+            if stored.is_empty() {
+                bail!(
+                    "{}: step {k} records an empty minibatch",
+                    steps_file.display()
+                );
+            }
+            if let Some(i) = stored.iter().find(|&&i| i < 0 || i as u64 >= self.examples) {
+                bail!(
+                    "{}: the minibatch of step {k} holds example index {i}, outside the data set's 0..{} ({} examples): the loop logged indices of another data set",
+                    steps_file.display(),
+                    self.examples,
+                    self.examples
+                );
+            }
+            return Ok(Some(ProbeBatch {
+                label: ProbeLabel::Train,
+                indices: stored,
+                augment: None,
+                listed: true,
+            }));
+        }
         if stored != self.sampler.batch(k) {
             bail!(
                 "the minibatch of step {k} stored in {} differs from the one the sampler rebuilds from the seed; the data or the abcond version changed since training",

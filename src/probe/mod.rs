@@ -79,8 +79,12 @@ pub fn probe(
             "{} has status {}: probing needs a completed training run (x^K is the reference); {}",
             dir.root.display(),
             manifest.status.name(),
-            match manifest.status {
-                Status::Diverged => "this run diverged, so it has no final iterate".to_string(),
+            match (manifest.status, &manifest.trainer) {
+                (Status::Diverged, _) => "this run diverged, so it has no final iterate".to_string(),
+                (_, Some(t)) => format!(
+                    "it was logged by {} from a PyTorch loop that has not called finish() (still running, or stopped or killed before the end), so it has no final iterate x^K; let the loop finish, or run the script again",
+                    t.name
+                ),
                 _ => "resume it with `abcond train` on the same config first".to_string(),
             }
         );
@@ -218,6 +222,9 @@ fn measure_snapshots(
     };
     let (steps, _) = tables::read_steps(&dir.steps())?;
     let mut batches = Batches::new(dir, cfg, data.len, manifest.training.total_steps, &steps)?;
+    if manifest.trainer.is_some() {
+        batches.use_recorded();
+    }
     if !plan.landscape.is_empty() {
         note(
             quiet,

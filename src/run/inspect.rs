@@ -53,7 +53,12 @@ pub fn render(dir: &RunDir) -> Result<String> {
     let last = m.sessions.last();
     let stale = m.status == crate::run::Status::Running
         && last.is_some_and(|l| l.ended.is_none() && crate::run::session_alive(l) == Some(false));
-    if stale {
+    if stale && m.trainer.is_some() {
+        writeln!(
+            s,
+            "status      running, but its PyTorch loop is gone (stopped before finish()); run the script that logged it again"
+        )?;
+    } else if stale {
         writeln!(
             s,
             "status      running, but its process is gone (interrupted); `abcond train` on its config resumes it"
@@ -63,6 +68,20 @@ pub fn render(dir: &RunDir) -> Result<String> {
     }
     if let Some(msg) = &m.message {
         writeln!(s, "message     {msg}")?;
+    }
+    if let Some(t) = &m.trainer {
+        writeln!(
+            s,
+            "trained by  a PyTorch loop, logged by {} {} (Python {}, torch {}){}",
+            t.name,
+            t.version,
+            t.python,
+            t.torch_version,
+            t.optimizer
+                .as_ref()
+                .map(|o| format!("; optimiser {o}"))
+                .unwrap_or_default()
+        )?;
     }
     writeln!(
         s,

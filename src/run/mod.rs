@@ -238,7 +238,43 @@ pub struct Manifest {
     /// absent for runs made without a sweep. Not part of the run identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sweep: Option<SweepRecord>,
+    /// Who took the training steps when abcond did not: the Python
+    /// companion's Logger, recording a user's own PyTorch loop. Absent for
+    /// runs abcond trained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trainer: Option<Trainer>,
     pub config: Config,
+}
+
+/// The training loop of a run abcond did not train (run.yaml's `trainer`):
+/// a user's own PyTorch loop, recorded by the Python companion's
+/// `abcond.Logger` in abcond's run-directory format. Its minibatches are the
+/// ones the loop drew (steps.parquet), not abcond's sampler's; abcond probes
+/// and analyses it but cannot train, resume or repair it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Trainer {
+    /// `abcond.Logger`.
+    pub name: String,
+    /// Version of the Python companion.
+    pub version: String,
+    pub python: String,
+    pub torch_version: String,
+    /// The torch optimiser: its class and the hyper-parameters of its first
+    /// parameter group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optimizer: Option<String>,
+}
+
+impl Trainer {
+    /// Why abcond cannot `wanted` (train, resume, repair) the logged run in `dir`.
+    pub fn refusal(&self, dir: &Path, wanted: &str) -> String {
+        format!(
+            "{} was logged by {} {} from a PyTorch training loop, not trained by abcond: abcond cannot {wanted} it. Run the script that logged it again (abcond.Logger(…, replace=True) starts the run afresh)",
+            dir.display(),
+            self.name,
+            self.version
+        )
+    }
 }
 
 /// Paths inside a run directory.
@@ -341,8 +377,18 @@ impl RunDir {
             "abcond writes run.yaml and relies on every value in it (the config, the steps done, the status); undo the edit or restore it from a copy",
         )?;
         let body = sealed.unwrap_or(&text);
-        let m: Manifest = serde_yaml::from_str(body)
+        let mut m: Manifest = serde_yaml::from_str(body)
             .with_context(|| format!("{}: not a valid abcond run manifest", p.display()))?;
+        if m.trainer.is_some() {
+            // The Logger records the config as the user gave it; abcond fills
+            // in its defaults (and checks it) as for a config file.
+            m.config = m.config.resolve().with_context(|| {
+                format!(
+                    "{}: the config the Logger recorded is not a valid abcond config",
+                    p.display()
+                )
+            })?;
+        }
         match m.format.as_str() {
             MANIFEST_FORMAT if sealed.is_none() => bail!(
                 "{}: the checksum line that ends every {MANIFEST_FORMAT:?} run.yaml is missing: the file was cut short or edited",

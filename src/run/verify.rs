@@ -41,6 +41,17 @@ pub fn verify_run(dir: &RunDir) -> (Vec<Problem>, String) {
         }
     };
     checked += 1;
+    let logged_fix;
+    let retrain = match &m.trainer {
+        Some(t) => {
+            logged_fix = format!(
+                "the run was logged by {} from a PyTorch loop, which abcond cannot re-create: run the script that logged it again (abcond.Logger(…, replace=True))",
+                t.name
+            );
+            logged_fix.as_str()
+        }
+        None => retrain,
+    };
     let total = m.training.total_steps;
     // Steps whose rows must exist: all of them once completed, else those
     // before the last checkpoint.
@@ -57,7 +68,11 @@ pub fn verify_run(dir: &RunDir) -> (Vec<Problem>, String) {
         }
     }
     if let Ok(rd) = std::fs::read_dir(dir.steps_parts()) {
-        for e in rd.flatten() {
+        // Temporaries of a write a crash cut short are never read.
+        let parts = rd
+            .flatten()
+            .filter(|e| !crate::store::atomic::is_temporary(&e.file_name().to_string_lossy()));
+        for e in parts {
             checked += 1;
             match crate::store::tables::read_steps(&e.path()) {
                 Ok((rows, _)) => steps.extend(rows.iter().map(|r| r.step)),

@@ -78,6 +78,14 @@ pub fn train(
     recovery: Recovery,
 ) -> Result<TrainOutcome> {
     let began = Instant::now();
+    if cfg.optim.name == crate::config::OptimName::External
+        || cfg.schedule.name == crate::config::ScheduleName::Recorded
+    {
+        bail!(
+            "{}: `optim.name: external` and `schedule.name: recorded` describe runs logged from a PyTorch loop by abcond.Logger; abcond cannot train with them. Choose an optimiser abcond implements (sgd, adam, adamw, nadam, nadamw, normalized-sgd, sps-max, decsps, ngn, adagrad-norm-max) and a schedule (constant, cosine, one-cycle, warmup-cosine, inverse-power, polynomial)",
+            cfg.source.describe()
+        );
+    }
     let crash = CrashHook::from_env();
     let run_id = run_id
         .map(str::to_string)
@@ -92,6 +100,14 @@ pub fn train(
     } else {
         None
     };
+    if let Some(t) = previous.as_ref().and_then(|m| m.trainer.as_ref()) {
+        let wanted = if recovery == Recovery::Repair {
+            "repair"
+        } else {
+            "train or resume"
+        };
+        bail!(t.refusal(&dir.root, wanted));
+    }
     let mut completed = false;
     if let Some(m) = &previous {
         completed = check_existing(&dir, m, cfg, quiet || recovery == Recovery::Repair)?;
@@ -210,6 +226,7 @@ fn session_manifest(
             sessions: vec![],
             probe: None,
             sweep: None,
+            trainer: None,
             config: cfg.clone(),
         },
     };

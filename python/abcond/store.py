@@ -1,0 +1,207 @@
+"""Writing abcond's files from Python: tensor files (snapshots), row tables
+(steps.parquet, data.parquet) and sealed text (run.yaml), in exactly the
+formats the abcond binary writes and reads (docs/schemas.md), each written
+atomically: a hidden temporary beside the target, fsync, rename, fsync of the
+directory. A process killed at any point leaves the old file or the complete
+new one, never a torn one."""
+
+import itertools
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .checksum import KEY, VALUE_SUMS_KEY, table_checksum, toc_checksum, values_checksum
+
+TENSORS_FORMAT = "abcond.tensors/2"
+STEPS_FORMAT = "abcond.steps/3"
+DATA_FORMAT = "abcond.data/1"
+#: Values per chunk row (4 MiB of f32), as the binary writes them.
+CHUNK = 1 << 20
+#: Largest row group, in bytes of values.
+MAX_ROW_GROUP_BYTES = 128 << 20
+#: Prefix of the temporaries of atomic writes (hidden; abcond never reads them).
+TMP_PREFIX = ".tmp-"
+
+_counter = itertools.count()
+
+
+def _fsync_dir(d):
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path, write, durable=True):
+    """Calls ``write(tmp_path)`` to make the file, then puts it in place of
+    ``path`` atomically (with ``durable``: fsync of the file before the rename
+    and of the directory after it)."""
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    tmp = os.path.join(d, f"{TMP_PREFIX}{os.path.basename(path)}.{os.getpid()}.{next(_counter)}")
+    try:
+        write(tmp)
+        if durable:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    if durable:
+        _fsync_dir(d)
+
+
+def seal(body):
+    """Text with abcond's checksum line: ``# checksum: xxh64:<hex>``, the XXH64
+    of everything before it."""
+    import xxhash
+
+    if not body.endswith("\n"):
+        body += "\n"
+    return f"{body}# checksum: xxh64:{xxhash.xxh64(body.encode(), seed=0).intdigest():016x}\n"
+
+
+def write_text(path, text, durable=True):
+    atomic_write(path, lambda tmp: open(tmp, "w", encoding="utf-8").write(text), durable)
+
+
+def _list_type(item):
+    return pa.list_(pa.field("item", item, nullable=False))
+
+
+def write_table(path, table, fmt, meta=(), durable=True):
+    """A row table with ``abcond.format`` = ``fmt``, the metadata ``meta`` (pairs)
+    and its content checksum."""
+    kv = {"abcond.format": fmt}
+    kv.update(dict(meta))
+    kv[KEY] = table_checksum(table, kv)
+    table = table.replace_schema_metadata(kv)
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp, use_compliant_nested_type=False), durable)
+
+
+def steps_table(rows):
+    """steps.parquet's table from rows (step, epoch, lr, step_size, loss,
+    grad_norm, batch_indices)."""
+    cols = list(zip(*rows)) if rows else [[]] * 7
+    schema = pa.schema(
+        [
+            pa.field("step", pa.int64(), nullable=False),
+            pa.field("epoch", pa.int64(), nullable=False),
+            pa.field("lr", pa.float64(), nullable=False),
+            pa.field("step_size", pa.float64()),
+            pa.field("loss", pa.float64(), nullable=False),
+            pa.field("grad_norm", pa.float64(), nullable=False),
+            pa.field("batch_indices", _list_type(pa.int64())),
+        ]
+    )
+    arrays = [pa.array(list(c), type=f.type) for c, f in zip(cols, schema)]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def write_steps(path, rows, run_id, durable=True):
+    write_table(path, steps_table(rows), STEPS_FORMAT, [("abcond.run_id", run_id)], durable)
+
+
+def write_data_table(path, examples, source):
+    """data.parquet of a ``tensors`` data set: example index i → row i of ``source``."""
+    idx = pa.array(np.arange(examples, dtype=np.int64))
+    schema = pa.schema([pa.field("index", pa.int64(), nullable=False), pa.field("source_index", pa.int64(), nullable=False)])
+    table = pa.Table.from_arrays([idx, idx], schema=schema)
+    write_table(path, table, DATA_FORMAT, [("abcond.dataset", "tensors"), ("abcond.source_dir", source)])
+
+
+_DTYPES = {"f32": np.float32, "f64": np.float64}
+
+
+def write_tensors(path, tensors, dtype, meta, chunk=CHUNK, durable=True):
+    """A tensor file: ``tensors`` maps name → (role, numpy array), role
+    ``param`` or ``buffer``; values converted to ``dtype`` (``f32``/``f64``);
+    ``meta`` the ``abcond.*`` identity entries (content, run id, step, …)."""
+    np_dtype = _DTYPES[dtype]
+    item = pa.float32() if dtype == "f32" else pa.float64()
+    kv = {"abcond.format": TENSORS_FORMAT, "abcond.dtype": dtype, "abcond.chunk_size": str(chunk)}
+    kv.update(dict(meta))
+    names = sorted(tensors)
+    flat, shapes, roles = {}, {}, {}
+    for n in names:
+        role, a = tensors[n]
+        if role not in ("param", "buffer"):
+            raise ValueError(f"tensor `{n}`: role {role!r}, expected 'param' or 'buffer'")
+        a = np.asarray(a)
+        shapes[n] = [int(d) for d in a.shape]
+        flat[n] = np.ascontiguousarray(a, dtype=np_dtype).reshape(-1)
+        roles[n] = role
+    sums = ",".join(values_checksum(flat[n]) for n in names)
+    kv[VALUE_SUMS_KEY] = sums
+    kv[KEY] = toc_checksum([(n, roles[n], shapes[n], flat[n].size) for n in names], sums, kv)
+    # Chunk rows, sorted by name then chunk; an empty tensor has one empty row.
+    rows = []
+    for n in names:
+        size = flat[n].size
+        for c in range(max(1, -(-size // chunk))):
+            off = c * chunk
+            rows.append((n, c, off, min(chunk, size - off)))
+    schema = pa.schema(
+        [
+            pa.field("name", pa.string(), nullable=False),
+            pa.field("kind", pa.string(), nullable=False),
+            pa.field("shape", _list_type(pa.int64()), nullable=False),
+            pa.field("numel", pa.int64(), nullable=False),
+            pa.field("chunk", pa.int32(), nullable=False),
+            pa.field("offset", pa.int64(), nullable=False),
+            pa.field("values", _list_type(item), nullable=False),
+        ],
+        metadata=kv,
+    )
+    # Row groups of at most MAX_ROW_GROUP_BYTES of values (a larger row alone).
+    groups, start, values = [], 0, 0
+    limit = MAX_ROW_GROUP_BYTES // np.dtype(np_dtype).itemsize
+    for i, r in enumerate(rows):
+        if i > start and values + r[3] > limit:
+            groups.append(rows[start:i])
+            start, values = i, 0
+        values += r[3]
+    groups.append(rows[start:])
+
+    def group_table(g):
+        lens = [r[3] for r in g]
+        offsets = np.zeros(len(g) + 1, dtype=np.int32)
+        np.cumsum(lens, out=offsets[1:])
+        vals = np.concatenate([flat[r[0]][r[2] : r[2] + r[3]] for r in g]) if g else np.empty(0, np_dtype)
+        shape_lens = np.zeros(len(g) + 1, dtype=np.int32)
+        np.cumsum([len(shapes[r[0]]) for r in g], out=shape_lens[1:])
+        shape_vals = np.array([d for r in g for d in shapes[r[0]]], dtype=np.int64)
+        arrays = [
+            pa.array([r[0] for r in g], pa.string()),
+            pa.array([roles[r[0]] for r in g], pa.string()),
+            pa.ListArray.from_arrays(pa.array(shape_lens), pa.array(shape_vals), type=schema.field("shape").type),
+            pa.array([flat[r[0]].size for r in g], pa.int64()),
+            pa.array([r[1] for r in g], pa.int32()),
+            pa.array([r[2] for r in g], pa.int64()),
+            pa.ListArray.from_arrays(pa.array(offsets), pa.array(vals, item), type=schema.field("values").type),
+        ]
+        return pa.Table.from_arrays(arrays, schema=schema)
+
+    def write(tmp):
+        # As the binary writes them: PLAIN values, no dictionary, no
+        # statistics, uncompressed (readers stream the values from the pages).
+        with pq.ParquetWriter(tmp, schema, compression="none", use_dictionary=False, write_statistics=False, use_compliant_nested_type=False) as w:
+            for g in groups:
+                w.write_table(group_table(g), row_group_size=max(1, len(g)))
+
+    atomic_write(path, write, durable)
