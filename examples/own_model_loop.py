@@ -13,7 +13,7 @@ it had trained it:
 
 Options: --data DIR (Fashion-MNIST IDX files; default the Debian package's
 /usr/share/datasets/fashion-mnist), --examples N (default 10000), --epochs E
-(default 10), --out DIR.
+(default 10), --out DIR, --device D (where the loop trains; default cpu).
 """
 
 import argparse
@@ -33,6 +33,7 @@ def main():
     ap.add_argument("--examples", type=int, default=10000)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "out-loop"))
+    ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
 
@@ -60,13 +61,15 @@ def main():
         "probe": {"extra_batches": 2, "full": True, "full_subset": 2000},
     }
     run = os.path.join(args.out, "results", "own-model-loop", "seed0")
+    model.to(args.device)
+    x, y = x.to(args.device), y.to(args.device)
 
     # The training loop, as you would write it; the Logger's lines are marked.
     shuffle = torch.Generator().manual_seed(0)
     with abcond.Logger(run, config, model, optimizer, replace=True) as log:  # abcond
         for epoch in range(args.epochs):
             for idx in torch.randperm(n, generator=shuffle).split(batch_size)[: n // batch_size]:
-                loss = loss_fn(model(x[idx]), y[idx])
+                loss = loss_fn(model(x[idx.to(args.device)]), y[idx.to(args.device)])
                 optimizer.zero_grad()
                 loss.backward()
                 log.step(loss, idx)  # abcond: after backward(), before step()

@@ -39,6 +39,10 @@
 #      GELU exported by the Python companion, run from python/ on PYTHONPATH) on
 #      2000 Fashion-MNIST examples, trained and probed on cuda, every landscape row
 #      recomputed on the CPU by tests/check_torchscript.py (rel. err ≤ 1e-4);
+#  13. your own training loop on CUDA: examples/own_model_loop.py --device cuda
+#      (the Logger writes snapshots of CUDA tensors and sums the gradient norm on
+#      the GPU), probed with --set device=cuda, every row recomputed on the CPU
+#      (rel. err ≤ 1e-4) and `abcond verify` of the run;
 #   8. ResNet9 and ResNet18 (f64, crop-flip, BatchNorm) trained and probed on CUDA
 #      against PyTorch on the CPU (tests/parity.py, 3 replayed steps, rel. err ≤ 1e-9),
 #      and 300-step timings of the paper configs (random CIFAR-format data) for
@@ -229,5 +233,14 @@ PYTHONPATH="python:tests${PYTHONPATH:+:$PYTHONPATH}" "$py" examples/own_model.py
 "$bin" --out "$work/own-res" run "$work/own/own-model.yaml" --set device=cuda --set probe.full_subset=500 >/dev/null
 PYTHONPATH="python:tests${PYTHONPATH:+:$PYTHONPATH}" "$py" tests/check_torchscript.py \
     "$(ls -d "$work"/own-res/own-model/*/ | head -1)" --tol 1e-4
+fi
+if want 13; then
+log "13. a PyTorch loop on cuda recorded by abcond.Logger: examples/own_model_loop.py --device cuda, probe on cuda, rows vs PyTorch on the CPU"
+PYTHONPATH="python:examples:tests${PYTHONPATH:+:$PYTHONPATH}" "$py" examples/own_model_loop.py \
+    --data "${FMNIST:-/usr/share/datasets/fashion-mnist}" --examples 2000 --epochs 1 --out "$work/loop" --device cuda
+"$bin" probe "$work/loop/results/own-model-loop/seed0" --set device=cuda --set probe.full_subset=500 >/dev/null
+"$bin" verify "$work/loop/results/own-model-loop/seed0"
+PYTHONPATH="python:tests${PYTHONPATH:+:$PYTHONPATH}" "$py" tests/check_torchscript.py \
+    "$work/loop/results/own-model-loop/seed0" --tol 1e-4
 fi
 log "all GPU checks passed"

@@ -454,3 +454,37 @@ fn python_and_rust_snapshot_schedules_agree() {
         assert_eq!(line, format!("{want:?}"), "total {total}, {cfg:?}");
     }
 }
+
+/// examples/own_model_loop.py (the MLP with LayerNorm and GELU, trained by a
+/// plain PyTorch loop with torch.optim.SGD and momentum, recorded by the
+/// Logger) on a small Fashion-MNIST-format fixture: probed and analysed by
+/// the binary, and every landscape row recomputed in PyTorch, the first steps
+/// replayed with torch.optim.
+#[test]
+fn the_own_model_loop_example_runs_end_to_end() {
+    let dir = scratch("logger-example");
+    write_idx_fixture(&dir.join("fmnist"), 400);
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/own_model_loop.py");
+    let out = python_cmd()
+        .arg(&example)
+        .args(["--data", dir.join("fmnist").to_str().unwrap()])
+        .args(["--examples", "300", "--epochs", "3"])
+        .args(["--out", dir.join("ex").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let run = dir.join("ex/results/own-model-loop/seed0");
+    ok(&abcond(
+        &dir,
+        &["-q", "probe", run.to_str().unwrap(), "--set", "probe.full_subset=200"],
+    ));
+    ok(&abcond(&dir, &["-q", "analyze", run.to_str().unwrap()]));
+    assert!(run.join("analysis/report.md").is_file());
+    let rows = landscape(&run);
+    assert!(rows.len() > 40, "{} rows", rows.len());
+    let text = run_python("check_torchscript.py", &[run.to_str().unwrap()]);
+    assert!(
+        text.contains("rows agree with PyTorch") && !text.contains("replayed 0 steps"),
+        "{text}"
+    );
+}

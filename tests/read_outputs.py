@@ -127,9 +127,16 @@ assert len(blocks) >= 2, "README has no python snippets"
 # Snippets that write files (the export example) write them in a scratch directory.
 run = os.path.abspath(run)
 os.chdir(tempfile.mkdtemp(prefix="abcond-readme-"))
+# One namespace: a snippet may go on from the one before (the Logger loop
+# trains the model the export snippet made).
+namespace = {}
 for code in blocks:
     code = re.sub(r'^run = ".*?"(.*)$', f"run = {run!r}", code, flags=re.M)
     code = re.sub(r'^adir = ".*?"(.*)$', f"adir = {os.path.join(run, 'analysis')!r}", code, flags=re.M)
-    exec(compile(code, "README.md snippet", "exec"), {})
+    exec(compile(code, "README.md snippet", "exec"), namespace)
+import abcond  # noqa: E402
+
+logged = abcond.read_manifest("results/mine/seed0")  # the README's Logger loop
+assert logged["status"] == "completed" and logged["training"]["total_steps"] == 16, logged
 print(f"read_outputs {run}: steps {steps.height} rows, landscape {land.height} rows, iterates {it.height} chunk rows; README snippets {len(blocks)} OK")
 print("OK")
