@@ -116,11 +116,18 @@ def median(xs):
     return statistics.median(xs) if xs else None
 
 
-def read_yaml(path):
-    import yaml
+def read_manifest(run_dir):
+    """run.yaml, its checksum line verified (the Python companion's reader)."""
+    import abcond
 
-    with open(path) as f:
-        return yaml.safe_load(f)
+    return abcond.read_manifest(run_dir)
+
+
+def read_rows(path):
+    """A table abcond wrote, as rows, its checksum verified."""
+    import abcond
+
+    return abcond.read_table(path).to_pylist()
 
 
 def run_dir_of(out, experiment):
@@ -218,7 +225,7 @@ class Bench:
         def train_metrics(out):
             def read(i, stdout):
                 d = out(i)
-                m = read_yaml(os.path.join(run_dir_of(d, experiment), "run.yaml"))
+                m = read_manifest(run_dir_of(d, experiment))
                 t = m["sessions"][-1]["timing"]
                 shutil.rmtree(d)
                 return {
@@ -286,7 +293,7 @@ class Bench:
                     os.remove(os.path.join(run_dir, f))
 
         def probe_metrics(i, stdout):
-            t = read_yaml(os.path.join(run_dir, "run.yaml"))["probe"]["timing"]
+            t = read_manifest(run_dir)["probe"]["timing"]
             return {"snapshot": t["seconds_per_snapshot_median"], "setup": t["setup_seconds"], "read": t["read_seconds"]}
 
         a = Side(
@@ -346,7 +353,7 @@ def tsprobe_case(self, model, base, experiment, size):
                 os.remove(os.path.join(run_dir, "landscape.parquet"))
 
         def metrics(i, stdout):
-            t = read_yaml(os.path.join(run_dir, "run.yaml"))["probe"]["timing"]
+            t = read_manifest(run_dir)["probe"]["timing"]
             return {"snapshot": t["seconds_per_snapshot_median"], "setup": t["setup_seconds"], "read": t["read_seconds"]}
 
         argv = lambda i: self.abcond(  # noqa: E731
@@ -369,10 +376,8 @@ Bench.tsprobe_case = tsprobe_case
 
 def check_same_landscape(a, b):
     """The TorchScript and native probes measured the same numbers."""
-    import pyarrow.parquet as pq
-
-    ra = pq.read_table(os.path.join(a, "landscape.parquet")).to_pylist()
-    rb = pq.read_table(os.path.join(b, "landscape.parquet")).to_pylist()
+    ra = read_rows(os.path.join(a, "landscape.parquet"))
+    rb = read_rows(os.path.join(b, "landscape.parquet"))
     if len(ra) != len(rb):
         die(f"the TorchScript and native probes measured {len(ra)} and {len(rb)} rows")
     worst = 0.0
@@ -388,7 +393,8 @@ def check_probe(run_dir, parts):
     """Both sides measured the same numbers (else the comparison is void)."""
     import pyarrow.parquet as pq
 
-    ours = {r["step"]: r for r in pq.read_table(os.path.join(run_dir, "landscape.parquet")).to_pylist()}
+    ours = {r["step"]: r for r in read_rows(os.path.join(run_dir, "landscape.parquet"))}
+    # The PyTorch baseline's parts (bench/torch_probe.py) carry no checksum.
     theirs = [r for f in glob.glob(os.path.join(parts, "*.parquet")) for r in pq.read_table(f).to_pylist()]
     if sorted(ours) != sorted(r["step"] for r in theirs):
         die(f"the probes measured different snapshots: abcond {sorted(ours)}, PyTorch {sorted(r['step'] for r in theirs)}")

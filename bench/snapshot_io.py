@@ -66,7 +66,9 @@ def drop_caches():
 
 
 def read_snapshot(path):
-    """{name: tensor} of an abcond tensor file (chunk rows joined)."""
+    """{name: tensor} of an abcond tensor file (chunk rows joined): the plain
+    pandas/pyarrow way a user would read it, timed as a baseline (so not the
+    companion's abcond.read_tensors, whose checksum pass it would add)."""
     t = pq.read_table(path).to_pylist()
     parts = {}
     for r in sorted(t, key=lambda r: (r["name"], r["chunk"])):

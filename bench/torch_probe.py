@@ -67,7 +67,11 @@ def batch_stats_mode(model):
 
 
 def read_snapshot(path):
-    """{name: flat numpy array} of an abcond tensor file, chunks joined in order."""
+    """{name: flat numpy array} of an abcond tensor file, chunks joined in order.
+
+    A plain pyarrow reader on purpose, not abcond.read_tensors: this is the
+    timed baseline, what an eager PyTorch probe costs, and the companion's
+    checksum verification would slow the baseline, not abcond."""
     t = pq.read_table(path, columns=["name", "chunk", "values"])
     names = t.column("name").to_pylist()
     chunks = t.column("chunk").to_pylist()

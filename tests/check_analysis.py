@@ -28,6 +28,7 @@ import pandas as pd
 import polars as pl
 import pyarrow.parquet as pq
 import yaml
+import abcond
 
 adir = sys.argv[1]
 summary = yaml.safe_load(open(os.path.join(adir, "summary.yaml")))
@@ -48,7 +49,7 @@ def close(x, y, rel=1e-9, abs_=1e-12):
 
 runs = {}
 for r in summary["runs"]:
-    land = pq.read_table(os.path.join(r["dir"], "landscape.parquet")).to_pandas()
+    land = abcond.read_table(os.path.join(r["dir"], "landscape.parquet")).to_pandas()
     runs[r["run_id"]] = land
 
 
@@ -104,8 +105,8 @@ def inside(poly, al, be):
     return ok
 
 
-region = pq.read_table(os.path.join(adir, "ab_region.parquet")).to_pandas()
-grid = pq.read_table(os.path.join(adir, "ab_grid.parquet")).to_pandas()
+region = abcond.read_table(os.path.join(adir, "ab_region.parquet")).to_pandas()
+grid = abcond.read_table(os.path.join(adir, "ab_grid.parquet")).to_pandas()
 checked = 0
 for g in summary["groups"]:
     label = g["label"]
@@ -207,7 +208,7 @@ for g in summary["groups"]:
     for r in summary["runs"]:
         p = os.path.join(r["dir"], "curvature.parquet")
         if r["run_id"] in g["runs"] and os.path.exists(p):
-            curv.append(pq.read_table(p).to_pandas())
+            curv.append(abcond.read_table(p).to_pandas())
     if not curv:
         if g["curvature"]["rows"] != 0 or sb["L"] is not None:
             fail(f"[{label}] curvature reported without curvature.parquet")
@@ -295,8 +296,8 @@ for g in summary["groups"]:
 print(f"ok curvature/sgd bound: {n_bound} bound(s) against brute force")
 
 # Aiming and PL from the full-data rows.
-aim = pq.read_table(os.path.join(adir, "aiming.parquet")).to_pandas()
-plt_ = pq.read_table(os.path.join(adir, "pl.parquet")).to_pandas()
+aim = abcond.read_table(os.path.join(adir, "aiming.parquet")).to_pandas()
+plt_ = abcond.read_table(os.path.join(adir, "pl.parquet")).to_pandas()
 deltas = settings["pl_deltas"]
 n_aim = 0
 for rid, land in runs.items():
@@ -342,7 +343,7 @@ print(f"ok aiming/pl: {n_aim} full-data rows")
 # trends
 tp = os.path.join(adir, "trends.parquet")
 if len(summary["groups"]) > 1:
-    tr = pq.read_table(tp).to_pandas()
+    tr = abcond.read_table(tp).to_pandas()
     for g in summary["groups"]:
         row = tr[tr.group == g["label"]].iloc[0]
         best = g["alpha_beta"]["best_ratio"]
@@ -382,7 +383,7 @@ duck_t = {"str": "VARCHAR", "i64": "BIGINT", "f64": "DOUBLE", "bool": "BOOLEAN"}
 # types and each row holding its group's value.
 keys, trends_df = [], None
 if os.path.exists(tp):
-    trends_df = pq.read_table(tp).to_pandas()
+    trends_df = abcond.read_table(tp).to_pandas()
     keys = list(trends_df.columns)[1 : list(trends_df.columns).index("runs")]
     if len(keys) == 0:
         fail("trends.parquet has no grouping-key column")

@@ -23,8 +23,8 @@ import os
 import sys
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
+import abcond
 
 from abcond_ref.runs import Run
 
@@ -58,8 +58,8 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(1)
     run = Run(args.run_dir)
-    curv = pq.read_table(os.path.join(args.run_dir, "curvature.parquet")).to_pylist()
-    land = pq.read_table(os.path.join(args.run_dir, "landscape.parquet")).to_pylist()
+    curv = abcond.read_table(os.path.join(args.run_dir, "curvature.parquet")).to_pylist()
+    land = abcond.read_table(os.path.join(args.run_dir, "landscape.parquet")).to_pylist()
     land_idx = {(r["step"], r["probe"]): r for r in land}
     n = len(run.y)
     failures, worst = [], {}

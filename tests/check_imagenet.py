@@ -21,9 +21,8 @@ import os
 import sys
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
-import yaml
+import abcond
 
 from abcond_ref.compare import rel_vec
 from abcond_ref.runs import read_snapshot
@@ -52,8 +51,7 @@ def main():
     if a.counts:
         return counts()
     torch.set_num_threads(1)
-    with open(os.path.join(a.run_dir, "run.yaml")) as f:
-        cfg = yaml.safe_load(f)["config"]
+    cfg = abcond.read_manifest(a.run_dir)["config"]
     dtype = {"f32": torch.float32, "f64": torch.float64}[cfg["model"]["dtype"]]
     cases = np.load(a.cases)
     x = torch.from_numpy(cases["x"]).to(dtype)
@@ -94,8 +92,8 @@ def main():
         print(line)
         worst = max(worst, e_loss, e_grad)
     # steps.parquet loss of step k == landscape loss_k of its `train` row
-    steps = pq.read_table(os.path.join(a.run_dir, "steps.parquet")).to_pydict()
-    land = pq.read_table(os.path.join(a.run_dir, "landscape.parquet")).to_pydict()
+    steps = abcond.read_table(os.path.join(a.run_dir, "steps.parquet")).to_pydict()
+    land = abcond.read_table(os.path.join(a.run_dir, "landscape.parquet")).to_pydict()
     step_loss = dict(zip(steps["step"], steps["loss"]))
     n = 0
     for k, probe, lk in zip(land["step"], land["probe"], land["loss_k"]):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-import yaml
+import abcond
 
 
 def fail(msg):
@@ -290,7 +290,7 @@ def main():
             args = args[2:]
         else:
             fail(f"unknown argument {args[0]}")
-    cfg = yaml.safe_load((run / "run.yaml").read_text())["config"]
+    cfg = abcond.read_manifest(str(run))["config"]
     model = cfg["model"]
     kind = model["kind"]
     comps = components(model)
@@ -300,7 +300,7 @@ def main():
     print(f"f_star={float(fstar)!r}")
     notes_checks(kind, comps, S, fstar, mins)
 
-    table = pq.read_table(run / "landscape.parquet")
+    table = abcond.read_table(run / "landscape.parquet")
     meta = table.schema.metadata
     text, nums = rust_minimisers(meta)
     if isinstance(comps[0], Ridge):
@@ -317,7 +317,7 @@ def main():
 
     rows = table.to_pylist()
     if meta.get(b"abcond.points") == b"cloud":
-        cloud = pq.read_table(run / "cloud.parquet").to_pylist()
+        cloud = abcond.read_table(run / "cloud.parquet").to_pylist()
         points = {r["point"]: np.array(r["x"]) for r in cloud}
         for r in cloud:
             xp = project(comps, S, np.array(r["x"]))

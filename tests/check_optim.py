@@ -22,8 +22,8 @@ import math
 import os
 import sys
 
-import pyarrow.parquet as pq
 import torch
+import abcond
 
 from abcond_ref.compare import rel_err
 from abcond_ref.optim import torch_scheduler
@@ -145,7 +145,7 @@ def check_run(path, tol=None):
     o, K = cfg["optim"], run.manifest["training"]["total_steps"]
     f64 = run.dtype == torch.float64
     tol = tol if tol is not None else (1e-12 if f64 else 1e-5)
-    steps = pq.read_table(os.path.join(path, "steps.parquet")).to_pylist()
+    steps = abcond.read_table(os.path.join(path, "steps.parquet")).to_pylist()
     assert len(steps) == K, f"{path}: {len(steps)} step rows, expected {K}"
     # The schedule's learning rates, from torch.optim.lr_scheduler on a dummy optimiser.
     dummy = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=o["lr"])

@@ -21,9 +21,8 @@ import struct
 import sys
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
-import yaml
+import abcond
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from abcond_ref.compare import rel_err  # noqa: E402
@@ -69,8 +68,7 @@ def main():
     ap.add_argument("--tol", type=float, default=None)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    with open(os.path.join(args.run_dir, "run.yaml")) as f:
-        manifest = yaml.safe_load(f)
+    manifest = abcond.read_manifest(args.run_dir)
     cfg = manifest["config"]
     assert cfg["model"]["kind"] == "torchscript", cfg["model"]
     dtype = torch.float64 if cfg["model"].get("dtype") == "f64" else torch.float32
@@ -99,9 +97,9 @@ def main():
                     p.copy_(state[n].to(p.dtype))
 
     data = data_tensors(args.run_dir, cfg, dtype)
-    land_table = pq.read_table(os.path.join(args.run_dir, "landscape.parquet"))
+    land_table = abcond.read_table(os.path.join(args.run_dir, "landscape.parquet"))
     policy = land_table.schema.metadata[b"abcond.batchnorm"].decode()
-    steps = pq.read_table(os.path.join(args.run_dir, "steps.parquet")).to_pylist()
+    steps = abcond.read_table(os.path.join(args.run_dir, "steps.parquet")).to_pylist()
     load(ref, K)
     xK = [p.detach().clone() for p in ref.parameters()]
     train_mode = batchnorm and policy == "batch-stats"

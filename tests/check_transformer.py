@@ -28,9 +28,8 @@ import os
 import sys
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
-import yaml
+import abcond
 
 from abcond_ref.compare import rel_vec
 from abcond_ref.runs import read_snapshot as snapshot
@@ -56,14 +55,13 @@ def main():
     if a.counts:
         return counts()
     torch.set_num_threads(1)
-    with open(os.path.join(a.run_dir, "run.yaml")) as f:
-        cfg = yaml.safe_load(f)["config"]
+    cfg = abcond.read_manifest(a.run_dir)["config"]
     m, data = cfg["model"], cfg["data"]
     dtype = {"f32": torch.float32, "f64": torch.float64}[m["dtype"]]
     vocab, length = data["vocab"], data["seq_len"]
 
     # data.parquet: the generator's contract.
-    table = pq.read_table(os.path.join(a.run_dir, "data.parquet")).to_pydict()
+    table = abcond.read_table(os.path.join(a.run_dir, "data.parquet")).to_pydict()
     feats = np.array(table["features"], dtype=np.float64)
     src, tgt = feats[:, :length].astype(np.int64), feats[:, length:].astype(np.int64)
     assert src.min() >= 1 and src.max() <= vocab - 1, (src.min(), src.max())
@@ -113,7 +111,7 @@ def main():
     worst = max(worst, e_loss, e_grad)
 
     # Landscape rows: every quantity recomputed from the snapshots.
-    land = pq.read_table(os.path.join(a.run_dir, "landscape.parquet")).to_pylist()
+    land = abcond.read_table(os.path.join(a.run_dir, "landscape.parquet")).to_pylist()
     ref_vec = torch.cat([states[total][n].double().ravel() for n in names])
     checked = 0
     for r in land:

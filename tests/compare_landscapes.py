@@ -19,7 +19,7 @@ usage: compare_landscapes.py A B [--tol T]     exit status 1 beyond the toleranc
 import argparse
 import sys
 
-import pyarrow.parquet as pq
+import abcond
 
 from abcond_ref.compare import LANDSCAPE_CHECKED as CHECKED
 from abcond_ref.compare import landscape_errors
@@ -29,8 +29,8 @@ ap.add_argument("a")
 ap.add_argument("b")
 ap.add_argument("--tol", type=float, default=1e-4)
 args = ap.parse_args()
-ra = pq.read_table(args.a).to_pylist()
-rb = pq.read_table(args.b).to_pylist()
+ra = abcond.read_table(args.a).to_pylist()
+rb = abcond.read_table(args.b).to_pylist()
 key = lambda r: (r["step"], r["probe"])  # noqa: E731
 ra = {key(r): r for r in ra}
 rb = {key(r): r for r in rb}

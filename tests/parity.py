@@ -26,7 +26,7 @@ import contextlib
 import os
 import sys
 
-import pyarrow.parquet as pq
+import abcond
 import torch
 
 from abcond_ref import models
@@ -77,13 +77,13 @@ def main():
         if not torch.equal(p.detach(), snap0[n]):
             failures.append(f"x^0 tensor {n} differs from torch.manual_seed({cfg['seed']}) initialisation")
 
-    land_table = pq.read_table(os.path.join(args.run_dir, "landscape.parquet"))
+    land_table = abcond.read_table(os.path.join(args.run_dir, "landscape.parquet"))
     land = land_table.to_pylist()
     # BatchNorm models: the probe's policy for the rows, train() for the replay.
     policy = land_table.schema.metadata[b"abcond.batchnorm"].decode()
     has_bn = any(isinstance(m, torch.nn.BatchNorm2d) for m in init.modules())
     models.BN_POLICY = policy
-    steps = pq.read_table(os.path.join(args.run_dir, "steps.parquet")).to_pylist()
+    steps = abcond.read_table(os.path.join(args.run_dir, "steps.parquet")).to_pylist()
     ref = run.load(run.model(), K)
     xK = [p.detach().clone() for p in ref.parameters()]
     model = run.model()
