@@ -321,7 +321,7 @@ fn logger_misuse_and_the_runs_it_leaves() {
         trained.to_str().unwrap(),
         bin(),
     ]);
-    assert!(text.contains("ok: 25 cases"), "{text}");
+    assert!(text.contains("ok: 27 cases"), "{text}");
     let run = |name: &str| cases.join(name);
 
     // Stopped early: 5 steps, snapshots 0, 2, 4 and x^5.
@@ -476,7 +476,13 @@ fn the_own_model_loop_example_runs_end_to_end() {
     let run = dir.join("ex/results/own-model-loop/seed0");
     ok(&abcond(
         &dir,
-        &["-q", "probe", run.to_str().unwrap(), "--set", "probe.full_subset=200"],
+        &[
+            "-q",
+            "probe",
+            run.to_str().unwrap(),
+            "--set",
+            "probe.full_subset=200",
+        ],
     ));
     ok(&abcond(&dir, &["-q", "analyze", run.to_str().unwrap()]));
     assert!(run.join("analysis/report.md").is_file());

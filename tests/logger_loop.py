@@ -223,6 +223,22 @@ def cases(data_dir, scratch, trained_run, abcond_bin):
         f.write("x")
     expect(FileExistsError, ["mine.txt", "did not write"], lambda: abcond.Logger(os.path.join(scratch, "again"), config(), m, opt, replace=True))
     n += 2
+    # A logged run probed and analysed by abcond is replaced whole; a file of
+    # yours in its analysis/ stops the replace.
+    m, opt, log = fresh("analysed")
+    for k in range(10):
+        one(m, opt, log, k)
+    log.finish()
+    analysed = os.path.join(scratch, "analysed")
+    for cmd in ("probe", "analyze"):
+        subprocess.run([abcond_bin, "-q", cmd, analysed], check=True, capture_output=True)
+    with open(os.path.join(analysed, "analysis", "notes.md"), "w") as f:
+        f.write("mine")
+    expect(FileExistsError, ["analysis/notes.md", "did not write"], lambda: fresh("analysed"))
+    os.unlink(os.path.join(analysed, "analysis", "notes.md"))
+    fresh("analysed")[2].close()
+    assert sorted(os.listdir(analysed)) == [".lock", "data.parquet", "run.yaml"], os.listdir(analysed)
+    n += 2
     # A second Logger (or abcond) while one writes the run: the lock.
     m, opt, log = fresh("locked")
     one(m, opt, log, 0)

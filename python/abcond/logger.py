@@ -68,6 +68,7 @@ _RUN_ENTRIES = (
     "curvature.parquet",
     "cloud.parquet",
     "analysis",
+    ".analysis.lock",
 )
 
 
@@ -167,6 +168,20 @@ def _examples(path, inputs):
     if not firsts or None in firsts.values() or len(set(firsts.values())) != 1:
         raise ValueError(f"{path}: the tensors must share their first dimension (the examples); their shapes are {shapes}")
     return int(next(iter(firsts.values())))
+
+
+def _foreign_analysis_files(adir):
+    """Files in a run's analysis/ that its .manifest does not list (a user's
+    own files, which abcond keeps)."""
+    if not os.path.isdir(adir):
+        return []
+    ours = {".manifest"}
+    try:
+        with open(os.path.join(adir, ".manifest")) as f:
+            ours.update(yaml.safe_load(f).get("files") or [])
+    except (OSError, AttributeError, yaml.YAMLError):
+        pass
+    return sorted(e for e in os.listdir(adir) if e not in ours and not e.startswith(".tmp-"))
 
 
 def _describe_optimizer(opt):
@@ -436,7 +451,8 @@ class Logger:
             raise FileExistsError(f"{d} holds a run abcond trained (status {status}); the Logger never writes over it: choose another directory")
         if not replace:
             raise FileExistsError(f"{d} already holds a logged run (status {status}); pass replace=True to start it afresh, or choose another directory")
-        foreign = [e for e in entries if e not in _RUN_ENTRIES and not e.startswith(store.TMP_PREFIX)]
+        foreign = [e for e in entries if e not in _RUN_ENTRIES and not e.startswith((store.TMP_PREFIX, ".analysis."))]
+        foreign += [f"analysis/{e}" for e in _foreign_analysis_files(os.path.join(d, "analysis"))]
         if foreign:
             raise FileExistsError(f"{d} holds files abcond did not write ({', '.join(sorted(foreign)[:5])}); the Logger will not replace the run: move them or choose another directory")
         return entries
@@ -516,7 +532,7 @@ class Logger:
         ep = int(epoch) if epoch is not None else k // max(self.steps_per_epoch, 1)
         if k in self._snapshot_set:
             self._snapshot(k)
-        self.rows.append((k, ep, lr, step_size, value, grad_norm, [int(i) for i in idx]))
+        self.rows.append((k, ep, lr, step_size, value, grad_norm, idx.astype(np.int64, copy=True)))
         self.k = k + 1
         self._updated = False
         if not math.isfinite(value):

@@ -98,6 +98,8 @@ def steps_table(rows):
     """steps.parquet's table from rows (step, epoch, lr, step_size, loss,
     grad_norm, batch_indices)."""
     cols = list(zip(*rows)) if rows else [[]] * 7
+    indices = cols[6]
+    cols = cols[:6]
     schema = pa.schema(
         [
             pa.field("step", pa.int64(), nullable=False),
@@ -110,7 +112,22 @@ def steps_table(rows):
         ]
     )
     arrays = [pa.array(list(c), type=f.type) for c, f in zip(cols, schema)]
+    # The minibatches: numpy int64 arrays (or None), as one list column.
+    arrays.append(_int_lists(indices, schema.field("batch_indices").type))
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _int_lists(items, type_):
+    """A list<int64> column from numpy arrays and Nones, without a Python
+    object per index."""
+    valid = [i is not None for i in items]
+    lengths = [len(i) if i is not None else 0 for i in items]
+    offsets = np.zeros(len(items) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    present = [np.asarray(i, dtype=np.int64) for i in items if i is not None]
+    values = np.concatenate(present) if present else np.empty(0, np.int64)
+    mask = None if all(valid) else pa.array([not v for v in valid])
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values), type=type_, mask=mask)
 
 
 def write_steps(path, rows, run_id, durable=True):
