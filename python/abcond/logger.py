@@ -58,6 +58,7 @@ _SNAPSHOT_KEYS = ("every", "log_spaced", "at")
 _RUN_ENTRIES = (
     "run.yaml",
     "data.parquet",
+    "vocab.parquet",
     "steps.parquet",
     "steps-parts",
     "iterates",

@@ -407,6 +407,14 @@ impl Config {
                     ds.name()
                 );
             }
+            (ModelKind::Lstm, DatasetKind::Text | DatasetKind::Tokens) => {}
+            (ModelKind::Lstm, ds) | (_, ds @ (DatasetKind::Text | DatasetKind::Tokens)) => {
+                bail!(
+                    "model kind `{}` cannot be trained on dataset `{}`: language-model data (text, tokens) goes with a language model (lstm) or a TorchScript module",
+                    self.model.kind().name(),
+                    ds.name()
+                );
+            }
             (ModelKind::Transformer, DatasetKind::SyntheticTranslation) => {}
             (ModelKind::Transformer, ds) | (_, ds @ DatasetKind::SyntheticTranslation) => {
                 bail!(

@@ -204,6 +204,7 @@ pub fn load(kind: DatasetKind, cfg: &CifarData, dtype: Dtype) -> Result<Dataset>
             .map(|a| super::augment::Augmenter::new(a, pad_fill)),
         images: None,
         inputs: vec![],
+        vocab: vec![],
     })
 }
 

@@ -100,6 +100,14 @@ data_sets! {
     /// Any data: a file of named tensors (safetensors, .npz, .npy) whose first
     /// dimension is the example, for TorchScript models (src/data/tensors.rs).
     Tensors = "tensors" => TensorsData,
+    /// A word-level text corpus (PTB, WikiText, or plain text files such as
+    /// the Debian fortunes package): examples are windows of seq_len + 1
+    /// consecutive tokens (src/data/text.rs).
+    Text = "text" => TextData,
+    /// Token ids already made: a flat binary of uint16/uint32 (the
+    /// nanoGPT/Megatron `.bin`) or a 1-D `.npy`; examples are windows as for
+    /// `text` (src/data/text.rs).
+    Tokens = "tokens" => TokensData,
 }
 
 /// The keys of `data:` besides the data set's own settings.
@@ -128,6 +136,8 @@ const KEY_ORDER: &[&str] = &[
     "seq_len",
     "vocab",
     "inputs",
+    "max_vocab",
+    "token_dtype",
     "digest",
 ];
 
@@ -196,6 +206,8 @@ impl DataConfig {
             Source::Cifar10(s) | Source::Cifar100(s) => s.path.as_deref(),
             Source::Imagefolder(s) => s.path.as_deref(),
             Source::Tensors(s) => s.path.as_deref(),
+            Source::Text(s) => s.path.as_deref(),
+            Source::Tokens(s) => s.path.as_deref(),
             _ => None,
         }
     }
@@ -208,6 +220,8 @@ impl DataConfig {
             Source::Cifar10(s) | Source::Cifar100(s) => s.path = None,
             Source::Imagefolder(s) => s.path = None,
             Source::Tensors(s) => s.path = None,
+            Source::Text(s) => s.path = None,
+            Source::Tokens(s) => s.path = None,
             _ => {}
         }
     }
@@ -222,6 +236,8 @@ impl DataConfig {
             Source::MatrixFactorisation(s) => s.subset,
             Source::SyntheticTranslation(s) => s.subset,
             Source::Tensors(s) => s.subset,
+            Source::Text(s) => s.subset,
+            Source::Tokens(s) => s.subset,
             Source::Components(_) => None,
         }
     }
@@ -250,6 +266,16 @@ impl DataConfig {
                     s.digest = Some(crate::util::file_digest(p)?);
                 }
             }
+        }
+        // Absolute: the probe may run from another directory.
+        match &mut self.source {
+            Source::Text(TextData { path: Some(p), .. })
+            | Source::Tokens(TokensData { path: Some(p), .. }) => {
+                if let Ok(abs) = std::fs::canonicalize(&*p) {
+                    *p = abs;
+                }
+            }
+            _ => {}
         }
         if let (Some(classes), Some(n)) = (self.classes(), self.kind().classes()) {
             let mut sorted = classes.to_vec();
@@ -595,6 +621,112 @@ impl Settings for TensorsData {
         if let Some(i) = &self.inputs {
             if i.is_empty() {
                 bail!("key `data.inputs` must name at least one tensor");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `data:` settings of a word-level text corpus.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TextData {
+    /// A text file, or a directory holding PTB's `ptb.train.txt`,
+    /// WikiText's `wiki.train.tokens`, or plain text files (every regular
+    /// file not ending in `.dat`, e.g. /usr/share/games/fortunes); required.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Train on a fixed random subset of this many windows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subset: Option<u64>,
+    /// Tokens the model reads per example; it predicts the next seq_len
+    /// (default 35, the PTB literature's).
+    pub seq_len: i64,
+    /// Keep the most frequent words (ties: first seen first) and map the
+    /// others to `<unk>`; absent: every word of the training text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_vocab: Option<u64>,
+}
+
+impl Default for TextData {
+    fn default() -> Self {
+        TextData {
+            path: None,
+            subset: None,
+            seq_len: 35,
+            max_vocab: None,
+        }
+    }
+}
+
+impl Settings for TextData {
+    fn check(&self, what: &str) -> Result<()> {
+        if self.path.is_none() {
+            bail!("key `data.path` is required for {what}: a text file, or a directory with ptb.train.txt, wiki.train.tokens or plain text files (e.g. /usr/share/games/fortunes, `apt-get install fortunes`)");
+        }
+        at_least_one("data.seq_len", self.seq_len)?;
+        crate::config::validate::at_most("data.seq_len", self.seq_len as u64, 1 << 20)?;
+        if let Some(v) = self.max_vocab {
+            if v < 2 {
+                bail!("key `data.max_vocab` must be at least 2 (one word and <unk>), got {v}");
+            }
+            crate::config::validate::at_most("data.max_vocab", v, 1 << 24)?;
+        }
+        Ok(())
+    }
+}
+
+/// The element type of a flat token file.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenDtype {
+    U16,
+    U32,
+}
+
+/// `data:` settings of a file of token ids.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokensData {
+    /// A flat little-endian binary of token ids (`.bin`, with
+    /// `token_dtype`) or a one-dimensional integer `.npy`; required.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subset: Option<u64>,
+    /// Tokens the model reads per example (default 128).
+    pub seq_len: i64,
+    /// The vocabulary size; every id must be below it (default: the largest
+    /// id + 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vocab: Option<i64>,
+    /// Element type of a `.bin` file (default u16, nanoGPT's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_dtype: Option<TokenDtype>,
+}
+
+impl Default for TokensData {
+    fn default() -> Self {
+        TokensData {
+            path: None,
+            subset: None,
+            seq_len: 128,
+            vocab: None,
+            token_dtype: None,
+        }
+    }
+}
+
+impl Settings for TokensData {
+    fn check(&self, what: &str) -> Result<()> {
+        if self.path.is_none() {
+            bail!("key `data.path` is required for {what}: a .bin file of uint16/uint32 token ids or a 1-D .npy");
+        }
+        at_least_one("data.seq_len", self.seq_len)?;
+        crate::config::validate::at_most("data.seq_len", self.seq_len as u64, 1 << 20)?;
+        if let Some(v) = self.vocab {
+            if !(2..=1 << 24).contains(&v) {
+                bail!("key `data.vocab` must be in 2..=16777216, got {v}");
             }
         }
         Ok(())

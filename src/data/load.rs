@@ -26,6 +26,8 @@ impl Dataset {
             Source::Cifar10(s) | Source::Cifar100(s) => cifar::load(kind, s, dtype)?,
             Source::Imagefolder(s) => load_imagefolder(s, dtype)?,
             Source::Tensors(s) => super::tensors::load(s, dtype)?,
+            Source::Text(s) => super::text::load_text(s)?,
+            Source::Tokens(s) => super::text::load_tokens(s)?,
         };
         if let Some(m) = cfg.subset() {
             if m > ds.len {
@@ -151,6 +153,7 @@ fn load_idx(kind: DatasetKind, cfg: &IdxData, dtype: Dtype) -> Result<Dataset> {
         augment: None,
         images: None,
         inputs: vec![],
+        vocab: vec![],
     })
 }
 
@@ -177,5 +180,6 @@ fn load_imagefolder(cfg: &ImageFolderData, dtype: Dtype) -> Result<Dataset> {
         augment: None,
         images: Some(Arc::new(images)),
         inputs: vec![],
+        vocab: vec![],
     })
 }

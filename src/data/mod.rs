@@ -15,6 +15,8 @@ pub mod imagefolder;
 mod load;
 // Any data set as a file of named tensors (for TorchScript models).
 pub mod tensors;
+// Text corpora and token files for language models.
+pub mod text;
 
 use crate::data::config::DatasetKind;
 use anyhow::Result;
@@ -34,6 +36,9 @@ pub enum Targets {
     Components(i64),
     /// Token sequences: sources x and targets y, int64 [N, len] in 0..vocab.
     Tokens { vocab: i64, len: i64 },
+    /// Language modelling: windows x of `len` tokens and their next tokens y
+    /// (x shifted by one), int64 [N, len] in 0..vocab.
+    NextTokens { vocab: i64, len: i64 },
     /// Named tensors passed to a TorchScript module as they are (`tensors`).
     Tensors,
 }
@@ -60,6 +65,9 @@ pub struct Dataset {
     /// `tensors`: every tensor of the file in the declared order, [N, …] each
     /// (`x` is the first); empty for the other data sets.
     pub inputs: Vec<(String, Tensor)>,
+    /// `text`: the vocabulary, token id → (word, occurrences in the training
+    /// text); written to the run directory as vocab.parquet. Empty otherwise.
+    pub vocab: Vec<(String, u64)>,
 }
 
 /// A minibatch: inputs and targets of the examples `indices`.

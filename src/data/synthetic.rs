@@ -48,6 +48,7 @@ pub fn halfspace(cfg: &HalfspaceData, seed: u64, dtype: Dtype) -> Dataset {
         augment: None,
         images: None,
         inputs: vec![],
+        vocab: vec![],
     }
 }
 
@@ -91,6 +92,7 @@ pub fn matrix_factorisation(cfg: &MatFactData, seed: u64, dtype: Dtype) -> Datas
         augment: None,
         images: None,
         inputs: vec![],
+        vocab: vec![],
     }
 }
 
@@ -111,6 +113,7 @@ pub fn components(cfg: &ComponentsData) -> Dataset {
         augment: None,
         images: None,
         inputs: vec![],
+        vocab: vec![],
     }
 }
 
@@ -148,5 +151,6 @@ pub fn translation(cfg: &TranslationData, seed: u64) -> Dataset {
         augment: None,
         images: None,
         inputs: vec![],
+        vocab: vec![],
     }
 }

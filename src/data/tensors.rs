@@ -200,5 +200,6 @@ pub fn load(cfg: &TensorsData, dtype: Dtype) -> Result<Dataset> {
         augment: None,
         images: None,
         inputs,
+        vocab: vec![],
     })
 }

@@ -116,6 +116,9 @@ model_kinds! {
     /// The user's own PyTorch model as a TorchScript module returning
     /// per-example losses (src/model/torchscript.rs).
     Torchscript = "torchscript" => TorchScriptConfig,
+    /// Word-level LSTM language model (embedding → LSTM → linear decoder),
+    /// laid out as torch.nn.LSTM (src/model/lstm.rs).
+    Lstm = "lstm" => LstmConfig,
 }
 
 /// The keys of `model:` besides the kind's own settings.
@@ -525,6 +528,53 @@ impl Settings for TransformerConfig {
             bail!("key `model.width` ({w}) must be even, at least 4 (sinusoidal positions) and a multiple of `model.heads` ({heads})");
         }
         check_dropout(dropout)
+    }
+}
+
+/// `model:` settings of the LSTM language model. Default: the preset
+/// `lstm-3layer` (models/lstm-3layer.yaml).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LstmConfig {
+    /// Embedding width (the LSTM's input size).
+    pub embed: i64,
+    /// Hidden width of every LSTM layer.
+    pub hidden: i64,
+    pub layers: i64,
+    /// Dropout on the embeddings, between LSTM layers and on the last
+    /// layer's output (training only).
+    pub dropout: f64,
+    /// The decoder's weight is the embedding matrix (needs embed = hidden).
+    pub tie_weights: bool,
+}
+
+impl Default for LstmConfig {
+    fn default() -> Self {
+        LstmConfig {
+            embed: 200,
+            hidden: 200,
+            layers: 3,
+            dropout: 0.2,
+            tie_weights: false,
+        }
+    }
+}
+
+impl Settings for LstmConfig {
+    fn check(&self, _what: &str) -> Result<()> {
+        let c = *self;
+        if c.embed < 1 || c.hidden < 1 || c.layers < 1 {
+            bail!("keys `model.embed`, `model.hidden` and `model.layers` must be at least 1");
+        }
+        crate::config::validate::at_most("model.layers", c.layers as u64, 64)?;
+        if c.tie_weights && c.embed != c.hidden {
+            bail!(
+                "key `model.tie_weights`: the decoder can share the embedding only when model.embed = model.hidden (got {} and {})",
+                c.embed,
+                c.hidden
+            );
+        }
+        check_dropout(c.dropout)
     }
 }
 

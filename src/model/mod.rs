@@ -26,6 +26,8 @@ pub mod vit;
 pub mod transformer;
 // The user's own model, as a TorchScript module.
 pub mod torchscript;
+// Language models.
+pub mod lstm;
 
 pub use net::{BatchNormPolicy, Mode, Net};
 
@@ -105,6 +107,9 @@ impl Model {
             }
             (Arch::Vit(s), Targets::Classes(c)) => {
                 Box::new(vit::Vit::new(&root, *s, &data.input_shape, c)?)
+            }
+            (Arch::Lstm(s), Targets::NextTokens { vocab, .. }) => {
+                Box::new(lstm::Lstm::new(&root, *s, vocab))
             }
             (Arch::Transformer(s), Targets::Tokens { vocab, .. }) => {
                 Box::new(transformer::Transformer::new(&root, *s, vocab)?)

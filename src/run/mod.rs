@@ -3,6 +3,7 @@
 //! ```text
 //! run.yaml                          resolved config, provenance, status, sessions
 //! data.parquet                      the examples: index → source row (+ synthetic data)
+//! vocab.parquet                     text data: token id → word and count
 //! steps.parquet                     one row per training step (after training ends)
 //! steps-parts/                      step rows while training runs (merged at the end)
 //! iterates/step=<k>/part-0.parquet  snapshot x^k, one per scheduled step and x^K
@@ -292,6 +293,10 @@ impl RunDir {
     }
     pub fn data_table(&self) -> PathBuf {
         self.root.join("data.parquet")
+    }
+    /// The vocabulary of a `text` data set.
+    pub fn vocab(&self) -> PathBuf {
+        self.root.join("vocab.parquet")
     }
     pub fn steps(&self) -> PathBuf {
         self.root.join("steps.parquet")

@@ -143,6 +143,12 @@ pub fn verify_run(dir: &RunDir) -> (Vec<Problem>, String) {
     } else {
         problem(&dir.data_table(), "data.parquet is missing".into(), retrain);
     }
+    if dir.vocab().is_file() {
+        checked += 1;
+        if let Err(e) = crate::store::checksum::verify_parquet_file(&dir.vocab()) {
+            problem(&dir.vocab(), format!("{e:#}"), retrain);
+        }
+    }
     if dir.cloud().is_file() {
         checked += 1;
         if let Err(e) = crate::store::checksum::verify_parquet_file(&dir.cloud()) {

@@ -313,6 +313,28 @@ pub fn write_data_table(
     write_batch(path, &batch, &m)
 }
 
+pub const VOCAB_FORMAT: &str = "abcond.vocab/1";
+
+/// Writes `vocab.parquet` of a `text` data set: `id` (the token id the
+/// model sees), `token` (the word) and `count` (its occurrences in the
+/// training text; `<unk>` counts the words it stands for).
+pub fn write_vocab(path: &Path, vocab: &[(String, u64)]) -> Result<()> {
+    let fields = vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("token", DataType::Utf8, false),
+        Field::new("count", DataType::Int64, false),
+    ];
+    let columns: Vec<ArrayRef> = vec![
+        i64s(0..vocab.len() as i64),
+        Arc::new(StringArray::from_iter_values(
+            vocab.iter().map(|(w, _)| w.as_str()),
+        )),
+        i64s(vocab.iter().map(|(_, c)| *c as i64)),
+    ];
+    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
+    write_batch(path, &batch, &[("abcond.format", VOCAB_FORMAT.to_string())])
+}
+
 pub const CLOUD_FORMAT: &str = "abcond.cloud/1";
 
 /// Writes `cloud.parquet`: the probe's point cloud, `point` (the `step` of its

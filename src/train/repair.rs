@@ -161,7 +161,11 @@ pub fn survey(dir: &RunDir, m: &Manifest, schedule: &BTreeSet<u64>) -> Losses {
         });
         l.checkpoint = ok.is_err();
     }
-    l.data_table = crate::store::checksum::verify_parquet_file(&dir.data_table()).is_err();
+    // The vocabulary of a `text` data set is written with data.parquet.
+    let vocab_lost = matches!(m.config.data.kind(), crate::config::DatasetKind::Text)
+        && crate::store::checksum::verify_parquet_file(&dir.vocab()).is_err();
+    l.data_table =
+        vocab_lost || crate::store::checksum::verify_parquet_file(&dir.data_table()).is_err();
     l
 }
 

@@ -126,11 +126,16 @@ pub fn write_data_table(dir: &RunDir, data: &Dataset) -> Result<()> {
         crate::data::Targets::MatrixEntries { .. } => {
             (None, Some(Vec::<f64>::try_from(y.to_kind(Kind::Double))?))
         }
-        crate::data::Targets::Tokens { .. } | crate::data::Targets::Tensors => (None, None),
+        crate::data::Targets::Tokens { .. }
+        | crate::data::Targets::NextTokens { .. }
+        | crate::data::Targets::Tensors => (None, None),
     };
     let mut meta = vec![("abcond.dataset", data.kind.name().to_string())];
     if let Some(d) = &data.source_dir {
         meta.push(("abcond.source_dir", d.display().to_string()));
+    }
+    if !data.vocab.is_empty() {
+        tables::write_vocab(&dir.vocab(), &data.vocab)?;
     }
     tables::write_data_table(
         &dir.data_table(),
