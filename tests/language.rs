@@ -351,3 +351,46 @@ fn the_fortunes_config_runs_on_real_text() {
     let text = run_python("check_lstm.py", &[run.to_str().unwrap()]);
     assert!(text.contains("rows agree"), "{text}");
 }
+
+/// configs/paper/lstm-ptb.yaml (the paper's Figure 1 setting) on a PTB-format
+/// fixture at tiny settings: trained with normalised SGD, probed, analysed;
+/// report.md says at which steps Aiming fails (cos < 0) or that it holds.
+#[test]
+fn the_paper_lstm_config_runs_on_ptb_files() {
+    let dir = scratch("language-paper");
+    let corpus = write_corpus(&dir.join("ptb"));
+    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/paper/lstm-ptb.yaml");
+    let path = format!("data.path={}", corpus.display());
+    ok(&abcond(
+        &dir,
+        &[
+            "-q",
+            "--out",
+            "out",
+            "run",
+            cfg.to_str().unwrap(),
+            "--set",
+            &path,
+            "--set",
+            "model.embed=8",
+            "--set",
+            "model.hidden=8",
+            "--set",
+            "train.epochs=2",
+            "--set",
+            "snapshots.every=null",
+            "--set",
+            "snapshots.log_spaced=8",
+            "--set",
+            "probe.full_subset=32",
+        ],
+    ));
+    let run = run_dir(&dir.join("out"), "lstm-ptb");
+    let report = std::fs::read_to_string(run.join("analysis/report.md")).unwrap();
+    assert!(
+        report.contains("probed steps") && report.contains("Aiming"),
+        "{report}"
+    );
+    let text = run_python("check_lstm.py", &[run.to_str().unwrap()]);
+    assert!(text.contains("rows agree"), "{text}");
+}

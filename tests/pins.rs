@@ -124,6 +124,7 @@ fn run_ids_and_resolved_configs() {
         ("resnet50", "{dataset: imagefolder, path: /data/imagenet}"),
         ("vit-s16", "{dataset: imagefolder, path: /data/imagenet}"),
         ("transformer-wmt", "{dataset: synthetic-translation}"),
+        ("lstm-3layer", "{dataset: text, path: /data/ptb}"),
     ];
     let listed: Vec<String> = std::fs::read_dir(root().join("models"))
         .unwrap()

@@ -351,6 +351,8 @@ pub struct Lines {
     pub log_y: bool,
     /// Horizontal reference line (value, label).
     pub hline: Option<(f64, String)>,
+    /// Points to flag (label, points), drawn as red crosses over the lines.
+    pub marks: Option<(String, Vec<(f64, f64)>)>,
 }
 
 impl Figure for Lines {
@@ -431,6 +433,19 @@ impl Figure for Lines {
                             .map_err(err)?;
                     }
                 }
+                if let Some((label, points)) = self.marks.as_ref().filter(|m| !m.1.is_empty()) {
+                    let red = RGBColor(200, 0, 0);
+                    chart
+                        .draw_series(
+                            points
+                                .iter()
+                                .filter(|(x, y)| x.is_finite() && y.is_finite())
+                                .map(|p| Cross::new(*p, 6, red.stroke_width(2))),
+                        )
+                        .map_err(err)?
+                        .label(label.clone())
+                        .legend(move |(x, y)| Cross::new((x + 9, y), 5, red.stroke_width(2)));
+                }
                 if self.series.len() > 1 || self.hline.is_some() {
                     chart
                         .configure_series_labels()
@@ -490,6 +505,7 @@ pub fn pl_figure(title: &str, runs: &[(String, Vec<PlRow>)], deltas: &[f64]) -> 
         series,
         log_y: false,
         hline: None,
+        marks: None,
     }
 }
 
@@ -511,5 +527,12 @@ pub fn aiming_figure(title: &str, runs: &[(String, Vec<AimingRow>)]) -> Lines {
             .collect(),
         log_y: false,
         hline: Some((90.0, "90° (Aiming fails above)".into())),
+        marks: Some((
+            "cos < 0: ∇f(x^k) points away from x^k − x^K".into(),
+            runs.iter()
+                .flat_map(|(_, rows)| rows.iter().filter(|r| r.cos < 0.0))
+                .map(|r| (r.step as f64, r.angle_deg))
+                .collect(),
+        )),
     }
 }

@@ -28,6 +28,39 @@ fn loss_curve(steps: &[crate::store::tables::StepRow]) -> Vec<(f64, f64)> {
         .collect()
 }
 
+/// The steps where Aiming fails (cos < 0: the gradient points away from
+/// x^k − x^K, the angle exceeds 90°), per run, under the Aiming figure.
+fn aiming_excursions(runs: &[(String, Vec<crate::analysis::conditions::AimingRow>)]) -> String {
+    let mut md = String::new();
+    for (run, rows) in runs {
+        let bad: Vec<String> = rows
+            .iter()
+            .filter(|r| r.cos < 0.0)
+            .map(|r| format!("{} ({:.1}°)", r.step, r.angle_deg))
+            .collect();
+        let tag = if runs.len() > 1 {
+            format!(" ({run})")
+        } else {
+            String::new()
+        };
+        if bad.is_empty() {
+            md.push_str(&format!(
+                "Aiming holds at all {} probed steps{tag}: the angle stays below 90°.\n\n",
+                rows.len()
+            ));
+        } else {
+            let shown = bad.iter().take(20).cloned().collect::<Vec<_>>().join(", ");
+            md.push_str(&format!(
+                "**Aiming fails at {} of {} probed steps{tag}** (cos < 0, marked × in the figure): steps {shown}{}.\n\n",
+                bad.len(),
+                rows.len(),
+                if bad.len() > 20 { ", …" } else { "" }
+            ));
+        }
+    }
+    md
+}
+
 fn loss_figure(a: &Analysis, g: &GroupResult) -> Lines {
     let mut series = Vec::new();
     for &ri in &g.group.runs {
@@ -62,6 +95,7 @@ fn loss_figure(a: &Analysis, g: &GroupResult) -> Lines {
         series,
         log_y: positive,
         hline: None,
+        marks: None,
     }
 }
 
@@ -126,6 +160,7 @@ fn trends_figure(a: &Analysis) -> Lines {
         ],
         log_y: true,
         hline: None,
+        marks: None,
     }
 }
 
@@ -257,6 +292,7 @@ pub fn figures_and_report(a: &Analysis, summary: &Summary) -> Result<Vec<PathBuf
                 &stem,
             )?);
             img(&mut md, &stem, "Aiming angle");
+            md.push_str(&aiming_excursions(&aim_runs));
         }
         let fig = loss_figure(a, g);
         if !fig.series.is_empty() {
