@@ -43,6 +43,11 @@
 #      (the Logger writes snapshots of CUDA tensors and sums the gradient norm on
 #      the GPU), probed with --set device=cuda, every row recomputed on the CPU
 #      (rel. err ≤ 1e-4) and `abcond verify` of the run;
+#  14. the LSTM language model on CUDA (cuDNN's fused LSTM under abcond's
+#      determinism settings): configs/lstm-fortunes.yaml at 300 steps trained and
+#      probed with device=cuda, every row recomputed with torch.nn.LSTM on the CPU
+#      by tests/check_lstm.py (rel. err ≤ 1e-4), and a second training run
+#      compared bit for bit (determinism of the cuDNN path);
 #   8. ResNet9 and ResNet18 (f64, crop-flip, BatchNorm) trained and probed on CUDA
 #      against PyTorch on the CPU (tests/parity.py, 3 replayed steps, rel. err ≤ 1e-9),
 #      and 300-step timings of the paper configs (random CIFAR-format data) for
@@ -242,5 +247,17 @@ PYTHONPATH="python:examples:tests${PYTHONPATH:+:$PYTHONPATH}" "$py" examples/own
 "$bin" verify "$work/loop/results/own-model-loop/seed0"
 PYTHONPATH="python:tests${PYTHONPATH:+:$PYTHONPATH}" "$py" tests/check_torchscript.py \
     "$work/loop/results/own-model-loop/seed0" --tol 1e-4
+fi
+if want 14; then
+log "14. LSTM on cuda: configs/lstm-fortunes.yaml (300 steps), rows vs torch.nn.LSTM on the CPU, two runs bit for bit"
+for out in lstm-a lstm-b; do
+    "$bin" --out "$work/$out" run configs/lstm-fortunes.yaml --set device=cuda --set train.steps=300 \
+        --set snapshots.every=null --set snapshots.log_spaced=10 --set probe.full_subset=256 >/dev/null
+done
+run_a=$(ls -d "$work"/lstm-a/lstm-fortunes/*/ | head -1)
+run_b=$(ls -d "$work"/lstm-b/lstm-fortunes/*/ | head -1)
+PYTHONPATH="python:tests${PYTHONPATH:+:$PYTHONPATH}" "$py" tests/check_lstm.py "$run_a" --tol 1e-4
+cmp "$run_a/iterates/step=300/part-0.parquet" "$run_b/iterates/step=300/part-0.parquet" \
+    || { log "14. FAILED: two CUDA runs of the LSTM differ"; exit 1; }
 fi
 log "all GPU checks passed"

@@ -394,3 +394,98 @@ fn the_paper_lstm_config_runs_on_ptb_files() {
     let text = run_python("check_lstm.py", &[run.to_str().unwrap()]);
     assert!(text.contains("rows agree"), "{text}");
 }
+
+/// The GPT-NeoX decoder (`model.kind: gpt-neox`) at a tiny size on a token
+/// file, against transformers' GPTNeoXForCausalLM loading the same
+/// snapshots: every landscape row (f32 ≤ 1e-5, f64 ≤ 1e-10) and a
+/// torch.optim replay of the first steps (tests/check_gptneox.py).
+#[test]
+fn gpt_neox_agrees_with_transformers() {
+    let dir = scratch("language-gptneox");
+    py(
+        "import sys, numpy as np\nnp.save(sys.argv[1] + '/ids.npy', np.random.default_rng(0).integers(0, 97, 3000).astype(np.int32))",
+        &[dir.to_str().unwrap()],
+    );
+    for (name, extra, optim) in [
+        ("f32", "", "{name: sgd, lr: 0.5, momentum: 0.9}"),
+        (
+            "f64",
+            ", dtype: f64, parallel_residual: false",
+            "{name: adamw, lr: 0.01}",
+        ),
+    ] {
+        write_config(
+            &dir,
+            &format!("{name}.yaml"),
+            &format!(
+                "experiment: {name}\nseed: 1\ndevice: cpu\nmodel: {{kind: gpt-neox, width: 32, depth: 2, heads: 4, mlp_dim: 64, rotary_pct: 0.5{extra}}}\ndata: {{dataset: tokens, path: ids.npy, seq_len: 16, vocab: 97}}\ntrain: {{batch_size: 8, steps: 20}}\noptim: {optim}\nsnapshots: {{every: 5, at: [1, 2, 3]}}\nprobe: {{extra_batches: 1, full: true, full_subset: 16}}\nanalysis: {{plots: false}}\n"
+            ),
+        );
+        ok(&abcond(
+            &dir,
+            &["-q", "--out", "out", "run", &format!("{name}.yaml")],
+        ));
+        let run = run_dir(&dir.join("out"), name);
+        let text = run_python("check_gptneox.py", &[run.to_str().unwrap()]);
+        assert!(
+            text.contains("rows agree with transformers") && text.contains("replayed 3 steps"),
+            "{name}: {text}"
+        );
+    }
+}
+
+/// The Pythia presets have transformers' parameter names, shapes and counts
+/// (70,426,624 and 162,322,944 with the 50,304-token vocabulary).
+#[test]
+fn pythia_presets_match_transformers() {
+    let reference = run_python("check_gptneox.py", &["--counts"]);
+    for (preset, count) in [("pythia-70m", 70_426_624i64), ("pythia-160m", 162_322_944)] {
+        let cfg = abcond::config::from_yaml_text(
+            &format!("experiment: p\nmodel: {{preset: {preset}}}\ndata: {{dataset: tokens, path: /nonexistent.bin, vocab: 50304, seq_len: 4}}\ntrain: {{batch_size: 1, steps: 1}}\noptim: {{name: sgd, lr: 0.1}}\n"),
+            "pythia test",
+            Path::new("."),
+            &[],
+        )
+        .unwrap();
+        let data = abcond::data::Dataset {
+            kind: abcond::config::DatasetKind::Tokens,
+            x: tch::Tensor::zeros([1, 4], (tch::Kind::Int64, tch::Device::Cpu)),
+            y: tch::Tensor::zeros([1, 4], (tch::Kind::Int64, tch::Device::Cpu)),
+            len: 1,
+            input_shape: vec![4],
+            targets: abcond::data::Targets::NextTokens {
+                vocab: 50304,
+                len: 4,
+            },
+            source_index: vec![0],
+            source_dir: None,
+            augment: None,
+            images: None,
+            inputs: vec![],
+            vocab: vec![],
+        };
+        let model = abcond::model::Model::build(&cfg.model, &data, tch::Device::Cpu, 0).unwrap();
+        assert_eq!(model.num_params(), count, "{preset}");
+        let mut theirs = std::collections::BTreeMap::new();
+        for line in reference.lines() {
+            let cols: Vec<&str> = line.split('\t').collect();
+            if cols.len() == 3 && cols[0] == preset {
+                theirs.insert(cols[1].to_string(), cols[2].to_string());
+            }
+        }
+        assert_eq!(
+            theirs.remove("parameters"),
+            Some(count.to_string()),
+            "{preset}: transformers' count"
+        );
+        let mine: std::collections::BTreeMap<String, String> = model
+            .tensors()
+            .into_iter()
+            .map(|t| {
+                let dims: Vec<String> = t.tensor.size().iter().map(i64::to_string).collect();
+                (t.name, dims.join(","))
+            })
+            .collect();
+        assert_eq!(mine, theirs, "{preset}: names and shapes");
+    }
+}

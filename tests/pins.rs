@@ -125,6 +125,14 @@ fn run_ids_and_resolved_configs() {
         ("vit-s16", "{dataset: imagefolder, path: /data/imagenet}"),
         ("transformer-wmt", "{dataset: synthetic-translation}"),
         ("lstm-3layer", "{dataset: text, path: /data/ptb}"),
+        (
+            "pythia-70m",
+            "{dataset: tokens, path: /data/pile.bin, vocab: 50304}",
+        ),
+        (
+            "pythia-160m",
+            "{dataset: tokens, path: /data/pile.bin, vocab: 50304}",
+        ),
     ];
     let listed: Vec<String> = std::fs::read_dir(root().join("models"))
         .unwrap()

@@ -407,10 +407,11 @@ impl Config {
                     ds.name()
                 );
             }
-            (ModelKind::Lstm, DatasetKind::Text | DatasetKind::Tokens) => {}
-            (ModelKind::Lstm, ds) | (_, ds @ (DatasetKind::Text | DatasetKind::Tokens)) => {
+            (ModelKind::Lstm | ModelKind::GptNeox, DatasetKind::Text | DatasetKind::Tokens) => {}
+            (ModelKind::Lstm | ModelKind::GptNeox, ds)
+            | (_, ds @ (DatasetKind::Text | DatasetKind::Tokens)) => {
                 bail!(
-                    "model kind `{}` cannot be trained on dataset `{}`: language-model data (text, tokens) goes with a language model (lstm) or a TorchScript module",
+                    "model kind `{}` cannot be trained on dataset `{}`: language-model data (text, tokens) goes with a language model (lstm, gpt-neox) or a TorchScript module",
                     self.model.kind().name(),
                     ds.name()
                 );

@@ -119,6 +119,8 @@ model_kinds! {
     /// Word-level LSTM language model (embedding → LSTM → linear decoder),
     /// laid out as torch.nn.LSTM (src/model/lstm.rs).
     Lstm = "lstm" => LstmConfig,
+    /// Decoder-only Transformer as in Pythia (GPT-NeoX; src/model/gpt_neox.rs).
+    GptNeox = "gpt-neox" => GptNeoxConfig,
 }
 
 /// The keys of `model:` besides the kind's own settings.
@@ -528,6 +530,80 @@ impl Settings for TransformerConfig {
             bail!("key `model.width` ({w}) must be even, at least 4 (sinusoidal positions) and a multiple of `model.heads` ({heads})");
         }
         check_dropout(dropout)
+    }
+}
+
+/// `model:` settings of the GPT-NeoX decoder. Default: Pythia-70M's
+/// architecture (models/pythia-70m.yaml).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GptNeoxConfig {
+    /// hidden_size.
+    pub width: i64,
+    /// num_hidden_layers.
+    pub depth: i64,
+    /// num_attention_heads.
+    pub heads: i64,
+    /// intermediate_size of the MLP.
+    pub mlp_dim: i64,
+    /// Fraction of each head's dimensions that rotary embeddings rotate.
+    pub rotary_pct: f64,
+    /// Base of the rotary frequencies.
+    pub rotary_base: f64,
+    /// x + attn(ln1(x)) + mlp(ln2(x)) (Pythia) instead of sequential blocks.
+    pub parallel_residual: bool,
+    /// Standard deviation of the initial weights.
+    pub init_std: f64,
+}
+
+impl Default for GptNeoxConfig {
+    fn default() -> Self {
+        GptNeoxConfig {
+            width: 512,
+            depth: 6,
+            heads: 8,
+            mlp_dim: 2048,
+            rotary_pct: 0.25,
+            rotary_base: 10000.0,
+            parallel_residual: true,
+            init_std: 0.02,
+        }
+    }
+}
+
+impl GptNeoxConfig {
+    /// Dimensions of each head that are rotated: int(head_dim · rotary_pct).
+    pub fn rotary_dims(&self) -> i64 {
+        ((self.width / self.heads) as f64 * self.rotary_pct) as i64
+    }
+}
+
+impl Settings for GptNeoxConfig {
+    fn check(&self, _what: &str) -> Result<()> {
+        let c = *self;
+        if c.width < 1 || c.depth < 1 || c.heads < 1 || c.mlp_dim < 1 {
+            bail!("keys `model.width`, `model.depth`, `model.heads` and `model.mlp_dim` must be at least 1");
+        }
+        if c.width % c.heads != 0 {
+            bail!(
+                "key `model.width` ({}) must be a multiple of `model.heads` ({})",
+                c.width,
+                c.heads
+            );
+        }
+        if !(c.rotary_pct > 0.0 && c.rotary_pct <= 1.0)
+            || c.rotary_dims() < 2
+            || c.rotary_dims() % 2 != 0
+        {
+            bail!(
+                "key `model.rotary_pct` ({}) must be in (0, 1] and rotate an even number ≥ 2 of each head's {} dimensions",
+                c.rotary_pct,
+                c.width / c.heads
+            );
+        }
+        positive("model.rotary_base", c.rotary_base)?;
+        positive("model.init_std", c.init_std)?;
+        Ok(())
     }
 }
 

@@ -27,6 +27,7 @@ pub mod transformer;
 // The user's own model, as a TorchScript module.
 pub mod torchscript;
 // Language models.
+pub mod gpt_neox;
 pub mod lstm;
 
 pub use net::{BatchNormPolicy, Mode, Net};
@@ -110,6 +111,9 @@ impl Model {
             }
             (Arch::Lstm(s), Targets::NextTokens { vocab, .. }) => {
                 Box::new(lstm::Lstm::new(&root, *s, vocab))
+            }
+            (Arch::GptNeox(s), Targets::NextTokens { vocab, .. }) => {
+                Box::new(gpt_neox::GptNeox::new(&root, *s, vocab))
             }
             (Arch::Transformer(s), Targets::Tokens { vocab, .. }) => {
                 Box::new(transformer::Transformer::new(&root, *s, vocab)?)
