@@ -306,3 +306,48 @@ pub fn figures_and_report(a: &Analysis, summary: &Summary) -> Result<Vec<PathBuf
     written.push(p);
     Ok(written)
 }
+
+#[cfg(test)]
+mod aiming_text_tests {
+    use super::aiming_excursions;
+    use crate::analysis::conditions::AimingRow;
+
+    fn row(step: i64, cos: f64) -> AimingRow {
+        AimingRow {
+            step,
+            loss: 1.0,
+            loss_ref: 0.5,
+            inner: cos,
+            grad_norm: 1.0,
+            dist: 1.0,
+            cos,
+            angle_deg: cos.acos().to_degrees(),
+            aiming_coef: cos,
+            gap: 0.5,
+            qcvx_ratio: None,
+        }
+    }
+
+    /// The steps with cos < 0 are listed with their angles; a run without
+    /// any says that Aiming holds.
+    #[test]
+    fn failing_steps_are_listed() {
+        let runs = vec![
+            (
+                "a".to_string(),
+                vec![row(0, 0.5), row(3, -0.1), row(9, 0.2)],
+            ),
+            ("b".to_string(), vec![row(0, 0.5)]),
+        ];
+        let md = aiming_excursions(&runs);
+        assert!(
+            md.contains("**Aiming fails at 1 of 3 probed steps (a)**")
+                && md.contains("steps 3 (95.7°)"),
+            "{md}"
+        );
+        assert!(
+            md.contains("Aiming holds at all 1 probed steps (b)"),
+            "{md}"
+        );
+    }
+}
