@@ -48,6 +48,9 @@
 #      probed with device=cuda, every row recomputed with torch.nn.LSTM on the CPU
 #      by tests/check_lstm.py (rel. err ≤ 1e-4), and a second training run
 #      compared bit for bit (determinism of the cuDNN path);
+#  15. Pythia-70M (models/pythia-70m.yaml) on CUDA: 200 steps on random token ids
+#      (vocab 50,304, windows of 256) twice, x^K compared bit for bit, and the
+#      step time for the GPU-time estimates of the decoders;
 #   8. ResNet9 and ResNet18 (f64, crop-flip, BatchNorm) trained and probed on CUDA
 #      against PyTorch on the CPU (tests/parity.py, 3 replayed steps, rel. err ≤ 1e-9),
 #      and 300-step timings of the paper configs (random CIFAR-format data) for
@@ -259,5 +262,24 @@ run_b=$(ls -d "$work"/lstm-b/lstm-fortunes/*/ | head -1)
 PYTHONPATH="python:tests${PYTHONPATH:+:$PYTHONPATH}" "$py" tests/check_lstm.py "$run_a" --tol 1e-4
 cmp "$run_a/iterates/step=300/part-0.parquet" "$run_b/iterates/step=300/part-0.parquet" \
     || { log "14. FAILED: two CUDA runs of the LSTM differ"; exit 1; }
+fi
+if want 15; then
+log "15. pythia-70m on cuda: 200 steps twice (bit for bit) and the step time"
+"$py" -c "import numpy as np; np.random.default_rng(0).integers(0, 50304, 2_000_000).astype(np.uint16).tofile('$work/pile.bin')"
+cat > "$work/pythia.yaml" <<EOC
+experiment: pythia-gpu
+seed: 0
+device: cuda
+model: {preset: pythia-70m}
+data: {dataset: tokens, path: $work/pile.bin, seq_len: 256, vocab: 50304}
+train: {batch_size: 32, steps: 200}
+optim: {name: adamw, lr: 0.0006}
+snapshots: {log_spaced: 4}
+EOC
+for out in py-a py-b; do "$bin" -q --out "$work/$out" train "$work/pythia.yaml"; done
+a=$(ls -d "$work"/py-a/pythia-gpu/*/ | head -1); b=$(ls -d "$work"/py-b/pythia-gpu/*/ | head -1)
+cmp "$a/iterates/step=200/part-0.parquet" "$b/iterates/step=200/part-0.parquet" \
+    || { log "15. FAILED: two CUDA runs of pythia-70m differ"; exit 1; }
+"$bin" inspect "$a" | grep -i "step\|timing" | head -5
 fi
 log "all GPU checks passed"
