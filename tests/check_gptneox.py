@@ -22,9 +22,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import abcond  # noqa: E402
-from abcond_ref.compare import rel_err  # noqa: E402
-from abcond_ref.optim import TORCH_OPTIM, torch_optimizer, torch_scheduler  # noqa: E402
-from abcond_ref.text import text_data, token_data  # noqa: E402
+from abcond_ref.landscape import Failures, recompute_rows, replay  # noqa: E402
+from abcond_ref.text import lm_data  # noqa: E402
 
 PYTHIA = {"pythia-70m": (512, 6, 8, 2048), "pythia-160m": (768, 12, 12, 3072)}
 
@@ -81,11 +80,7 @@ def main():
     dtype = torch.float64 if cfg["model"]["dtype"] == "f64" else torch.float32
     tol = args.tol if args.tol is not None else (1e-10 if dtype == torch.float64 else 1e-5)
     K = manifest["training"]["total_steps"]
-    if cfg["data"]["dataset"] == "text":
-        x, y, vocab = text_data(cfg["data"])
-        V = len(vocab)
-    else:
-        x, y, V = token_data(cfg["data"])
+    x, y, V, _ = lm_data(cfg["data"])
 
     def model():
         m = GPTNeoXForCausalLM(hf_config(cfg["model"], V)).to(dtype)
@@ -101,72 +96,16 @@ def main():
         nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), y[idx], reduction="none")
         return nll.mean(1)
 
-    failures, worst = [], {}
+    failures = Failures()
     net, ref = model(), model()
     load(ref, K)
-    xK = [p.detach().clone() for p in ref.parameters()]
     land = abcond.read_table(os.path.join(args.run_dir, "landscape.parquet")).to_pylist()
     steps = abcond.read_table(os.path.join(args.run_dir, "steps.parquet")).to_pylist()
-    current = None
-    for r in land:
-        k = r["step"]
-        if current != k:
-            load(net, k)
-            current = k
-        idx = torch.as_tensor(r["batch_indices"] if r["batch_indices"] is not None else list(range(x.shape[0])))
-        net.zero_grad()
-        per = per_example(net, idx)
-        (per.sum() / len(idx)).backward()
-        loss_k = per.double().sum().item() / len(idx)
-        g = torch.cat([p.grad.reshape(-1) for p in net.parameters()]).double()
-        with torch.no_grad():
-            loss_ref = per_example(ref, idx).double().sum().item() / len(idx)
-        d = torch.cat([(p.detach() - q).reshape(-1) for p, q in zip(net.parameters(), xK)]).double()
-        inner, gn, dist = torch.dot(g, d).item(), g.norm().item(), d.norm().item()
-        got = {"loss_k": loss_k, "loss_ref": loss_ref, "inner": inner, "grad_norm": gn, "dist": dist}
-        if dist > 0:
-            got["cos"] = inner / (gn * dist)
-        for what, v in got.items():
-            e = rel_err(r[what], v, gn * dist if what == "inner" else 0.0)
-            if e > worst.get(what, (-1,))[0]:
-                worst[what] = (e, f"step={k} probe={r['probe']}")
-            if not e <= tol:
-                failures.append(f"{what} at step={k} probe={r['probe']}: abcond {r[what]!r} vs transformers {v!r} (rel err {e:.3e})")
-    snaps = sorted(int(e.split("=")[1]) for e in os.listdir(os.path.join(args.run_dir, "iterates")))
-    m = 0
-    if cfg["optim"]["name"] in TORCH_OPTIM:
-        while m + 1 in snaps and m + 1 <= K:
-            m += 1
-    replay = model()
-    load(replay, 0)
-    replay.train()
+    recompute_rows(land, net, ref, load, per_example, x.shape[0], tol, failures, reference="transformers")
     replay_tol = 1e-10 if dtype == torch.float64 else 1e-4
-    if m:
-        opt = torch_optimizer(replay.parameters(), cfg["optim"])
-        sched = torch_scheduler(opt, cfg["schedule"], cfg["optim"]["lr"], K)
-    for k in range(m):
-        idx = torch.as_tensor(steps[k]["batch_indices"])
-        opt.zero_grad()
-        loss = per_example(replay, idx).mean()
-        if not rel_err(steps[k]["loss"], loss.item()) <= replay_tol:
-            failures.append(f"replay loss at step {k}: abcond {steps[k]['loss']!r} vs torch.optim {loss.item()!r}")
-        loss.backward()
-        opt.step()
-        if sched is not None:
-            sched.step()
-        nxt = abcond.load_iterate(args.run_dir, k + 1)
-        for name, p in replay.named_parameters():
-            err = (p.detach().double() - nxt[name].double()).abs().max().item()
-            scale = max(nxt[name].double().abs().max().item(), 1.0)
-            if not err / scale <= replay_tol:
-                failures.append(f"x^{k + 1} {name} vs torch.optim replay: rel err {err / scale:.2e}")
+    m = replay(args.run_dir, cfg, K, model().train(), load, per_example, steps, lambda mod: list(mod.named_parameters()), replay_tol, failures)
     print(f"replayed {m} steps with torch.optim (tolerance {replay_tol:g})")
-    for what, (e, where) in sorted(worst.items()):
-        print(f"{what:10s} worst rel err {e:.2e} at {where}")
-    if failures:
-        print("\n".join(failures[:20]))
-        sys.exit(1)
-    print(f"ok: {len(land)} rows agree with transformers' GPTNeoXForCausalLM (tol {tol:g})")
+    failures.finish(f"ok: {len(land)} rows agree with transformers' GPTNeoXForCausalLM (tol {tol:g})")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ usage: check_torchscript.py RUN_DIR [--tol T]      exit status 1 on any disagree
 """
 
 import argparse
+import contextlib
 import json
 import os
 import struct
@@ -25,8 +26,7 @@ import torch
 import abcond
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from abcond_ref.compare import rel_err  # noqa: E402
-from abcond_ref.optim import TORCH_OPTIM, torch_optimizer, torch_scheduler  # noqa: E402
+from abcond_ref.landscape import Failures, recompute_rows, replay  # noqa: E402
 from abcond_ref.runs import Run, read_snapshot  # noqa: E402
 
 NP = {"F32": np.float32, "F64": np.float64, "I64": np.int64, "I32": np.int32, "U8": np.uint8}
@@ -101,97 +101,47 @@ def main():
     policy = land_table.schema.metadata[b"abcond.batchnorm"].decode()
     steps = abcond.read_table(os.path.join(args.run_dir, "steps.parquet")).to_pylist()
     load(ref, K)
-    xK = [p.detach().clone() for p in ref.parameters()]
     train_mode = batchnorm and policy == "batch-stats"
 
     def per_example(m, idx):
         m.train(train_mode)
         return m(*[t[idx] for t in data])
 
-    def saved(m):
-        return [b.clone() for b in m.abcond_buffers()]
-
-    def restore(m, bufs):
-        """After the backward pass (autograd saved the running statistics)."""
+    @contextlib.contextmanager
+    def keep(m):
+        """Restores the buffers after the pass (and its backward: autograd
+        saved the running statistics)."""
+        saved = [b.clone() for b in m.abcond_buffers()]
+        yield
         with torch.no_grad():
-            for b, s in zip(m.abcond_buffers(), bufs):
-                b.copy_(s)
+            for b, v in zip(m.abcond_buffers(), saved):
+                b.copy_(v)
 
-    failures, worst, current = [], {}, None
-    n = data[0].shape[0]
-    for r in land_table.to_pylist():
-        k = r["step"]
-        if current != k:
-            load(model, k)
-            current = k
-        where = f"step={k} probe={r['probe']}"
-        idx = torch.as_tensor(r["batch_indices"] if r["batch_indices"] is not None else list(range(n)), dtype=torch.long)
-        model.zero_grad()
-        before = saved(model)
-        per = per_example(model, idx)
-        (per.sum() / len(idx)).backward()
-        restore(model, before)
-        loss_k = per.double().sum().item() / len(idx)
-        g = torch.cat([p.grad.reshape(-1) for p in model.parameters()]).double()
-        before = saved(ref)
-        with torch.no_grad():
-            loss_ref = per_example(ref, idx).double().sum().item() / len(idx)
-        restore(ref, before)
-        d = torch.cat([(p.detach() - q).reshape(-1) for p, q in zip(model.parameters(), xK)]).double()
-        inner, gn, dist = torch.dot(g, d).item(), g.norm().item(), d.norm().item()
-        got = {"loss_k": loss_k, "loss_ref": loss_ref, "inner": inner, "grad_norm": gn, "dist": dist}
-        if dist > 0:
-            got["cos"] = inner / (gn * dist)
-        for what, theirs in got.items():
-            floor = gn * dist if what == "inner" else 0.0
-            e = rel_err(r[what], theirs, floor)
-            if e > worst.get(what, (-1,))[0]:
-                worst[what] = (e, where)
-            if not e <= tol:
-                failures.append(f"{what} at {where}: abcond {r[what]!r} vs PyTorch {theirs!r} (rel err {e:.3e})")
-        if r["probe"] == "train" and (policy == "batch-stats" or not batchnorm):
-            e = rel_err(steps[k]["loss"], r["loss_k"])
-            if not e <= tol:
-                failures.append(f"steps.loss at {k}: {steps[k]['loss']!r} vs probe loss_k {r['loss_k']!r}")
+    failures = Failures()
+    land = land_table.to_pylist()
+    recompute_rows(land, model, ref, load, per_example, data[0].shape[0], tol, failures, keep)
+    if policy == "batch-stats" or not batchnorm:
+        for r in land:
+            if r["probe"] == "train":
+                failures.check("steps.loss", steps[r["step"]]["loss"], r["loss_k"], tol, f"step {r['step']}", reference="probe loss_k")
     # Replay the first steps with torch.optim from x^0 on the stored
-    # minibatches, as far as snapshots are consecutive (train mode: BatchNorm
-    # on batch statistics, running statistics updated, as abcond trains).
-    snaps = sorted(int(e.split("=")[1]) for e in os.listdir(os.path.join(args.run_dir, "iterates")))
-    m = 0
-    while m + 1 in snaps and m + 1 < K and cfg["optim"]["name"] in TORCH_OPTIM:
-        m += 1
-    replay = module()
-    load(replay, 0)
-    opt = torch_optimizer(replay.parameters(), cfg["optim"])
-    sched = torch_scheduler(opt, cfg["schedule"], cfg["optim"]["lr"], K)
+    # minibatches (train mode: BatchNorm on batch statistics, running
+    # statistics updated, as abcond trains); the buffers the snapshots hold
+    # are compared too.
+    stored = set(read_snapshot(args.run_dir, 0, dtype)[0])
+
+    def tensors(m):
+        bufs = zip((n[len(prefix):] for n in names), m.abcond_buffers())
+        return [(n[len(prefix):], p) for n, p in m.named_parameters()] + [(n, b) for n, b in bufs if n in stored]
+
+    def train_example(m, idx):
+        m.train(True)
+        return m(*[t[idx] for t in data])
+
     replay_tol = 1e-10 if dtype == torch.float64 else 1e-4
-    for k in range(m):
-        idx = torch.as_tensor(steps[k]["batch_indices"])
-        opt.zero_grad()
-        replay.train(True)
-        loss = replay(*[t[idx] for t in data]).mean()
-        e = rel_err(steps[k]["loss"], loss.item())
-        if not e <= replay_tol:
-            failures.append(f"replay loss at step {k}: abcond {steps[k]['loss']!r} vs torch.optim {loss.item()!r}")
-        loss.backward()
-        opt.step()
-        if sched is not None:
-            sched.step()
-        nxt, _ = read_snapshot(args.run_dir, k + 1, dtype)
-        bufs = dict(zip((n[len(prefix):] for n in names), replay.abcond_buffers()))
-        tensors = [(n[len(prefix):], p) for n, p in replay.named_parameters()] + [(n, b) for n, b in bufs.items() if n in nxt]
-        for name, p in tensors:
-            err = (p.detach().double() - nxt[name].double()).abs().max().item()
-            scale = max(nxt[name].double().abs().max().item(), 1.0)
-            if not err / scale <= replay_tol:
-                failures.append(f"x^{k + 1} {name} vs torch.optim replay: rel err {err / scale:.2e}")
+    m = replay(args.run_dir, cfg, K, module(), load, train_example, steps, tensors, replay_tol, failures)
     print(f"replayed {m} steps with torch.optim (tolerance {replay_tol:g})")
-    for what, (e, where) in sorted(worst.items()):
-        print(f"{what:10s} worst rel err {e:.2e} at {where}")
-    if failures:
-        print("\n".join(failures[:20]))
-        sys.exit(1)
-    print(f"ok: {land_table.num_rows} rows agree with PyTorch (tol {tol:g}, policy {policy}, train mode {train_mode})")
+    failures.finish(f"ok: {land_table.num_rows} rows agree with PyTorch (tol {tol:g}, policy {policy}, train mode {train_mode})")
 
 
 if __name__ == "__main__":

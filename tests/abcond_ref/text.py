@@ -96,6 +96,16 @@ def token_data(cfg):
     return x, y, cfg.get("vocab") or max(ids) + 1
 
 
+def lm_data(cfg):
+    """x, y, the vocabulary size and the vocabulary [(word, count)] (None for
+    a token file) of a language-model data config."""
+    if cfg["dataset"] == "text":
+        x, y, vocab = text_data(cfg)
+        return x, y, len(vocab), vocab
+    x, y, size = token_data(cfg)
+    return x, y, size, None
+
+
 class RNNModel(nn.Module):
     """pytorch/examples word_language_model RNNModel (LSTM), batch_first."""
 
