@@ -54,19 +54,9 @@ def _attr_path(name):
 
 
 def _atomic_write(path, write):
-    d = os.path.dirname(os.path.abspath(path)) or "."
-    # torch.jit.save wants a plain file name (not one starting with a dot).
-    fd, tmp = tempfile.mkstemp(prefix="abcond-tmp-", suffix=os.path.splitext(path)[1], dir=d)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from .store import atomic_write
+
+    atomic_write(path, write, visible=True)
 
 
 def export(model, loss_fn, example_batch, path, targets=1):

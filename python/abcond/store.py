@@ -40,13 +40,17 @@ def _fsync_dir(d):
         os.close(fd)
 
 
-def atomic_write(path, write, durable=True):
+def atomic_write(path, write, durable=True, visible=False):
     """Calls ``write(tmp_path)`` to make the file, then puts it in place of
     ``path`` atomically (with ``durable``: fsync of the file before the rename
-    and of the directory after it)."""
+    and of the directory after it). The temporary is hidden, unless
+    ``visible`` (torch.jit.save refuses a name starting with a dot); it keeps
+    the target's extension."""
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
-    tmp = os.path.join(d, f"{TMP_PREFIX}{os.path.basename(path)}.{os.getpid()}.{next(_counter)}")
+    base = os.path.basename(path)
+    stem = f"abcond-tmp-{os.getpid()}-{next(_counter)}" if visible else f"{TMP_PREFIX}{base}.{os.getpid()}.{next(_counter)}"
+    tmp = os.path.join(d, stem + (os.path.splitext(base)[1] if visible else ""))
     try:
         write(tmp)
         if durable:

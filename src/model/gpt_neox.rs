@@ -24,7 +24,7 @@
 //!
 //! f_i is the mean next-token cross-entropy over the positions of window i.
 
-use super::net::{normal, Mode, Net};
+use super::net::{next_token_loss, normal, Mode, Net};
 use crate::data::Batch;
 use crate::model::config::GptNeoxConfig;
 use tch::nn::Path;
@@ -178,14 +178,6 @@ impl Net for GptNeox {
             .final_layer_norm
             .apply(&h)
             .linear::<Tensor>(&self.embed_out, None);
-        let kind = match logits.kind() {
-            Kind::Half | Kind::BFloat16 => Kind::Float,
-            k => k,
-        };
-        let nll = -logits
-            .log_softmax(-1, kind)
-            .gather(2, &batch.y.unsqueeze(2), false)
-            .squeeze_dim(2);
-        nll.mean_dim(Some([1i64].as_slice()), false, kind)
+        next_token_loss(&logits, &batch.y)
     }
 }

@@ -20,11 +20,11 @@
 //! its positions. The recurrence is libtorch's fused `lstm` op, the one
 //! torch.nn.LSTM calls.
 
-use super::net::{linear_bias, linear_weight, Mode, Net};
+use super::net::{linear_bias, linear_weight, next_token_loss, Mode, Net};
 use crate::data::Batch;
 use crate::model::config::LstmConfig;
 use tch::nn::Path;
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 pub struct Lstm {
     cfg: LstmConfig,
@@ -114,14 +114,6 @@ impl Net for Lstm {
         let logits = out
             .dropout(p, train)
             .linear(&self.decoder_weight, Some(&self.decoder_bias));
-        let kind = match logits.kind() {
-            Kind::Half | Kind::BFloat16 => Kind::Float,
-            k => k,
-        };
-        let nll = -logits
-            .log_softmax(-1, kind)
-            .gather(2, &batch.y.unsqueeze(2), false)
-            .squeeze_dim(2);
-        nll.mean_dim(Some([1i64].as_slice()), false, kind)
+        next_token_loss(&logits, &batch.y)
     }
 }

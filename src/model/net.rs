@@ -92,6 +92,20 @@ pub(crate) fn normal(p: &Path, name: &str, dims: &[i64], std: f64) -> Tensor {
     p.add(name, t, true)
 }
 
+/// The mean next-token cross-entropy of each window: `logits` [B, T, V],
+/// `y` [B, T] int64 → [B], in at least f32 (bf16/f16 logits under autocast).
+pub(crate) fn next_token_loss(logits: &Tensor, y: &Tensor) -> Tensor {
+    let kind = match logits.kind() {
+        Kind::Half | Kind::BFloat16 => Kind::Float,
+        k => k,
+    };
+    let nll = -logits
+        .log_softmax(-1, kind)
+        .gather(2, &y.unsqueeze(2), false)
+        .squeeze_dim(2);
+    nll.mean_dim(Some([1i64].as_slice()), false, kind)
+}
+
 /// Labels {0, 1} → b in {−1, +1} in the model dtype.
 pub(crate) fn plus_minus_one(y: &Tensor, kind: Kind) -> Tensor {
     y.to_kind(kind) * 2.0 - 1.0
