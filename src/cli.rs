@@ -217,6 +217,24 @@ pub struct ProbeArgs {
     /// a later `abcond probe RUN_DIR` without --shard gathers landscape.parquet.
     #[arg(long, value_name = "I/N")]
     pub shard: Option<crate::probe::Shard>,
+    /// Also measure the `train` row at every step, not only at the snapshots:
+    /// re-creates each x^k by re-running training between the stored
+    /// iterates, checked bit for bit against the step records and snapshots
+    /// (same as --set probe.replay=true; docs/replay.md). With --shard, the
+    /// shard takes its share of the replay's segments too.
+    #[arg(long)]
+    pub replay: bool,
+}
+
+impl ProbeArgs {
+    /// The --set overrides, with --replay as one of them.
+    pub fn overrides(&self) -> Vec<String> {
+        let mut set = self.set.clone();
+        if self.replay {
+            set.push("probe.replay=true".to_string());
+        }
+        set
+    }
 }
 
 #[derive(Args, Debug)]
@@ -343,22 +361,33 @@ fn slurm_cmd(cli: &Cli, a: &SlurmArgs) -> anyhow::Result<()> {
 /// `abcond probe RUN_DIR --shard I/N`: that shard's parts only.
 fn probe_shard(cli: &Cli, a: &ProbeArgs, shard: crate::probe::Shard) -> anyhow::Result<()> {
     let dir = RunDir::new(&a.run_dir);
-    let outcome = crate::probe::probe(&dir, None, &a.set, Some(shard), cli.quiet)?;
+    let outcome = crate::probe::probe(&dir, None, &a.overrides(), Some(shard), cli.quiet)?;
     let s = outcome.shard.expect("a sharded probe reports its progress");
-    let next = if s.done == s.selected {
+    let segments_done = s.segments.is_none_or(|(_, done, all)| done == all);
+    let next = if s.done == s.selected && segments_done {
         format!(
             "all parts are done: gather them with `abcond probe {}`",
             dir.root.display()
         )
     } else {
         format!(
-            "{} remain for other shards; once they are done, gather with `abcond probe {}`",
+            "{} snapshots{} remain for other shards; once they are done, gather with `abcond probe {}{}`",
             s.selected - s.done,
-            dir.root.display()
+            s.segments
+                .map(|(_, done, all)| format!(" and {} replay segments", all - done))
+                .unwrap_or_default(),
+            dir.root.display(),
+            if s.segments.is_some() { " --replay" } else { "" }
         )
     };
+    let replay = s
+        .segments
+        .map(|(mine, done, all)| {
+            format!("; replay: {mine} segments in this shard, {done} of {all} done")
+        })
+        .unwrap_or_default();
     out(&format!(
-        "shard {}: {} snapshots ({} probed now); {} of {} selected snapshots done; {next}\n",
+        "shard {}: {} snapshots ({} probed now); {} of {} selected snapshots done{replay}; {next}\n",
         s.shard, s.mine, outcome.probed_now, s.done, s.selected
     ));
     Ok(())
@@ -420,7 +449,9 @@ pub fn main() -> i32 {
         Command::Sweep(a) => sweep_cmd(&cli, a),
         Command::Probe(a) => match a.shard {
             Some(shard) => probe_shard(&cli, a, shard),
-            None => driver(&cli).probe_and_analyse(&RunDir::new(&a.run_dir), None, &a.set, None),
+            None => {
+                driver(&cli).probe_and_analyse(&RunDir::new(&a.run_dir), None, &a.overrides(), None)
+            }
         },
         Command::Analyze(a) => analyze_cmd(&cli, a),
         Command::Slurm(a) => slurm_cmd(&cli, a),

@@ -43,6 +43,11 @@ impl Cnn {
 }
 
 impl Net for Cnn {
+    // The mode changes nothing in this net.
+    fn train_is_measure(&self) -> bool {
+        true
+    }
+
     fn per_example_loss(&self, batch: &Batch, _mode: Mode) -> Tensor {
         let h = self
             .conv1

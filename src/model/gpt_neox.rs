@@ -156,6 +156,11 @@ impl GptNeox {
 }
 
 impl Net for GptNeox {
+    // The mode changes nothing in this net.
+    fn train_is_measure(&self) -> bool {
+        true
+    }
+
     fn per_example_loss(&self, batch: &Batch, _mode: Mode) -> Tensor {
         let x = &batch.x;
         let mut h = Tensor::embedding(&self.embed_in, x, -1, false, false);

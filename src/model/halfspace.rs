@@ -22,6 +22,11 @@ impl Halfspace {
 }
 
 impl Net for Halfspace {
+    // The mode changes nothing in this net.
+    fn train_is_measure(&self) -> bool {
+        true
+    }
+
     fn per_example_loss(&self, batch: &Batch, _mode: Mode) -> Tensor {
         let margin = batch.x.flatten(1, -1).mv(&self.weight);
         let b = plus_minus_one(&batch.y, margin.kind());

@@ -94,6 +94,10 @@ impl Lstm {
 }
 
 impl Net for Lstm {
+    fn train_is_measure(&self) -> bool {
+        self.cfg.dropout == 0.0
+    }
+
     fn per_example_loss(&self, batch: &Batch, mode: Mode) -> Tensor {
         let train = mode == Mode::Train;
         let p = self.cfg.dropout;

@@ -27,6 +27,11 @@ impl MatrixFactorisation {
 }
 
 impl Net for MatrixFactorisation {
+    // The mode changes nothing in this net.
+    fn train_is_measure(&self) -> bool {
+        true
+    }
+
     fn per_example_loss(&self, batch: &Batch, _mode: Mode) -> Tensor {
         let i = batch.x.select(1, 0);
         let j = batch.x.select(1, 1);

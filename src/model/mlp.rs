@@ -29,6 +29,11 @@ impl Mlp {
 }
 
 impl Net for Mlp {
+    // The mode changes nothing in this net.
+    fn train_is_measure(&self) -> bool {
+        true
+    }
+
     fn per_example_loss(&self, batch: &Batch, _mode: Mode) -> Tensor {
         let mut h = batch.x.flatten(1, -1);
         for (i, (w, b)) in self.layers.iter().enumerate() {

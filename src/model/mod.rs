@@ -213,6 +213,12 @@ impl Model {
             .unwrap_or_else(|| self.kind.has_batchnorm())
     }
 
+    /// Whether training's forward pass computes exactly the per-example losses
+    /// the probe measures (no dropout, no BatchNorm; see [`Net::train_is_measure`]).
+    pub fn train_is_measure(&self) -> bool {
+        self.net.train_is_measure()
+    }
+
     /// Checks that the probe can measure f_i under `policy` with chunks of
     /// `chunk_size` examples of minibatches of `batch_size`.
     pub fn check_measurable(

@@ -58,6 +58,15 @@ pub trait Net {
         None
     }
 
+    /// Whether the training forward pass (`Mode::Train`) computes the same
+    /// per-example losses as the probe's measurement mode, for every BatchNorm
+    /// policy: no dropout, no BatchNorm, no other train-only behaviour. The
+    /// replay probe then reuses the training step's gradient for its row
+    /// (src/probe/replay.rs). False unless a net says so.
+    fn train_is_measure(&self) -> bool {
+        false
+    }
+
     /// Checks that the probe can measure f_i deterministically under
     /// `policy` (TorchScript modules with BatchNorm and dropout cannot under
     /// batch statistics).

@@ -276,6 +276,10 @@ impl TorchScript {
 }
 
 impl Net for TorchScript {
+    fn train_is_measure(&self) -> bool {
+        !self.has_batchnorm && !self.has_dropout
+    }
+
     fn per_example_loss(&self, batch: &Batch, mode: Mode) -> Tensor {
         let restore = match mode {
             Mode::Train => {

@@ -325,6 +325,10 @@ impl Transformer {
 }
 
 impl Net for Transformer {
+    fn train_is_measure(&self) -> bool {
+        self.cfg.dropout == 0.0
+    }
+
     fn per_example_loss(&self, batch: &Batch, mode: Mode) -> Tensor {
         let logits = self.logits(&batch.x, &batch.y, mode);
         let (b, len, v) = logits.size3().unwrap();

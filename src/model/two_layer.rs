@@ -22,6 +22,11 @@ impl TwoLayer {
 }
 
 impl Net for TwoLayer {
+    // The mode changes nothing in this net.
+    fn train_is_measure(&self) -> bool {
+        true
+    }
+
     fn per_example_loss(&self, batch: &Batch, _mode: Mode) -> Tensor {
         let x = batch.x.flatten(1, -1);
         let out = x

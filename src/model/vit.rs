@@ -213,6 +213,10 @@ impl Vit {
 }
 
 impl Net for Vit {
+    fn train_is_measure(&self) -> bool {
+        self.cfg.dropout == 0.0
+    }
+
     fn per_example_loss(&self, batch: &Batch, mode: Mode) -> Tensor {
         cross_entropy_per_example(&self.logits(&batch.x, mode), &batch.y)
     }

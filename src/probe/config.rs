@@ -43,6 +43,15 @@ pub struct ProbeConfig {
     /// `curvature.parquet`, never into the landscape rows.
     #[serde(default, skip_serializing_if = "CurvatureConfig::is_default")]
     pub curvature: CurvatureConfig,
+    /// Also measure the `train` row at every step k, re-creating x^k by
+    /// re-running training between the stored iterates (`abcond probe
+    /// --replay`; src/probe/replay.rs).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replay: bool,
+    /// With `replay`: also measure the extra minibatches at every m-th step
+    /// (steps k with k mod m = 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_extra_every: Option<u64>,
 }
 
 /// What the probe uses as x_p.
@@ -210,6 +219,8 @@ impl Default for ProbeConfig {
             reference: Reference::Final,
             cloud: None,
             curvature: CurvatureConfig::default(),
+            replay: false,
+            replay_extra_every: None,
         }
     }
 }
@@ -245,6 +256,14 @@ impl ProbeConfig {
                 bail!("key `probe.cloud.box` must be [lo, hi] with lo < hi, got [{lo}, {hi}]");
             }
             p.reference = Reference::Projection;
+        }
+        if p.replay && p.reference == Reference::Projection {
+            bail!("key `probe.replay`: the replay probe measures against the final iterate x^K; it does not combine with `probe.reference: projection` or `probe.cloud`");
+        }
+        match p.replay_extra_every {
+            Some(0) => bail!("key `probe.replay_extra_every` must be at least 1 (measure the extra minibatches at every m-th replayed step), got 0"),
+            Some(_) if !p.replay => bail!("key `probe.replay_extra_every` applies to the replay probe only; set `probe.replay: true` (or pass --replay) too"),
+            _ => {}
         }
         Ok(())
     }

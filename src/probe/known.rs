@@ -181,6 +181,7 @@ pub fn probe_cloud(
                 cos: m.inner / (m.grad_norm * dist),
                 ref_step: -1,
                 batch_indices: label.is_minibatch().then(|| idx.clone()),
+                source: crate::store::label::RowSource::Snapshot,
             });
         }
         progress.update(j as u64 + 1, || format!("point {j}"));
@@ -230,6 +231,7 @@ pub fn probe_cloud(
         curvature_seconds_per_snapshot: None,
         reproducibility: Some(reproducibility),
         timing: None,
+        replay: None,
     });
     dir.write_manifest(manifest)?;
     Ok(super::plan::ProbeOutcome {

@@ -7,10 +7,12 @@
 use super::batch::{Batches, ProbeBatch};
 use super::known;
 use super::measure::{loss_only, measure, Measurement};
+use super::replay::ReplayPlan;
 use crate::config::{Config, Reference};
 use crate::data::Dataset;
 use crate::model::{Mode, Model};
-use crate::run::{Manifest, RunDir};
+use crate::run::{Manifest, ReplayInfo, RunDir};
+use crate::store::label::RowSource;
 use crate::store::tables::{self, LandscapeRow};
 use crate::torch::reduce;
 use anyhow::{Context, Result};
@@ -83,22 +85,16 @@ impl<'a> Landscape<'a> {
         for j in 0..p.extra_batches {
             minibatches.push(batches.extra(k, j));
         }
+        let mut rows = self.minibatch_rows(
+            model,
+            data,
+            k,
+            &minibatches,
+            &reference,
+            dist,
+            RowSource::Snapshot,
+        );
         let (mode, chunk) = (self.mode, self.chunk);
-        let mut rows = Vec::new();
-        for b in &minibatches {
-            let loss_ref = loss_only(
-                &self.reference_model,
-                data,
-                &b.indices,
-                chunk,
-                mode,
-                b.augment,
-            );
-            let m = measure(
-                model, &reference, data, &b.indices, loss_ref, chunk, mode, b.augment,
-            );
-            rows.push(self.row(k, b, &m, dist));
-        }
         if p.full {
             let full = batches.full();
             let loss_ref = if is_projected {
@@ -126,13 +122,70 @@ impl<'a> Landscape<'a> {
                 mode,
                 None,
             );
-            rows.push(self.row(k, full, &m, dist));
+            rows.push(self.row(k, full, &m, dist, RowSource::Snapshot));
         }
         model.zero_grad();
         Ok(rows)
     }
 
-    fn row(&self, k: u64, b: &ProbeBatch, m: &Measurement, dist: f64) -> LandscapeRow {
+    /// The parameters of x^K (x_p under the default reference).
+    pub fn reference(&self) -> &[Tensor] {
+        &self.reference
+    }
+
+    /// f_i(x^K) of the minibatch `b` (the forward pass at the reference point).
+    pub fn loss_ref(&self, data: &Dataset, b: &ProbeBatch) -> f64 {
+        loss_only(
+            &self.reference_model,
+            data,
+            &b.indices,
+            self.chunk,
+            self.mode,
+            b.augment,
+        )
+    }
+
+    /// The rows of the `minibatches` at x^k (in `model`) against x_p =
+    /// `reference`, ||x^k − x_p|| = `dist`: the measurement of every row of
+    /// the snapshot probe and of the replay's exact path alike.
+    #[allow(clippy::too_many_arguments)]
+    pub fn minibatch_rows(
+        &self,
+        model: &Model,
+        data: &Dataset,
+        k: u64,
+        minibatches: &[ProbeBatch],
+        reference: &[Tensor],
+        dist: f64,
+        source: RowSource,
+    ) -> Vec<LandscapeRow> {
+        let (mode, chunk) = (self.mode, self.chunk);
+        minibatches
+            .iter()
+            .map(|b| {
+                let loss_ref = self.loss_ref(data, b);
+                let m = measure(
+                    model, reference, data, &b.indices, loss_ref, chunk, mode, b.augment,
+                );
+                self.row(k, b, &m, dist, source)
+            })
+            .collect()
+    }
+
+    /// Whether the probe's measurement of a minibatch is one forward and
+    /// backward pass (no chunking), as a training step's is.
+    pub fn unchunked(&self, batch_size: u64) -> bool {
+        self.chunk as u64 >= batch_size
+    }
+
+    pub fn row(
+        &self,
+        k: u64,
+        b: &ProbeBatch,
+        m: &Measurement,
+        dist: f64,
+        source: RowSource,
+    ) -> LandscapeRow {
         LandscapeRow {
             experiment: self.manifest.experiment.clone(),
             run_id: self.manifest.run_id.clone(),
@@ -153,6 +206,7 @@ impl<'a> Landscape<'a> {
                 self.manifest.training.total_steps as i64
             },
             batch_indices: b.row_indices(),
+            source,
         }
     }
 }
@@ -164,13 +218,30 @@ pub fn gather(
     manifest: &Manifest,
     cfg: &Config,
     selected: &[u64],
-) -> Result<Vec<LandscapeRow>> {
+    replay: Option<&ReplayPlan>,
+) -> Result<(Vec<LandscapeRow>, Option<ReplayInfo>)> {
     let p = &cfg.probe;
     let mut rows = Vec::new();
     for &k in selected {
         let (mut part, _) = tables::read_landscape(&dir.probe_part(k))
             .with_context(|| format!("gathering the probe part of snapshot step={k}"))?;
         rows.append(&mut part);
+    }
+    let mut info = None;
+    if let Some(plan) = replay {
+        let replayed = super::replay::read_rows(dir, &plan.all, &plan.fingerprint)?;
+        let (merged, compared) = super::replay::merge(rows, replayed)?;
+        rows = merged;
+        info = Some(ReplayInfo {
+            segments: plan.all.len() as u64,
+            restart_points: plan.all.iter().map(|s| s.start).collect(),
+            rows: rows
+                .iter()
+                .filter(|r| r.source == RowSource::Replay)
+                .count() as u64,
+            steps_compared: compared as u64,
+            ..Default::default()
+        });
     }
     let settings = serde_yaml::to_string(p)?;
     let mut meta = vec![
@@ -182,8 +253,12 @@ pub fn gather(
         ("abcond.probe_settings", settings),
     ];
     meta.extend(known::reference_meta(cfg));
+    if let Some(i) = &info {
+        meta.push(("abcond.replay_segments", i.segments.to_string()));
+        meta.push(("abcond.replay_steps_compared", i.steps_compared.to_string()));
+    }
     let swept = crate::run::swept_values(manifest);
     let types = crate::run::swept_types(manifest);
     tables::write_landscape_swept(&dir.landscape(), &rows, &meta, &swept, &types)?;
-    Ok(rows)
+    Ok((rows, info))
 }

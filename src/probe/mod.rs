@@ -43,6 +43,7 @@ pub mod known;
 pub mod landscape;
 pub mod measure;
 pub mod plan;
+pub mod replay;
 
 pub use plan::{probe_config, ProbeOutcome, Shard, ShardProgress};
 
@@ -108,11 +109,30 @@ pub fn probe(
         crate::torch::reproducibility::apply(device, crate::torch::reproducibility::Phase::Probe)?;
     let total = manifest.training.total_steps;
     let plan = Plan::new(dir, &cfg, total, shard)?;
+    let replay_plan = if cfg.probe.replay {
+        replay::check_replayable(&manifest, dir)?;
+        Some(replay::ReplayPlan::new(dir, &cfg, total, shard)?)
+    } else {
+        None
+    };
     let started = crate::util::now_rfc3339();
     let measured = if plan.todo().is_empty() {
         Measured::default()
     } else {
         measure_snapshots(dir, &manifest, &cfg, device, &plan, shard, quiet)?
+    };
+    let replayed = match &replay_plan {
+        Some(rp) if !rp.todo.is_empty() => {
+            crate::torch::ops::cpu_cache_release();
+            let r = replay::replay(dir, &manifest, &cfg, device, rp, shard, quiet)?;
+            // Back to the probe's settings for whatever follows in this process.
+            crate::torch::reproducibility::apply(
+                device,
+                crate::torch::reproducibility::Phase::Probe,
+            )?;
+            Some(r)
+        }
+        _ => None,
     };
     if plan.landscape.is_empty() {
         note(
@@ -141,11 +161,25 @@ pub fn probe(
                 mine: plan.mine.len(),
                 done: plan.done(dir),
                 selected: plan.selected.len(),
+                segments: replay_plan
+                    .as_ref()
+                    .map(|rp| (rp.mine.len(), rp.done(dir), rp.all.len())),
             }),
         });
     }
 
-    let rows = landscape::gather(dir, &manifest, &cfg, &plan.selected)?;
+    let (rows, replay_info) =
+        landscape::gather(dir, &manifest, &cfg, &plan.selected, replay_plan.as_ref())?;
+    let replay_info = replay_info.map(|mut info| {
+        if let Some(r) = &replayed {
+            info.steps_replayed_now = r.steps;
+            info.seconds = Some(r.seconds);
+            info.steps_per_second = (r.seconds > 0.0).then(|| r.steps as f64 / r.seconds);
+            info.shared_pass = Some(r.shared_pass);
+            info.reproducibility = r.reproducibility.clone();
+        }
+        info
+    });
     // Points of an earlier cloud probe no longer describe landscape.parquet.
     if dir.cloud().is_file() {
         std::fs::remove_file(dir.cloud())?;
@@ -165,6 +199,7 @@ pub fn probe(
         curvature_seconds_per_snapshot: measured.curvature_seconds_per_snapshot,
         reproducibility: Some(reproducibility),
         timing: measured.timing,
+        replay: replay_info,
     });
     dir.write_manifest(&manifest)?;
     Ok(ProbeOutcome {

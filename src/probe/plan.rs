@@ -35,6 +35,9 @@ pub(crate) fn landscape_fingerprint(p: &ProbeConfig) -> String {
     p.steps = None; // which snapshots are selected does not change a part
     p.include_final = false;
     p.curvature = Default::default(); // curvature has parts of its own
+                                      // The replay has parts of its own; snapshot parts do not depend on it.
+    p.replay = false;
+    p.replay_extra_every = None;
     format!(
         "{:016x}",
         crate::config::fnv1a64(serde_yaml::to_string(&p).unwrap().as_bytes())
@@ -50,6 +53,8 @@ pub(crate) fn curvature_fingerprint(cfg: &Config) -> String {
     p.full = false; // the curvature of f does not need the landscape's full rows
     p.reference = crate::config::Reference::Final; // x_p does not enter a Hessian
     p.cloud = None;
+    p.replay = false;
+    p.replay_extra_every = None;
     format!(
         "{:016x}",
         crate::config::fnv1a64(serde_yaml::to_string(&p).unwrap().as_bytes())
@@ -266,6 +271,9 @@ pub struct ShardProgress {
     /// current settings (landscape, and curvature when enabled).
     pub done: usize,
     pub selected: usize,
+    /// With `--replay`: the segments of this shard, those (all shards) done,
+    /// and all segments.
+    pub segments: Option<(usize, usize, usize)>,
 }
 
 pub struct ProbeOutcome {

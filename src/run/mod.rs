@@ -220,6 +220,38 @@ pub struct ProbeInfo {
     /// measured nothing, e.g. a gather of shards' parts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timing: Option<ProbeTiming>,
+    /// With `probe.replay`: what the replay probe added (src/probe/replay.rs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<ReplayInfo>,
+}
+
+/// The replay probe's part of landscape.parquet.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct ReplayInfo {
+    /// Segments between restart points (step 0, snapshots with a known
+    /// optimiser state, x^K).
+    pub segments: u64,
+    /// Their restart points, the segments' first steps.
+    pub restart_points: Vec<u64>,
+    /// Replay rows in landscape.parquet (rows of steps the snapshot probe
+    /// measured are kept from the snapshot probe).
+    pub rows: u64,
+    /// Steps where the replayed `train` row was compared with the snapshot
+    /// probe's, bit for bit.
+    pub steps_compared: u64,
+    /// Steps replayed by this probe session (0 for a gather of shards' parts).
+    pub steps_replayed_now: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps_per_second: Option<f64>,
+    /// Whether rows came from the training step's own pass (no dropout,
+    /// BatchNorm, autocast or chunking) or were measured separately.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_pass: Option<bool>,
+    /// The settings the replayed training steps ran under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reproducibility: Option<crate::torch::reproducibility::Reproducibility>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -325,6 +357,19 @@ impl RunDir {
         let reader = crate::store::tensors::TensorReader::open(&path)?;
         reader.check_identity("iterate", run_id, Some(k))?;
         model.load_from(&reader, &path.display().to_string())
+    }
+    /// The optimiser state stored with snapshot k (`snapshots.optimizer_state`):
+    /// a restart point of the replay probe.
+    pub fn snapshot_optim(&self, step: u64) -> PathBuf {
+        self.snapshot_dir(step).join("optim.parquet")
+    }
+    /// The replay probe's parts, one per segment (src/probe/replay.rs).
+    pub fn replay_parts(&self) -> PathBuf {
+        self.root.join("replay-parts")
+    }
+    pub fn replay_part(&self, start: u64, end: u64) -> PathBuf {
+        self.replay_parts()
+            .join(format!("steps-{start:010}-{end:010}.parquet"))
     }
     pub fn state_dir(&self) -> PathBuf {
         self.root.join("state")

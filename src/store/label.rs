@@ -88,3 +88,42 @@ mod tests {
         }
     }
 }
+
+/// The values of the `source` column of landscape.parquet: how a row's x^k
+/// was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum RowSource {
+    /// `snapshot`: x^k read from the stored snapshot (every row of the
+    /// formats before `abcond.landscape/3`, which have no `source` column).
+    #[default]
+    Snapshot,
+    /// `replay`: x^k re-created by re-running training between two stored
+    /// iterates, checked bit for bit against them (`abcond probe --replay`).
+    Replay,
+}
+
+impl RowSource {
+    pub fn name(self) -> &'static str {
+        match self {
+            RowSource::Snapshot => "snapshot",
+            RowSource::Replay => "replay",
+        }
+    }
+}
+
+impl fmt::Display for RowSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for RowSource {
+    type Err = String;
+    fn from_str(s: &str) -> Result<RowSource, String> {
+        match s {
+            "snapshot" => Ok(RowSource::Snapshot),
+            "replay" => Ok(RowSource::Replay),
+            _ => Err(format!("row source {s:?} is neither snapshot nor replay")),
+        }
+    }
+}

@@ -10,7 +10,7 @@
 //! another type, or a null in a non-null column is an error naming the file
 //! and the column.
 
-use crate::store::label::ProbeLabel;
+use crate::store::label::{ProbeLabel, RowSource};
 use anyhow::{anyhow, bail, Context, Result};
 use arrow::array::{
     Array, ArrayRef, BooleanArray, Float64Array, Int64Array, ListArray, RecordBatch, StringArray,
@@ -166,6 +166,47 @@ impl Base for ProbeLabel {
     }
     fn value(a: &StringArray, i: usize) -> std::result::Result<Self, String> {
         a.value(i).parse::<ProbeLabel>().map_err(|e| e.to_string())
+    }
+}
+
+impl Base for RowSource {
+    type Array = StringArray;
+    fn data_type() -> DataType {
+        DataType::Utf8
+    }
+    fn array(values: Vec<Option<Self>>) -> ArrayRef {
+        Arc::new(StringArray::from(
+            values
+                .into_iter()
+                .map(|l| l.map(|l| l.name()))
+                .collect::<Vec<_>>(),
+        ))
+    }
+    fn value(a: &StringArray, i: usize) -> std::result::Result<Self, String> {
+        a.value(i).parse::<RowSource>().map_err(|e| e.to_string())
+    }
+}
+
+/// A non-null column that files of older formats lack: their rows all came
+/// from snapshots.
+impl Cell for RowSource {
+    fn data_type() -> DataType {
+        <RowSource as Base>::data_type()
+    }
+    fn nullable() -> bool {
+        false
+    }
+    fn column(values: Vec<Self>) -> ArrayRef {
+        <RowSource as Base>::array(values.into_iter().map(Some).collect())
+    }
+    fn get(col: &dyn Array, i: usize) -> std::result::Result<Self, String> {
+        if col.is_null(i) {
+            return Err("null in a column that has no nulls".into());
+        }
+        <RowSource as Base>::value(downcast::<RowSource>(col), i)
+    }
+    fn absent() -> Option<Self> {
+        Some(RowSource::Snapshot)
     }
 }
 

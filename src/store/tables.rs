@@ -3,7 +3,7 @@
 //! atomically with typed columns; column reference: docs/schemas.md.
 
 use crate::store::atomic::Durability;
-use crate::store::label::ProbeLabel;
+use crate::store::label::{ProbeLabel, RowSource};
 use crate::store::row::{read_rows, row_table, RowTable};
 use anyhow::Result;
 use arrow::array::{ArrayRef, Float64Array, Int64Array, ListArray, RecordBatch, StringArray};
@@ -22,8 +22,10 @@ pub const STEPS_FORMAT: &str = "abcond.steps/3";
 const STEPS_FORMAT_V2: &str = "abcond.steps/2";
 /// The format before `step_size` (read, with step_size null).
 const STEPS_FORMAT_V1: &str = "abcond.steps/1";
-/// Version 2 carries a content checksum.
-pub const LANDSCAPE_FORMAT: &str = "abcond.landscape/2";
+/// Version 3 adds `source` (snapshot or replay rows); version 2 carries a
+/// content checksum. Versions 1 and 2 are read, their rows as `snapshot`.
+pub const LANDSCAPE_FORMAT: &str = "abcond.landscape/3";
+const LANDSCAPE_FORMAT_V2: &str = "abcond.landscape/2";
 const LANDSCAPE_FORMAT_V1: &str = "abcond.landscape/1";
 
 row_table! {
@@ -69,6 +71,9 @@ pub struct LandscapeRow {
     pub ref_step: i64,
     /// Example indices of the minibatch (null for "full").
     pub batch_indices: Option<Vec<i64>>,
+    /// How x^k was obtained: read from its snapshot, or re-created by the
+    /// replay probe (`abcond probe --replay`).
+    pub source: RowSource,
 }
 }
 
@@ -267,7 +272,10 @@ pub fn read_steps(path: &Path) -> Result<(Vec<StepRow>, BTreeMap<String, String>
 }
 
 pub fn read_landscape(path: &Path) -> Result<(Vec<LandscapeRow>, BTreeMap<String, String>)> {
-    read_rows(path, &[LANDSCAPE_FORMAT, LANDSCAPE_FORMAT_V1])
+    read_rows(
+        path,
+        &[LANDSCAPE_FORMAT, LANDSCAPE_FORMAT_V2, LANDSCAPE_FORMAT_V1],
+    )
 }
 
 pub const DATA_FORMAT: &str = "abcond.data/1";

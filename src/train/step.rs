@@ -72,6 +72,21 @@ impl Update {
 /// recorded), the gradient, its norm and the optimiser step, which is not
 /// taken when the step diverged.
 pub fn update(cfg: &Config, setup: &mut Setup, opt: &mut Optimizer, k: u64) -> Result<Update> {
+    update_observed(cfg, setup, opt, k, |_, _, _| Ok(()))
+}
+
+/// [`update`], calling `observe` with the per-example losses of the forward
+/// pass and the minibatch indices after the backward pass, while x^k and its
+/// gradient are still in the model (not when the step diverged): the replay
+/// probe (src/probe/replay.rs) measures its row there. The update itself is
+/// the same as [`update`]'s, operation for operation.
+pub fn update_observed(
+    cfg: &Config,
+    setup: &mut Setup,
+    opt: &mut Optimizer,
+    k: u64,
+    observe: impl FnOnce(&Setup, &Tensor, &[i64]) -> Result<()>,
+) -> Result<Update> {
     let total = setup.total_steps;
     tch::manual_seed(rng::derive(cfg.seed, &[stream::STEP_TORCH_SEED, k]) as i64 & i64::MAX);
     let indices = setup.sampler.batch(k);
@@ -93,8 +108,12 @@ pub fn update(cfg: &Config, setup: &mut Setup, opt: &mut Optimizer, k: u64) -> R
     let loss = {
         let _autocast =
             crate::torch::reproducibility::autocast_region(setup.device, cfg.train.autocast)?;
-        model.loss(&batch, Mode::Train)
+        // Model::loss, spelt out to keep the per-example losses.
+        let per = model.per_example_loss(&batch, Mode::Train);
+        let loss = per.mean(model.dtype.kind());
+        (per, loss)
     };
+    let (per, loss) = loss;
     let loss_value = loss.double_value(&[]);
     let (grad_norm, finite) = if loss_value.is_finite() {
         loss.backward();
@@ -103,6 +122,10 @@ pub fn update(cfg: &Config, setup: &mut Setup, opt: &mut Optimizer, k: u64) -> R
     } else {
         (f64::NAN, false)
     };
+    if finite {
+        observe(setup, &per, &indices)?;
+    }
+    drop(per);
     let step_size = if finite {
         opt.step(lr, loss_value, grad_norm)
     } else {

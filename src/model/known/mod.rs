@@ -121,6 +121,11 @@ impl KnownNet {
 }
 
 impl Net for KnownNet {
+    // The mode changes nothing in this net.
+    fn train_is_measure(&self) -> bool {
+        true
+    }
+
     fn to_device(&mut self, device: tch::Device) {
         for t in [
             &mut self.points,

@@ -1,0 +1,690 @@
+//! Replay probing (`abcond probe RUN_DIR --replay`, `probe.replay: true`):
+//! the `train` row at **every** step k, not only at the snapshots.
+//!
+//! Storing every iterate is out of the question, but training is
+//! bit-deterministic (CPU; CUDA under the determinism settings), so the probe
+//! re-creates x^k by re-running training from the stored iterates. The run is
+//! cut into segments at its restart points — step 0 (x^0 from the seed, or its
+//! snapshot) and every snapshot whose optimiser state is known: every snapshot
+//! for the stateless optimisers (SGD without momentum, SPS_max, NGN), the
+//! snapshots that carry `optim.parquet` (`snapshots.optimizer_state: true`)
+//! for the others. A segment [a, b) loads x^a and the optimiser state at a and
+//! runs steps a..b with the training step itself ([`crate::train`]'s
+//! update, operation for operation), writing at each step k the row
+//!
+//!   loss_k = f_{i_k}(x^k), loss_ref = f_{i_k}(x^K), inner, grad_norm, dist, cos
+//!
+//! on the minibatch i_k the step used (augmented as the step saw it), plus the
+//! extra minibatches every `probe.replay_extra_every` steps.
+//!
+//! Checks, before a segment's rows are written: every step's loss, gradient
+//! norm, learning rate and step size equal the ones steps.parquet recorded,
+//! bit for bit (a difference names the step where determinism broke), and
+//! every stored iterate inside the segment and x^b itself equal the replayed
+//! ones, bit for bit (parameters and buffers, so BatchNorm running statistics
+//! are re-created exactly).
+//!
+//! The row is measured exactly as the snapshot probe measures it
+//! ([`super::landscape::Landscape::minibatch_rows`]), in measurement mode.
+//! Where the training forward pass computes the same per-example losses
+//! (no dropout, no BatchNorm, no autocast, the minibatch in one chunk) the
+//! replay takes the row from the training step's own forward and backward
+//! pass — the gradient of a mean is the gradient of a sum over n, bit for bit —
+//! and adds one forward pass at x^K; at every stored iterate inside a segment
+//! it also measures the row the snapshot probe's way and requires the two to
+//! be equal bit for bit. Elsewhere it measures the row separately before the
+//! update (about one more forward and backward pass per step).
+//!
+//! Each segment's rows go to `replay-parts/steps-<a>-<b>.parquet` once the
+//! segment checked out, so a killed replay resumes at the first segment
+//! without a current part; `--shard i/N` takes the segments at positions ≡ i
+//! (mod N). The gather puts replay rows into landscape.parquet with
+//! `source = replay`, except at steps the snapshot probe measured, where the
+//! two `train` rows must be equal bit for bit and the snapshot's is kept.
+
+use super::batch::ProbeBatch;
+use super::landscape::Landscape;
+use super::measure::Measurement;
+use super::plan::Shard;
+use crate::config::{Config, OptimName};
+use crate::data::augment::AugmentAt;
+use crate::model::Model;
+use crate::optim::Optimizer;
+use crate::run::{Manifest, RunDir};
+use crate::store::label::{ProbeLabel, RowSource};
+use crate::store::tables::{self, LandscapeRow, StepRow};
+use crate::store::tensors;
+use crate::torch::reduce;
+use crate::train::Setup;
+use crate::util::progress::{note, Progress};
+use anyhow::{anyhow, bail, Context, Result};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+/// Steps start..end of training, replayed from the stored state at `start`
+/// and checked against the stored iterate x^end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Segment {
+    pub start: u64,
+    pub end: u64,
+}
+
+impl std::fmt::Display for Segment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "steps {}..{}", self.start, self.end)
+    }
+}
+
+/// Whether the optimiser carries no state from step to step besides the
+/// step count (so any snapshot is a restart point).
+pub fn stateless(cfg: &Config) -> bool {
+    match cfg.optim.name {
+        OptimName::Sgd => cfg.optim.momentum.unwrap_or(0.0) == 0.0,
+        OptimName::SpsMax | OptimName::Ngn => true,
+        _ => false,
+    }
+}
+
+/// The replay's segments of the run in `dir` with final step `total`: cut at
+/// every restart point (see the module doc).
+pub fn segments(dir: &RunDir, cfg: &Config, total: u64) -> Result<Vec<Segment>> {
+    let snapshots = dir.snapshot_steps()?;
+    if !snapshots.contains(&total) {
+        bail!(
+            "the final iterate x^K (step {total}) is missing: expected {}",
+            dir.snapshot(total).display()
+        );
+    }
+    let free = stateless(cfg);
+    let mut cuts: BTreeSet<u64> = snapshots
+        .iter()
+        .copied()
+        .filter(|&k| k < total && (free || dir.snapshot_optim(k).is_file()))
+        .collect();
+    cuts.insert(0);
+    cuts.insert(total);
+    let cuts: Vec<u64> = cuts.into_iter().collect();
+    Ok(cuts
+        .windows(2)
+        .map(|w| Segment {
+            start: w[0],
+            end: w[1],
+        })
+        .collect())
+}
+
+/// A stable fingerprint of what a replay part depends on: the landscape
+/// settings of its rows and `probe.replay_extra_every`.
+pub fn fingerprint(cfg: &Config) -> String {
+    let base = super::plan::landscape_fingerprint(&cfg.probe);
+    let text = format!(
+        "replay/1 {base} extra_every={:?}",
+        cfg.probe.replay_extra_every
+    );
+    format!("{:016x}", crate::config::fnv1a64(text.as_bytes()))
+}
+
+const FINGERPRINT_KEY: &str = "abcond.replay_fingerprint";
+
+/// Whether segment `s`'s part exists and was written with fingerprint `fp`.
+pub fn part_done(dir: &RunDir, s: Segment, fp: &str) -> bool {
+    let path = dir.replay_part(s.start, s.end);
+    path.is_file()
+        && tensors::read_meta(&path)
+            .ok()
+            .and_then(|m| m.get(FINGERPRINT_KEY).cloned())
+            .as_deref()
+            == Some(fp)
+}
+
+/// The segments of one replay and which of them this process still measures.
+pub struct ReplayPlan {
+    pub all: Vec<Segment>,
+    /// This process's share (all without `--shard`).
+    pub mine: Vec<Segment>,
+    /// Segments of `mine` without a current part.
+    pub todo: Vec<Segment>,
+    pub fingerprint: String,
+}
+
+impl ReplayPlan {
+    pub fn new(dir: &RunDir, cfg: &Config, total: u64, shard: Option<Shard>) -> Result<ReplayPlan> {
+        let all = segments(dir, cfg, total)?;
+        let mine: Vec<Segment> = match shard {
+            Some(s) => all
+                .iter()
+                .enumerate()
+                .filter(|(p, _)| *p as u64 % s.count == s.index)
+                .map(|(_, &seg)| seg)
+                .collect(),
+            None => all.clone(),
+        };
+        let fingerprint = fingerprint(cfg);
+        let todo = mine
+            .iter()
+            .copied()
+            .filter(|&s| !part_done(dir, s, &fingerprint))
+            .collect();
+        Ok(ReplayPlan {
+            all,
+            mine,
+            todo,
+            fingerprint,
+        })
+    }
+
+    /// Segments (all shards) whose parts are current.
+    pub fn done(&self, dir: &RunDir) -> usize {
+        self.all
+            .iter()
+            .filter(|&&s| part_done(dir, s, &self.fingerprint))
+            .count()
+    }
+}
+
+/// What the replay of this process did.
+#[derive(Debug, Clone, Default)]
+pub struct Replayed {
+    pub segments: usize,
+    pub steps: u64,
+    pub seconds: f64,
+    /// Whether rows came from the training step's own pass.
+    pub shared_pass: bool,
+    pub reproducibility: Option<crate::torch::reproducibility::Reproducibility>,
+}
+
+/// Refuses runs the replay cannot re-run.
+pub fn check_replayable(manifest: &Manifest, dir: &RunDir) -> Result<()> {
+    if let Some(t) = &manifest.trainer {
+        bail!(
+            "{}: --replay re-runs training with abcond's own update, but this run was logged by {} from a PyTorch loop (its optimiser and loss code are the loop's, which abcond cannot re-run); probe its snapshots without --replay, or write a snapshot at every step you want measured (`snapshots.every: 1` in the Logger's config)",
+            dir.root.display(),
+            t.name
+        );
+    }
+    Ok(())
+}
+
+/// Replays the segments `plan.todo` of the run in `dir`, writing one part per
+/// segment that checked out.
+pub fn replay(
+    dir: &RunDir,
+    manifest: &Manifest,
+    cfg: &Config,
+    device: Device,
+    plan: &ReplayPlan,
+    shard: Option<Shard>,
+    quiet: bool,
+) -> Result<Replayed> {
+    check_replayable(manifest, dir)?;
+    let total = manifest.training.total_steps;
+    // The training steps run under the training's settings (autocast, TF32),
+    // the rows under the probe's (CUDA: TF32 off between the two).
+    let reproducibility = crate::torch::reproducibility::apply(device, cfg.train.phase())?;
+    let tf32_toggle = device.is_cuda() && cfg.train.allow_tf32;
+    let mut setup = Setup::new(cfg, device)
+        .with_context(|| format!("{}: setting up the replay", dir.root.display()))?;
+    if setup.total_steps != total || setup.data.len != manifest.training.examples {
+        bail!(
+            "{}: the run's config now gives {} steps over {} examples, but the run trained {} steps over {} examples; the data files changed since training",
+            dir.root.display(),
+            setup.total_steps,
+            setup.data.len,
+            total,
+            manifest.training.examples
+        );
+    }
+    let p = &cfg.probe;
+    setup.model.check_measurable(
+        p.batchnorm,
+        p.chunk_size as usize,
+        cfg.train.batch_size as usize,
+    )?;
+    let landscape = Landscape::new(dir, manifest, cfg, &setup.data, device)?;
+    let shared = setup.model.train_is_measure()
+        && cfg.train.autocast.is_none()
+        && landscape.unchunked(cfg.train.batch_size);
+    let (steps, _) = tables::read_steps(&dir.steps())?;
+    if steps.len() as u64 != total {
+        bail!(
+            "{}: holds {} step rows, expected {total}; `abcond verify {}` says what is wrong",
+            dir.steps().display(),
+            steps.len(),
+            dir.root.display()
+        );
+    }
+    let on_disk: BTreeSet<u64> = dir.snapshot_steps()?.into_iter().collect();
+    let n_steps: u64 = plan.todo.iter().map(|s| s.end - s.start).sum();
+    note(
+        quiet,
+        &format!(
+            "replaying {} segments ({n_steps} steps){} of {} on {}: a `train` row at every step{}, {}",
+            plan.todo.len(),
+            shard.map(|s| format!(" of shard {s}")).unwrap_or_default(),
+            dir.root.display(),
+            crate::torch::device::name(device),
+            p.replay_extra_every
+                .map(|m| format!(" and {} extra minibatches every {m} steps", p.extra_batches))
+                .unwrap_or_default(),
+            if shared {
+                "reusing each training step's forward and backward pass"
+            } else {
+                "measured separately from the training step (dropout, BatchNorm, autocast or chunking)"
+            }
+        ),
+    );
+    let mut progress = Progress::new("replay", n_steps, quiet);
+    let started = Instant::now();
+    let mut r = Run {
+        dir,
+        manifest,
+        cfg,
+        setup: &mut setup,
+        landscape: &landscape,
+        steps: &steps,
+        on_disk: &on_disk,
+        shared,
+        tf32_toggle,
+    };
+    let mut done_steps = 0;
+    for &seg in &plan.todo {
+        let rows = r
+            .segment(seg, &mut progress, done_steps)
+            .with_context(|| format!("replaying {seg} of {}", dir.root.display()))?;
+        let mut meta = vec![
+            ("abcond.run_id", manifest.run_id.clone()),
+            (FINGERPRINT_KEY, plan.fingerprint.clone()),
+            ("abcond.segment", format!("{}-{}", seg.start, seg.end)),
+            (
+                "abcond.replay_build",
+                format!(
+                    "abcond {} ({}), torch {}",
+                    env!("CARGO_PKG_VERSION"),
+                    env!("ABCOND_GIT_COMMIT"),
+                    env!("ABCOND_TORCH_VERSION")
+                ),
+            ),
+            ("abcond.replay_device", crate::torch::device::name(device)),
+            (
+                "abcond.replay_reproducibility",
+                serde_yaml::to_string(&reproducibility)?,
+            ),
+        ];
+        meta.extend(shard.map(|s| ("abcond.shard", s.to_string())));
+        let path = dir.replay_part(seg.start, seg.end);
+        std::fs::create_dir_all(dir.replay_parts())?;
+        tables::write_probe_part(&path, &rows, &meta)?;
+        done_steps += seg.end - seg.start;
+    }
+    progress.finish();
+    let seconds = started.elapsed().as_secs_f64();
+    if n_steps > 0 {
+        note(
+            quiet,
+            &format!(
+                "replayed {n_steps} steps in {} ({:.0} steps/s); every step's record and every stored iterate on the way matched bit for bit",
+                crate::util::human_duration(seconds),
+                n_steps as f64 / seconds.max(1e-9)
+            ),
+        );
+    }
+    Ok(Replayed {
+        segments: plan.todo.len(),
+        steps: n_steps,
+        seconds,
+        shared_pass: shared,
+        reproducibility: Some(reproducibility),
+    })
+}
+
+/// The state one replay shares across its segments.
+struct Run<'a> {
+    dir: &'a RunDir,
+    manifest: &'a Manifest,
+    cfg: &'a Config,
+    setup: &'a mut Setup,
+    landscape: &'a Landscape<'a>,
+    steps: &'a [StepRow],
+    on_disk: &'a BTreeSet<u64>,
+    shared: bool,
+    tf32_toggle: bool,
+}
+
+impl Run<'_> {
+    /// Replays one segment; returns its rows once every check passed.
+    fn segment(
+        &mut self,
+        seg: Segment,
+        progress: &mut Progress,
+        before: u64,
+    ) -> Result<Vec<LandscapeRow>> {
+        let (dir, cfg, run_id) = (self.dir, self.cfg, &self.manifest.run_id);
+        // The state at the segment's start.
+        if self.on_disk.contains(&seg.start) {
+            dir.load_iterate(&self.setup.model, run_id, seg.start)?;
+        } else if seg.start == 0 {
+            // x^0 from the seed, as training built it.
+            self.setup.model =
+                Model::build(&cfg.model, &self.setup.data, self.setup.device, cfg.seed)?;
+        } else {
+            bail!("no stored iterate at step {}", seg.start);
+        }
+        let mut opt = Optimizer::new(&cfg.optim, self.setup.model.params());
+        opt.updates = seg.start;
+        if seg.start > 0 && !stateless(cfg) {
+            let path = dir.snapshot_optim(seg.start);
+            let file = tensors::read(&path, self.setup.device)
+                .and_then(|f| {
+                    tensors::check_identity(&f, &path, "optimizer-state", run_id, Some(seg.start))?;
+                    Ok(f)
+                })
+                .with_context(|| format!("reading the optimiser state at step {}", seg.start))?;
+            let updates: u64 = file
+                .meta
+                .get("abcond.optim_updates")
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| {
+                    anyhow!(
+                        "{}: metadata abcond.optim_updates is missing",
+                        path.display()
+                    )
+                })?;
+            opt.load_state(&file, updates, &path.display().to_string())?;
+        }
+        let m = self.cfg.probe.replay_extra_every;
+        let mut rows = Vec::new();
+        for k in seg.start..seg.end {
+            if k > seg.start && self.on_disk.contains(&k) {
+                self.check_iterate(k, seg)?;
+            }
+            let extras_due = m.is_some_and(|m| k.is_multiple_of(m));
+            self.step(k, seg, extras_due, &mut opt, &mut rows)?;
+            progress.update(before + k + 1 - seg.start, || format!("step {k}"));
+        }
+        self.check_iterate(seg.end, seg)?;
+        Ok(rows)
+    }
+
+    /// Step k: its rows at x^k, then the update to x^{k+1}, checked against
+    /// the recorded step.
+    fn step(
+        &mut self,
+        k: u64,
+        seg: Segment,
+        extras_due: bool,
+        opt: &mut Optimizer,
+        rows: &mut Vec<LandscapeRow>,
+    ) -> Result<()> {
+        let cfg = self.cfg;
+        let landscape = self.landscape;
+        let set_tf32 = |on: bool| -> Result<()> {
+            if self.tf32_toggle {
+                crate::torch::ctx::set_allow_tf32(on, on)?;
+            }
+            Ok(())
+        };
+        set_tf32(false)?;
+        let reference = landscape.reference();
+        let (dist, measured) = {
+            let model = &self.setup.model;
+            let data = &self.setup.data;
+            let params: Vec<Tensor> = model.params().into_iter().map(|(_, t)| t).collect();
+            let dist = tch::no_grad(|| reduce::dist_sq(&params, reference)).sqrt();
+            let train = ProbeBatch {
+                label: ProbeLabel::Train,
+                indices: self.setup.sampler.batch(k),
+                augment: Some(AugmentAt {
+                    seed: cfg.seed,
+                    step: k,
+                }),
+                listed: true,
+            };
+            let mut batches = Vec::new();
+            // The probe's own measurement of the `train` row: always on the
+            // separate path, and at stored iterates to check the shared one.
+            if !self.shared || self.on_disk.contains(&k) {
+                batches.push(train.clone());
+            }
+            if extras_due {
+                for j in 0..cfg.probe.extra_batches {
+                    batches.push(ProbeBatch {
+                        label: ProbeLabel::Extra(j),
+                        indices: crate::data::sampler::extra_batch(
+                            cfg.seed,
+                            k,
+                            j,
+                            self.setup.data.len,
+                            cfg.train.batch_size,
+                        ),
+                        augment: None,
+                        listed: true,
+                    });
+                }
+            }
+            let measured = landscape.minibatch_rows(
+                model,
+                data,
+                k,
+                &batches,
+                reference,
+                dist,
+                RowSource::Replay,
+            );
+            let loss_ref = self.shared.then(|| landscape.loss_ref(data, &train));
+            (dist, (measured, train, loss_ref))
+        };
+        let (measured, train, loss_ref) = measured;
+        set_tf32(true)?;
+        // The training step, with the row taken from its own pass (shared).
+        let mut shared_row = None;
+        let shared = self.shared;
+        let u = crate::train::update_observed(cfg, self.setup, opt, k, |setup, per, indices| {
+            if !shared {
+                return Ok(());
+            }
+            debug_assert_eq!(indices, &train.indices[..]);
+            let model = &setup.model;
+            let n = indices.len() as f64;
+            let mut sum = 0.0;
+            sum += per
+                .to_kind(Kind::Double)
+                .sum(Kind::Double)
+                .double_value(&[]);
+            let params: Vec<Tensor> = model.params().into_iter().map(|(_, p)| p).collect();
+            let grads: Vec<Tensor> = params
+                .iter()
+                .map(|p| {
+                    Some(p.grad())
+                        .filter(Tensor::defined)
+                        .unwrap_or_else(|| p.zeros_like())
+                })
+                .collect();
+            let (inner, grad_norm) = tch::no_grad(|| {
+                (
+                    reduce::dot_diff(&grads, &params, reference),
+                    reduce::norm_sq(&grads).sqrt(),
+                )
+            });
+            let m = Measurement {
+                loss_k: sum / n,
+                loss_ref: loss_ref.expect("measured on the shared path"),
+                inner,
+                grad_norm,
+            };
+            shared_row = Some(landscape.row(k, &train, &m, dist, RowSource::Replay));
+            Ok(())
+        })?;
+        self.check_step(k, seg, &u)?;
+        let mut measured = measured.into_iter();
+        let train_row = if self.shared {
+            let row = shared_row.expect("a finite step calls its observer");
+            if self.on_disk.contains(&k) {
+                let probe_row = measured.next().expect("measured at a stored iterate");
+                if !same_row(&row, &probe_row) {
+                    bail!(
+                        "step {k}: the row taken from the training step's pass (loss {:e}, inner {:e}, grad_norm {:e}) differs from the probe's own measurement (loss {:e}, inner {:e}, grad_norm {:e}); this model's training pass is not its measurement (run with --set probe.chunk_size=1 to measure separately, and report it)",
+                        row.loss_k, row.inner, row.grad_norm,
+                        probe_row.loss_k, probe_row.inner, probe_row.grad_norm
+                    );
+                }
+            }
+            row
+        } else {
+            measured.next().expect("the train row is measured first")
+        };
+        rows.push(train_row);
+        rows.extend(measured);
+        Ok(())
+    }
+
+    /// The replayed update of step k must be the recorded one, bit for bit.
+    fn check_step(&self, k: u64, seg: Segment, u: &crate::train::Update) -> Result<()> {
+        let rec = &self.steps[k as usize];
+        let same = rec.step == k as i64
+            && rec.loss.to_bits() == u.loss.to_bits()
+            && rec.grad_norm.to_bits() == u.grad_norm.to_bits()
+            && rec.lr.to_bits() == u.lr.to_bits()
+            && rec.step_size.map(f64::to_bits) == u.step_size.map(f64::to_bits);
+        if !same {
+            bail!(
+                "determinism broke at step {k} ({seg}): steps.parquet records loss {:e}, gradient norm {:e}, lr {:e}, the replay gives loss {:e}, gradient norm {:e}, lr {:e}. {}; no rows of this segment are written",
+                rec.loss,
+                rec.grad_norm,
+                rec.lr,
+                u.loss,
+                u.grad_norm,
+                u.lr,
+                self.origin()
+            );
+        }
+        Ok(())
+    }
+
+    /// The replayed x^k must be the stored snapshot, bit for bit.
+    fn check_iterate(&self, k: u64, seg: Segment) -> Result<()> {
+        let path = self.dir.snapshot(k);
+        let stored = tensors::read(&path, Device::Cpu)
+            .with_context(|| format!("reading the stored iterate x^{k} to check the replay"))?;
+        tensors::check_identity(&stored, &path, "iterate", &self.manifest.run_id, Some(k))?;
+        for t in self.setup.model.tensors() {
+            let same = stored.get(&t.name).is_some_and(|s| {
+                s.tensor.size() == t.tensor.size()
+                    && s.tensor.equal(&t.tensor.to_device(Device::Cpu))
+            });
+            if !same {
+                bail!(
+                    "determinism broke before step {k} ({seg}): tensor `{}` of the replayed x^{k} differs from the stored {}, although every step record up to step {} matched. {}; no rows of this segment are written",
+                    t.name,
+                    path.display(),
+                    k.saturating_sub(1),
+                    self.origin()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Where the run came from, against this process: for the error that
+    /// says determinism broke.
+    fn origin(&self) -> String {
+        let m = self.manifest;
+        let devices: BTreeSet<&str> = m.sessions.iter().map(|s| s.device.as_str()).collect();
+        format!(
+            "The run was trained by abcond {} ({}) on {}; this replay is abcond {} ({}) on {}. A run trained by another build or on another device cannot be replayed bit for bit (and a changed data or snapshot file breaks it too); probe its snapshots without --replay",
+            m.provenance.abcond_version,
+            m.provenance.git_commit,
+            devices.into_iter().collect::<Vec<_>>().join(", "),
+            env!("CARGO_PKG_VERSION"),
+            env!("ABCOND_GIT_COMMIT"),
+            crate::torch::device::name(self.setup.device)
+        )
+    }
+}
+
+/// Two rows equal bit for bit.
+pub fn same_row(a: &LandscapeRow, b: &LandscapeRow) -> bool {
+    let bits = |r: &LandscapeRow| {
+        [r.loss_k, r.loss_ref, r.inner, r.grad_norm, r.dist, r.cos].map(f64::to_bits)
+    };
+    a.step == b.step
+        && a.probe == b.probe
+        && a.batch_size == b.batch_size
+        && a.batch_indices == b.batch_indices
+        && a.ref_step == b.ref_step
+        && bits(a) == bits(b)
+}
+
+/// The replay rows of `segments`, read from their parts, by step.
+pub fn read_rows(
+    dir: &RunDir,
+    segments: &[Segment],
+    fp: &str,
+) -> Result<BTreeMap<i64, Vec<LandscapeRow>>> {
+    let mut out: BTreeMap<i64, Vec<LandscapeRow>> = BTreeMap::new();
+    for &s in segments {
+        let path = dir.replay_part(s.start, s.end);
+        if !part_done(dir, s, fp) {
+            bail!(
+                "the replay of {s} is missing or was made with other settings ({}); run `abcond probe {} --replay` (or the missing --shard) first",
+                path.display(),
+                dir.root.display()
+            );
+        }
+        let (rows, _) = tables::read_landscape(&path)
+            .with_context(|| format!("gathering the replay of {s}"))?;
+        for r in rows {
+            if r.source != RowSource::Replay || r.step < s.start as i64 || r.step >= s.end as i64 {
+                bail!(
+                    "{}: holds a row of step {} ({}), outside the segment's replay rows",
+                    path.display(),
+                    r.step,
+                    r.source
+                );
+            }
+            out.entry(r.step).or_default().push(r);
+        }
+    }
+    Ok(out)
+}
+
+/// Merges replay rows into the snapshot probe's rows: at a step the snapshot
+/// probe measured, its `train` row must equal the replay's bit for bit (the
+/// replay's rows of that step are then dropped); elsewhere the replay's rows
+/// are kept. Returns the rows ordered by step, and how many steps were
+/// compared.
+pub fn merge(
+    snapshot_rows: Vec<LandscapeRow>,
+    mut replay: BTreeMap<i64, Vec<LandscapeRow>>,
+) -> Result<(Vec<LandscapeRow>, usize)> {
+    let mut by_step: BTreeMap<i64, Vec<LandscapeRow>> = BTreeMap::new();
+    for r in snapshot_rows {
+        by_step.entry(r.step).or_default().push(r);
+    }
+    let mut compared = 0;
+    for (k, rows) in &by_step {
+        let Some(replayed) = replay.remove(k) else {
+            continue;
+        };
+        let (Some(snap), Some(rep)) = (
+            rows.iter().find(|r| r.probe == ProbeLabel::Train),
+            replayed.iter().find(|r| r.probe == ProbeLabel::Train),
+        ) else {
+            continue;
+        };
+        if !same_row(snap, rep) {
+            bail!(
+                "step {k}: the replayed `train` row (loss {:e}, inner {:e}) differs from the snapshot probe's (loss {:e}, inner {:e}); the replay re-created another x^{k} than the snapshot holds",
+                rep.loss_k,
+                rep.inner,
+                snap.loss_k,
+                snap.inner
+            );
+        }
+        compared += 1;
+    }
+    for (k, rows) in replay {
+        by_step.entry(k).or_default().extend(rows);
+    }
+    Ok((by_step.into_values().flatten().collect(), compared))
+}
