@@ -114,6 +114,20 @@ pub fn verify_run(dir: &RunDir) -> (Vec<Problem>, String) {
                 if let Err(e) = read {
                     problem(&p, format!("{e:#}"), retrain);
                 }
+                // The optimiser state kept with it (snapshots.optimizer_state).
+                let o = dir.snapshot_optim(k);
+                if o.is_file() {
+                    checked += 1;
+                    let read = TensorReader::open(&o)
+                        .and_then(|r| r.for_each_chunk(|_| true, |_, _, _| Ok(())));
+                    if let Err(e) = read {
+                        problem(
+                            &o,
+                            format!("{e:#}"),
+                            "delete it: the replay probe then restarts at an earlier snapshot (or retrain into a new directory to re-create it)",
+                        );
+                    }
+                }
             }
         }
         Err(e) => problem(&dir.manifest(), format!("{e:#}"), retrain),
@@ -174,12 +188,12 @@ pub fn verify_run(dir: &RunDir) -> (Vec<Problem>, String) {
             }
         }
     }
-    for parts in [dir.probe_parts(), dir.curvature_parts()] {
+    for parts in [dir.probe_parts(), dir.curvature_parts(), dir.replay_parts()] {
         if let Ok(rd) = std::fs::read_dir(&parts) {
             for e in rd.flatten() {
                 checked += 1;
                 let p = e.path();
-                let read = if parts == dir.probe_parts() {
+                let read = if parts != dir.curvature_parts() {
                     crate::store::tables::read_landscape(&p).map(|_| ())
                 } else {
                     crate::store::tables::read_curvature(&p).map(|_| ())
@@ -188,7 +202,11 @@ pub fn verify_run(dir: &RunDir) -> (Vec<Problem>, String) {
                     problem(
                         &p,
                         format!("{e:#}"),
-                        "delete it: the next `abcond probe` measures that snapshot again",
+                        if parts == dir.replay_parts() {
+                            "delete it: the next `abcond probe --replay` replays that segment again"
+                        } else {
+                            "delete it: the next `abcond probe` measures that snapshot again"
+                        },
                     );
                 }
             }

@@ -133,4 +133,12 @@ pub struct SnapshotConfig {
     /// Explicit steps.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub at: Vec<u64>,
+    /// Also keep the optimiser state (momentum, Adam moments, step-size
+    /// scalars) with every snapshot but x^K, as `optim.parquet` beside it:
+    /// each such snapshot becomes a point where the replay probe can restart
+    /// training, so that `probe --replay --shard` splits the run of a stateful
+    /// optimiser. Costs the optimiser state's size per snapshot (0 to 2× the
+    /// model). Not needed for SGD without momentum, SPS_max and NGN.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub optimizer_state: bool,
 }

@@ -48,6 +48,23 @@ impl<'a> Output<'a> {
         self.tensors(path, tensors, model.dtype, meta, Durability::Cache)
     }
 
+    /// Queues the optimiser state before update k, kept beside snapshot x^k
+    /// (`snapshots.optimizer_state`; a restart point of the replay probe).
+    pub fn optimizer_state(
+        &mut self,
+        model: &Model,
+        opt: &crate::optim::Optimizer,
+        m: &Manifest,
+        k: u64,
+    ) -> Result<()> {
+        let mut meta = iterate_meta(m, k, "optimizer-state");
+        meta.push(("abcond.optim_updates", opt.updates.to_string()));
+        meta.extend(opt.scalar_state());
+        let path = self.dir.snapshot_optim(k);
+        self.unsynced.push(path.clone());
+        self.tensors(path, opt.state_tensors(), model.dtype, meta, Durability::Cache)
+    }
+
     /// Queues the fsync of the snapshots not yet synced (and of the
     /// directories leading to them), in one batch.
     pub fn sync_snapshots(&mut self) -> Result<()> {

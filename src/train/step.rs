@@ -207,6 +207,9 @@ pub fn run_loop(
         let writes_start = Instant::now();
         if is_snapshot && !resumed_here {
             out.snapshot(&setup.model, manifest, k)?;
+            if cfg.snapshots.optimizer_state {
+                out.optimizer_state(&setup.model, &opt, manifest, k)?;
+            }
         }
         let since_checkpoint = last_checkpoint.elapsed().as_secs_f64();
         if policy.due(k, is_snapshot, resumed_here, since_checkpoint) {
