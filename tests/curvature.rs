@@ -88,7 +88,7 @@ fn halfspace_eigenvalues_match_dense_hessians_and_resume() {
     ));
     // landscape.parquet keeps its schema
     let (_, lmeta) = abcond::store::tables::read_landscape(&rd.join("landscape.parquet")).unwrap();
-    assert_eq!(lmeta["abcond.format"], "abcond.landscape/2");
+    assert_eq!(lmeta["abcond.format"], "abcond.landscape/3");
 }
 
 const MLP: &str = "experiment: mlp

@@ -309,6 +309,45 @@ fn a_killed_lstm_run_resumes_bit_identical() {
     );
 }
 
+/// An LSTM with dropout and tied weights replays every step (`probe
+/// --replay`): the dropout masks of each step re-drawn as training drew them,
+/// every stored iterate matched bit for bit, rows measured with dropout off.
+#[test]
+fn an_lstm_with_dropout_replays_every_step() {
+    let dir = scratch("language-replay");
+    let corpus = write_corpus(&dir.join("ptb"));
+    config(
+        &dir,
+        "drop",
+        &corpus,
+        &[
+            ("dropout: 0.0}", "dropout: 0.3, tie_weights: true}"),
+            (
+                "{every: 10, at: [1, 2, 3, 4]}",
+                "{every: 10, at: [1, 2, 3, 4], optimizer_state: true}",
+            ),
+        ],
+    );
+    ok(&abcond(&dir, &["-q", "--out", "out", "train", "drop.yaml"]));
+    let run = run_dir(&dir.join("out"), "drop");
+    let out = abcond(&dir, &["probe", run.to_str().unwrap(), "--replay"]);
+    ok(&out);
+    let log = stderr(&out);
+    assert!(
+        log.contains("replaying 8 segments (40 steps)") && log.contains("measured separately"),
+        "{log}"
+    );
+    let (rows, meta) =
+        abcond::store::tables::read_landscape(&run.join("landscape.parquet")).unwrap();
+    // Snapshots 0, 1, 2, 3, 4, 10, 20, 30: each compared with its replayed row.
+    assert_eq!(meta["abcond.replay_steps_compared"], "8");
+    let train = rows
+        .iter()
+        .filter(|r| r.probe == abcond::store::label::ProbeLabel::Train)
+        .count();
+    assert_eq!(train, 40);
+}
+
 /// configs/lstm-fortunes.yaml on the real fortunes corpus (installed by
 /// `./dev` from the Debian package), at tiny settings: trained, probed,
 /// analysed, and its rows recomputed in PyTorch.

@@ -71,7 +71,7 @@ expect(
 lp = pd.read_parquet(f"{run}/landscape.parquet")
 expect("landscape (pandas) numeric", [str(lp[c].dtype) for c in ["step", "loss_k", "inner", "cos"]], ["int64", "float64", "float64", "float64"])
 meta = pq.read_table(f"{run}/landscape.parquet").schema.metadata
-expect("landscape metadata", meta[b"abcond.format"], b"abcond.landscape/2")
+expect("landscape metadata", meta[b"abcond.format"], b"abcond.landscape/3")
 probes = set(land["probe"].unique())
 assert "train" in probes and "extra-0" in probes, probes
 # cos is inner / (grad_norm · dist)

@@ -64,6 +64,7 @@ _RUN_ENTRIES = (
     "iterates",
     "state",
     "probe-parts",
+    "replay-parts",
     "landscape.parquet",
     "curvature-parts",
     "curvature.parquet",

@@ -62,6 +62,33 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
+/// Test hooks of the replay, read only by a build with the cargo feature
+/// `test-hooks` (the shipped build ignores them): `ABCOND_REPLAY_PERTURB=K`
+/// nudges one parameter after update K, as a build with other arithmetic
+/// would; `ABCOND_REPLAY_SEPARATE=1` measures every row separately (never from
+/// the training step's pass); `ABCOND_REPLAY_ABORT_AFTER=N` aborts the
+/// process once N segment parts are written, as a kill would.
+struct Hooks {
+    perturb: Option<u64>,
+    separate: bool,
+    abort_after: Option<usize>,
+}
+
+impl Hooks {
+    fn from_env() -> Hooks {
+        let var = |name: &str| {
+            cfg!(feature = "test-hooks")
+                .then(|| std::env::var(name).ok())
+                .flatten()
+        };
+        Hooks {
+            perturb: var("ABCOND_REPLAY_PERTURB").and_then(|v| v.parse().ok()),
+            separate: var("ABCOND_REPLAY_SEPARATE").is_some_and(|v| v == "1"),
+            abort_after: var("ABCOND_REPLAY_ABORT_AFTER").and_then(|v| v.parse().ok()),
+        }
+    }
+}
+
 /// Steps start..end of training, replayed from the stored state at `start`
 /// and checked against the stored iterate x^end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -242,7 +269,9 @@ pub fn replay(
         cfg.train.batch_size as usize,
     )?;
     let landscape = Landscape::new(dir, manifest, cfg, &setup.data, device)?;
+    let hooks = Hooks::from_env();
     let shared = setup.model.train_is_measure()
+        && !hooks.separate
         && cfg.train.autocast.is_none()
         && landscape.unchunked(cfg.train.batch_size);
     let (steps, _) = tables::read_steps(&dir.steps())?;
@@ -286,8 +315,9 @@ pub fn replay(
         on_disk: &on_disk,
         shared,
         tf32_toggle,
+        perturb: hooks.perturb,
     };
-    let mut done_steps = 0;
+    let (mut done_steps, mut written) = (0, 0usize);
     for &seg in &plan.todo {
         let rows = r
             .segment(seg, &mut progress, done_steps)
@@ -316,6 +346,10 @@ pub fn replay(
         std::fs::create_dir_all(dir.replay_parts())?;
         tables::write_probe_part(&path, &rows, &meta)?;
         done_steps += seg.end - seg.start;
+        written += 1;
+        if hooks.abort_after == Some(written) {
+            std::process::abort();
+        }
     }
     progress.finish();
     let seconds = started.elapsed().as_secs_f64();
@@ -349,6 +383,8 @@ struct Run<'a> {
     on_disk: &'a BTreeSet<u64>,
     shared: bool,
     tf32_toggle: bool,
+    /// Test hook: nudge a parameter after this update.
+    perturb: Option<u64>,
 }
 
 impl Run<'_> {
@@ -516,6 +552,13 @@ impl Run<'_> {
             Ok(())
         })?;
         self.check_step(k, seg, &u)?;
+        if self.perturb == Some(k) {
+            let (_, p) = &self.setup.model.params()[0];
+            let mut p = p.shallow_clone();
+            tch::no_grad(|| {
+                let _ = p.g_mul_scalar_(1.0 + 1e-6);
+            });
+        }
         let mut measured = measured.into_iter();
         let train_row = if self.shared {
             let row = shared_row.expect("a finite step calls its observer");

@@ -62,7 +62,13 @@ impl<'a> Output<'a> {
         meta.extend(opt.scalar_state());
         let path = self.dir.snapshot_optim(k);
         self.unsynced.push(path.clone());
-        self.tensors(path, opt.state_tensors(), model.dtype, meta, Durability::Cache)
+        self.tensors(
+            path,
+            opt.state_tensors(),
+            model.dtype,
+            meta,
+            Durability::Cache,
+        )
     }
 
     /// Queues the fsync of the snapshots not yet synced (and of the
