@@ -9,7 +9,9 @@
 // - the squared norm of a list of tensors accumulated in f64, each piece
 //   converted to f64 and dotted with itself into a slot of a preallocated
 //   f64 tensor: two kernels per piece instead of tch's seven wrapped calls,
-//   and one host synchronisation per call.
+//   and one host synchronisation per call;
+// - the f64 inner product <a, b − c> and squared distance ||b − c||² of the
+//   replay probe's every step, with exactly the generic path's operations.
 //
 // Built by build.rs with the same flags as torch_ctx.cpp. Tensor handles are
 // tch's (`at::Tensor*`). Every function catches C++ exceptions and reports
@@ -19,7 +21,10 @@
 #include <ATen/ops/add.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/dot.h>
+#include <ATen/ops/mul.h>
+#include <ATen/ops/sub.h>
 #include <ATen/ops/sum.h>
+#include <ATen/ops/zeros.h>
 #include <c10/core/GradMode.h>
 
 #include <algorithm>
@@ -101,6 +106,55 @@ int abcond_ops_norm_sq(const at::Tensor* const* ts, int64_t n, int64_t chunk, do
       }
     }
     *out = at::sum(parts).item<double>();
+  });
+}
+
+// Σ_i <a_i, b_i − c_i> and Σ_i ||b_i − c_i||² in one pass, with exactly the
+// operations of src/torch/reduce.rs's dot_diff and dist_sq (the same pieces,
+// the difference taken in f64 once for both, each piece summed in f64 into a
+// slot of one f64 tensor, then the slots summed): the same bits as the two
+// generic calls, without their ~20 tch calls per piece. `a` may be null
+// (distance only).
+int abcond_ops_dot_diff_dist(const at::Tensor* const* a, const at::Tensor* const* b,
+                             const at::Tensor* const* c, int64_t n, int64_t chunk,
+                             double* inner, double* dist_sq) {
+  return guarded([&] {
+    at::NoGradGuard no_grad;
+    if (chunk <= 0) throw std::invalid_argument("abcond_ops_dot_diff_dist: chunk must be positive");
+    int64_t count = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t len = b[i]->numel();
+      count += len == 0 ? 0 : (len - 1) / chunk + 1;
+    }
+    if (count == 0) {
+      *inner = 0.0;
+      *dist_sq = 0.0;
+      return;
+    }
+    auto opts = b[0]->options().dtype(at::kDouble);
+    auto dist_parts = at::zeros({count}, opts);
+    at::Tensor inner_parts;
+    if (a != nullptr) inner_parts = at::zeros({count}, opts);
+    int64_t j = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t len = b[i]->numel();
+      auto bf = b[i]->reshape({-1});
+      auto cf = c[i]->reshape({-1});
+      at::Tensor af;
+      if (a != nullptr) af = a[i]->reshape({-1});
+      for (int64_t s = 0; s < len; s += chunk) {
+        const int64_t l = std::min(chunk, len - s);
+        auto d = at::sub(bf.narrow(0, s, l).to(at::kDouble), cf.narrow(0, s, l).to(at::kDouble));
+        dist_parts.select(0, j).copy_(at::sum(at::mul(d, d), at::kDouble));
+        if (a != nullptr) {
+          inner_parts.select(0, j).copy_(
+              at::sum(at::mul(af.narrow(0, s, l).to(at::kDouble), d), at::kDouble));
+        }
+        ++j;
+      }
+    }
+    *dist_sq = at::sum(dist_parts, at::kDouble).template item<double>();
+    *inner = a != nullptr ? at::sum(inner_parts, at::kDouble).template item<double>() : 0.0;
   });
 }
 

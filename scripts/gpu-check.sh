@@ -51,6 +51,12 @@
 #  15. Pythia-70M (models/pythia-70m.yaml) on CUDA: 200 steps on random token ids
 #      (vocab 50,304, windows of 256) twice, x^K compared bit for bit, and the
 #      step time for the GPU-time estimates of the decoders;
+#  16. replay probing on CUDA (issue 19): the quickstart config at 3,000 steps
+#      trained on cuda with snapshots every 500, then `probe --replay` on cuda —
+#      every step record and stored iterate must match bit for bit under the
+#      determinism settings — and a ResNet-18 (BatchNorm, crop-flip, momentum
+#      with snapshots.optimizer_state) at 60 steps the same way; the replay's
+#      steps/s against the training's (target ≤ 1.5× the training time);
 #   8. ResNet9 and ResNet18 (f64, crop-flip, BatchNorm) trained and probed on CUDA
 #      against PyTorch on the CPU (tests/parity.py, 3 replayed steps, rel. err ≤ 1e-9),
 #      and 300-step timings of the paper configs (random CIFAR-format data) for
@@ -281,5 +287,37 @@ a=$(ls -d "$work"/py-a/pythia-gpu/*/ | head -1); b=$(ls -d "$work"/py-b/pythia-g
 cmp "$a/iterates/step=200/part-0.parquet" "$b/iterates/step=200/part-0.parquet" \
     || { log "15. FAILED: two CUDA runs of pythia-70m differ"; exit 1; }
 "$bin" inspect "$a" | grep -i "step\|timing" | head -5
+fi
+if want 16; then
+log "16. replay probing on cuda: quickstart at 3000 steps and ResNet-18 (BatchNorm, crop-flip) at 60 steps, every step bit for bit"
+"$bin" -q --out "$work/replay" train configs/quickstart.yaml --set device=cuda --set train.epochs=null \
+    --set train.steps=3000 --set snapshots.log_spaced=null --set snapshots.every=500
+rq=$(ls -d "$work"/replay/quickstart/*/ | head -1)
+"$bin" probe "$rq" --replay --set device=cuda --set probe.full_subset=1000
+grep -A12 "^  replay:" "$rq/run.yaml"
+"$bin" inspect "$rq" | grep -i "timing\|steps" | head -5
+"$py" - "$work/c10" <<'EOC'
+import numpy as np, os, sys
+d = sys.argv[1]; os.makedirs(d, exist_ok=True)
+rng = np.random.default_rng(0)
+for i in range(1, 6):
+    rec = np.concatenate([rng.integers(0, 10, (200, 1)), rng.integers(0, 256, (200, 3072))], 1).astype(np.uint8)
+    rec.tofile(f"{d}/data_batch_{i}.bin")
+EOC
+cat > "$work/replay-r18.yaml" <<EOC
+experiment: replay-r18
+seed: 0
+device: cuda
+model: {preset: resnet18}
+data: {dataset: cifar10, path: $work/c10, augment: crop-flip}
+train: {batch_size: 32, steps: 60}
+optim: {name: sgd, lr: 0.05, momentum: 0.9}
+snapshots: {every: 20, optimizer_state: true}
+probe: {extra_batches: 0, full: false}
+EOC
+"$bin" -q --out "$work/replay" train "$work/replay-r18.yaml"
+rr=$(ls -d "$work"/replay/replay-r18/*/ | head -1)
+"$bin" probe "$rr" --replay
+grep -A12 "^  replay:" "$rr/run.yaml"
 fi
 log "all GPU checks passed"

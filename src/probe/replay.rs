@@ -462,11 +462,9 @@ impl Run<'_> {
         };
         set_tf32(false)?;
         let reference = landscape.reference();
-        let (dist, measured) = {
+        let (measured, train, loss_ref) = {
             let model = &self.setup.model;
             let data = &self.setup.data;
-            let params: Vec<Tensor> = model.params().into_iter().map(|(_, t)| t).collect();
-            let dist = tch::no_grad(|| reduce::dist_sq(&params, reference)).sqrt();
             let train = ProbeBatch {
                 label: ProbeLabel::Train,
                 indices: self.setup.sampler.batch(k),
@@ -498,19 +496,24 @@ impl Run<'_> {
                     });
                 }
             }
-            let measured = landscape.minibatch_rows(
-                model,
-                data,
-                k,
-                &batches,
-                reference,
-                dist,
-                RowSource::Replay,
-            );
+            let measured = if batches.is_empty() {
+                Vec::new()
+            } else {
+                let params: Vec<Tensor> = model.params().into_iter().map(|(_, t)| t).collect();
+                let dist = tch::no_grad(|| reduce::dist_sq(&params, reference)).sqrt();
+                landscape.minibatch_rows(
+                    model,
+                    data,
+                    k,
+                    &batches,
+                    reference,
+                    dist,
+                    RowSource::Replay,
+                )
+            };
             let loss_ref = self.shared.then(|| landscape.loss_ref(data, &train));
-            (dist, (measured, train, loss_ref))
+            (measured, train, loss_ref)
         };
-        let (measured, train, loss_ref) = measured;
         set_tf32(true)?;
         // The training step, with the row taken from its own pass (shared).
         let mut shared_row = None;
@@ -536,12 +539,15 @@ impl Run<'_> {
                         .unwrap_or_else(|| p.zeros_like())
                 })
                 .collect();
-            let (inner, grad_norm) = tch::no_grad(|| {
+            // One fused pass for <g, x^k − x^K> and ||x^k − x^K||², the
+            // same bits as the probe's dot_diff and dist_sq.
+            let ((inner, dist_sq), grad_norm) = tch::no_grad(|| {
                 (
-                    reduce::dot_diff(&grads, &params, reference),
+                    reduce::dot_diff_and_dist_sq(&grads, &params, reference),
                     reduce::norm_sq(&grads).sqrt(),
                 )
             });
+            let dist = dist_sq.sqrt();
             let m = Measurement {
                 loss_k: sum / n,
                 loss_ref: loss_ref.expect("measured on the shared path"),

@@ -20,6 +20,15 @@ extern "C" {
     fn abcond_ops_add_scaled_(a: Handle, b: Handle, alpha: f64) -> c_int;
     fn abcond_ops_foreach_add_(a: *const Handle, b: *const Handle, n: i64, alpha: f64) -> c_int;
     fn abcond_ops_norm_sq(ts: *const Handle, n: i64, chunk: i64, out: *mut f64) -> c_int;
+    fn abcond_ops_dot_diff_dist(
+        a: *const Handle,
+        b: *const Handle,
+        c: *const Handle,
+        n: i64,
+        chunk: i64,
+        inner: *mut f64,
+        dist_sq: *mut f64,
+    ) -> c_int;
 }
 
 fn check(code: c_int, what: &str) {
@@ -79,6 +88,45 @@ pub fn norm_sq(ts: &[Tensor], chunk: i64) -> f64 {
         "the f64 squared norm",
     );
     out
+}
+
+/// (Σ_i <a_i, b_i − c_i>, Σ_i ||b_i − c_i||²) over pieces of `chunk`
+/// elements, bit for bit what [`crate::torch::reduce::dot_diff`] and
+/// [`crate::torch::reduce::dist_sq`] give (see csrc/ops.cpp); inner is 0
+/// without `a`. One host synchronisation per sum.
+pub fn dot_diff_dist(a: Option<&[Tensor]>, b: &[Tensor], c: &[Tensor], chunk: i64) -> (f64, f64) {
+    assert_eq!(
+        b.len(),
+        c.len(),
+        "dot_diff_dist: lists of different lengths"
+    );
+    let ha = a.map(|a| {
+        assert_eq!(
+            a.len(),
+            b.len(),
+            "dot_diff_dist: lists of different lengths"
+        );
+        handles(a)
+    });
+    let (hb, hc) = (handles(b), handles(c));
+    let (mut inner, mut dist) = (0.0, 0.0);
+    // SAFETY: arrays of live tensor handles of the given length (a: null or
+    // the same length).
+    check(
+        unsafe {
+            abcond_ops_dot_diff_dist(
+                ha.as_ref().map_or(std::ptr::null(), |h| h.as_ptr()),
+                hb.as_ptr(),
+                hc.as_ptr(),
+                hb.len() as i64,
+                chunk,
+                &mut inner,
+                &mut dist,
+            )
+        },
+        "the f64 inner product and distance",
+    );
+    (inner, dist)
 }
 
 extern "C" {

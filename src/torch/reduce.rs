@@ -112,8 +112,38 @@ pub fn dist_sq(b: &[Tensor], c: &[Tensor]) -> f64 {
     })
 }
 
+/// (Σ_i <a_i, b_i − c_i>, Σ_i ||b_i − c_i||²) in one call (`csrc/ops.cpp`):
+/// bit for bit `dot_diff(a, b, c)` and `dist_sq(b, c)` (tested below), for the
+/// replay probe's every step, where the generic path's tch calls cost more than
+/// the arithmetic.
+pub fn dot_diff_and_dist_sq(a: &[Tensor], b: &[Tensor], c: &[Tensor]) -> (f64, f64) {
+    let chunk = if device(b) == Device::Cpu {
+        CPU_CHUNK
+    } else {
+        GPU_CHUNK
+    };
+    crate::torch::ops::dot_diff_dist(Some(a), b, c, chunk)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_fused_inner_and_distance_are_the_generic_ones_bit_for_bit() {
+        tch::manual_seed(11);
+        let opts = (Kind::Float, tch::Device::Cpu);
+        // pieces: one over 2^16 (two pieces), a small one, an empty one
+        let shapes: [&[i64]; 3] = [&[300, 300], &[17], &[0]];
+        let mk = || -> Vec<Tensor> { shapes.iter().map(|s| Tensor::randn(*s, opts)).collect() };
+        let (a, b, c) = (mk(), mk(), mk());
+        let (inner, dist) = dot_diff_and_dist_sq(&a, &b, &c);
+        assert_eq!(inner.to_bits(), dot_diff(&a, &b, &c).to_bits());
+        assert_eq!(dist.to_bits(), dist_sq(&b, &c).to_bits());
+        let f64s: Vec<Tensor> = b.iter().map(|t| t.to_kind(Kind::Double)).collect();
+        let (i2, d2) = dot_diff_and_dist_sq(&f64s, &f64s, &c);
+        assert_eq!(i2.to_bits(), dot_diff(&f64s, &f64s, &c).to_bits());
+        assert_eq!(d2.to_bits(), dist_sq(&f64s, &c).to_bits());
+    }
+
     use super::*;
 
     #[test]
