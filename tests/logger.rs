@@ -446,6 +446,7 @@ fn python_and_rust_snapshot_schedules_agree() {
             every: *every,
             log_spaced: log.or((every.is_none() && at.is_empty()).then_some(30)),
             at: at.clone(),
+            optimizer_state: false,
         };
         let want: Vec<u64> = abcond::train::snapshot_steps(&cfg, *total)
             .unwrap()

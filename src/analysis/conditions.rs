@@ -174,6 +174,7 @@ mod tests {
             cos: inner / grad_norm,
             ref_step: 100,
             batch_indices: None,
+            source: crate::store::label::RowSource::Snapshot,
         }
     }
 

@@ -424,15 +424,29 @@ mod tests {
             cos: 0.25 / 6.0,
             ref_step: 99,
             batch_indices: None,
+            source: RowSource::Replay,
         };
         let p = dir.join("landscape.parquet");
         write_landscape(&p, std::slice::from_ref(&row), &[]).unwrap();
-        assert_eq!(read_landscape(&p).unwrap().0, vec![row]);
+        assert_eq!(read_landscape(&p).unwrap().0, vec![row.clone()]);
         // a steps file is not a landscape file
         let err = read_landscape(&dir.join("steps.parquet"))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("abcond.landscape/2"), "{err}");
+        assert!(err.contains("abcond.landscape/3"), "{err}");
+        // format 2 (no `source` column) is still read: its rows are snapshot rows
+        let batch = LandscapeRow::batch(std::slice::from_ref(&row)).unwrap();
+        let keep: Vec<usize> = (0..batch.num_columns() - 1).collect();
+        let v2 = dir.join("landscape-v2.parquet");
+        write_batch(
+            &v2,
+            &batch.project(&keep).unwrap(),
+            &[("abcond.format", LANDSCAPE_FORMAT_V2.to_string())],
+        )
+        .unwrap();
+        let back = read_landscape(&v2).unwrap().0;
+        assert_eq!(back[0].source, RowSource::Snapshot);
+        assert_eq!(back[0].inner, row.inner);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
