@@ -20,6 +20,9 @@ Cases (sizes per --device, or --quick for a smoke test):
   tsprobe-mlp, tsprobe-resnet18    probing one snapshot of the model as a TorchScript
                                    module (exported from the same x^0 by the Python
                                    companion) vs abcond's native model
+  replay-mlp, replay-resnet18      `probe --replay` (the train row of every step, x^k
+                                   re-created by re-running training) vs training the
+                                   same run: mean seconds per step of each
 
     python bench/run.py --quick                                  # smoke test, ~2 min
     python bench/run.py --threads 2 --repeats 5 --out bench-results.md
@@ -52,6 +55,8 @@ CASES = [
     "snapshots-resnet18",
     "tsprobe-mlp",
     "tsprobe-resnet18",
+    "replay-mlp",
+    "replay-resnet18",
 ]
 # Targets (issue 7): abcond/PyTorch ≤ 1.0 for ResNet-18 and ≤ 0.8 for the MLP
 # (Python overhead dominates there); snapshot logging ≤ 5 % of training time.
@@ -65,6 +70,9 @@ TARGETS = {
     # Issue 17: a TorchScript model costs at most 10 % more to probe than the native one.
     "tsprobe-mlp": 1.1,
     "tsprobe-resnet18": 1.1,
+    # Issue 19: replaying a run costs at most 1.5× training it.
+    "replay-mlp": 1.5,
+    "replay-resnet18": 1.5,
 }
 
 # Sizes: steps (and batch) of each case. "probe": a run of `steps` steps with a
@@ -81,6 +89,8 @@ SIZES = {
         "snapshots-resnet18": {"steps": 4, "every": 2, "batch": 8},
         "tsprobe-mlp": {"steps": 40, "every": 10},
         "tsprobe-resnet18": {"steps": 3, "every": 1, "batch": 8},
+        "replay-mlp": {"steps": 200, "every": 50},
+        "replay-resnet18": {"steps": 4, "every": 2, "batch": 8},
     },
     "cpu": {
         "cifar_images": 5120,
@@ -92,6 +102,8 @@ SIZES = {
         "snapshots-resnet18": {"steps": 200, "every": 100},
         "tsprobe-mlp": {"steps": 2000, "every": 100},
         "tsprobe-resnet18": {"steps": 8, "every": 1},
+        "replay-mlp": {"steps": 3000, "every": 500},
+        "replay-resnet18": {"steps": 24, "every": 8},
     },
     "cuda": {
         "cifar_images": 10240,
@@ -103,6 +115,8 @@ SIZES = {
         "snapshots-resnet18": {"steps": 500, "every": 100},
         "tsprobe-mlp": {"steps": 2000, "every": 100},
         "tsprobe-resnet18": {"steps": 20, "every": 2},
+        "replay-mlp": {"steps": 3000, "every": 500},
+        "replay-resnet18": {"steps": 500, "every": 100},
     },
 }
 
@@ -278,6 +292,37 @@ class Bench:
 
         if kind == "tsprobe":
             return self.tsprobe_case(model, base, experiment, size)
+
+        if kind == "replay":
+            # One trained run replayed again and again, against training it.
+            every = size["every"]
+            trained = os.path.join(base, "trained")
+            self.run(self.train_args(model, trained, steps, f"{{every: {every}}}", batch))
+            run_dir = run_dir_of(trained, experiment)
+
+            def reset(i):
+                shutil.rmtree(os.path.join(run_dir, "replay-parts"), ignore_errors=True)
+
+            def replay_metrics(i, stdout):
+                r = read_manifest(run_dir)["probe"]["replay"]
+                return {"step": r["seconds"] / r["steps_replayed_now"], "loop": r["seconds"]}
+
+            a = Side(
+                "abcond probe --replay",
+                lambda i: self.abcond(
+                    "probe", run_dir, "--replay", "--set", "probe.extra_batches=0", "--set", "probe.full=false",
+                    "--set", f"device={self.a.device}",
+                ),
+                replay_metrics,
+                before=reset,
+            )
+            out = lambda i: os.path.join(base, f"train-{i}")  # noqa: E731
+            b = Side(
+                "abcond train",
+                lambda i: self.train_args(model, out(i), steps, f"{{every: {every}}}", batch),
+                train_metrics(out),
+            )
+            return dict(metric=f"mean step, {steps} steps (replay incl. its checks / training loop)", unit="step", a=a, b=b)
 
         # probe: one trained run, probed again and again
         every = size["every"]

@@ -10,8 +10,10 @@
 //   converted to f64 and dotted with itself into a slot of a preallocated
 //   f64 tensor: two kernels per piece instead of tch's seven wrapped calls,
 //   and one host synchronisation per call;
-// - the f64 inner product <a, b − c> and squared distance ||b − c||² of the
-//   replay probe's every step, with exactly the generic path's operations.
+// - the probe's f64 inner product <a, b − c> and squared distance ||b − c||²:
+//   on the CPU one pass over the values without temporaries (the generic
+//   path's conversions and temporaries cost more than a training step of a
+//   small model, at every step of the replay probe).
 //
 // Built by build.rs with the same flags as torch_ctx.cpp. Tensor handles are
 // tch's (`at::Tensor*`). Every function catches C++ exceptions and reports
@@ -109,18 +111,119 @@ int abcond_ops_norm_sq(const at::Tensor* const* ts, int64_t n, int64_t chunk, do
   });
 }
 
-// Σ_i <a_i, b_i − c_i> and Σ_i ||b_i − c_i||² in one pass, with exactly the
-// operations of src/torch/reduce.rs's dot_diff and dist_sq (the same pieces,
-// the difference taken in f64 once for both, each piece summed in f64 into a
-// slot of one f64 tensor, then the slots summed): the same bits as the two
-// generic calls, without their ~20 tch calls per piece. `a` may be null
-// (distance only).
-int abcond_ops_dot_diff_dist(const at::Tensor* const* a, const at::Tensor* const* b,
-                             const at::Tensor* const* c, int64_t n, int64_t chunk,
-                             double* inner, double* dist_sq) {
+}  // extern "C"
+
+// Σ_i <a_i, b_i − c_i> and Σ_i ||b_i − c_i||² — the probe's inner product
+// <∇f_i(x^k), x^k − x^K> and squared distance ||x^k − x^K||², accumulated in
+// f64. `a` may be null (distance only).
+//
+// CPU tensors: one pass over the values, no temporaries. Each value is
+// converted to f64 first (so the result depends on the values alone, not on
+// f32/f64 storage or layout); within blocks of 4096 values eight lanes are
+// summed separately and combined pairwise; the block sums are added with
+// Kahan compensation, in order. The distance is computed the same way with or
+// without `a`, so `dist_sq` alone and this pair give the same bits.
+// CUDA tensors: pieces of `chunk` values converted to f64, each summed into a
+// slot of one f64 tensor, the slots summed.
+namespace {
+
+struct Kahan {
+  double sum = 0.0, comp = 0.0;
+  void add(double v) {
+    const double y = v - comp;
+    const double t = sum + y;
+    comp = (t - sum) - y;
+    sum = t;
+  }
+};
+
+constexpr int64_t kBlock = 4096;
+constexpr int kLanes = 8;
+
+inline double lanes_total(const double* p) {
+  return ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));
+}
+
+template <typename T, bool WithA>
+void inner_dist_cpu(const T* a, const T* b, const T* c, int64_t n, Kahan& inner, Kahan& dist) {
+  for (int64_t s = 0; s < n; s += kBlock) {
+    const int64_t e = std::min(n, s + kBlock);
+    double pi[kLanes] = {0, 0, 0, 0, 0, 0, 0, 0};
+    double pd[kLanes] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t i = s;
+    for (; i + kLanes <= e; i += kLanes) {
+      for (int l = 0; l < kLanes; ++l) {
+        const double d = static_cast<double>(b[i + l]) - static_cast<double>(c[i + l]);
+        pd[l] += d * d;
+        if (WithA) pi[l] += static_cast<double>(a[i + l]) * d;
+      }
+    }
+    double ti = 0.0, td = 0.0;
+    for (; i < e; ++i) {
+      const double d = static_cast<double>(b[i]) - static_cast<double>(c[i]);
+      td += d * d;
+      if (WithA) ti += static_cast<double>(a[i]) * d;
+    }
+    dist.add(lanes_total(pd) + td);
+    if (WithA) inner.add(lanes_total(pi) + ti);
+  }
+}
+
+// The tensor as a contiguous CPU tensor of kind `k` (itself when it is one).
+at::Tensor as_contiguous(const at::Tensor& t, at::ScalarType k) {
+  return t.scalar_type() == k ? t.contiguous() : t.to(k).contiguous();
+}
+
+void inner_dist_cpu_all(const at::Tensor* const* a, const at::Tensor* const* b,
+                        const at::Tensor* const* c, int64_t n, double* inner, double* dist_sq) {
+  Kahan ki, kd;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t len = b[i]->numel();
+    if (c[i]->numel() != len || (a != nullptr && a[i]->numel() != len)) {
+      throw std::invalid_argument("abcond_ops_dot_diff_dist: tensors of different sizes");
+    }
+    if (len == 0) continue;
+    // f32 throughout, or everything as f64 (the conversion is exact).
+    const bool f32 = b[i]->scalar_type() == at::kFloat && c[i]->scalar_type() == at::kFloat &&
+                     (a == nullptr || a[i]->scalar_type() == at::kFloat);
+    const auto k = f32 ? at::kFloat : at::kDouble;
+    const auto bt = as_contiguous(*b[i], k), ct = as_contiguous(*c[i], k);
+    at::Tensor at_;
+    if (a != nullptr) at_ = as_contiguous(*a[i], k);
+    if (f32) {
+      if (a != nullptr) {
+        inner_dist_cpu<float, true>(at_.data_ptr<float>(), bt.data_ptr<float>(), ct.data_ptr<float>(), len, ki, kd);
+      } else {
+        inner_dist_cpu<float, false>(nullptr, bt.data_ptr<float>(), ct.data_ptr<float>(), len, ki, kd);
+      }
+    } else {
+      if (a != nullptr) {
+        inner_dist_cpu<double, true>(at_.data_ptr<double>(), bt.data_ptr<double>(), ct.data_ptr<double>(), len, ki, kd);
+      } else {
+        inner_dist_cpu<double, false>(nullptr, bt.data_ptr<double>(), ct.data_ptr<double>(), len, ki, kd);
+      }
+    }
+  }
+  *inner = a != nullptr ? ki.sum : 0.0;
+  *dist_sq = kd.sum;
+}
+
+}  // namespace
+
+extern "C" int abcond_ops_dot_diff_dist(const at::Tensor* const* a, const at::Tensor* const* b,
+                                        const at::Tensor* const* c, int64_t n, int64_t chunk,
+                                        double* inner, double* dist_sq) {
   return guarded([&] {
     at::NoGradGuard no_grad;
     if (chunk <= 0) throw std::invalid_argument("abcond_ops_dot_diff_dist: chunk must be positive");
+    bool cpu = true;
+    for (int64_t i = 0; i < n; ++i) {
+      cpu = cpu && b[i]->device().is_cpu() && c[i]->device().is_cpu() && (a == nullptr || a[i]->device().is_cpu());
+    }
+    if (cpu) {
+      inner_dist_cpu_all(a, b, c, n, inner, dist_sq);
+      return;
+    }
     int64_t count = 0;
     for (int64_t i = 0; i < n; ++i) {
       const int64_t len = b[i]->numel();
@@ -158,4 +261,4 @@ int abcond_ops_dot_diff_dist(const at::Tensor* const* a, const at::Tensor* const
   });
 }
 
-}  // extern "C"
+

@@ -28,6 +28,9 @@ pub fn probe_config(cfg: &Config, overrides: &[String]) -> Result<Config> {
     c.resolve()
 }
 
+/// Bumped when the numbers of a landscape part change for the same settings.
+const MEASUREMENT_VERSION: &str = "measurement/2";
+
 /// A stable fingerprint of the probe settings (parts made with other settings
 /// are measured again).
 pub(crate) fn landscape_fingerprint(p: &ProbeConfig) -> String {
@@ -38,10 +41,14 @@ pub(crate) fn landscape_fingerprint(p: &ProbeConfig) -> String {
                                       // The replay has parts of its own; snapshot parts do not depend on it.
     p.replay = false;
     p.replay_extra_every = None;
-    format!(
-        "{:016x}",
-        crate::config::fnv1a64(serde_yaml::to_string(&p).unwrap().as_bytes())
-    )
+    // The measurement's version: parts measured before the one-pass f64
+    // inner product and distance (src/torch/reduce.rs) are measured again,
+    // so that no landscape mixes the two (the replay compares rows bit for bit).
+    let text = format!(
+        "{MEASUREMENT_VERSION}\n{}",
+        serde_yaml::to_string(&p).unwrap()
+    );
+    format!("{:016x}", crate::config::fnv1a64(text.as_bytes()))
 }
 
 /// A stable fingerprint of the settings a curvature part depends on (parts

@@ -518,45 +518,51 @@ impl Run<'_> {
         // The training step, with the row taken from its own pass (shared).
         let mut shared_row = None;
         let shared = self.shared;
-        let u = crate::train::update_observed(cfg, self.setup, opt, k, |setup, per, indices| {
-            if !shared {
-                return Ok(());
-            }
-            debug_assert_eq!(indices, &train.indices[..]);
-            let model = &setup.model;
-            let n = indices.len() as f64;
-            let mut sum = 0.0;
-            sum += per
-                .to_kind(Kind::Double)
-                .sum(Kind::Double)
-                .double_value(&[]);
-            let params: Vec<Tensor> = model.params().into_iter().map(|(_, p)| p).collect();
-            let grads: Vec<Tensor> = params
-                .iter()
-                .map(|p| {
-                    Some(p.grad())
-                        .filter(Tensor::defined)
-                        .unwrap_or_else(|| p.zeros_like())
-                })
-                .collect();
-            // One fused pass for <g, x^k − x^K> and ||x^k − x^K||², the
-            // same bits as the probe's dot_diff and dist_sq.
-            let ((inner, dist_sq), grad_norm) = tch::no_grad(|| {
-                (
-                    reduce::dot_diff_and_dist_sq(&grads, &params, reference),
-                    reduce::norm_sq(&grads).sqrt(),
-                )
-            });
-            let dist = dist_sq.sqrt();
-            let m = Measurement {
-                loss_k: sum / n,
-                loss_ref: loss_ref.expect("measured on the shared path"),
-                inner,
-                grad_norm,
-            };
-            shared_row = Some(landscape.row(k, &train, &m, dist, RowSource::Replay));
-            Ok(())
-        })?;
+        let u =
+            crate::train::update_observed(cfg, self.setup, opt, k, |setup, per, indices, gn| {
+                if !shared {
+                    return Ok(());
+                }
+                debug_assert_eq!(indices, &train.indices[..]);
+                let model = &setup.model;
+                let n = indices.len() as f64;
+                let mut sum = 0.0;
+                sum += per
+                    .to_kind(Kind::Double)
+                    .sum(Kind::Double)
+                    .double_value(&[]);
+                let params: Vec<Tensor> = model.params().into_iter().map(|(_, p)| p).collect();
+                let mut all_defined = true;
+                let grads: Vec<Tensor> = params
+                    .iter()
+                    .map(|p| {
+                        Some(p.grad()).filter(Tensor::defined).unwrap_or_else(|| {
+                            all_defined = false;
+                            p.zeros_like()
+                        })
+                    })
+                    .collect();
+                // One pass for <g, x^k − x^K> and ||x^k − x^K||², the same bits
+                // as the probe's dot_diff and dist_sq.
+                let (inner, dist_sq) =
+                    tch::no_grad(|| reduce::dot_diff_and_dist_sq(&grads, &params, reference));
+                // The training step's gradient norm is the probe's when every
+                // parameter has a gradient: the same list, the same reduction.
+                let grad_norm = if all_defined {
+                    gn
+                } else {
+                    tch::no_grad(|| reduce::norm_sq(&grads).sqrt())
+                };
+                let dist = dist_sq.sqrt();
+                let m = Measurement {
+                    loss_k: sum / n,
+                    loss_ref: loss_ref.expect("measured on the shared path"),
+                    inner,
+                    grad_norm,
+                };
+                shared_row = Some(landscape.row(k, &train, &m, dist, RowSource::Replay));
+                Ok(())
+            })?;
         self.check_step(k, seg, &u)?;
         if self.perturb == Some(k) {
             let (_, p) = &self.setup.model.params()[0];

@@ -95,16 +95,38 @@ pub fn norm_sq(a: &[Tensor]) -> f64 {
     crate::torch::ops::norm_sq(a, chunk)
 }
 
-/// Σ_i <a_i, b_i − c_i>, the difference taken in f64.
+/// Σ_i <a_i, b_i − c_i>, the difference taken in f64: the probe's inner
+/// product <∇f_i(x^k), x^k − x^K>. On the CPU in one pass (`csrc/ops.cpp`:
+/// each value converted to f64, lanes within blocks of 4096, block sums with
+/// Kahan compensation); on CUDA in f64 pieces ([`dot_diff_pieces`]).
 pub fn dot_diff(a: &[Tensor], b: &[Tensor], c: &[Tensor]) -> f64 {
+    if device(b) == Device::Cpu {
+        return crate::torch::ops::dot_diff_dist(Some(a), b, c, CPU_CHUNK).0;
+    }
+    dot_diff_pieces(a, b, c)
+}
+
+/// [`dot_diff`] by f64 pieces: the CUDA path (and the CPU's before the
+/// one-pass loop; kept as the reference its tests compare with).
+pub fn dot_diff_pieces(a: &[Tensor], b: &[Tensor], c: &[Tensor]) -> f64 {
     let (a, b, c) = (flat(a), flat(b), flat(c));
     chunked_sum(&lens(&a), device(&a), |i, s, l| {
         (piece(&a[i], s, l) * (piece(&b[i], s, l) - piece(&c[i], s, l))).sum(Kind::Double)
     })
 }
 
-/// Σ_i ||b_i − c_i||², the difference taken in f64.
+/// Σ_i ||b_i − c_i||², the difference taken in f64: the probe's squared
+/// distance ||x^k − x^K||² (as [`dot_diff`]: one pass on the CPU, f64 pieces
+/// on CUDA).
 pub fn dist_sq(b: &[Tensor], c: &[Tensor]) -> f64 {
+    if device(b) == Device::Cpu {
+        return crate::torch::ops::dot_diff_dist(None, b, c, CPU_CHUNK).1;
+    }
+    dist_sq_pieces(b, c)
+}
+
+/// [`dist_sq`] by f64 pieces (the CUDA path; the CPU's reference in tests).
+pub fn dist_sq_pieces(b: &[Tensor], c: &[Tensor]) -> f64 {
     let (b, c) = (flat(b), flat(c));
     chunked_sum(&lens(&b), device(&b), |i, s, l| {
         let d = piece(&b[i], s, l) - piece(&c[i], s, l);
@@ -114,8 +136,7 @@ pub fn dist_sq(b: &[Tensor], c: &[Tensor]) -> f64 {
 
 /// (Σ_i <a_i, b_i − c_i>, Σ_i ||b_i − c_i||²) in one call (`csrc/ops.cpp`):
 /// bit for bit `dot_diff(a, b, c)` and `dist_sq(b, c)` (tested below), for the
-/// replay probe's every step, where the generic path's tch calls cost more than
-/// the arithmetic.
+/// replay probe's every step.
 pub fn dot_diff_and_dist_sq(a: &[Tensor], b: &[Tensor], c: &[Tensor]) -> (f64, f64) {
     let chunk = if device(b) == Device::Cpu {
         CPU_CHUNK
@@ -128,20 +149,40 @@ pub fn dot_diff_and_dist_sq(a: &[Tensor], b: &[Tensor], c: &[Tensor]) -> (f64, f
 #[cfg(test)]
 mod tests {
     #[test]
-    fn the_fused_inner_and_distance_are_the_generic_ones_bit_for_bit() {
+    fn one_pass_inner_and_distance_agree_with_f64_pieces() {
         tch::manual_seed(11);
         let opts = (Kind::Float, tch::Device::Cpu);
-        // pieces: one over 2^16 (two pieces), a small one, an empty one
-        let shapes: [&[i64]; 3] = [&[300, 300], &[17], &[0]];
-        let mk = || -> Vec<Tensor> { shapes.iter().map(|s| Tensor::randn(*s, opts)).collect() };
+        // two pieces of 2^16 and a partial block, a small tensor, an empty one,
+        // a transposed (non-contiguous) one
+        let shapes: [&[i64]; 4] = [&[300, 300], &[17], &[0], &[40, 30]];
+        let mk = || -> Vec<Tensor> {
+            let mut v: Vec<Tensor> = shapes.iter().map(|s| Tensor::randn(*s, opts)).collect();
+            v[3] = v[3].transpose(0, 1);
+            v
+        };
         let (a, b, c) = (mk(), mk(), mk());
         let (inner, dist) = dot_diff_and_dist_sq(&a, &b, &c);
+        // the pair and the single calls: the same bits
         assert_eq!(inner.to_bits(), dot_diff(&a, &b, &c).to_bits());
         assert_eq!(dist.to_bits(), dist_sq(&b, &c).to_bits());
-        let f64s: Vec<Tensor> = b.iter().map(|t| t.to_kind(Kind::Double)).collect();
-        let (i2, d2) = dot_diff_and_dist_sq(&f64s, &f64s, &c);
-        assert_eq!(i2.to_bits(), dot_diff(&f64s, &f64s, &c).to_bits());
-        assert_eq!(d2.to_bits(), dist_sq(&f64s, &c).to_bits());
+        // the one-pass loop against ATen's f64 pieces: both accumulate in f64
+        let close = |x: f64, y: f64| (x - y).abs() <= 1e-13 * y.abs();
+        assert!(close(inner, dot_diff_pieces(&a, &b, &c)), "{inner}");
+        assert!(close(dist, dist_sq_pieces(&b, &c)), "{dist}");
+        // f32 values stored as f64 give the same bits (the value decides)
+        let f64s =
+            |v: &[Tensor]| -> Vec<Tensor> { v.iter().map(|t| t.to_kind(Kind::Double)).collect() };
+        let (i2, d2) = dot_diff_and_dist_sq(&f64s(&a), &b, &f64s(&c));
+        assert_eq!(
+            (i2.to_bits(), d2.to_bits()),
+            (inner.to_bits(), dist.to_bits())
+        );
+        // an exact case: 1·(3 − 1) over 10^5 ones = 2·10^5; distance 4·10^5
+        let n = 100_000;
+        let one = Tensor::ones([n], opts);
+        let three = Tensor::full([n], 3.0, opts);
+        let (i3, d3) = dot_diff_and_dist_sq(&[one.shallow_clone()], &[three], &[one]);
+        assert_eq!((i3, d3), (2.0 * n as f64, 4.0 * n as f64));
     }
 
     use super::*;
