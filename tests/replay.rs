@@ -163,6 +163,11 @@ fn every_step_gets_a_row_equal_to_the_snapshot_probe_at_snapshots() {
     ] {
         assert!(yaml.contains(want), "{want} in {yaml}");
     }
+    let inspect = ok(&abcond(&dir, &["inspect", run.to_str().unwrap()]));
+    assert!(
+        inspect.contains("replay: the train row of every step, 116 replayed rows (4 segments; 4 snapshot steps compared bit for bit)"),
+        "{inspect}"
+    );
     // A second --replay finds every segment done and only gathers.
     let again = probe(&dir, &run, &["--replay"]);
     assert!(!again.contains("replaying"), "{again}");

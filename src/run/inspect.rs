@@ -198,6 +198,22 @@ pub fn render(dir: &RunDir) -> Result<String> {
                     t.write_seconds
                 )?;
             }
+            if let Some(r) = &p.replay {
+                writeln!(
+                    s,
+                    "            replay: the train row of every step, {} replayed rows ({} segments; {} snapshot steps compared bit for bit){}{}",
+                    r.rows,
+                    r.segments,
+                    r.steps_compared,
+                    match r.shared_pass {
+                        Some(true) => "; rows from the training step's own pass",
+                        Some(false) => "; rows measured separately from the training step",
+                        None => "",
+                    },
+                    r.steps_per_second
+                        .map_or(String::new(), |v| format!(", {v:.0} steps/s"))
+                )?;
+            }
             let probed: Vec<u64> = crate::probe::coverage(&rows)
                 .keys()
                 .map(|&k| k as u64)
