@@ -229,7 +229,8 @@ pub fn gather(
     }
     let mut info = None;
     if let Some(plan) = replay {
-        let replayed = super::replay::read_rows(dir, &plan.all, &plan.fingerprint)?;
+        let replayed =
+            super::replay::read_rows(dir, &manifest.run_id, &plan.all, &plan.fingerprint)?;
         let (merged, compared) = super::replay::merge(rows, replayed)?;
         rows = merged;
         info = Some(ReplayInfo {

@@ -673,6 +673,7 @@ pub fn same_row(a: &LandscapeRow, b: &LandscapeRow) -> bool {
 /// The replay rows of `segments`, read from their parts, by step.
 pub fn read_rows(
     dir: &RunDir,
+    run_id: &str,
     segments: &[Segment],
     fp: &str,
 ) -> Result<BTreeMap<i64, Vec<LandscapeRow>>> {
@@ -686,8 +687,16 @@ pub fn read_rows(
                 dir.root.display()
             );
         }
-        let (rows, _) = tables::read_landscape(&path)
-            .with_context(|| format!("gathering the replay of {s}"))?;
+        let (rows, meta) = tables::read_landscape(&path).with_context(|| {
+            format!("gathering the replay of {s} (delete the file and replay again: `abcond probe {} --replay`)", dir.root.display())
+        })?;
+        if meta.get("abcond.run_id").map(String::as_str) != Some(run_id) {
+            bail!(
+                "{}: holds the replay of run {:?}, not of {run_id:?} (copied from another run?); delete it and replay again",
+                path.display(),
+                meta.get("abcond.run_id").cloned().unwrap_or_default()
+            );
+        }
         for r in rows {
             if r.source != RowSource::Replay || r.step < s.start as i64 || r.step >= s.end as i64 {
                 bail!(
