@@ -66,8 +66,10 @@ expect(
         "cos": pl.Float64,
         "ref_step": pl.Int64,
         "batch_indices": pl.List(pl.Int64),
+        "source": pl.String,
     },
 )
+expect("landscape sources", set(land["source"].unique()), {"snapshot"})
 lp = pd.read_parquet(f"{run}/landscape.parquet")
 expect("landscape (pandas) numeric", [str(lp[c].dtype) for c in ["step", "loss_k", "inner", "cos"]], ["int64", "float64", "float64", "float64"])
 meta = pq.read_table(f"{run}/landscape.parquet").schema.metadata
@@ -83,7 +85,7 @@ con = duckdb.connect()
 n = con.execute(f"select count(*) from read_parquet('{run}/landscape.parquet')").fetchone()[0]
 expect("duckdb landscape rows", n, land.height)
 types = {r[0]: r[1] for r in con.execute(f"describe select * from read_parquet('{run}/landscape.parquet')").fetchall()}
-expect("duckdb landscape types", [types[c] for c in ["step", "probe", "inner", "batch_indices"]], ["BIGINT", "VARCHAR", "DOUBLE", "BIGINT[]"])
+expect("duckdb landscape types", [types[c] for c in ["step", "probe", "inner", "batch_indices", "source"]], ["BIGINT", "VARCHAR", "DOUBLE", "BIGINT[]", "VARCHAR"])
 
 # iterates: hive-partitioned
 it = pl.scan_parquet(f"{run}/iterates/**/*.parquet", hive_partitioning=True).collect()
