@@ -18,6 +18,7 @@
 // Built by build.rs with the same flags as torch_ctx.cpp. Tensor handles are
 // tch's (`at::Tensor*`). Every function catches C++ exceptions and reports
 // them through a return code and abcond_shim_last_error() (guarded.h).
+#include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/_foreach_add.h>
 #include <ATen/ops/add.h>
@@ -144,28 +145,45 @@ inline double lanes_total(const double* p) {
   return ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));
 }
 
+// The sums over values [s, e) of one block: eight lanes, combined pairwise,
+// then the tail.
+template <typename T, bool WithA>
+void block_sums(const T* a, const T* b, const T* c, int64_t s, int64_t e, double* inner, double* dist) {
+  double pi[kLanes] = {0, 0, 0, 0, 0, 0, 0, 0};
+  double pd[kLanes] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = s;
+  for (; i + kLanes <= e; i += kLanes) {
+    for (int l = 0; l < kLanes; ++l) {
+      const double d = static_cast<double>(b[i + l]) - static_cast<double>(c[i + l]);
+      pd[l] += d * d;
+      if (WithA) pi[l] += static_cast<double>(a[i + l]) * d;
+    }
+  }
+  double ti = 0.0, td = 0.0;
+  for (; i < e; ++i) {
+    const double d = static_cast<double>(b[i]) - static_cast<double>(c[i]);
+    td += d * d;
+    if (WithA) ti += static_cast<double>(a[i]) * d;
+  }
+  *dist = lanes_total(pd) + td;
+  if (WithA) *inner = lanes_total(pi) + ti;
+}
+
+// One tensor: its blocks' sums, computed in parallel (a block's sum does not
+// depend on the thread that computes it), added in order.
 template <typename T, bool WithA>
 void inner_dist_cpu(const T* a, const T* b, const T* c, int64_t n, Kahan& inner, Kahan& dist) {
-  for (int64_t s = 0; s < n; s += kBlock) {
-    const int64_t e = std::min(n, s + kBlock);
-    double pi[kLanes] = {0, 0, 0, 0, 0, 0, 0, 0};
-    double pd[kLanes] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int64_t i = s;
-    for (; i + kLanes <= e; i += kLanes) {
-      for (int l = 0; l < kLanes; ++l) {
-        const double d = static_cast<double>(b[i + l]) - static_cast<double>(c[i + l]);
-        pd[l] += d * d;
-        if (WithA) pi[l] += static_cast<double>(a[i + l]) * d;
-      }
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
+  std::vector<double> bi(WithA ? blocks : 0), bd(blocks);
+  at::parallel_for(0, blocks, 8, [&](int64_t first, int64_t last) {
+    for (int64_t q = first; q < last; ++q) {
+      block_sums<T, WithA>(a, b, c, q * kBlock, std::min(n, (q + 1) * kBlock),
+                           WithA ? &bi[q] : nullptr, &bd[q]);
     }
-    double ti = 0.0, td = 0.0;
-    for (; i < e; ++i) {
-      const double d = static_cast<double>(b[i]) - static_cast<double>(c[i]);
-      td += d * d;
-      if (WithA) ti += static_cast<double>(a[i]) * d;
-    }
-    dist.add(lanes_total(pd) + td);
-    if (WithA) inner.add(lanes_total(pi) + ti);
+  });
+  for (int64_t q = 0; q < blocks; ++q) {
+    dist.add(bd[q]);
+    if (WithA) inner.add(bi[q]);
   }
 }
 

@@ -237,6 +237,44 @@ fn the_shared_pass_equals_the_separate_measurement_at_every_step() {
     );
 }
 
+/// Where the shared pass's row differs from the separate measurement at a
+/// stored iterate, the segment is replayed again with every row measured
+/// separately: the rows are those of a separate replay, bit for bit.
+#[test]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "needs the replay hooks (feature test-hooks)"
+)]
+fn a_shared_pass_that_differs_falls_back_to_separate_measurement() {
+    let dir = scratch("replay-fallback");
+    let run = trained(&dir, &config(Path::new("FM"), ""));
+    let copy = dir.join("copy");
+    copy_dir(&run, &copy);
+    let out = cmd(&dir)
+        .args(["probe", run.to_str().unwrap(), "--replay"])
+        .env("ABCOND_REPLAY_SKEW", "1")
+        .output()
+        .unwrap();
+    let log = format!("{}{}", ok(&out), stderr(&out));
+    assert!(
+        log.contains("differs from the probe's own measurement")
+            && log.contains("replaying steps 0..30 again with every row measured separately"),
+        "{log}"
+    );
+    let out = cmd(&dir)
+        .args(["probe", copy.to_str().unwrap(), "--replay"])
+        .env("ABCOND_REPLAY_SEPARATE", "1")
+        .output()
+        .unwrap();
+    ok(&out);
+    assert_eq!(
+        part_rows(&run).iter().map(bits).collect::<Vec<_>>(),
+        part_rows(&copy).iter().map(bits).collect::<Vec<_>>()
+    );
+    let yaml = std::fs::read_to_string(run.join("run.yaml")).unwrap();
+    assert!(yaml.contains("shared_pass: false"), "{yaml}");
+}
+
 /// Stateful optimisers, BatchNorm with augmentation, autocast: the replay
 /// re-creates every stored iterate bit for bit. Momentum without stored
 /// state is one segment from step 0; with `snapshots.optimizer_state` one per
@@ -316,7 +354,19 @@ probe: {{extra_batches: 0, full: false}}
         &["-q", "--out", "out", "train", cfg.to_str().unwrap()],
     ));
     let r = run_dir(&vision.join("out"), "replay");
+    // Batch statistics: the training pass is the measurement (BatchNorm on
+    // batch statistics either way), checked at every stored iterate.
     let log = probe(&vision, &r, &["--replay"]);
+    assert!(
+        log.contains("replaying 3 segments") && log.contains("reusing each training step"),
+        "{log}"
+    );
+    // Running statistics: every row measured separately.
+    let log = probe(
+        &vision,
+        &r,
+        &["--replay", "--set", "probe.batchnorm=running-stats"],
+    );
     assert!(
         log.contains("replaying 3 segments") && log.contains("measured separately"),
         "{log}"

@@ -18,6 +18,7 @@ use super::layers::{Conv2d, Linear};
 use super::mlp::cross_entropy_per_example;
 use super::net::{Mode, Net};
 use crate::data::Batch;
+use crate::model::net::BatchNormPolicy;
 use tch::nn::Path;
 use tch::Tensor;
 
@@ -44,7 +45,7 @@ impl Cnn {
 
 impl Net for Cnn {
     // The mode changes nothing in this net.
-    fn train_is_measure(&self) -> bool {
+    fn train_is_measure(&self, _policy: BatchNormPolicy) -> bool {
         true
     }
 

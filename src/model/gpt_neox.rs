@@ -27,6 +27,7 @@
 use super::net::{next_token_loss, normal, Mode, Net};
 use crate::data::Batch;
 use crate::model::config::GptNeoxConfig;
+use crate::model::net::BatchNormPolicy;
 use tch::nn::Path;
 use tch::{Kind, Tensor};
 
@@ -157,7 +158,7 @@ impl GptNeox {
 
 impl Net for GptNeox {
     // The mode changes nothing in this net.
-    fn train_is_measure(&self) -> bool {
+    fn train_is_measure(&self, _policy: BatchNormPolicy) -> bool {
         true
     }
 

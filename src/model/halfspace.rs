@@ -4,6 +4,7 @@
 
 use super::net::{normal, plus_minus_one, Mode, Net};
 use crate::data::Batch;
+use crate::model::net::BatchNormPolicy;
 use tch::nn::Path;
 use tch::Tensor;
 
@@ -23,7 +24,7 @@ impl Halfspace {
 
 impl Net for Halfspace {
     // The mode changes nothing in this net.
-    fn train_is_measure(&self) -> bool {
+    fn train_is_measure(&self, _policy: BatchNormPolicy) -> bool {
         true
     }
 

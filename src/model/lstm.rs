@@ -23,6 +23,7 @@
 use super::net::{linear_bias, linear_weight, next_token_loss, Mode, Net};
 use crate::data::Batch;
 use crate::model::config::LstmConfig;
+use crate::model::net::BatchNormPolicy;
 use tch::nn::Path;
 use tch::Tensor;
 
@@ -94,7 +95,7 @@ impl Lstm {
 }
 
 impl Net for Lstm {
-    fn train_is_measure(&self) -> bool {
+    fn train_is_measure(&self, _policy: BatchNormPolicy) -> bool {
         self.cfg.dropout == 0.0
     }
 

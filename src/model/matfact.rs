@@ -4,6 +4,7 @@
 
 use super::net::{normal, Mode, Net};
 use crate::data::Batch;
+use crate::model::net::BatchNormPolicy;
 use tch::nn::Path;
 use tch::Tensor;
 
@@ -28,7 +29,7 @@ impl MatrixFactorisation {
 
 impl Net for MatrixFactorisation {
     // The mode changes nothing in this net.
-    fn train_is_measure(&self) -> bool {
+    fn train_is_measure(&self, _policy: BatchNormPolicy) -> bool {
         true
     }
 

@@ -4,6 +4,7 @@
 
 use super::net::{linear_bias, linear_weight, Mode, Net};
 use crate::data::Batch;
+use crate::model::net::BatchNormPolicy;
 use tch::nn::Path;
 use tch::{Kind, Tensor};
 
@@ -30,7 +31,7 @@ impl Mlp {
 
 impl Net for Mlp {
     // The mode changes nothing in this net.
-    fn train_is_measure(&self) -> bool {
+    fn train_is_measure(&self, _policy: BatchNormPolicy) -> bool {
         true
     }
 

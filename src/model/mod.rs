@@ -214,9 +214,9 @@ impl Model {
     }
 
     /// Whether training's forward pass computes exactly the per-example losses
-    /// the probe measures (no dropout, no BatchNorm; see [`Net::train_is_measure`]).
-    pub fn train_is_measure(&self) -> bool {
-        self.net.train_is_measure()
+    /// the probe measures under `policy` (see [`Net::train_is_measure`]).
+    pub fn train_is_measure(&self, policy: BatchNormPolicy) -> bool {
+        self.net.train_is_measure(policy)
     }
 
     /// Checks that the probe can measure f_i under `policy` with chunks of

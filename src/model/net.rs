@@ -59,11 +59,13 @@ pub trait Net {
     }
 
     /// Whether the training forward pass (`Mode::Train`) computes the same
-    /// per-example losses as the probe's measurement mode, for every BatchNorm
-    /// policy: no dropout, no BatchNorm, no other train-only behaviour. The
-    /// replay probe then reuses the training step's gradient for its row
-    /// (src/probe/replay.rs). False unless a net says so.
-    fn train_is_measure(&self) -> bool {
+    /// per-example losses as the probe's measurement mode under `policy`: no
+    /// dropout, no other train-only behaviour, and BatchNorm (if any) on batch
+    /// statistics in both (training only also updates the running statistics).
+    /// The replay probe then reuses the training step's gradient for its row
+    /// (src/probe/replay.rs), checked against a separate measurement at every
+    /// stored iterate. False unless a net says so.
+    fn train_is_measure(&self, _policy: BatchNormPolicy) -> bool {
         false
     }
 

@@ -22,6 +22,7 @@ use super::layers::{BatchNorm2d, Conv2d, Linear};
 use super::mlp::cross_entropy_per_example;
 use super::net::{Mode, Net};
 use crate::data::Batch;
+use crate::model::net::BatchNormPolicy;
 use tch::nn::Path;
 use tch::Tensor;
 
@@ -103,6 +104,11 @@ impl ResNet {
 }
 
 impl Net for ResNet {
+    // BatchNorm on batch statistics either way; no dropout.
+    fn train_is_measure(&self, policy: BatchNormPolicy) -> bool {
+        policy == BatchNormPolicy::BatchStats
+    }
+
     fn per_example_loss(&self, batch: &Batch, mode: Mode) -> Tensor {
         let mut h = self.bn1.forward(&self.conv1.forward(&batch.x), mode).relu();
         for b in &self.blocks {

@@ -229,6 +229,11 @@ impl ResNet50 {
 }
 
 impl Net for ResNet50 {
+    // BatchNorm on batch statistics either way; no dropout.
+    fn train_is_measure(&self, policy: BatchNormPolicy) -> bool {
+        policy == BatchNormPolicy::BatchStats
+    }
+
     fn per_example_loss(&self, batch: &Batch, mode: Mode) -> Tensor {
         cross_entropy_per_example(&self.logits(&batch.x, mode), &batch.y)
     }

@@ -23,6 +23,7 @@ use super::layers::{BatchNorm2d, Conv2d, Linear};
 use super::mlp::cross_entropy_per_example;
 use super::net::{Mode, Net};
 use crate::data::Batch;
+use crate::model::net::BatchNormPolicy;
 use tch::nn::Path;
 use tch::Tensor;
 
@@ -92,6 +93,11 @@ impl ResNet9 {
 }
 
 impl Net for ResNet9 {
+    // BatchNorm on batch statistics either way; no dropout.
+    fn train_is_measure(&self, policy: BatchNormPolicy) -> bool {
+        policy == BatchNormPolicy::BatchStats
+    }
+
     fn per_example_loss(&self, batch: &Batch, mode: Mode) -> Tensor {
         let h = self.conv1.forward(&batch.x, mode);
         let h = self.conv2.forward(&h, mode);

@@ -276,7 +276,7 @@ impl TorchScript {
 }
 
 impl Net for TorchScript {
-    fn train_is_measure(&self) -> bool {
+    fn train_is_measure(&self, _policy: BatchNormPolicy) -> bool {
         !self.has_batchnorm && !self.has_dropout
     }
 

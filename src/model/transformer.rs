@@ -31,6 +31,7 @@ use super::mlp::cross_entropy_per_example;
 use super::net::{Mode, Net};
 use crate::data::Batch;
 use crate::model::config::TransformerConfig;
+use crate::model::net::BatchNormPolicy;
 use anyhow::{bail, Result};
 use tch::nn::Path;
 use tch::{Kind, Tensor};
@@ -325,7 +326,7 @@ impl Transformer {
 }
 
 impl Net for Transformer {
-    fn train_is_measure(&self) -> bool {
+    fn train_is_measure(&self, _policy: BatchNormPolicy) -> bool {
         self.cfg.dropout == 0.0
     }
 

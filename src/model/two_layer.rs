@@ -5,6 +5,7 @@
 
 use super::net::{linear_weight, plus_minus_one, Mode, Net};
 use crate::data::Batch;
+use crate::model::net::BatchNormPolicy;
 use tch::nn::Path;
 use tch::Tensor;
 
@@ -23,7 +24,7 @@ impl TwoLayer {
 
 impl Net for TwoLayer {
     // The mode changes nothing in this net.
-    fn train_is_measure(&self) -> bool {
+    fn train_is_measure(&self, _policy: BatchNormPolicy) -> bool {
         true
     }
 

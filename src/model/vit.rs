@@ -27,6 +27,7 @@ use super::net::{Mode, Net};
 use super::resnet50::lecun_trunc_normal;
 use crate::data::Batch;
 use crate::model::config::VitConfig;
+use crate::model::net::BatchNormPolicy;
 use anyhow::{bail, Result};
 use tch::nn::Path;
 use tch::{Kind, Tensor};
@@ -213,7 +214,7 @@ impl Vit {
 }
 
 impl Net for Vit {
-    fn train_is_measure(&self) -> bool {
+    fn train_is_measure(&self, _policy: BatchNormPolicy) -> bool {
         self.cfg.dropout == 0.0
     }
 

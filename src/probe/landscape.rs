@@ -145,6 +145,21 @@ impl<'a> Landscape<'a> {
         )
     }
 
+    /// f_i(x^K) of a minibatch of `n` examples already built as `batch` (in
+    /// one chunk): what [`Landscape::loss_ref`] computes from its indices.
+    pub fn loss_ref_of_batch(&self, batch: &crate::data::Batch, n: usize) -> f64 {
+        debug_assert!(self.chunk >= n);
+        tch::no_grad(|| {
+            let mut sum = 0.0;
+            let per = self.reference_model.per_example_loss(batch, self.mode);
+            sum += per
+                .to_kind(tch::Kind::Double)
+                .sum(tch::Kind::Double)
+                .double_value(&[]);
+            sum / n as f64
+        })
+    }
+
     /// The rows of the `minibatches` at x^k (in `model`) against x_p =
     /// `reference`, ||x^k − x_p|| = `dist`: the measurement of every row of
     /// the snapshot probe and of the replay's exact path alike.

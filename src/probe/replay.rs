@@ -66,11 +66,14 @@ use tch::{Device, Kind, Tensor};
 /// `test-hooks` (the shipped build ignores them): `ABCOND_REPLAY_PERTURB=K`
 /// nudges one parameter after update K, as a build with other arithmetic
 /// would; `ABCOND_REPLAY_SEPARATE=1` measures every row separately (never from
-/// the training step's pass); `ABCOND_REPLAY_ABORT_AFTER=N` aborts the
+/// the training step's pass); `ABCOND_REPLAY_SKEW=1` moves every row taken
+/// from the training step's pass by one ulp (what a model whose training pass
+/// is not its measurement gives); `ABCOND_REPLAY_ABORT_AFTER=N` aborts the
 /// process once N segment parts are written, as a kill would.
 struct Hooks {
     perturb: Option<u64>,
     separate: bool,
+    skew: bool,
     abort_after: Option<usize>,
 }
 
@@ -84,6 +87,7 @@ impl Hooks {
         Hooks {
             perturb: var("ABCOND_REPLAY_PERTURB").and_then(|v| v.parse().ok()),
             separate: var("ABCOND_REPLAY_SEPARATE").is_some_and(|v| v == "1"),
+            skew: var("ABCOND_REPLAY_SKEW").is_some_and(|v| v == "1"),
             abort_after: var("ABCOND_REPLAY_ABORT_AFTER").and_then(|v| v.parse().ok()),
         }
     }
@@ -270,7 +274,7 @@ pub fn replay(
     )?;
     let landscape = Landscape::new(dir, manifest, cfg, &setup.data, device)?;
     let hooks = Hooks::from_env();
-    let shared = setup.model.train_is_measure()
+    let shared = setup.model.train_is_measure(p.batchnorm)
         && !hooks.separate
         && cfg.train.autocast.is_none()
         && landscape.unchunked(cfg.train.batch_size);
@@ -316,12 +320,27 @@ pub fn replay(
         shared,
         tf32_toggle,
         perturb: hooks.perturb,
+        skew: hooks.skew,
     };
     let (mut done_steps, mut written) = (0, 0usize);
+    let mut fell_back = false;
     for &seg in &plan.todo {
-        let rows = r
-            .segment(seg, &mut progress, done_steps)
-            .with_context(|| format!("replaying {seg} of {}", dir.root.display()))?;
+        let rows = match r.segment(seg, &mut progress, done_steps) {
+            Err(e) if e.downcast_ref::<SharedMismatch>().is_some() => {
+                // Never a wrong row: the segment again, every row measured.
+                note(
+                    quiet,
+                    &format!(
+                        "{e}: this model's training pass is not its measurement here; replaying {seg} again with every row measured separately (and the segments after it)"
+                    ),
+                );
+                r.shared = false;
+                fell_back = true;
+                r.segment(seg, &mut progress, done_steps)
+            }
+            other => other,
+        }
+        .with_context(|| format!("replaying {seg} of {}", dir.root.display()))?;
         let mut meta = vec![
             ("abcond.run_id", manifest.run_id.clone()),
             (FINGERPRINT_KEY, plan.fingerprint.clone()),
@@ -367,7 +386,7 @@ pub fn replay(
         segments: plan.todo.len(),
         steps: n_steps,
         seconds,
-        shared_pass: shared,
+        shared_pass: shared && !fell_back,
         reproducibility: Some(reproducibility),
     })
 }
@@ -385,6 +404,8 @@ struct Run<'a> {
     tf32_toggle: bool,
     /// Test hook: nudge a parameter after this update.
     perturb: Option<u64>,
+    /// Test hook: move the shared pass's rows by one ulp.
+    skew: bool,
 }
 
 impl Run<'_> {
@@ -462,7 +483,7 @@ impl Run<'_> {
         };
         set_tf32(false)?;
         let reference = landscape.reference();
-        let (measured, train, loss_ref) = {
+        let measured = {
             let model = &self.setup.model;
             let data = &self.setup.data;
             let train = ProbeBatch {
@@ -511,58 +532,66 @@ impl Run<'_> {
                     RowSource::Replay,
                 )
             };
-            let loss_ref = self.shared.then(|| landscape.loss_ref(data, &train));
-            (measured, train, loss_ref)
+            (measured, train)
         };
+        let (measured, train) = measured;
         set_tf32(true)?;
         // The training step, with the row taken from its own pass (shared).
         let mut shared_row = None;
-        let shared = self.shared;
-        let u =
-            crate::train::update_observed(cfg, self.setup, opt, k, |setup, per, indices, gn| {
-                if !shared {
-                    return Ok(());
-                }
-                debug_assert_eq!(indices, &train.indices[..]);
-                let model = &setup.model;
-                let n = indices.len() as f64;
-                let mut sum = 0.0;
-                sum += per
-                    .to_kind(Kind::Double)
-                    .sum(Kind::Double)
-                    .double_value(&[]);
-                let params: Vec<Tensor> = model.params().into_iter().map(|(_, p)| p).collect();
-                let mut all_defined = true;
-                let grads: Vec<Tensor> = params
-                    .iter()
-                    .map(|p| {
-                        Some(p.grad()).filter(Tensor::defined).unwrap_or_else(|| {
-                            all_defined = false;
-                            p.zeros_like()
-                        })
+        let (shared, skew) = (self.shared, self.skew);
+        let u = crate::train::update_observed(cfg, self.setup, opt, k, |o| {
+            if !shared {
+                return Ok(());
+            }
+            let (setup, per, indices, gn) = (o.setup, o.per, o.indices, o.grad_norm);
+            // f_{i_k}(x^K) on the step's own minibatch tensors: the values
+            // the probe builds again from the indices.
+            let loss_ref = landscape.loss_ref_of_batch(o.batch, indices.len());
+            debug_assert_eq!(indices, &train.indices[..]);
+            let model = &setup.model;
+            let n = indices.len() as f64;
+            let mut sum = 0.0;
+            sum += per
+                .to_kind(Kind::Double)
+                .sum(Kind::Double)
+                .double_value(&[]);
+            let params: Vec<Tensor> = model.params().into_iter().map(|(_, p)| p).collect();
+            let mut all_defined = true;
+            let grads: Vec<Tensor> = params
+                .iter()
+                .map(|p| {
+                    Some(p.grad()).filter(Tensor::defined).unwrap_or_else(|| {
+                        all_defined = false;
+                        p.zeros_like()
                     })
-                    .collect();
-                // One pass for <g, x^k − x^K> and ||x^k − x^K||², the same bits
-                // as the probe's dot_diff and dist_sq.
-                let (inner, dist_sq) =
-                    tch::no_grad(|| reduce::dot_diff_and_dist_sq(&grads, &params, reference));
-                // The training step's gradient norm is the probe's when every
-                // parameter has a gradient: the same list, the same reduction.
-                let grad_norm = if all_defined {
-                    gn
-                } else {
-                    tch::no_grad(|| reduce::norm_sq(&grads).sqrt())
-                };
-                let dist = dist_sq.sqrt();
-                let m = Measurement {
-                    loss_k: sum / n,
-                    loss_ref: loss_ref.expect("measured on the shared path"),
-                    inner,
-                    grad_norm,
-                };
-                shared_row = Some(landscape.row(k, &train, &m, dist, RowSource::Replay));
-                Ok(())
-            })?;
+                })
+                .collect();
+            // One pass for <g, x^k − x^K> and ||x^k − x^K||², the same bits
+            // as the probe's dot_diff and dist_sq.
+            let (inner, dist_sq) =
+                tch::no_grad(|| reduce::dot_diff_and_dist_sq(&grads, &params, reference));
+            // The training step's gradient norm is the probe's when every
+            // parameter has a gradient: the same list, the same reduction.
+            let grad_norm = if all_defined {
+                gn
+            } else {
+                tch::no_grad(|| reduce::norm_sq(&grads).sqrt())
+            };
+            let dist = dist_sq.sqrt();
+            let loss_k = if skew {
+                f64::from_bits((sum / n).to_bits() + 1)
+            } else {
+                sum / n
+            };
+            let m = Measurement {
+                loss_k,
+                loss_ref,
+                inner,
+                grad_norm,
+            };
+            shared_row = Some(landscape.row(k, &train, &m, dist, RowSource::Replay));
+            Ok(())
+        })?;
         self.check_step(k, seg, &u)?;
         if self.perturb == Some(k) {
             let (_, p) = &self.setup.model.params()[0];
@@ -577,11 +606,14 @@ impl Run<'_> {
             if self.on_disk.contains(&k) {
                 let probe_row = measured.next().expect("measured at a stored iterate");
                 if !same_row(&row, &probe_row) {
-                    bail!(
-                        "step {k}: the row taken from the training step's pass (loss {:e}, inner {:e}, grad_norm {:e}) differs from the probe's own measurement (loss {:e}, inner {:e}, grad_norm {:e}); this model's training pass is not its measurement (run with --set probe.chunk_size=1 to measure separately, and report it)",
-                        row.loss_k, row.inner, row.grad_norm,
-                        probe_row.loss_k, probe_row.inner, probe_row.grad_norm
-                    );
+                    return Err(SharedMismatch {
+                        message: format!(
+                            "step {k}: the row taken from the training step's pass (loss {:e}, inner {:e}, grad_norm {:e}) differs from the probe's own measurement (loss {:e}, inner {:e}, grad_norm {:e})",
+                            row.loss_k, row.inner, row.grad_norm,
+                            probe_row.loss_k, probe_row.inner, probe_row.grad_norm
+                        ),
+                    }
+                    .into());
                 }
             }
             row
@@ -656,6 +688,22 @@ impl Run<'_> {
         )
     }
 }
+
+/// The row of the shared pass differed from the separate measurement at a
+/// stored iterate: the segment is replayed again with every row measured
+/// separately.
+#[derive(Debug)]
+struct SharedMismatch {
+    message: String,
+}
+
+impl std::fmt::Display for SharedMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for SharedMismatch {}
 
 /// Two rows equal bit for bit.
 pub fn same_row(a: &LandscapeRow, b: &LandscapeRow) -> bool {

@@ -72,11 +72,24 @@ impl Update {
 /// recorded), the gradient, its norm and the optimiser step, which is not
 /// taken when the step diverged.
 pub fn update(cfg: &Config, setup: &mut Setup, opt: &mut Optimizer, k: u64) -> Result<Update> {
-    update_observed(cfg, setup, opt, k, |_, _, _, _| Ok(()))
+    update_observed(cfg, setup, opt, k, |_| Ok(()))
+}
+
+/// What a training step shows its observer after the backward pass.
+pub struct Observed<'a> {
+    pub setup: &'a Setup,
+    /// The per-example losses of the forward pass.
+    pub per: &'a Tensor,
+    /// i_k.
+    pub indices: &'a [i64],
+    /// ||∇f_{i_k}(x^k)||, as recorded.
+    pub grad_norm: f64,
+    /// The minibatch as the step saw it (augmented).
+    pub batch: &'a crate::data::Batch,
 }
 
 /// [`update`], calling `observe` with the per-example losses of the forward
-/// pass, the minibatch indices and the gradient norm after the backward pass, while x^k and its
+/// pass, the minibatch and the gradient norm after the backward pass, while x^k and its
 /// gradient are still in the model (not when the step diverged): the replay
 /// probe (src/probe/replay.rs) measures its row there. The update itself is
 /// the same as [`update`]'s, operation for operation.
@@ -85,7 +98,7 @@ pub fn update_observed(
     setup: &mut Setup,
     opt: &mut Optimizer,
     k: u64,
-    observe: impl FnOnce(&Setup, &Tensor, &[i64], f64) -> Result<()>,
+    observe: impl FnOnce(Observed) -> Result<()>,
 ) -> Result<Update> {
     let total = setup.total_steps;
     tch::manual_seed(rng::derive(cfg.seed, &[stream::STEP_TORCH_SEED, k]) as i64 & i64::MAX);
@@ -123,7 +136,13 @@ pub fn update_observed(
         (f64::NAN, false)
     };
     if finite {
-        observe(setup, &per, &indices, grad_norm)?;
+        observe(Observed {
+            setup,
+            per: &per,
+            indices: &indices,
+            grad_norm,
+            batch: &batch,
+        })?;
     }
     drop(per);
     let step_size = if finite {

@@ -34,6 +34,7 @@ pub use problem::Problem;
 use super::net::{Mode, Net};
 use crate::data::Batch;
 use crate::model::config::ModelConfig;
+use crate::model::net::BatchNormPolicy;
 use anyhow::Result;
 use problem::{start_of, Start};
 use tch::nn::Path;
@@ -122,7 +123,7 @@ impl KnownNet {
 
 impl Net for KnownNet {
     // The mode changes nothing in this net.
-    fn train_is_measure(&self) -> bool {
+    fn train_is_measure(&self, _policy: BatchNormPolicy) -> bool {
         true
     }
 
