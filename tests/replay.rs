@@ -489,6 +489,57 @@ fn a_killed_replay_resumes_with_the_segments_left() {
     );
 }
 
+/// Every optimiser, each with a schedule, replays bit for bit: stateful ones
+/// from the optimiser state kept with each snapshot (one segment per
+/// snapshot), the stateless ones from the snapshots alone.
+#[test]
+fn every_optimiser_and_schedule_replays() {
+    let dir = scratch("replay-optimisers");
+    let cases = [
+        (
+            "{name: sgd, lr: 0.05, momentum: 0.9, nesterov: true, weight_decay: 0.001}",
+            "{name: cosine}",
+        ),
+        ("{name: adam, lr: 0.002}", "{name: one-cycle}"),
+        (
+            "{name: adamw, lr: 0.002, weight_decay: 0.01}",
+            "{name: warmup-cosine, warmup_steps: 10}",
+        ),
+        (
+            "{name: nadam, lr: 0.002}",
+            "{name: inverse-power, power: 0.5}",
+        ),
+        (
+            "{name: nadamw, lr: 0.002, weight_decay: 0.01}",
+            "{name: polynomial, power: 2.0}",
+        ),
+        ("{name: normalized-sgd, lr: 0.05}", "{name: constant}"),
+        ("{name: sps-max, lr: 0.5}", "{name: constant}"),
+        ("{name: decsps, lr: 0.5}", "{name: constant}"),
+        ("{name: ngn, lr: 0.5}", "{name: constant}"),
+        ("{name: adagrad-norm-max, lr: 0.5}", "{name: constant}"),
+    ];
+    for (i, (optim, schedule)) in cases.iter().enumerate() {
+        let sub = dir.join(format!("o{i}"));
+        let text = config(Path::new("FM"), &format!("schedule: {schedule}\n"))
+            .replace("{name: sgd, lr: 0.05}", optim)
+            .replace("steps: 120}", "steps: 60}")
+            .replace("{every: 30}", "{every: 20, optimizer_state: true}");
+        let run = trained(&sub, &text);
+        let log = probe(&sub, &run, &["--replay"]);
+        assert!(
+            log.contains("replaying 3 segments (60 steps)"),
+            "{optim}: {log}"
+        );
+        let rows = landscape(&run);
+        assert_eq!(
+            rows.iter().filter(|r| r.probe == ProbeLabel::Train).count(),
+            60,
+            "{optim}"
+        );
+    }
+}
+
 #[test]
 fn bad_replay_settings_are_refused() {
     let dir = scratch("replay-bad");

@@ -288,6 +288,34 @@ pub fn replay(
         );
     }
     let on_disk: BTreeSet<u64> = dir.snapshot_steps()?.into_iter().collect();
+    // What limits the segments, said once.
+    let expected = crate::train::setup::snapshot_steps(&cfg.snapshots, total)?;
+    let missing: Vec<u64> = expected
+        .iter()
+        .copied()
+        .filter(|k| !on_disk.contains(k))
+        .collect();
+    if !missing.is_empty() {
+        let shown: Vec<String> = missing.iter().take(10).map(u64::to_string).collect();
+        note(
+            quiet,
+            &format!(
+                "{} of the run's snapshots are missing (steps {}{}): the replay runs through those steps (its segments are longer there); every step can still be replayed",
+                missing.len(),
+                shown.join(", "),
+                if missing.len() > 10 { ", …" } else { "" }
+            ),
+        );
+    }
+    if !stateless(cfg) && plan.all.len() == 1 && total > 1 {
+        note(
+            quiet,
+            &format!(
+                "{} keeps state from step to step and no snapshot holds it: the replay is one segment from step 0, which --shard cannot split (train with `snapshots.optimizer_state: true` to make every snapshot a restart point)",
+                cfg.optim.name.name()
+            ),
+        );
+    }
     let n_steps: u64 = plan.todo.iter().map(|s| s.end - s.start).sum();
     note(
         quiet,
