@@ -103,7 +103,7 @@ SIZES = {
         "tsprobe-mlp": {"steps": 2000, "every": 100},
         "tsprobe-resnet18": {"steps": 8, "every": 1},
         "replay-mlp": {"steps": 3000, "every": 500},
-        "replay-resnet18": {"steps": 8, "every": 4},
+        "replay-resnet18": {"steps": 16, "every": 16},
     },
     "cuda": {
         "cifar_images": 10240,
