@@ -57,7 +57,7 @@ use crate::store::tensors;
 use crate::torch::reduce;
 use crate::train::Setup;
 use crate::util::progress::{note, Progress};
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
@@ -217,7 +217,6 @@ impl ReplayPlan {
 /// What the replay of this process did.
 #[derive(Debug, Clone, Default)]
 pub struct Replayed {
-    pub segments: usize,
     pub steps: u64,
     pub seconds: f64,
     /// Whether rows came from the training step's own pass.
@@ -411,7 +410,6 @@ pub fn replay(
         );
     }
     Ok(Replayed {
-        segments: plan.todo.len(),
         steps: n_steps,
         seconds,
         shared_pass: shared && !fell_back,
@@ -465,17 +463,7 @@ impl Run<'_> {
                     Ok(f)
                 })
                 .with_context(|| format!("reading the optimiser state at step {}", seg.start))?;
-            let updates: u64 = file
-                .meta
-                .get("abcond.optim_updates")
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| {
-                    anyhow!(
-                        "{}: metadata abcond.optim_updates is missing",
-                        path.display()
-                    )
-                })?;
-            opt.load_state(&file, updates, &path.display().to_string())?;
+            crate::train::load_optimizer(&mut opt, &file, &path)?;
         }
         let m = self.cfg.probe.replay_extra_every;
         let mut rows = Vec::new();

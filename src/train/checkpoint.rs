@@ -91,13 +91,41 @@ pub fn checkpoint_contents(
         contents.extend(model.tensors());
     }
     let mut meta = output::iterate_meta(manifest, k, "checkpoint");
-    meta.push(("abcond.optim_updates", opt.updates.to_string()));
-    meta.extend(opt.scalar_state());
+    meta.extend(optimizer_meta(opt));
     meta.push((
         "abcond.iterate",
         if is_snapshot { "snapshot" } else { "inline" }.into(),
     ));
     (contents, meta)
+}
+
+/// The metadata that stores an optimiser's state beside its tensors (a
+/// resume checkpoint, or `optim.parquet` beside a snapshot): its update count
+/// and the step-size methods' scalars.
+pub fn optimizer_meta(opt: &Optimizer) -> Vec<(&'static str, String)> {
+    let mut meta = vec![("abcond.optim_updates", opt.updates.to_string())];
+    meta.extend(opt.scalar_state());
+    meta
+}
+
+/// Restores `opt` from a file written with [`optimizer_meta`] and
+/// [`Optimizer::state_tensors`].
+pub fn load_optimizer(
+    opt: &mut Optimizer,
+    file: &tensors::TensorFile,
+    path: &std::path::Path,
+) -> Result<()> {
+    let updates: u64 = file
+        .meta
+        .get("abcond.optim_updates")
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| {
+            anyhow!(
+                "{}: metadata abcond.optim_updates is missing",
+                path.display()
+            )
+        })?;
+    opt.load_state(file, updates, &path.display().to_string())
 }
 
 /// Loads the checkpoint into the model and the optimiser and removes what was
@@ -158,22 +186,12 @@ pub fn resume(
         .get("abcond.step")
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| anyhow!("{}: metadata abcond.step is missing", ck_path.display()))?;
-    let updates: u64 = ck
-        .meta
-        .get("abcond.optim_updates")
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| {
-            anyhow!(
-                "{}: metadata abcond.optim_updates is missing",
-                ck_path.display()
-            )
-        })?;
     if ck.meta.get("abcond.iterate").map(String::as_str) == Some("snapshot") {
         dir.load_iterate(model, &manifest.run_id, step)?;
     } else {
         model.load(&ck, &ck_path.display().to_string())?;
     }
-    opt.load_state(&ck, updates, &ck_path.display().to_string())?;
+    load_optimizer(opt, &ck, &ck_path)?;
     roll_back_to(dir, step)?;
     check_history(dir, setup, step)?;
     note(

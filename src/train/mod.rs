@@ -36,7 +36,7 @@ mod repair;
 pub(crate) mod setup;
 mod step;
 
-pub use checkpoint::CheckpointPolicy;
+pub use checkpoint::{load_optimizer, optimizer_meta, CheckpointPolicy};
 pub use output::consolidate_steps;
 pub use setup::{snapshot_steps, Setup};
 pub use step::{grad_norm, update_observed, Diverged, Observed, Update};

@@ -58,8 +58,7 @@ impl<'a> Output<'a> {
         k: u64,
     ) -> Result<()> {
         let mut meta = iterate_meta(m, k, "optimizer-state");
-        meta.push(("abcond.optim_updates", opt.updates.to_string()));
-        meta.extend(opt.scalar_state());
+        meta.extend(super::checkpoint::optimizer_meta(opt));
         let path = self.dir.snapshot_optim(k);
         self.unsynced.push(path.clone());
         self.tensors(
