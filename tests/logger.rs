@@ -124,6 +124,23 @@ fn a_logged_pytorch_loop_measures_like_the_run_abcond_trained() {
         ("own-model", "seed0")
     );
 
+    // The logged loop replays: abcond's SGD on the recorded minibatches
+    // re-creates every x^k of torch.optim.SGD bit for bit (checked at each
+    // stored iterate), and the replayed rows at the snapshot steps are the
+    // snapshot probe's, bit for bit (checked by the gather).
+    let out = abcond(&dir, &["probe", logged.to_str().unwrap(), "--replay"]);
+    ok(&out);
+    assert!(
+        stderr(&out).contains("every stored iterate on the way matched bit for bit"),
+        "{}",
+        stderr(&out)
+    );
+    let text = ok(&abcond(&dir, &["inspect", logged.to_str().unwrap()]));
+    assert!(
+        text.contains("snapshot steps compared bit for bit"),
+        "{text}"
+    );
+
     let text = run_python("check_torchscript.py", &[logged.to_str().unwrap()]);
     assert!(text.contains("rows agree with PyTorch"), "{text}");
     ok(&abcond(&dir, &["-q", "analyze", logged.to_str().unwrap()]));
@@ -321,7 +338,7 @@ fn logger_misuse_and_the_runs_it_leaves() {
         trained.to_str().unwrap(),
         bin(),
     ]);
-    assert!(text.contains("ok: 27 cases"), "{text}");
+    assert!(text.contains("ok: 29 cases"), "{text}");
     let run = |name: &str| cases.join(name);
 
     // Stopped early: 5 steps, snapshots 0, 2, 4 and x^5.
@@ -357,6 +374,65 @@ fn logger_misuse_and_the_runs_it_leaves() {
             "{name}: {summary}"
         );
     }
+
+    // Replay of logged runs: abcond's SGD re-runs torch.optim.SGD bit for bit
+    // on the recorded minibatches and learning rates (a StepLR schedule;
+    // Nesterov momentum with weight decay: one segment from x^0 checked at
+    // every snapshot on the way; a loop stopped early).
+    for (name, segments) in [("recorded", 5), ("nesterov", 1), ("early", 3)] {
+        let out = abcond(&dir, &["probe", run(name).to_str().unwrap(), "--replay"]);
+        ok(&out);
+        let text = stderr(&out);
+        assert!(
+            text.contains(&format!("replaying {segments} segments")),
+            "{name}: {text}"
+        );
+        let rows = landscape(&run(name));
+        let train: Vec<i64> = rows
+            .iter()
+            .filter(|r| r.probe == abcond::store::label::ProbeLabel::Train)
+            .map(|r| r.step)
+            .collect();
+        let total = steps(&run(name)).len() as i64;
+        assert_eq!(train, (0..total).collect::<Vec<_>>(), "{name}");
+        let recorded = steps(&run(name));
+        for r in rows
+            .iter()
+            .filter(|r| r.probe == abcond::store::label::ProbeLabel::Train)
+        {
+            let s = &recorded[r.step as usize];
+            assert_eq!(r.batch_indices.as_ref(), s.batch_indices.as_ref(), "{name}");
+            assert!(rel(r.loss_k, s.loss, 0.0) < 1e-5, "{name} step {}", r.step);
+        }
+    }
+    // What cannot be replayed says why.
+    for (name, words) in [
+        (
+            "adam",
+            &["only for torch.optim.SGD", "torch.optim.adam.Adam("][..],
+        ),
+        (
+            "external",
+            &["only for torch.optim.SGD", "optim.name external"][..],
+        ),
+        (
+            "clipped",
+            &[
+                "determinism broke",
+                "torch.optim.SGD on the CPU",
+                "no rows of this segment",
+            ][..],
+        ),
+    ] {
+        let e = stderr(&abcond(
+            &dir,
+            &["probe", run(name).to_str().unwrap(), "--replay"],
+        ));
+        assert!(words.iter().all(|w| e.contains(w)), "{name}: {e}");
+    }
+    assert!(!run("clipped")
+        .join("replay-parts/steps-0-2.parquet")
+        .exists());
 
     // abcond does not train, resume or repair a logged run.
     for extra in [&[][..], &["--repair"][..]] {

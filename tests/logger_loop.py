@@ -15,7 +15,9 @@ usage:
   logger_loop.py cases DATA_DIR SCRATCH ABCOND_TRAINED_RUN ABCOND_BIN
       Misuse and edge cases, each checked here; leaves runs under SCRATCH
       for tests/logger.rs to probe: early (stopped early), diverged, failed,
-      recorded (an LR scheduler), adam, external (RMSprop). Prints `ok: N cases`.
+      recorded (an LR scheduler), adam, external (RMSprop), nesterov (SGD with
+      Nesterov momentum and weight decay), clipped (gradients clipped after
+      log.step). Prints `ok: N cases`.
 """
 
 import os
@@ -158,12 +160,14 @@ def cases(data_dir, scratch, trained_run, abcond_bin):
         opt = opt_fn(m)
         return m, opt, abcond.Logger(os.path.join(scratch, name), config(**over), m, opt, replace=True)
 
-    def one(m, opt, log, k, update=True, loss_scale=1.0):
+    def one(m, opt, log, k, update=True, loss_scale=1.0, clip=None):
         idx = torch.arange(20 * (k % 10), 20 * (k % 10) + 20)
         loss = nn.functional.cross_entropy(m(x[idx]), y[idx]) * loss_scale
         opt.zero_grad()
         loss.backward()
         log.step(loss, idx)
+        if clip is not None:
+            nn.utils.clip_grad_norm_(m.parameters(), clip)
         if update:
             opt.step()
 
@@ -310,6 +314,18 @@ def cases(data_dir, scratch, trained_run, abcond_bin):
     fresh_model.load_state_dict(state, strict=True)
     assert all(torch.equal(a, b) for a, b in zip(fresh_model.state_dict().values(), m.state_dict().values()))
     n += 1
+    # For the replay: SGD with Nesterov momentum and weight decay; a loop
+    # that clips the gradient after logging it (an update abcond does not know).
+    m, opt, log = fresh("nesterov", lambda m: torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3))
+    for k in range(10):
+        one(m, opt, log, k)
+    log.finish()
+    assert abcond.read_manifest(os.path.join(scratch, "nesterov"))["config"]["optim"]["nesterov"] is True
+    m, opt, log = fresh("clipped")
+    for k in range(10):
+        one(m, opt, log, k, clip=0.01)
+    log.finish()
+    n += 2
     print(f"ok: {n} cases")
 
 

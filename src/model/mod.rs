@@ -219,6 +219,11 @@ impl Model {
         self.net.train_is_measure(policy)
     }
 
+    /// See [`Net::loop_randomness`].
+    pub fn loop_randomness(&self) -> bool {
+        self.net.loop_randomness()
+    }
+
     /// Checks that the probe can measure f_i under `policy` with chunks of
     /// `chunk_size` examples of minibatches of `batch_size`.
     pub fn check_measurable(

@@ -69,6 +69,14 @@ pub trait Net {
         false
     }
 
+    /// Whether a TorchScript module's training pass draws random numbers
+    /// (it declares dropout): a PyTorch loop drew them from its own
+    /// generator, which the replay of a logged run cannot re-draw. abcond's
+    /// own nets re-draw theirs from (seed, step) and return false.
+    fn loop_randomness(&self) -> bool {
+        false
+    }
+
     /// Checks that the probe can measure f_i deterministically under
     /// `policy` (TorchScript modules with BatchNorm and dropout cannot under
     /// batch statistics).

@@ -280,6 +280,10 @@ impl Net for TorchScript {
         !self.has_batchnorm && !self.has_dropout
     }
 
+    fn loop_randomness(&self) -> bool {
+        self.has_dropout
+    }
+
     fn per_example_loss(&self, batch: &Batch, mode: Mode) -> Tensor {
         let restore = match mode {
             Mode::Train => {

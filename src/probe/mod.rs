@@ -110,7 +110,7 @@ pub fn probe(
     let total = manifest.training.total_steps;
     let plan = Plan::new(dir, &cfg, total, shard)?;
     let replay_plan = if cfg.probe.replay {
-        replay::check_replayable(&manifest, dir)?;
+        replay::check_replayable(&manifest, dir, &cfg)?;
         Some(replay::ReplayPlan::new(dir, &cfg, total, shard)?)
     } else {
         None

@@ -35,6 +35,13 @@
 //! be equal bit for bit. Elsewhere it measures the row separately before the
 //! update (about one more forward and backward pass per step).
 //!
+//! A run logged from a PyTorch loop (abcond.Logger) replays the same way when
+//! the loop stepped torch.optim.SGD, which abcond's SGD follows operation for
+//! operation: the minibatches and learning rates are the recorded ones, x^0
+//! the stored one, and since the loop computed its loss and gradient norm with
+//! its own reductions those are compared to 1e-5 relative, the iterates bit
+//! for bit ([`check_replayable`]).
+//!
 //! Each segment's rows go to `replay-parts/steps-<a>-<b>.parquet` once the
 //! segment checked out, so a killed replay resumes at the first segment
 //! without a current part; `--shard i/N` takes the segments at positions ≡ i
@@ -224,13 +231,31 @@ pub struct Replayed {
     pub reproducibility: Option<crate::torch::reproducibility::Reproducibility>,
 }
 
-/// Refuses runs the replay cannot re-run.
-pub fn check_replayable(manifest: &Manifest, dir: &RunDir) -> Result<()> {
-    if let Some(t) = &manifest.trainer {
+/// Refuses runs the replay cannot re-run. A run logged from a PyTorch loop
+/// (abcond.Logger) is re-run with abcond's own update on the minibatches and
+/// learning rates it recorded; that equals the loop's bit for bit only for
+/// torch.optim.SGD (any momentum, dampening, Nesterov, weight decay), whose
+/// formula abcond's SGD follows operation for operation, and only from a
+/// stored x^0.
+pub fn check_replayable(manifest: &Manifest, dir: &RunDir, cfg: &Config) -> Result<()> {
+    let Some(t) = &manifest.trainer else {
+        return Ok(());
+    };
+    let stepped = t.optimizer.as_deref().unwrap_or("its optimiser");
+    if cfg.optim.name != OptimName::Sgd {
         bail!(
-            "{}: --replay re-runs training with abcond's own update, but this run was logged by {} from a PyTorch loop (its optimiser and loss code are the loop's, which abcond cannot re-run); probe its snapshots without --replay, or write a snapshot at every step you want measured (`snapshots.every: 1` in the Logger's config)",
+            "{}: --replay re-runs a loop logged by {} with abcond's own update on the minibatches and learning rates it recorded; that equals the loop's bit for bit only for torch.optim.SGD, and this loop stepped {stepped} (recorded as optim.name {}). Probe its snapshots without --replay, or write a snapshot at every step you want measured (`snapshots.every: 1` in the Logger's config)",
             dir.root.display(),
-            t.name
+            t.name,
+            cfg.optim.name.name()
+        );
+    }
+    if !dir.snapshot(0).is_file() {
+        bail!(
+            "{}: --replay of a run logged by {} starts from the stored x^0, which the run does not have ({} is missing; its snapshots.at leaves out step 0)",
+            dir.root.display(),
+            t.name,
+            dir.snapshot(0).display()
         );
     }
     Ok(())
@@ -247,8 +272,9 @@ pub fn replay(
     shard: Option<Shard>,
     quiet: bool,
 ) -> Result<Replayed> {
-    check_replayable(manifest, dir)?;
+    check_replayable(manifest, dir, cfg)?;
     let total = manifest.training.total_steps;
+    let logged = manifest.trainer.is_some();
     // The training steps run under the training's settings (autocast, TF32),
     // the rows under the probe's (CUDA: TF32 off between the two).
     let reproducibility = crate::torch::reproducibility::apply(device, cfg.train.phase())?;
@@ -263,6 +289,12 @@ pub fn replay(
             setup.data.len,
             total,
             manifest.training.examples
+        );
+    }
+    if logged && setup.model.loop_randomness() {
+        bail!(
+            "{}: the run's TorchScript module declares dropout: the logged loop drew its dropout masks from PyTorch's generator in the loop, which a replay cannot re-draw; probe its snapshots without --replay",
+            dir.root.display()
         );
     }
     let p = &cfg.probe;
@@ -310,8 +342,13 @@ pub fn replay(
         note(
             quiet,
             &format!(
-                "{} keeps state from step to step and no snapshot holds it: the replay is one segment from step 0, which --shard cannot split (train with `snapshots.optimizer_state: true` to make every snapshot a restart point)",
-                cfg.optim.name.name()
+                "{} keeps state from step to step and no snapshot holds it: the replay is one segment from step 0, which --shard cannot split ({})",
+                cfg.optim.name.name(),
+                if logged {
+                    "abcond.Logger stores no optimiser state"
+                } else {
+                    "train with `snapshots.optimizer_state: true` to make every snapshot a restart point"
+                }
             ),
         );
     }
@@ -344,6 +381,7 @@ pub fn replay(
         landscape: &landscape,
         steps: &steps,
         on_disk: &on_disk,
+        logged,
         shared,
         tf32_toggle,
         perturb: hooks.perturb,
@@ -426,6 +464,9 @@ struct Run<'a> {
     landscape: &'a Landscape<'a>,
     steps: &'a [StepRow],
     on_disk: &'a BTreeSet<u64>,
+    /// A run logged from a PyTorch loop: its minibatches and learning rates
+    /// are taken from steps.parquet.
+    logged: bool,
     shared: bool,
     tf32_toggle: bool,
     /// Test hook: nudge a parameter after this update.
@@ -434,7 +475,7 @@ struct Run<'a> {
     skew: bool,
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
     /// Replays one segment; returns its rows once every check passed.
     fn segment(
         &mut self,
@@ -491,6 +532,7 @@ impl Run<'_> {
     ) -> Result<()> {
         let cfg = self.cfg;
         let landscape = self.landscape;
+        let recorded = self.recorded(k)?;
         let set_tf32 = |on: bool| -> Result<()> {
             if self.tf32_toggle {
                 crate::torch::ctx::set_allow_tf32(on, on)?;
@@ -502,14 +544,22 @@ impl Run<'_> {
         let measured = {
             let model = &self.setup.model;
             let data = &self.setup.data;
-            let train = ProbeBatch {
-                label: ProbeLabel::Train,
-                indices: self.setup.sampler.batch(k),
-                augment: Some(AugmentAt {
-                    seed: cfg.seed,
-                    step: k,
-                }),
-                listed: true,
+            let train = match recorded {
+                Some(r) => ProbeBatch {
+                    label: ProbeLabel::Train,
+                    indices: r.indices.to_vec(),
+                    augment: None,
+                    listed: true,
+                },
+                None => ProbeBatch {
+                    label: ProbeLabel::Train,
+                    indices: self.setup.sampler.batch(k),
+                    augment: Some(AugmentAt {
+                        seed: cfg.seed,
+                        step: k,
+                    }),
+                    listed: true,
+                },
             };
             let mut batches = Vec::new();
             // The probe's own measurement of the `train` row: always on the
@@ -555,7 +605,7 @@ impl Run<'_> {
         // The training step, with the row taken from its own pass (shared).
         let mut shared_row = None;
         let (shared, skew) = (self.shared, self.skew);
-        let u = crate::train::update_observed(cfg, self.setup, opt, k, |o| {
+        let u = crate::train::update_observed(cfg, self.setup, opt, k, recorded, |o| {
             if !shared {
                 return Ok(());
             }
@@ -641,12 +691,53 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// A logged run's minibatch and learning rate of step k, as steps.parquet
+    /// records them (None for abcond's own runs, whose sampler and schedule
+    /// re-create them).
+    fn recorded(&self, k: u64) -> Result<Option<crate::train::Recorded<'a>>> {
+        if !self.logged {
+            return Ok(None);
+        }
+        let steps: &'a [StepRow] = self.steps;
+        let row = steps
+            .get(k as usize)
+            .filter(|r| r.step == k as i64)
+            .ok_or_else(|| {
+                anyhow::anyhow!("{}: no row for step {k}", self.dir.steps().display())
+            })?;
+        let indices = row
+            .batch_indices
+            .as_deref()
+            .filter(|i| !i.is_empty())
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}: step {k} records no minibatch (batch_indices), which the replay of a logged run needs",
+                    self.dir.steps().display()
+                )
+            })?;
+        Ok(Some(crate::train::Recorded {
+            indices,
+            lr: row.lr,
+        }))
+    }
+
     /// The replayed update of step k must be the recorded one, bit for bit.
+    /// A logged loop computed its loss and gradient norm with its own
+    /// reductions (the mean of the per-example losses in some order, a norm
+    /// summed tensor by tensor), so those two are compared to 1e-5 relative;
+    /// the bit-for-bit check of such a run is the stored iterates'.
     fn check_step(&self, k: u64, seg: Segment, u: &crate::train::Update) -> Result<()> {
         let rec = &self.steps[k as usize];
+        let close = |a: f64, b: f64| {
+            if self.logged {
+                (a - b).abs() <= 1e-5 * a.abs().max(b.abs()) || a.to_bits() == b.to_bits()
+            } else {
+                a.to_bits() == b.to_bits()
+            }
+        };
         let same = rec.step == k as i64
-            && rec.loss.to_bits() == u.loss.to_bits()
-            && rec.grad_norm.to_bits() == u.grad_norm.to_bits()
+            && close(rec.loss, u.loss)
+            && close(rec.grad_norm, u.grad_norm)
             && rec.lr.to_bits() == u.lr.to_bits()
             && rec.step_size.map(f64::to_bits) == u.step_size.map(f64::to_bits);
         if !same {
@@ -692,6 +783,19 @@ impl Run<'_> {
     /// says determinism broke.
     fn origin(&self) -> String {
         let m = self.manifest;
+        if let Some(t) = &m.trainer {
+            let devices: BTreeSet<&str> = m.sessions.iter().map(|s| s.device.as_str()).collect();
+            return format!(
+                "The run was logged by {} from a PyTorch loop (torch {}, {}) on {}; this replay is abcond {} (torch {}) on {}, re-running abcond's SGD on the recorded minibatches and learning rates. It matches the loop bit for bit only when the loop's gradient is that of the mean of the exported module's per-example losses (the loss with reduction mean), its optimiser torch.optim.SGD on the CPU (single-tensor, foreach=False), with this torch build and the same number of threads, and nothing else changes the weights; probe its snapshots without --replay",
+                t.name,
+                t.torch_version,
+                t.optimizer.as_deref().unwrap_or("its optimiser"),
+                devices.into_iter().collect::<Vec<_>>().join(", "),
+                env!("CARGO_PKG_VERSION"),
+                env!("ABCOND_TORCH_VERSION"),
+                crate::torch::device::name(self.setup.device)
+            );
+        }
         let devices: BTreeSet<&str> = m.sessions.iter().map(|s| s.device.as_str()).collect();
         format!(
             "The run was trained by abcond {} ({}) on {}; this replay is abcond {} ({}) on {}. A run trained by another build or on another device cannot be replayed bit for bit (and a changed data or snapshot file breaks it too); probe its snapshots without --replay",

@@ -39,7 +39,7 @@ mod step;
 pub use checkpoint::{load_optimizer, optimizer_meta, CheckpointPolicy};
 pub use output::consolidate_steps;
 pub use setup::{snapshot_steps, Setup};
-pub use step::{grad_norm, update_observed, Diverged, Observed, Update};
+pub use step::{grad_norm, update_observed, Diverged, Observed, Recorded, Update};
 
 use crate::config::Config;
 use crate::run::{Manifest, Provenance, RunDir, Session, Status, TrainingInfo, MANIFEST_FORMAT};

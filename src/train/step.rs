@@ -72,7 +72,16 @@ impl Update {
 /// recorded), the gradient, its norm and the optimiser step, which is not
 /// taken when the step diverged.
 pub fn update(cfg: &Config, setup: &mut Setup, opt: &mut Optimizer, k: u64) -> Result<Update> {
-    update_observed(cfg, setup, opt, k, |_| Ok(()))
+    update_observed(cfg, setup, opt, k, None, |_| Ok(()))
+}
+
+/// The minibatch and learning rate of a step as a run logged from a PyTorch
+/// loop recorded them (steps.parquet): the replay of such a run takes them
+/// instead of abcond's sampler and schedule.
+#[derive(Debug, Clone, Copy)]
+pub struct Recorded<'a> {
+    pub indices: &'a [i64],
+    pub lr: f64,
 }
 
 /// What a training step shows its observer after the backward pass.
@@ -98,21 +107,29 @@ pub fn update_observed(
     setup: &mut Setup,
     opt: &mut Optimizer,
     k: u64,
+    recorded: Option<Recorded>,
     observe: impl FnOnce(Observed) -> Result<()>,
 ) -> Result<Update> {
     let total = setup.total_steps;
     tch::manual_seed(rng::derive(cfg.seed, &[stream::STEP_TORCH_SEED, k]) as i64 & i64::MAX);
-    let indices = setup.sampler.batch(k);
-    // Image data: the augmentation of step k (a pure function of seed, k, i).
-    let augment = AugmentAt {
+    let indices = match recorded {
+        Some(r) => r.indices.to_vec(),
+        None => setup.sampler.batch(k),
+    };
+    // Image data: the augmentation of step k (a pure function of seed, k, i);
+    // a logged loop's minibatch as it recorded it.
+    let augment = recorded.is_none().then_some(AugmentAt {
         seed: cfg.seed,
         step: k,
-    };
+    });
     let batch = setup
         .data
-        .batch_at(&indices, Some(augment))
+        .batch_at(&indices, augment)
         .with_context(|| format!("building the minibatch of step {k}"))?;
-    let lr = schedule::lr_at(&cfg.schedule, cfg.optim.lr, k, total);
+    let lr = match recorded {
+        Some(r) => r.lr,
+        None => schedule::lr_at(&cfg.schedule, cfg.optim.lr, k, total),
+    };
     if !(lr.is_finite() && lr >= 0.0) {
         bail!("the learning-rate schedule gives {lr} at step {k} of {total}; check the schedule section");
     }
