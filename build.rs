@@ -114,6 +114,9 @@ fn compile_shim(lib: &Path) {
         .flag("-std=c++17")
         .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={}", cxx11_abi()))
         .flag("-DGLOG_USE_GLOG_EXPORT")
+        // The f64 reductions of csrc/ops.cpp must round each operation as
+        // written (no fused multiply-add), on every target.
+        .flag("-ffp-contract=off")
         .file("csrc/torch_ctx.cpp")
         .file("csrc/ops.cpp")
         .file("csrc/cpu_cache.cpp")

@@ -22,12 +22,17 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/_foreach_add.h>
 #include <ATen/ops/add.h>
+#include <ATen/ops/addcdiv.h>
+#include <ATen/ops/addcmul.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/dot.h>
 #include <ATen/ops/mul.h>
 #include <ATen/ops/sub.h>
 #include <ATen/ops/sum.h>
 #include <ATen/ops/zeros.h>
+
+#include <cstring>
+#include <type_traits>
 #include <c10/core/GradMode.h>
 
 #include <algorithm>
@@ -57,6 +62,16 @@ int abcond_ops_add_scaled(const at::Tensor* a, const at::Tensor* b, double alpha
 // a += alpha * b, in place (Tensor.add_(b, alpha=alpha)).
 int abcond_ops_add_scaled_(at::Tensor* a, const at::Tensor* b, double alpha) {
   return guarded([&] { a->add_(*b, alpha); });
+}
+
+// a += value * b * c and a += value * b / c, in place
+// (Tensor.addcmul_/addcdiv_(b, c, value=value)): torch.optim.Adam's update.
+int abcond_ops_addcmul_(at::Tensor* a, const at::Tensor* b, const at::Tensor* c, double value) {
+  return guarded([&] { a->addcmul_(*b, *c, value); });
+}
+
+int abcond_ops_addcdiv_(at::Tensor* a, const at::Tensor* b, const at::Tensor* c, double value) {
+  return guarded([&] { a->addcdiv_(*b, *c, value); });
 }
 
 // a_i += alpha * b_i for every i (torch._foreach_add_(a, b, alpha=alpha)):
@@ -145,28 +160,59 @@ inline double lanes_total(const double* p) {
   return ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));
 }
 
+// Four f64 lanes as one vector (GCC/Clang vector extensions: pairs of SSE2
+// operations on x86-64, NEON on aarch64). Lane l of the eight is element
+// l % 4 of vector l / 4; each lane adds its values in order, exactly as a
+// scalar loop over the lanes would (no FMA: the file is compiled with
+// -ffp-contract=off).
+typedef double v4d __attribute__((vector_size(32)));
+typedef float v4f __attribute__((vector_size(16)));
+
+// Values p[0..4) as f64 (by reference: a vector returned by value would
+// change the ABI without AVX).
+template <typename T>
+inline void load4(const T* p, v4d& out) {
+  if constexpr (std::is_same_v<T, float>) {
+    v4f f;
+    std::memcpy(&f, p, sizeof f);
+    out = __builtin_convertvector(f, v4d);
+  } else {
+    std::memcpy(&out, p, sizeof out);
+  }
+}
+
 // The sums over values [s, e) of one block: eight lanes, combined pairwise,
 // then the tail.
 template <typename T, bool WithA>
 void block_sums(const T* a, const T* b, const T* c, int64_t s, int64_t e, double* inner, double* dist) {
-  double pi[kLanes] = {0, 0, 0, 0, 0, 0, 0, 0};
-  double pd[kLanes] = {0, 0, 0, 0, 0, 0, 0, 0};
+  v4d pi0 = {}, pi1 = {}, pd0 = {}, pd1 = {};
   int64_t i = s;
+  v4d b0, b1, c0, c1, a0, a1;
   for (; i + kLanes <= e; i += kLanes) {
-    for (int l = 0; l < kLanes; ++l) {
-      const double d = static_cast<double>(b[i + l]) - static_cast<double>(c[i + l]);
-      pd[l] += d * d;
-      if (WithA) pi[l] += static_cast<double>(a[i + l]) * d;
+    load4(b + i, b0);
+    load4(b + i + 4, b1);
+    load4(c + i, c0);
+    load4(c + i + 4, c1);
+    const v4d d0 = b0 - c0, d1 = b1 - c1;
+    pd0 += d0 * d0;
+    pd1 += d1 * d1;
+    if (WithA) {
+      load4(a + i, a0);
+      load4(a + i + 4, a1);
+      pi0 += a0 * d0;
+      pi1 += a1 * d1;
     }
   }
+  const double li[kLanes] = {pi0[0], pi0[1], pi0[2], pi0[3], pi1[0], pi1[1], pi1[2], pi1[3]};
+  const double ld[kLanes] = {pd0[0], pd0[1], pd0[2], pd0[3], pd1[0], pd1[1], pd1[2], pd1[3]};
   double ti = 0.0, td = 0.0;
   for (; i < e; ++i) {
     const double d = static_cast<double>(b[i]) - static_cast<double>(c[i]);
     td += d * d;
     if (WithA) ti += static_cast<double>(a[i]) * d;
   }
-  *dist = lanes_total(pd) + td;
-  if (WithA) *inner = lanes_total(pi) + ti;
+  *dist = lanes_total(ld) + td;
+  if (WithA) *inner = lanes_total(li) + ti;
 }
 
 // One tensor: its blocks' sums, computed in parallel (a block's sum does not

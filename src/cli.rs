@@ -221,8 +221,9 @@ pub struct ProbeArgs {
     /// re-creates each x^k by re-running training between the stored
     /// iterates, checked bit for bit against the step records and snapshots
     /// (same as --set probe.replay=true; docs/replay.md). Runs logged by
-    /// abcond.Logger replay when their loop stepped torch.optim.SGD. With
-    /// --shard, the shard takes its share of the replay's segments too.
+    /// abcond.Logger replay when their loop stepped torch.optim.SGD, Adam or
+    /// AdamW. With --shard, the shard takes its share of the replay's
+    /// segments too.
     #[arg(long)]
     pub replay: bool,
 }

@@ -338,7 +338,7 @@ fn logger_misuse_and_the_runs_it_leaves() {
         trained.to_str().unwrap(),
         bin(),
     ]);
-    assert!(text.contains("ok: 29 cases"), "{text}");
+    assert!(text.contains("ok: 30 cases"), "{text}");
     let run = |name: &str| cases.join(name);
 
     // Stopped early: 5 steps, snapshots 0, 2, 4 and x^5.
@@ -375,11 +375,17 @@ fn logger_misuse_and_the_runs_it_leaves() {
         );
     }
 
-    // Replay of logged runs: abcond's SGD re-runs torch.optim.SGD bit for bit
-    // on the recorded minibatches and learning rates (a StepLR schedule;
-    // Nesterov momentum with weight decay: one segment from x^0 checked at
-    // every snapshot on the way; a loop stopped early).
-    for (name, segments) in [("recorded", 5), ("nesterov", 1), ("early", 3)] {
+    // Replay of logged runs: abcond's SGD, Adam and AdamW re-run torch.optim's
+    // bit for bit on the recorded minibatches and learning rates (a StepLR
+    // schedule; Nesterov momentum with weight decay, Adam, AdamW: one segment
+    // from x^0 checked at every snapshot on the way; a loop stopped early).
+    for (name, segments) in [
+        ("recorded", 5),
+        ("nesterov", 1),
+        ("adam", 1),
+        ("adamw", 1),
+        ("early", 3),
+    ] {
         let out = abcond(&dir, &["probe", run(name).to_str().unwrap(), "--replay"]);
         ok(&out);
         let text = stderr(&out);
@@ -408,18 +414,18 @@ fn logger_misuse_and_the_runs_it_leaves() {
     // What cannot be replayed says why.
     for (name, words) in [
         (
-            "adam",
-            &["only for torch.optim.SGD", "torch.optim.adam.Adam("][..],
-        ),
-        (
             "external",
-            &["only for torch.optim.SGD", "optim.name external"][..],
+            &[
+                "only for torch.optim.SGD, Adam and AdamW",
+                "torch.optim.rmsprop.RMSprop(",
+                "optim.name external",
+            ][..],
         ),
         (
             "clipped",
             &[
                 "determinism broke",
-                "torch.optim.SGD on the CPU",
+                "torch.optim.SGD, Adam or AdamW on the CPU",
                 "no rows of this segment",
             ][..],
         ),

@@ -16,8 +16,8 @@ usage:
       Misuse and edge cases, each checked here; leaves runs under SCRATCH
       for tests/logger.rs to probe: early (stopped early), diverged, failed,
       recorded (an LR scheduler), adam, external (RMSprop), nesterov (SGD with
-      Nesterov momentum and weight decay), clipped (gradients clipped after
-      log.step). Prints `ok: N cases`.
+      Nesterov momentum and weight decay), adamw (with weight decay), clipped
+      (gradients clipped after log.step). Prints `ok: N cases`.
 """
 
 import os
@@ -321,11 +321,16 @@ def cases(data_dir, scratch, trained_run, abcond_bin):
         one(m, opt, log, k)
     log.finish()
     assert abcond.read_manifest(os.path.join(scratch, "nesterov"))["config"]["optim"]["nesterov"] is True
+    m, opt, log = fresh("adamw", lambda m: torch.optim.AdamW(m.parameters(), lr=1e-3, weight_decay=0.05))
+    for k in range(10):
+        one(m, opt, log, k)
+    log.finish()
+    assert abcond.read_manifest(os.path.join(scratch, "adamw"))["config"]["optim"]["name"] == "adamw"
     m, opt, log = fresh("clipped")
     for k in range(10):
         one(m, opt, log, k, clip=0.01)
     log.finish()
-    n += 2
+    n += 3
     print(f"ok: {n} cases")
 
 

@@ -5,11 +5,13 @@
 //! the paper's step sizes (SPS_max, DecSPS, NGN, AdaGrad-norm-max; docs/theory.md,
 //! Optimisers)
 //! and normalised SGD with momentum. Additions with a scale go through
-//! `add(x, alpha=a)` as in torch.optim (one rounding; `crate::torch::ops`, as
-//! tch's API does not expose it); the other steps (Adam's moments and
-//! denominators) are written with tch's operations and agree with torch.optim
-//! to rounding, not always bit for bit (tests/check_optim.py replays runs with
-//! torch.optim and independent implementations).
+//! `add(x, alpha=a)` as in torch.optim, and Adam/AdamW's second moment and
+//! update through `addcmul_`/`addcdiv_` with their `value` (one rounding each;
+//! `crate::torch::ops`, as tch's API does not expose them): SGD, Adam and
+//! AdamW give torch.optim's iterates bit for bit on the CPU (tests/logger.rs
+//! replays torch.optim loops with them). NAdam and the rest agree with their
+//! references to rounding (tests/check_optim.py replays runs with torch.optim
+//! and independent implementations).
 //!
 //! The paper's methods take one step x^{k+1} = x^k − gamma_k ∇f_{i_k}(x^k) with
 //! gamma_k computed from f_{i_k}(x^k) and ||∇f_{i_k}(x^k)|| (both from the
@@ -22,7 +24,7 @@ pub mod schedule;
 
 use crate::config::{DecayExclude, OptimConfig, OptimName};
 use crate::store::tensors::{NamedTensor, Role, TensorFile};
-use crate::torch::ops::{add_scaled, add_scaled_, foreach_add_};
+use crate::torch::ops::{add_scaled, add_scaled_, addcdiv_, addcmul_, foreach_add_};
 use anyhow::{anyhow, bail, Result};
 use tch::Tensor;
 
@@ -241,16 +243,20 @@ impl Optimizer {
                         } else if wd != 0.0 {
                             g = add_scaled(&g, &p, wd);
                         }
+                        // torch.optim.Adam's _single_tensor_adam, operation
+                        // for operation (addcmul_/addcdiv_ with their value):
+                        // the same bits as torch.optim.Adam/AdamW on the CPU.
                         let m = st.exp_avg.get_or_insert_with(|| p.zeros_like());
                         let _ = m.lerp_(&g, 1.0 - b1);
                         let v = st.exp_avg_sq.get_or_insert_with(|| p.zeros_like());
                         let _ = v.g_mul_scalar_(b2);
-                        let _ = v.g_add_(&(&(&g * (1.0 - b2)) * &g));
+                        addcmul_(v, &g, &g, 1.0 - b2);
                         let bc1 = 1.0 - b1.powf(t);
                         let bc2 = 1.0 - b2.powf(t);
                         let step_size = lr / bc1;
-                        let denom = (v.sqrt() / bc2.powf(0.5)) + eps;
-                        let _ = p.g_add_(&((&*m / denom) * -step_size));
+                        let mut denom = v.sqrt() / bc2.powf(0.5);
+                        let _ = denom.g_add_scalar_(eps);
+                        addcdiv_(&p, m, &denom, -step_size);
                     }
                     // torch.optim.NAdam, _single_tensor_nadam.
                     OptimName::Nadam => {

@@ -36,8 +36,8 @@
 //! update (about one more forward and backward pass per step).
 //!
 //! A run logged from a PyTorch loop (abcond.Logger) replays the same way when
-//! the loop stepped torch.optim.SGD, which abcond's SGD follows operation for
-//! operation: the minibatches and learning rates are the recorded ones, x^0
+//! the loop stepped torch.optim.SGD, Adam or AdamW, which abcond's follow
+//! operation for operation: the minibatches and learning rates are the recorded ones, x^0
 //! the stored one, and since the loop computed its loss and gradient norm with
 //! its own reductions those are compared to 1e-5 relative, the iterates bit
 //! for bit ([`check_replayable`]).
@@ -233,18 +233,21 @@ pub struct Replayed {
 
 /// Refuses runs the replay cannot re-run. A run logged from a PyTorch loop
 /// (abcond.Logger) is re-run with abcond's own update on the minibatches and
-/// learning rates it recorded; that equals the loop's bit for bit only for
-/// torch.optim.SGD (any momentum, dampening, Nesterov, weight decay), whose
-/// formula abcond's SGD follows operation for operation, and only from a
-/// stored x^0.
+/// learning rates it recorded; that equals the loop's bit for bit for
+/// torch.optim.SGD (any momentum, dampening, Nesterov, weight decay), Adam and
+/// AdamW on the CPU, whose single-tensor updates abcond's follow operation
+/// for operation, and only from a stored x^0.
 pub fn check_replayable(manifest: &Manifest, dir: &RunDir, cfg: &Config) -> Result<()> {
     let Some(t) = &manifest.trainer else {
         return Ok(());
     };
     let stepped = t.optimizer.as_deref().unwrap_or("its optimiser");
-    if cfg.optim.name != OptimName::Sgd {
+    if !matches!(
+        cfg.optim.name,
+        OptimName::Sgd | OptimName::Adam | OptimName::Adamw
+    ) {
         bail!(
-            "{}: --replay re-runs a loop logged by {} with abcond's own update on the minibatches and learning rates it recorded; that equals the loop's bit for bit only for torch.optim.SGD, and this loop stepped {stepped} (recorded as optim.name {}). Probe its snapshots without --replay, or write a snapshot at every step you want measured (`snapshots.every: 1` in the Logger's config)",
+            "{}: --replay re-runs a loop logged by {} with abcond's own update on the minibatches and learning rates it recorded; that equals the loop's bit for bit only for torch.optim.SGD, Adam and AdamW, and this loop stepped {stepped} (recorded as optim.name {}). Probe its snapshots without --replay, or write a snapshot at every step you want measured (`snapshots.every: 1` in the Logger's config)",
             dir.root.display(),
             t.name,
             cfg.optim.name.name()
@@ -384,6 +387,7 @@ pub fn replay(
         logged,
         shared,
         tf32_toggle,
+        held: None,
         perturb: hooks.perturb,
         skew: hooks.skew,
     };
@@ -469,6 +473,10 @@ struct Run<'a> {
     logged: bool,
     shared: bool,
     tf32_toggle: bool,
+    /// The step whose stored iterate the model holds, checked bit for bit
+    /// at the end of the segment before (a segment starting there needs no
+    /// load).
+    held: Option<u64>,
     /// Test hook: nudge a parameter after this update.
     perturb: Option<u64>,
     /// Test hook: move the shared pass's rows by one ulp.
@@ -485,7 +493,9 @@ impl<'a> Run<'a> {
     ) -> Result<Vec<LandscapeRow>> {
         let (dir, cfg, run_id) = (self.dir, self.cfg, &self.manifest.run_id);
         // The state at the segment's start.
-        if self.on_disk.contains(&seg.start) {
+        if self.held.take() == Some(seg.start) {
+            // x^start, parameters and buffers, equal to the stored one.
+        } else if self.on_disk.contains(&seg.start) {
             dir.load_iterate(&self.setup.model, run_id, seg.start)?;
         } else if seg.start == 0 {
             // x^0 from the seed, as training built it.
@@ -517,6 +527,7 @@ impl<'a> Run<'a> {
             progress.update(before + k + 1 - seg.start, || format!("step {k}"));
         }
         self.check_iterate(seg.end, seg)?;
+        self.held = Some(seg.end);
         Ok(rows)
     }
 
@@ -786,14 +797,15 @@ impl<'a> Run<'a> {
         if let Some(t) = &m.trainer {
             let devices: BTreeSet<&str> = m.sessions.iter().map(|s| s.device.as_str()).collect();
             return format!(
-                "The run was logged by {} from a PyTorch loop (torch {}, {}) on {}; this replay is abcond {} (torch {}) on {}, re-running abcond's SGD on the recorded minibatches and learning rates. It matches the loop bit for bit only when the loop's gradient is that of the mean of the exported module's per-example losses (the loss with reduction mean), its optimiser torch.optim.SGD on the CPU (single-tensor, foreach=False), with this torch build and the same number of threads, and nothing else changes the weights; probe its snapshots without --replay",
+                "The run was logged by {} from a PyTorch loop (torch {}, {}) on {}; this replay is abcond {} (torch {}) on {}, re-running abcond's {} on the recorded minibatches and learning rates. It matches the loop bit for bit only when the loop's gradient is that of the mean of the exported module's per-example losses (the loss with reduction mean), its optimiser torch.optim.SGD, Adam or AdamW on the CPU (single-tensor, foreach=False), with this torch build and the same number of threads, and nothing else changes the weights; probe its snapshots without --replay",
                 t.name,
                 t.torch_version,
                 t.optimizer.as_deref().unwrap_or("its optimiser"),
                 devices.into_iter().collect::<Vec<_>>().join(", "),
                 env!("CARGO_PKG_VERSION"),
                 env!("ABCOND_TORCH_VERSION"),
-                crate::torch::device::name(self.setup.device)
+                crate::torch::device::name(self.setup.device),
+                self.cfg.optim.name.name()
             );
         }
         let devices: BTreeSet<&str> = m.sessions.iter().map(|s| s.device.as_str()).collect();

@@ -18,6 +18,8 @@ type Handle = *const c_void;
 extern "C" {
     fn abcond_ops_add_scaled(a: Handle, b: Handle, alpha: f64, out: *mut *mut c_void) -> c_int;
     fn abcond_ops_add_scaled_(a: Handle, b: Handle, alpha: f64) -> c_int;
+    fn abcond_ops_addcmul_(a: Handle, b: Handle, c: Handle, value: f64) -> c_int;
+    fn abcond_ops_addcdiv_(a: Handle, b: Handle, c: Handle, value: f64) -> c_int;
     fn abcond_ops_foreach_add_(a: *const Handle, b: *const Handle, n: i64, alpha: f64) -> c_int;
     fn abcond_ops_norm_sq(ts: *const Handle, n: i64, chunk: i64, out: *mut f64) -> c_int;
     fn abcond_ops_dot_diff_dist(
@@ -62,6 +64,38 @@ pub fn add_scaled_(a: &Tensor, b: &Tensor, alpha: f64) {
     check(
         unsafe { abcond_ops_add_scaled_(a.as_ptr() as Handle, b.as_ptr() as Handle, alpha) },
         "add_(b, alpha)",
+    );
+}
+
+/// `a += value * b * c` in place (Tensor.addcmul_(b, c, value=value)).
+pub fn addcmul_(a: &Tensor, b: &Tensor, c: &Tensor, value: f64) {
+    // SAFETY: the handles are live tensors.
+    check(
+        unsafe {
+            abcond_ops_addcmul_(
+                a.as_ptr() as Handle,
+                b.as_ptr() as Handle,
+                c.as_ptr() as Handle,
+                value,
+            )
+        },
+        "addcmul_(b, c, value)",
+    );
+}
+
+/// `a += value * b / c` in place (Tensor.addcdiv_(b, c, value=value)).
+pub fn addcdiv_(a: &Tensor, b: &Tensor, c: &Tensor, value: f64) {
+    // SAFETY: the handles are live tensors.
+    check(
+        unsafe {
+            abcond_ops_addcdiv_(
+                a.as_ptr() as Handle,
+                b.as_ptr() as Handle,
+                c.as_ptr() as Handle,
+                value,
+            )
+        },
+        "addcdiv_(b, c, value)",
     );
 }
 

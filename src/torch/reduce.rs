@@ -187,6 +187,76 @@ mod tests {
 
     use super::*;
 
+    /// The documented order of the CPU one-pass reduction (csrc/ops.cpp),
+    /// written as a scalar loop: per tensor, blocks of 4096 values; in a
+    /// block eight lanes (value j to lane j % 8) combined pairwise, then the
+    /// tail; the blocks added in order with Kahan compensation, across all
+    /// tensors.
+    fn one_pass_model(a: &[Vec<f64>], b: &[Vec<f64>], c: &[Vec<f64>]) -> (f64, f64) {
+        let kahan = |(sum, comp): (f64, f64), v: f64| {
+            let y = v - comp;
+            let t = sum + y;
+            (t, (t - sum) - y)
+        };
+        let lanes =
+            |p: &[f64; 8]| ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));
+        let (mut ki, mut kd) = ((0.0, 0.0), (0.0, 0.0));
+        for ((a, b), c) in a.iter().zip(b).zip(c) {
+            for s in (0..b.len()).step_by(4096) {
+                let e = (s + 4096).min(b.len());
+                let (mut pi, mut pd) = ([0.0; 8], [0.0; 8]);
+                let mut i = s;
+                while i + 8 <= e {
+                    for l in 0..8 {
+                        let d = b[i + l] - c[i + l];
+                        pd[l] += d * d;
+                        pi[l] += a[i + l] * d;
+                    }
+                    i += 8;
+                }
+                let (mut ti, mut td) = (0.0, 0.0);
+                for j in i..e {
+                    let d = b[j] - c[j];
+                    td += d * d;
+                    ti += a[j] * d;
+                }
+                kd = kahan(kd, lanes(&pd) + td);
+                ki = kahan(ki, lanes(&pi) + ti);
+            }
+        }
+        (ki.0, kd.0)
+    }
+
+    /// The vectorised loop gives the bits of the documented scalar order, for
+    /// f32 and f64 values, whole blocks, partial blocks and tails.
+    #[test]
+    fn one_pass_follows_its_documented_order_bit_for_bit() {
+        tch::manual_seed(3);
+        for kind in [Kind::Float, Kind::Double] {
+            let opts = (kind, tch::Device::Cpu);
+            let shapes: [&[i64]; 5] = [&[3, 4096], &[5000], &[13], &[1], &[64, 129]];
+            let mk = |scale: f64| -> Vec<Tensor> {
+                shapes
+                    .iter()
+                    .map(|s| Tensor::randn(*s, opts) * scale)
+                    .collect()
+            };
+            let (a, b, c) = (mk(1e-3), mk(1.0), mk(1.0));
+            let vals = |v: &[Tensor]| -> Vec<Vec<f64>> {
+                v.iter()
+                    .map(|t| Vec::<f64>::try_from(t.to_kind(Kind::Double).flatten(0, -1)).unwrap())
+                    .collect()
+            };
+            let want = one_pass_model(&vals(&a), &vals(&b), &vals(&c));
+            let got = dot_diff_and_dist_sq(&a, &b, &c);
+            assert_eq!(
+                (got.0.to_bits(), got.1.to_bits()),
+                (want.0.to_bits(), want.1.to_bits()),
+                "{kind:?}: {got:?} vs {want:?}"
+            );
+        }
+    }
+
     #[test]
     fn known_values_and_no_aliasing() {
         let opts = (Kind::Double, tch::Device::Cpu);
