@@ -57,6 +57,11 @@
 #      determinism settings — and a ResNet-18 (BatchNorm, crop-flip, momentum
 #      with snapshots.optimizer_state) at 60 steps the same way; the replay's
 #      steps/s against the training's (target ≤ 1.5× the training time);
+#  17. the GNN (issue 20) on CUDA: configs/gnn-molecules.yaml at 300 steps
+#      trained twice (index_add sums under the determinism settings; x^K files
+#      compared byte for byte), probed on cuda and from a copy on the CPU
+#      (rows ≤ 1e-4); needs the molecules made by scripts/molecules-to-ogb.py
+#      (MOLECULES=dir, default data/ogbg-nci-tpsa, carried to the device);
 #   8. ResNet9 and ResNet18 (f64, crop-flip, BatchNorm) trained and probed on CUDA
 #      against PyTorch on the CPU (tests/parity.py, 3 replayed steps, rel. err ≤ 1e-9),
 #      and 300-step timings of the paper configs (random CIFAR-format data) for
@@ -319,5 +324,33 @@ EOC
 rr=$(ls -d "$work"/replay/replay-r18/*/ | head -1)
 "$bin" probe "$rr" --replay
 grep -A12 "^  replay:" "$rr/run.yaml"
+fi
+if want 17; then
+log "17. the GNN (issue 20) on cuda: configs/gnn-molecules.yaml at 300 steps twice (index_add under the determinism settings), CUDA vs CPU probe of the same snapshots"
+mol=${MOLECULES:-data/ogbg-nci-tpsa}
+[ -f "$mol/raw/edge.csv.gz" ] || { echo "MOLECULES=$mol: run scripts/molecules-to-ogb.py here first and carry it"; exit 1; }
+for r in a b; do
+    "$bin" -q --out "$work/gnn-$r" train configs/gnn-molecules.yaml --set device=cuda --set data.path="$mol" --set train.steps=300
+done
+ga=$(ls -d "$work"/gnn-a/gnn-molecules/*/ | head -1); gb=$(ls -d "$work"/gnn-b/gnn-molecules/*/ | head -1)
+cmp "$ga/iterates/step=300/part-0.parquet" "$gb/iterates/step=300/part-0.parquet" && echo "gnn: two cuda runs give the same x^K bytes"
+grep -A4 "timing:" "$ga/run.yaml" | head -5
+"$bin" -q probe "$ga" --set device=cuda
+cp -r "$ga" "$work/gnn-cpu"
+rm -rf "$work/gnn-cpu/probe-parts" "$work/gnn-cpu/landscape.parquet"
+"$bin" -q probe "$work/gnn-cpu" --set device=cpu
+"$py" - "$ga" "$work/gnn-cpu" <<'EOC'
+import sys, pyarrow.parquet as pq
+a = pq.read_table(sys.argv[1] + "/landscape.parquet").to_pylist()
+b = pq.read_table(sys.argv[2] + "/landscape.parquet").to_pylist()
+assert len(a) == len(b), (len(a), len(b))
+worst = 0.0
+for x, y in zip(a, b):
+    for k in ("loss_k", "loss_ref", "grad_norm", "dist"):
+        worst = max(worst, abs(x[k] - y[k]) / max(abs(y[k]), 1e-6))
+    worst = max(worst, abs(x["inner"] - y["inner"]) / max(y["grad_norm"] * y["dist"], 1e-12))
+print(f"gnn: cuda vs cpu probe, {len(a)} rows, worst relative error {worst:.2e}")
+assert worst <= 1e-4, worst
+EOC
 fi
 log "all GPU checks passed"

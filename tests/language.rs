@@ -502,6 +502,7 @@ fn pythia_presets_match_transformers() {
             images: None,
             inputs: vec![],
             vocab: vec![],
+            graphs: None,
         };
         let model = abcond::model::Model::build(&cfg.model, &data, tch::Device::Cpu, 0).unwrap();
         assert_eq!(model.num_params(), count, "{preset}");

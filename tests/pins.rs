@@ -133,6 +133,7 @@ fn run_ids_and_resolved_configs() {
             "pythia-160m",
             "{dataset: tokens, path: /data/pile.bin, vocab: 50304}",
         ),
+        ("gnn-ogbg", "{dataset: ogbg, path: /data/ogbg_molpcba}"),
     ];
     let listed: Vec<String> = std::fs::read_dir(root().join("models"))
         .unwrap()

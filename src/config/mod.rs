@@ -416,6 +416,14 @@ impl Config {
                     ds.name()
                 );
             }
+            (ModelKind::Gnn, DatasetKind::Ogbg) => {}
+            (ModelKind::Gnn, ds) | (_, ds @ DatasetKind::Ogbg) => {
+                bail!(
+                    "model kind `{}` cannot be trained on dataset `{}`: graph data (ogbg) goes with the graph network (gnn) or a TorchScript module",
+                    self.model.kind().name(),
+                    ds.name()
+                );
+            }
             (ModelKind::Transformer, DatasetKind::SyntheticTranslation) => {}
             (ModelKind::Transformer, ds) | (_, ds @ DatasetKind::SyntheticTranslation) => {
                 bail!(

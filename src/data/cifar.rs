@@ -205,6 +205,7 @@ pub fn load(kind: DatasetKind, cfg: &CifarData, dtype: Dtype) -> Result<Dataset>
         images: None,
         inputs: vec![],
         vocab: vec![],
+        graphs: None,
     })
 }
 

@@ -108,6 +108,10 @@ data_sets! {
     /// nanoGPT/Megatron `.bin`) or a 1-D `.npy`; examples are windows as for
     /// `text` (src/data/text.rs).
     Tokens = "tokens" => TokensData,
+    /// Molecular graphs in OGB's on-disk graph-property format (`raw/`
+    /// CSVs, gzipped or not; src/data/ogbg.rs): ogbg-molpcba, ogbg-molhiv, or
+    /// molecules converted by scripts/molecules-to-ogb.py.
+    Ogbg = "ogbg" => OgbgData,
 }
 
 /// The keys of `data:` besides the data set's own settings.
@@ -138,6 +142,8 @@ const KEY_ORDER: &[&str] = &[
     "inputs",
     "max_vocab",
     "token_dtype",
+    "tasks",
+    "split",
     "digest",
 ];
 
@@ -208,6 +214,7 @@ impl DataConfig {
             Source::Tensors(s) => s.path.as_deref(),
             Source::Text(s) => s.path.as_deref(),
             Source::Tokens(s) => s.path.as_deref(),
+            Source::Ogbg(s) => s.path.as_deref(),
             _ => None,
         }
     }
@@ -222,6 +229,7 @@ impl DataConfig {
             Source::Tensors(s) => s.path = None,
             Source::Text(s) => s.path = None,
             Source::Tokens(s) => s.path = None,
+            Source::Ogbg(s) => s.path = None,
             _ => {}
         }
     }
@@ -238,6 +246,7 @@ impl DataConfig {
             Source::Tensors(s) => s.subset,
             Source::Text(s) => s.subset,
             Source::Tokens(s) => s.subset,
+            Source::Ogbg(s) => s.subset,
             Source::Components(_) => None,
         }
     }
@@ -270,7 +279,8 @@ impl DataConfig {
         // Absolute: the probe may run from another directory.
         match &mut self.source {
             Source::Text(TextData { path: Some(p), .. })
-            | Source::Tokens(TokensData { path: Some(p), .. }) => {
+            | Source::Tokens(TokensData { path: Some(p), .. })
+            | Source::Ogbg(OgbgData { path: Some(p), .. }) => {
                 if let Ok(abs) = std::fs::canonicalize(&*p) {
                     *p = abs;
                 }
@@ -622,6 +632,51 @@ impl Settings for TensorsData {
             if i.is_empty() {
                 bail!("key `data.inputs` must name at least one tensor");
             }
+        }
+        Ok(())
+    }
+}
+
+/// `data:` settings of a graph-property data set in OGB's raw format.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct OgbgData {
+    /// The data set's directory (holding `raw/`) or its `raw/` directory:
+    /// edge.csv, edge-feat.csv, node-feat.csv, num-node-list.csv,
+    /// num-edge-list.csv and graph-label.csv, each possibly `.gz` (required).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Train on a fixed random subset of this many graphs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subset: Option<u64>,
+    /// The number of tasks (columns of graph-label.csv) the file must have;
+    /// absent: whatever it has (128 for ogbg-molpcba).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<u64>,
+    /// Only the graphs of this split (`train`, `valid` or `test`), listed in
+    /// the data set's `split/<scheme>/<split>.csv(.gz)` (OGB's scaffold
+    /// split); absent: every graph of raw/.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub split: Option<String>,
+}
+
+impl Settings for OgbgData {
+    fn check(&self, what: &str) -> Result<()> {
+        if self.path.is_none() {
+            bail!("key `data.path` is required for {what}: an OGB graph data set's directory (with raw/edge.csv.gz, raw/node-feat.csv.gz, …)");
+        }
+        if let Some(sp) = &self.split {
+            if !["train", "valid", "test"].contains(&sp.as_str()) {
+                bail!(
+                    "key `data.split` must be train, valid or test (OGB's split files), got {sp:?}"
+                );
+            }
+        }
+        if let Some(t) = self.tasks {
+            if t == 0 {
+                bail!("key `data.tasks` must be at least 1");
+            }
+            crate::config::validate::at_most("data.tasks", t, 1 << 16)?;
         }
         Ok(())
     }

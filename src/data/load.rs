@@ -28,6 +28,7 @@ impl Dataset {
             Source::Tensors(s) => super::tensors::load(s, dtype)?,
             Source::Text(s) => super::text::load_text(s)?,
             Source::Tokens(s) => super::text::load_tokens(s)?,
+            Source::Ogbg(s) => super::ogbg::load(s, dtype)?,
         };
         if let Some(m) = cfg.subset() {
             if m > ds.len {
@@ -45,11 +46,14 @@ impl Dataset {
             let mut keep = Rng::for_stream(data_seed, &[stream::SUBSET]).sample_distinct(ds.len, m);
             keep.sort_unstable();
             let idx = Tensor::from_slice(&keep);
-            match &mut ds.images {
-                Some(images) => Arc::make_mut(images).select(&keep),
-                None => ds.x = ds.x.index_select(0, &idx),
+            match (&mut ds.images, ds.graphs.is_some()) {
+                (Some(images), _) => Arc::make_mut(images).select(&keep),
+                (None, true) => super::ogbg::select(&mut ds, &keep),
+                (None, false) => ds.x = ds.x.index_select(0, &idx),
             }
-            ds.y = ds.y.index_select(0, &idx);
+            if ds.graphs.is_none() {
+                ds.y = ds.y.index_select(0, &idx);
+            }
             for (_, t) in ds.inputs.iter_mut() {
                 *t = t.index_select(0, &idx);
             }
@@ -154,6 +158,7 @@ fn load_idx(kind: DatasetKind, cfg: &IdxData, dtype: Dtype) -> Result<Dataset> {
         images: None,
         inputs: vec![],
         vocab: vec![],
+        graphs: None,
     })
 }
 
@@ -181,5 +186,6 @@ fn load_imagefolder(cfg: &ImageFolderData, dtype: Dtype) -> Result<Dataset> {
         images: Some(Arc::new(images)),
         inputs: vec![],
         vocab: vec![],
+        graphs: None,
     })
 }

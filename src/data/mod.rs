@@ -17,6 +17,8 @@ mod load;
 pub mod tensors;
 // Text corpora and token files for language models.
 pub mod text;
+// Molecular graphs in OGB's raw CSV format.
+pub mod ogbg;
 
 use crate::data::config::DatasetKind;
 use anyhow::Result;
@@ -41,6 +43,8 @@ pub enum Targets {
     NextTokens { vocab: i64, len: i64 },
     /// Named tensors passed to a TorchScript module as they are (`tensors`).
     Tensors,
+    /// Graphs (`ogbg`) with `tasks` binary labels each, NaN where missing.
+    Graphs { tasks: i64 },
 }
 
 pub struct Dataset {
@@ -68,6 +72,9 @@ pub struct Dataset {
     /// `text`: the vocabulary, token id → (word, occurrences in the training
     /// text); written to the run directory as vocab.parquet. Empty otherwise.
     pub vocab: Vec<(String, u64)>,
+    /// `ogbg`: the graphs; `x` and `y` are then empty and minibatches are
+    /// assembled by concatenation (see [`ogbg::Graphs::batch`]).
+    pub graphs: Option<std::rc::Rc<ogbg::Graphs>>,
 }
 
 /// A minibatch: inputs and targets of the examples `indices`.
@@ -121,6 +128,9 @@ impl Dataset {
         indices: &[i64],
         augment_at: Option<augment::AugmentAt>,
     ) -> Result<Batch> {
+        if let Some(g) = &self.graphs {
+            return Ok(g.batch(indices, self.device()));
+        }
         let idx = Tensor::from_slice(indices).to_device(self.device());
         let x = match &self.images {
             Some(images) => {

@@ -49,6 +49,7 @@ pub fn halfspace(cfg: &HalfspaceData, seed: u64, dtype: Dtype) -> Dataset {
         images: None,
         inputs: vec![],
         vocab: vec![],
+        graphs: None,
     }
 }
 
@@ -93,6 +94,7 @@ pub fn matrix_factorisation(cfg: &MatFactData, seed: u64, dtype: Dtype) -> Datas
         images: None,
         inputs: vec![],
         vocab: vec![],
+        graphs: None,
     }
 }
 
@@ -114,6 +116,7 @@ pub fn components(cfg: &ComponentsData) -> Dataset {
         images: None,
         inputs: vec![],
         vocab: vec![],
+        graphs: None,
     }
 }
 
@@ -152,5 +155,6 @@ pub fn translation(cfg: &TranslationData, seed: u64) -> Dataset {
         images: None,
         inputs: vec![],
         vocab: vec![],
+        graphs: None,
     }
 }

@@ -201,5 +201,6 @@ pub fn load(cfg: &TensorsData, dtype: Dtype) -> Result<Dataset> {
         images: None,
         inputs,
         vocab: vec![],
+        graphs: None,
     })
 }

@@ -194,6 +194,7 @@ fn windows(
         images: None,
         inputs: vec![],
         vocab: vec![],
+        graphs: None,
     })
 }
 

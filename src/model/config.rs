@@ -121,6 +121,8 @@ model_kinds! {
     Lstm = "lstm" => LstmConfig,
     /// Decoder-only Transformer as in Pythia (GPT-NeoX; src/model/gpt_neox.rs).
     GptNeox = "gpt-neox" => GptNeoxConfig,
+    /// Graph network of AlgoPerf's ogbg workload (src/model/gnn.rs).
+    Gnn = "gnn" => GnnConfig,
 }
 
 /// The keys of `model:` besides the kind's own settings.
@@ -604,6 +606,67 @@ impl Settings for GptNeoxConfig {
         positive("model.rotary_base", c.rotary_base)?;
         positive("model.init_std", c.init_std)?;
         Ok(())
+    }
+}
+
+/// The activation of the GNN's MLPs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GnnActivation {
+    Relu,
+    /// GELU, tanh approximation (AlgoPerf's `gelu`).
+    Gelu,
+    Silu,
+}
+
+/// `model:` settings of the graph network. Default: AlgoPerf's ogbg model
+/// (models/gnn-ogbg.yaml); the number of outputs is the data's tasks and the
+/// embedders' input widths are its node and edge feature widths.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GnnConfig {
+    /// Width of the node and edge embeddings.
+    pub latent_dim: i64,
+    /// Width of every MLP layer (AlgoPerf's hidden_dims, all equal).
+    pub hidden_dim: i64,
+    /// Layers of each edge, node and global MLP (Linear → LayerNorm →
+    /// activation → dropout).
+    pub mlp_layers: i64,
+    /// Message-passing steps, each with its own MLPs.
+    pub message_passing_steps: i64,
+    pub activation: GnnActivation,
+    /// Dropout after each MLP layer's activation (training only).
+    pub dropout: f64,
+}
+
+impl Default for GnnConfig {
+    fn default() -> Self {
+        GnnConfig {
+            latent_dim: 256,
+            hidden_dim: 256,
+            mlp_layers: 1,
+            message_passing_steps: 5,
+            activation: GnnActivation::Relu,
+            dropout: 0.1,
+        }
+    }
+}
+
+impl Settings for GnnConfig {
+    fn check(&self, _what: &str) -> Result<()> {
+        let c = *self;
+        if c.latent_dim < 1 || c.hidden_dim < 1 || c.mlp_layers < 1 || c.message_passing_steps < 1 {
+            bail!("keys `model.latent_dim`, `model.hidden_dim`, `model.mlp_layers` and `model.message_passing_steps` must be at least 1");
+        }
+        crate::config::validate::at_most("model.latent_dim", c.latent_dim as u64, 1 << 16)?;
+        crate::config::validate::at_most("model.hidden_dim", c.hidden_dim as u64, 1 << 16)?;
+        crate::config::validate::at_most("model.mlp_layers", c.mlp_layers as u64, 64)?;
+        crate::config::validate::at_most(
+            "model.message_passing_steps",
+            c.message_passing_steps as u64,
+            64,
+        )?;
+        check_dropout(c.dropout)
     }
 }
 

@@ -27,6 +27,7 @@ pub mod transformer;
 // The user's own model, as a TorchScript module.
 pub mod torchscript;
 // Language models.
+pub mod gnn;
 pub mod gpt_neox;
 pub mod lstm;
 
@@ -114,6 +115,10 @@ impl Model {
             }
             (Arch::GptNeox(s), Targets::NextTokens { vocab, .. }) => {
                 Box::new(gpt_neox::GptNeox::new(&root, *s, vocab))
+            }
+            (Arch::Gnn(s), Targets::Graphs { tasks }) => {
+                let (node_dim, edge_dim) = gnn::Gnn::check_data(s, &data.input_shape)?;
+                Box::new(gnn::Gnn::new(&root, *s, node_dim, edge_dim, tasks))
             }
             (Arch::Transformer(s), Targets::Tokens { vocab, .. }) => {
                 Box::new(transformer::Transformer::new(&root, *s, vocab)?)

@@ -128,6 +128,7 @@ pub fn write_data_table(dir: &RunDir, data: &Dataset) -> Result<()> {
         }
         crate::data::Targets::Tokens { .. }
         | crate::data::Targets::NextTokens { .. }
+        | crate::data::Targets::Graphs { .. }
         | crate::data::Targets::Tensors => (None, None),
     };
     let mut meta = vec![("abcond.dataset", data.kind.name().to_string())];
