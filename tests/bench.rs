@@ -94,7 +94,7 @@ fn runner_runs_the_mlp_cases_and_both_probes_agree() {
         ])
         .args([
             "--cases",
-            "train-mlp,probe-mlp,snapshots-mlp,tsprobe-mlp,replay-mlp",
+            "train-mlp,probe-mlp,snapshots-mlp,tsprobe-mlp,replay-mlp,train-gnn",
             "--bin",
             bin(),
         ])
@@ -119,6 +119,7 @@ fn runner_runs_the_mlp_cases_and_both_probes_agree() {
         "| snapshots-mlp | training loop, 200 steps, snapshot every 100 | abcond |",
         "| tsprobe-mlp | median probe of one snapshot (i_k) | abcond, TorchScript |",
         "| replay-mlp | mean step, 200 steps (replay incl. its checks / training loop) | abcond probe --replay |",
+        "| train-gnn | mean training step (loop / steps) | abcond |",
     ] {
         assert!(md.contains(row), "missing `{row}` in\n{md}");
     }
@@ -126,7 +127,7 @@ fn runner_runs_the_mlp_cases_and_both_probes_agree() {
     let json: serde_yaml::Value =
         serde_yaml::from_str(&std::fs::read_to_string(dir.join("result.json")).unwrap()).unwrap();
     let results = json["results"].as_sequence().unwrap();
-    assert_eq!(results.len(), 5);
+    assert_eq!(results.len(), 6);
     for r in results {
         let unit = r["unit"].as_str().unwrap();
         let (a, b) = (
