@@ -23,9 +23,10 @@ Cases (sizes per --device, or --quick for a smoke test):
   replay-mlp, replay-resnet18      `probe --replay` (the train row of every step, x^k
                                    re-created by re-running training) vs training the
                                    same run: mean seconds per step of each
-  train-gnn                        mean training step of AlgoPerf's ogbg GNN (width 64)
-                                   on real molecules (scripts/molecules-to-ogb.py) vs
-                                   bench/torch_gnn.py
+  train-gnn, probe-gnn             AlgoPerf's ogbg GNN (width 64) on real molecules
+                                   (scripts/molecules-to-ogb.py): mean training step vs
+                                   bench/torch_gnn.py, probe of one snapshot vs
+                                   bench/torch_probe.py
 
     python bench/run.py --quick                                  # smoke test, ~2 min
     python bench/run.py --threads 2 --repeats 5 --out bench-results.md
@@ -65,6 +66,7 @@ CASES = [
     "replay-mlp",
     "replay-resnet18",
     "train-gnn",
+    "probe-gnn",
 ]
 # Targets (issue 7): abcond/PyTorch ≤ 1.0 for ResNet-18 and ≤ 0.8 for the MLP
 # (Python overhead dominates there); snapshot logging ≤ 5 % of training time.
@@ -83,6 +85,7 @@ TARGETS = {
     "replay-resnet18": 1.5,
     # Issue 20: each new model's training step ≤ 1.0× PyTorch eager.
     "train-gnn": 1.0,
+    "probe-gnn": 1.0,
 }
 
 # Sizes: steps (and batch) of each case. "probe": a run of `steps` steps with a
@@ -102,6 +105,7 @@ SIZES = {
         "replay-mlp": {"steps": 200, "every": 50},
         "replay-resnet18": {"steps": 4, "every": 2, "batch": 8},
         "train-gnn": {"steps": 20},
+        "probe-gnn": {"steps": 20, "every": 10},
     },
     "cpu": {
         "cifar_images": 5120,
@@ -116,6 +120,7 @@ SIZES = {
         "replay-mlp": {"steps": 3000, "every": 500},
         "replay-resnet18": {"steps": 16, "every": 16},
         "train-gnn": {"steps": 300},
+        "probe-gnn": {"steps": 300, "every": 30},
     },
     "cuda": {
         "cifar_images": 10240,
@@ -248,6 +253,8 @@ class Bench:
     # --- cases ----------------------------------------------------------------
     def case(self, name):
         kind, model = name.split("-", 1)
+        if name not in self.sizes:
+            die(f"case {name} has no size for --device {self.a.device} (the GNN cases run on the CPU only)")
         size = self.sizes[name]
         base = os.path.join(self.work, name)
         shutil.rmtree(base, ignore_errors=True)

@@ -46,7 +46,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+import abcond
 from abcond_ref import models
+from abcond_ref.gnn import GNN, batch as graph_batch, per_graph_loss, read_ogb
 from abcond_ref.runs import Run
 
 # The reference modules switch BatchNorm per forward pass for the parity tests;
@@ -114,11 +116,31 @@ def main():
     os.makedirs(a.parts)
 
     setup_start = time.perf_counter()
-    run = Run(a.run_dir)
-    total = run.manifest["training"]["total_steps"]
-    x, y = run.x.to(device), run.y.to(device)
-    model = batch_stats_mode(run.model().to(device))
-    reference = batch_stats_mode(run.model().to(device))
+    manifest = abcond.read_manifest(a.run_dir)
+    cfg = manifest["config"]
+    total = manifest["training"]["total_steps"]
+    if cfg["model"]["kind"] == "gnn":
+        # AlgoPerf's GNN (the parity reference) on the run's OGB graphs; each
+        # minibatch concatenated as the reference pipeline does.
+        graphs = read_ogb(cfg["data"]["path"])
+        m = cfg["model"]
+        make = lambda: GNN(len(graphs[0]["label"]), m["latent_dim"], (m["hidden_dim"],), m["message_passing_steps"], graphs[0]["node_feat"].shape[1], 3).eval()  # noqa: E731
+        model, reference = make().to(device), make().to(device)
+
+        def losses(net, idx):
+            b = graph_batch(graphs, idx, torch.float32)
+            return per_graph_loss(net(b), b["labels"])
+
+    else:
+        run = Run(a.run_dir)
+        x, y = run.x.to(device), run.y.to(device)
+        model = batch_stats_mode(run.model().to(device))
+        reference = batch_stats_mode(run.model().to(device))
+
+        def losses(net, idx):
+            idx = torch.as_tensor(idx, dtype=torch.long, device=device)
+            return net(x.index_select(0, idx), y.index_select(0, idx))
+
     it = os.path.join(a.run_dir, "iterates")
     snap = lambda k: os.path.join(it, f"step={k}", "part-0.parquet")  # noqa: E731
     load(model_tensors(reference), snap(total))
@@ -141,12 +163,11 @@ def main():
         with torch.no_grad():
             diffs = [p.detach().double() - r.double() for p, r in zip(params, ref_params)]
             dist = math.sqrt(torch.stack([(d * d).sum() for d in diffs]).sum().item())
-        idx = torch.as_tensor(batches[k], dtype=torch.long, device=device)
-        xb, yb, b = x.index_select(0, idx), y.index_select(0, idx), len(batches[k])
+        b = len(batches[k])
         with torch.no_grad():
-            loss_ref = reference(xb, yb).double().sum().item() / b
+            loss_ref = losses(reference, batches[k]).double().sum().item() / b
         model.zero_grad()
-        per = model(xb, yb)
+        per = losses(model, batches[k])
         loss_k = per.double().sum().item() / b
         (per.sum() / b).backward()
         with torch.no_grad():

@@ -94,7 +94,7 @@ fn runner_runs_the_mlp_cases_and_both_probes_agree() {
         ])
         .args([
             "--cases",
-            "train-mlp,probe-mlp,snapshots-mlp,tsprobe-mlp,replay-mlp,train-gnn",
+            "train-mlp,probe-mlp,snapshots-mlp,tsprobe-mlp,replay-mlp,train-gnn,probe-gnn",
             "--bin",
             bin(),
         ])
@@ -120,6 +120,7 @@ fn runner_runs_the_mlp_cases_and_both_probes_agree() {
         "| tsprobe-mlp | median probe of one snapshot (i_k) | abcond, TorchScript |",
         "| replay-mlp | mean step, 200 steps (replay incl. its checks / training loop) | abcond probe --replay |",
         "| train-gnn | mean training step (loop / steps) | abcond |",
+        "| probe-gnn | median probe of one snapshot (i_k) | abcond |",
     ] {
         assert!(md.contains(row), "missing `{row}` in\n{md}");
     }
@@ -127,7 +128,7 @@ fn runner_runs_the_mlp_cases_and_both_probes_agree() {
     let json: serde_yaml::Value =
         serde_yaml::from_str(&std::fs::read_to_string(dir.join("result.json")).unwrap()).unwrap();
     let results = json["results"].as_sequence().unwrap();
-    assert_eq!(results.len(), 6);
+    assert_eq!(results.len(), 7);
     for r in results {
         let unit = r["unit"].as_str().unwrap();
         let (a, b) = (
