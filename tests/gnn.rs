@@ -131,7 +131,7 @@ fn gnn_matches_pytorch_on_ogb_graphs() {
     );
     println!("{text}");
     assert!(text.contains("OK worst relative error"), "{text}");
-    assert!(text.contains("landscape: 3 train rows"), "{text}");
+    assert!(text.contains("landscape: 3 train rows and"), "{text}");
     // The run analyses.
     ok(&abcond(&dir, &["--quiet", "analyze", rd.to_str().unwrap()]));
 }
