@@ -132,8 +132,21 @@ fn gnn_matches_pytorch_on_ogb_graphs() {
     println!("{text}");
     assert!(text.contains("OK worst relative error"), "{text}");
     assert!(text.contains("landscape: 3 train rows and"), "{text}");
-    // The run analyses.
+    // The run analyses, and replays bit for bit (dropout re-drawn per step,
+    // index_add sums in order): a row at every step.
     ok(&abcond(&dir, &["--quiet", "analyze", rd.to_str().unwrap()]));
+    let out = abcond(&dir, &["probe", rd.to_str().unwrap(), "--replay"]);
+    ok(&out);
+    assert!(
+        stderr(&out).contains("every stored iterate on the way matched bit for bit"),
+        "{}",
+        stderr(&out)
+    );
+    let text = ok(&abcond(&dir, &["inspect", rd.to_str().unwrap()]));
+    assert!(
+        text.contains("snapshot steps compared bit for bit"),
+        "{text}"
+    );
 }
 
 #[test]
