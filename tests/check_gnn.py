@@ -50,10 +50,15 @@ def main():
     graphs = read_ogb(data["path"])
     assert m["activation"] == "relu" and m["mlp_layers"] == 1, m
     tasks = len(graphs[0]["label"])
-    torch.set_default_dtype(dtype)
     edge_dim = next((g["edge_feat"].shape[1] for g in graphs if len(g["edge_feat"])), 3)
-    ref = GNN(tasks, m["latent_dim"], (m["hidden_dim"],), m["message_passing_steps"], graphs[0]["node_feat"].shape[1], edge_dim)
-    torch.set_default_dtype(torch.float32)
+
+    def build():
+        torch.set_default_dtype(dtype)
+        net = GNN(tasks, m["latent_dim"], (m["hidden_dim"],), m["message_passing_steps"], graphs[0]["node_feat"].shape[1], edge_dim)
+        torch.set_default_dtype(torch.float32)
+        return net
+
+    ref = build()
     names = dict(ref.named_parameters())
     total = cfg["train"]["steps"]
     steps = sorted(int(d.split("=")[1]) for d in os.listdir(os.path.join(a.run_dir, "iterates")))
@@ -66,20 +71,19 @@ def main():
         states[k] = state
     print(f"snapshots {steps}: {len(names)} tensors named and shaped as the reference's")
 
-    def at(step):
+    def load(net, step):
         with torch.no_grad():
-            for n, p in names.items():
+            for n, p in net.named_parameters():
                 p.copy_(states[step][n])
-        return ref
 
     def losses(model, idx):
         b = batch(graphs, idx, dtype)
         return per_graph_loss(model(b), b["labels"])
 
-    worst = 0.0
     cases = np.load(a.cases)
     idx = [int(i) for i in cases["indices"]]
-    model = at(total)
+    model = ref
+    load(model, total)
     model.zero_grad()
     per = losses(model, idx)
     (per.sum() / len(per)).backward()
@@ -88,20 +92,12 @@ def main():
     e_loss = rel_vec(per.double().mean().item(), float(cases["loss"]))
     e_grad = rel_vec(g_ref, g_rust)
     print(f"x^K: loss {per.double().mean().item():.6f} rel err {e_loss:.2e}, gradient ({g_ref.size} values) rel err {e_grad:.2e}")
-    worst = max(worst, e_loss, e_grad)
+    worst = max(e_loss, e_grad)
 
     # Every landscape row (train, extra and full) recomputed from the
     # snapshots: the shared recomputation of abcond_ref/landscape.py.
     land = abcond.read_table(os.path.join(a.run_dir, "landscape.parquet")).to_pylist()
-    torch.set_default_dtype(dtype)
-    ref_model = GNN(tasks, m["latent_dim"], (m["hidden_dim"],), m["message_passing_steps"], graphs[0]["node_feat"].shape[1], edge_dim)
-    torch.set_default_dtype(torch.float32)
-
-    def load(net, step):
-        with torch.no_grad():
-            for n, p in net.named_parameters():
-                p.copy_(states[step][n])
-
+    ref_model = build()
     load(ref_model, total)
     failures = Failures()
     recompute_rows(land, ref, ref_model, load, lambda net, idx: losses(net, idx.tolist()), len(graphs), a.tol, failures)

@@ -9,12 +9,12 @@
 mod common;
 use abcond::config::Config;
 use abcond::data::Dataset;
-use abcond::model::{Mode, Model};
+use abcond::model::Model;
 use abcond::run::RunDir;
 use common::*;
 use std::io::Write;
 use std::path::Path;
-use tch::{Device, Kind, Tensor};
+use tch::Device;
 
 /// `n` molecule-like graphs (a chain with a ring closure) in OGB's raw
 /// format under `dir/raw`: 9 integer node features, 3 edge features, 2 tasks
@@ -108,23 +108,8 @@ fn gnn_matches_pytorch_on_ogb_graphs() {
     let run = RunDir::new(&rd);
     let snap = abcond::store::tensors::read(&run.snapshot(6), Device::Cpu).unwrap();
     model.load(&snap, "x^K").unwrap();
-    let indices = [1i64, 4, 6, 8, 39, 17];
-    let batch = data.batch(&indices);
-    model.zero_grad();
-    let loss = model.loss(
-        &batch,
-        Mode::Measure(abcond::config::BatchNormPolicy::BatchStats),
-    );
-    loss.backward();
-    let mut out: Vec<(String, Tensor)> = vec![
-        ("indices".into(), Tensor::from_slice(&indices)),
-        ("loss".into(), loss.detach().to_kind(Kind::Double)),
-    ];
-    for t in model.tensors() {
-        out.push((format!("grad.{}", t.name), t.tensor.grad().copy()));
-    }
     let npz = dir.join("cases.npz");
-    Tensor::write_npz(&out, &npz).unwrap();
+    write_grad_cases(&model, &data, &[1i64, 4, 6, 8, 39, 17], &npz);
     let text = run_python(
         "check_gnn.py",
         &[rd.to_str().unwrap(), npz.to_str().unwrap()],

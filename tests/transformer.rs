@@ -8,11 +8,10 @@
 mod common;
 use abcond::config::Config;
 use abcond::data::Dataset;
-use abcond::model::{Mode, Model};
+use abcond::model::Model;
 use abcond::run::RunDir;
-use abcond::store::tensors::Role;
 use common::*;
-use tch::{Device, Kind, Tensor};
+use tch::Device;
 
 const CONFIG: &str = "experiment: wmt-tiny
 seed: 5
@@ -53,24 +52,8 @@ fn transformer_matches_pytorch_and_snapshots_are_chunked() {
     let run = RunDir::new(&rd);
     let snap = abcond::store::tensors::read(&run.snapshot(3), Device::Cpu).unwrap();
     model.load(&snap, "x^K").unwrap();
-    let indices = [1i64, 4, 6, 8, 39];
-    let batch = data.batch(&indices);
-    model.zero_grad();
-    let loss = model.loss(
-        &batch,
-        Mode::Measure(abcond::config::BatchNormPolicy::BatchStats),
-    );
-    loss.backward();
-    let mut out: Vec<(String, Tensor)> = vec![
-        ("indices".into(), Tensor::from_slice(&indices)),
-        ("loss".into(), loss.detach().to_kind(Kind::Double)),
-    ];
-    for t in model.tensors() {
-        assert_eq!(t.role, Role::Param, "{}", t.name);
-        out.push((format!("grad.{}", t.name), t.tensor.grad().copy()));
-    }
     let npz = dir.join("cases.npz");
-    Tensor::write_npz(&out, &npz).unwrap();
+    write_grad_cases(&model, &data, &[1i64, 4, 6, 8, 39], &npz);
     let text = run_python(
         "check_transformer.py",
         &[rd.to_str().unwrap(), npz.to_str().unwrap()],

@@ -250,3 +250,32 @@ pub fn write_cifar_fixture(dir: &Path, kind: abcond::config::DatasetKind, n: usi
         std::fs::write(dir.join(f), bytes).unwrap();
     }
 }
+
+/// Writes, for a PyTorch reference to recompute, the loss and the whole
+/// gradient of `model` (holding x^K) on the minibatch `indices` of `data`,
+/// measured as the probe measures: `indices`, `loss` and `grad.<name>` of
+/// every tensor, as an .npz file at `path`.
+pub fn write_grad_cases(
+    model: &abcond::model::Model,
+    data: &abcond::data::Dataset,
+    indices: &[i64],
+    path: &Path,
+) {
+    use tch::{Kind, Tensor};
+    let batch = data.batch(indices);
+    model.zero_grad();
+    let loss = model.loss(
+        &batch,
+        abcond::model::Mode::Measure(abcond::config::BatchNormPolicy::BatchStats),
+    );
+    loss.backward();
+    let mut out: Vec<(String, Tensor)> = vec![
+        ("indices".into(), Tensor::from_slice(indices)),
+        ("loss".into(), loss.detach().to_kind(Kind::Double)),
+    ];
+    for t in model.tensors() {
+        assert_eq!(t.role, abcond::store::tensors::Role::Param, "{}", t.name);
+        out.push((format!("grad.{}", t.name), t.tensor.grad().copy()));
+    }
+    Tensor::write_npz(&out, path).unwrap();
+}
