@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""PyTorch parity of abcond's WMT Transformer on synthetic-translation data
+"""PyTorch parity of abcond's WMT Transformer on synthetic-translation data and
+on tokenised sentence pairs read from TFRecord or token-id files
 (tests/transformer.rs).
 
 usage: check_transformer.py RUN_DIR CASES.npz [--tol T]
@@ -12,7 +13,13 @@ sinusoidal positions with sin in the first and cos in the last half, logits
 h Eᵀ/√d), independently of the Rust code, with PyTorch's
 scaled_dot_product_attention (is_causal for the decoder). Checks, against an
 abcond run:
-  - data.parquet: tokens in 1..V−1, target = reversed source shifted by one;
+  - synthetic data: data.parquet's tokens in 1..V−1, target = reversed source
+    shifted by one; `translation` data: the files read again here
+    (abcond_ref.translation), the pairs kept (both sides of 1..seq_len
+    tokens) and their record numbers equal to data.parquet's source_index;
+  - steps.parquet (model.label_smoothing > 0): each recorded training loss is
+    the label-smoothed loss of torch's cross_entropy at x^k on i_k, and differs
+    from the plain one;
   - every snapshot: one row per 2^20-value chunk (the embedding spans several
     when V·d > 2^20), names and shapes of the reference's parameters;
   - at x^K on the minibatch of CASES.npz: abcond's loss and whole gradient
@@ -34,6 +41,7 @@ import abcond
 from abcond_ref.compare import rel_vec
 from abcond_ref.runs import read_snapshot as snapshot
 from abcond_ref.transformer import WMT_PARAMS, Transformer
+from abcond_ref import translation
 
 CHUNK = 1 << 20
 
@@ -43,6 +51,28 @@ def counts():
     print(f"transformer-wmt params {n}")
     assert n == WMT_PARAMS, n
     print("OK counts")
+
+
+def read_pairs(data, source_index):
+    """The pairs of a `translation` run, read from its files with the reference reader."""
+    path, length = data["path"], data["seq_len"]
+    if data.get("source"):
+        def lines(name):
+            with open(os.path.join(path, name)) as f:
+                return [[int(w) for w in line.split()] for line in f]
+        pairs = list(zip(lines(data["source"]), lines(data["target"])))
+    else:
+        files = [path] if os.path.isfile(path) else sorted(
+            os.path.join(path, f) for f in os.listdir(path) if ".tfrecord" in f)
+        pairs = [p for f in files for p in translation.read_tfrecord(f)]
+    keep, src, tgt = translation.padded(pairs, length)
+    if data.get("examples"):
+        keep, src, tgt = keep[:data["examples"]], src[:data["examples"]], tgt[:data["examples"]]
+    if not data.get("subset"):
+        assert list(source_index) == keep, f"kept records {source_index} != {keep}"
+    row = {rec: r for r, rec in enumerate(keep)}
+    rows = [row[i] for i in source_index]
+    return src[rows], tgt[rows]
 
 
 def main():
@@ -60,13 +90,18 @@ def main():
     dtype = {"f32": torch.float32, "f64": torch.float64}[m["dtype"]]
     vocab, length = data["vocab"], data["seq_len"]
 
-    # data.parquet: the generator's contract.
     table = abcond.read_table(os.path.join(a.run_dir, "data.parquet")).to_pydict()
-    feats = np.array(table["features"], dtype=np.float64)
-    src, tgt = feats[:, :length].astype(np.int64), feats[:, length:].astype(np.int64)
-    assert src.min() >= 1 and src.max() <= vocab - 1, (src.min(), src.max())
-    assert (tgt == 1 + src[:, ::-1] % (vocab - 1)).all(), "targets are not the shifted reversal"
-    print(f"data: {len(src)} sentence pairs of {length} tokens, vocabulary {vocab}")
+    if data["dataset"] == "translation":
+        src, tgt = read_pairs(data, table["source_index"])
+        pad = (src == 0).sum() + (tgt == 0).sum()
+        print(f"data: {len(src)} sentence pairs read again from the files, {pad} padding tokens")
+    else:
+        # data.parquet: the generator's contract.
+        feats = np.array(table["features"], dtype=np.float64)
+        src, tgt = feats[:, :length].astype(np.int64), feats[:, length:].astype(np.int64)
+        assert src.min() >= 1 and src.max() <= vocab - 1, (src.min(), src.max())
+        assert (tgt == 1 + src[:, ::-1] % (vocab - 1)).all(), "targets are not the shifted reversal"
+        print(f"data: {len(src)} sentence pairs of {length} tokens, vocabulary {vocab}")
     src, tgt = torch.from_numpy(src), torch.from_numpy(tgt)
 
     torch.set_default_dtype(dtype)
@@ -139,6 +174,28 @@ def main():
             assert e <= a.tol, f"step {k} {key}: abcond {r[key]} vs PyTorch {v} (rel err {e:.2e})"
         checked += 1
     assert checked > 0, "no train rows in landscape.parquet"
+
+    # Training losses with label smoothing: steps.parquet records the loss
+    # training differentiated.
+    eps = m.get("label_smoothing", 0.0)
+    if eps > 0:
+        steps_t = abcond.read_table(os.path.join(a.run_dir, "steps.parquet")).to_pylist()
+        n_smooth = 0
+        for r in steps_t:
+            if r["batch_indices"] is None or r["step"] not in states:
+                continue
+            rows_idx = torch.tensor(r["batch_indices"])
+            with torch.no_grad():
+                smooth = at(r["step"])(src[rows_idx], tgt[rows_idx], eps).double().mean().item()
+                plain = at(r["step"])(src[rows_idx], tgt[rows_idx]).double().mean().item()
+            e = abs(r["loss"] - smooth) / abs(smooth)
+            worst = max(worst, e)
+            assert e <= a.tol, f"step {r['step']}: training loss {r['loss']} vs smoothed {smooth} (rel err {e:.2e})"
+            # The check can tell the two apart: they differ by far more than tol.
+            assert abs(smooth - plain) > 10 * a.tol * abs(plain), (smooth, plain)
+            n_smooth += 1
+        assert n_smooth > 0, "no step rows with batch indices"
+        print(f"label smoothing {eps}: {n_smooth} training losses equal torch's smoothed cross-entropy (not the plain one)")
     print(f"landscape: {checked} train rows (loss_k, loss_ref, inner, grad_norm, dist) match PyTorch")
     if worst > a.tol:
         print(f"FAIL: worst relative error {worst:.2e} > {a.tol:.0e}")

@@ -424,10 +424,22 @@ impl Config {
                     ds.name()
                 );
             }
-            (ModelKind::Transformer, DatasetKind::SyntheticTranslation) => {}
-            (ModelKind::Transformer, ds) | (_, ds @ DatasetKind::SyntheticTranslation) => {
+            (ModelKind::Dlrm, DatasetKind::Criteo) => {}
+            (ModelKind::Dlrm, ds) | (_, ds @ DatasetKind::Criteo) => {
                 bail!(
-                    "model kind `{}` cannot be trained on dataset `{}`: the transformer and token data (synthetic-translation) only go together",
+                    "model kind `{}` cannot be trained on dataset `{}`: click logs (criteo) go with DLRM (dlrm) or a TorchScript module",
+                    self.model.kind().name(),
+                    ds.name()
+                );
+            }
+            (
+                ModelKind::Transformer,
+                DatasetKind::SyntheticTranslation | DatasetKind::Translation,
+            ) => {}
+            (ModelKind::Transformer, ds)
+            | (_, ds @ (DatasetKind::SyntheticTranslation | DatasetKind::Translation)) => {
+                bail!(
+                    "model kind `{}` cannot be trained on dataset `{}`: the transformer and sentence-pair data (translation, synthetic-translation) only go together",
                     self.model.kind().name(),
                     ds.name()
                 );

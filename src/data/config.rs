@@ -112,6 +112,13 @@ data_sets! {
     /// CSVs, gzipped or not; src/data/ogbg.rs): ogbg-molpcba, ogbg-molhiv, or
     /// molecules converted by scripts/molecules-to-ogb.py.
     Ogbg = "ogbg" => OgbgData,
+    /// Tokenised sentence pairs (WMT after SentencePiece): TFRecord shards of
+    /// `tf.train.Example` with int64 features `inputs` and `targets`, or two
+    /// text files of token ids, one sentence a line (src/data/translation.rs).
+    Translation = "translation" => ParallelData,
+    /// Click logs in Criteo's TSV format (label, 13 integer and 26
+    /// categorical features a line; src/data/criteo.rs), for DLRM.
+    Criteo = "criteo" => CriteoData,
 }
 
 /// The keys of `data:` besides the data set's own settings.
@@ -136,6 +143,8 @@ const KEY_ORDER: &[&str] = &[
     "components",
     "image_size",
     "augment",
+    "source",
+    "target",
     "examples",
     "seq_len",
     "vocab",
@@ -215,6 +224,8 @@ impl DataConfig {
             Source::Text(s) => s.path.as_deref(),
             Source::Tokens(s) => s.path.as_deref(),
             Source::Ogbg(s) => s.path.as_deref(),
+            Source::Translation(s) => s.path.as_deref(),
+            Source::Criteo(s) => s.path.as_deref(),
             _ => None,
         }
     }
@@ -230,6 +241,8 @@ impl DataConfig {
             Source::Text(s) => s.path = None,
             Source::Tokens(s) => s.path = None,
             Source::Ogbg(s) => s.path = None,
+            Source::Translation(s) => s.path = None,
+            Source::Criteo(s) => s.path = None,
             _ => {}
         }
     }
@@ -247,6 +260,8 @@ impl DataConfig {
             Source::Text(s) => s.subset,
             Source::Tokens(s) => s.subset,
             Source::Ogbg(s) => s.subset,
+            Source::Translation(s) => s.subset,
+            Source::Criteo(s) => s.subset,
             Source::Components(_) => None,
         }
     }
@@ -280,7 +295,9 @@ impl DataConfig {
         match &mut self.source {
             Source::Text(TextData { path: Some(p), .. })
             | Source::Tokens(TokensData { path: Some(p), .. })
-            | Source::Ogbg(OgbgData { path: Some(p), .. }) => {
+            | Source::Ogbg(OgbgData { path: Some(p), .. })
+            | Source::Translation(ParallelData { path: Some(p), .. })
+            | Source::Criteo(CriteoData { path: Some(p), .. }) => {
                 if let Ok(abs) = std::fs::canonicalize(&*p) {
                     *p = abs;
                 }
@@ -677,6 +694,101 @@ impl Settings for OgbgData {
                 bail!("key `data.tasks` must be at least 1");
             }
             crate::config::validate::at_most("data.tasks", t, 1 << 16)?;
+        }
+        Ok(())
+    }
+}
+
+/// `data:` settings of tokenised sentence pairs (src/data/translation.rs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ParallelData {
+    /// A TFRecord file, a directory of TFRecord shards (every regular file
+    /// whose name contains `.tfrecord`, in name order), or, with `source` and
+    /// `target`, the directory of the two token-id files (required).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Train on a fixed random subset of this many pairs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subset: Option<u64>,
+    /// The token-id text file of the source sentences (relative to `path`):
+    /// one sentence a line, ids separated by white space (`spm_encode
+    /// --output_format=id`). Absent: `path` holds TFRecords.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<PathBuf>,
+    /// The token-id text file of the target sentences, line for line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<PathBuf>,
+    /// Read only the first this many pairs that fit (absent: all).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub examples: Option<u64>,
+    /// Longest sentence kept, in tokens (AlgoPerf's 256): pairs with a longer
+    /// or an empty side are skipped; shorter ones are padded with 0.
+    pub seq_len: i64,
+    /// Vocabulary size V; ids must lie in 1..V (0 is the padding).
+    pub vocab: i64,
+}
+
+impl Default for ParallelData {
+    fn default() -> Self {
+        ParallelData {
+            path: None,
+            subset: None,
+            source: None,
+            target: None,
+            examples: None,
+            seq_len: 256,
+            vocab: 32_000,
+        }
+    }
+}
+
+impl Settings for ParallelData {
+    fn check(&self, what: &str) -> Result<()> {
+        if self.path.is_none() {
+            bail!("key `data.path` is required for {what}: a TFRecord file or directory of shards, or the directory of the `data.source`/`data.target` token-id files");
+        }
+        if self.source.is_some() != self.target.is_some() {
+            bail!("keys `data.source` and `data.target` go together: the two token-id files of a sentence pair, line for line");
+        }
+        if self.seq_len < 1 || self.vocab < 2 {
+            bail!(
+                "key `data.seq_len` must be at least 1 and `data.vocab` at least 2 (token 0 is the padding), got {} and {}",
+                self.seq_len,
+                self.vocab
+            );
+        }
+        crate::config::validate::at_most("data.seq_len", self.seq_len as u64, 1 << 16)?;
+        crate::config::validate::at_most("data.vocab", self.vocab as u64, 1 << 24)?;
+        if self.examples == Some(0) {
+            bail!("key `data.examples` must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// `data:` settings of Criteo click logs (src/data/criteo.rs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct CriteoData {
+    /// A TSV file, or a directory of day files (plain or gzipped; required).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Train on a fixed random subset of this many lines (of those read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subset: Option<u64>,
+    /// Read only the first this many lines (absent: all, up to 2^26).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub examples: Option<u64>,
+}
+
+impl Settings for CriteoData {
+    fn check(&self, what: &str) -> Result<()> {
+        if self.path.is_none() {
+            bail!("key `data.path` is required for {what}: a Criteo TSV file or a directory of day files");
+        }
+        if self.examples == Some(0) {
+            bail!("key `data.examples` must be at least 1");
         }
         Ok(())
     }

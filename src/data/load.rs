@@ -29,6 +29,8 @@ impl Dataset {
             Source::Text(s) => super::text::load_text(s)?,
             Source::Tokens(s) => super::text::load_tokens(s)?,
             Source::Ogbg(s) => super::ogbg::load(s, dtype)?,
+            Source::Translation(s) => super::translation::load(s)?,
+            Source::Criteo(s) => super::criteo::load(s, dtype)?,
         };
         if let Some(m) = cfg.subset() {
             if m > ds.len {

@@ -19,6 +19,10 @@ pub mod tensors;
 pub mod text;
 // Molecular graphs in OGB's raw CSV format.
 pub mod ogbg;
+// Tokenised sentence pairs (TFRecord or token-id text).
+pub mod translation;
+// Criteo click logs (TSV).
+pub mod criteo;
 
 use crate::data::config::DatasetKind;
 use anyhow::Result;
@@ -45,6 +49,10 @@ pub enum Targets {
     Tensors,
     /// Graphs (`ogbg`) with `tasks` binary labels each, NaN where missing.
     Graphs { tasks: i64 },
+    /// Click logs (`criteo`): labels 0/1 in the model dtype; inputs `dense`
+    /// [N, 13] (model dtype), `categorical` [N, 26] (int64 hash values) and
+    /// `label` [N].
+    Clicks,
 }
 
 pub struct Dataset {

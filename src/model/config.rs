@@ -123,6 +123,8 @@ model_kinds! {
     GptNeox = "gpt-neox" => GptNeoxConfig,
     /// Graph network of AlgoPerf's ogbg workload (src/model/gnn.rs).
     Gnn = "gnn" => GnnConfig,
+    /// DLRM-small of AlgoPerf's criteo1tb workload (src/model/dlrm.rs).
+    Dlrm = "dlrm" => DlrmConfig,
 }
 
 /// The keys of `model:` besides the kind's own settings.
@@ -495,6 +497,17 @@ pub struct TransformerConfig {
     /// Hidden width of the feed-forward blocks.
     pub mlp_dim: i64,
     pub dropout: f64,
+    /// Label smoothing ε of the training loss (AlgoPerf trains with 0.1):
+    /// each target position's loss is (1 − ε)·CE + ε·mean over the vocabulary
+    /// of −log p, as torch's `cross_entropy(label_smoothing=ε)`. Training
+    /// only: the probe measures the plain cross-entropy f_i. Default 0 (not
+    /// written when 0, so older run ids stay).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub label_smoothing: f64,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 impl TransformerConfig {
@@ -506,6 +519,7 @@ impl TransformerConfig {
             heads: 16,
             mlp_dim: 1024,
             dropout: 0.0,
+            label_smoothing: 0.0,
         }
     }
 }
@@ -524,7 +538,11 @@ impl Settings for TransformerConfig {
             heads,
             mlp_dim,
             dropout,
+            label_smoothing,
         } = *self;
+        if !(0.0..1.0).contains(&label_smoothing) {
+            bail!("key `model.label_smoothing` must be in [0, 1), got {label_smoothing}");
+        }
         if w < 1 || depth < 1 || heads < 1 || mlp_dim < 1 {
             bail!("keys `model.width`, `model.depth`, `model.heads`, `model.mlp_dim` must be at least 1");
         }
@@ -532,6 +550,66 @@ impl Settings for TransformerConfig {
             bail!("key `model.width` ({w}) must be even, at least 4 (sinusoidal positions) and a multiple of `model.heads` ({heads})");
         }
         check_dropout(dropout)
+    }
+}
+
+/// `model:` settings of DLRM-small. Default: AlgoPerf's criteo1tb model
+/// (models/dlrm-small.yaml; models/dlrm-small-test.yaml is criteo1tb_test's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DlrmConfig {
+    /// Rows V of the embedding table (categorical values are taken modulo V);
+    /// a multiple of 4 (the table's four chunks).
+    pub vocab: i64,
+    /// Width D of each embedding.
+    pub embed_dim: i64,
+    /// Widths of the bottom MLP (dense features → D; the last must be D).
+    pub bottom: Vec<i64>,
+    /// Widths of the top MLP (the last must be 1: the logit).
+    pub top: Vec<i64>,
+    /// Dropout before the last top layer (training only).
+    pub dropout: f64,
+}
+
+impl Default for DlrmConfig {
+    fn default() -> Self {
+        DlrmConfig {
+            vocab: 4_194_304,
+            embed_dim: 128,
+            bottom: vec![512, 256, 128],
+            top: vec![1024, 1024, 512, 256, 1],
+            dropout: 0.0,
+        }
+    }
+}
+
+impl Settings for DlrmConfig {
+    fn check(&self, _what: &str) -> Result<()> {
+        if self.vocab < 4 || self.vocab % 4 != 0 {
+            bail!(
+                "key `model.vocab` must be a positive multiple of 4 (the table's four chunks), got {}",
+                self.vocab
+            );
+        }
+        crate::config::validate::at_most("model.vocab", self.vocab as u64, 1 << 28)?;
+        at_least_one("model.embed_dim", self.embed_dim)?;
+        if self.bottom.is_empty() || self.bottom.iter().any(|&w| w < 1) {
+            bail!(
+                "key `model.bottom` must list at least one width, each at least 1, got {:?}",
+                self.bottom
+            );
+        }
+        if self.bottom.last() != Some(&self.embed_dim) {
+            bail!(
+                "key `model.bottom` must end with `model.embed_dim` ({}): the dot interaction pairs the bottom output with the embeddings, got {:?}",
+                self.embed_dim,
+                self.bottom
+            );
+        }
+        if self.top.last() != Some(&1) || self.top.iter().any(|&w| w < 1) {
+            bail!("key `model.top` must list widths of at least 1 ending with 1 (the logit), got {:?}", self.top);
+        }
+        check_dropout(self.dropout)
     }
 }
 

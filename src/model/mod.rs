@@ -27,6 +27,7 @@ pub mod transformer;
 // The user's own model, as a TorchScript module.
 pub mod torchscript;
 // Language models.
+pub mod dlrm;
 pub mod gnn;
 pub mod gpt_neox;
 pub mod lstm;
@@ -119,6 +120,9 @@ impl Model {
             (Arch::Gnn(s), Targets::Graphs { tasks }) => {
                 let (node_dim, edge_dim) = gnn::Gnn::check_data(s, &data.input_shape)?;
                 Box::new(gnn::Gnn::new(&root, *s, node_dim, edge_dim, tasks))
+            }
+            (Arch::Dlrm(s), Targets::Clicks) => {
+                Box::new(dlrm::Dlrm::new(&root, s.clone(), data.input_shape[0])?)
             }
             (Arch::Transformer(s), Targets::Tokens { vocab, .. }) => {
                 Box::new(transformer::Transformer::new(&root, *s, vocab)?)

@@ -6,16 +6,22 @@
 //! vocabulary, a third of them in the one embedding E [V, d] that encoder input,
 //! decoder input and output projection share.
 //!
-//! Input: source tokens x [B, L] and target tokens y [B, L] (int64 in 1..V; 0 is
-//! AlgoPerf's padding token, which the synthetic data never contain, so only the
-//! decoder's causal mask applies) → per-example loss [B].
+//! Input: source tokens x [B, L] and target tokens y [B, L] (int64 in 1..V, then
+//! 0 — AlgoPerf's padding token — to the end of the row; the synthetic data have
+//! none) → per-example loss [B]. Padded source positions are masked as keys of
+//! the encoder's self-attention and of the cross-attention (AlgoPerf also masks
+//! them as queries; a padded query's output never reaches a loss). The
+//! decoder's causal mask alone suffices for its padding: a real target position
+//! only sees earlier positions, which are real too.
 //! Encoder (`encoder.encoder`): E[x] + positions → layers (h + SA(norm1 h);
 //! h + FF(norm2 h)) → `norm`. Decoder (`decoder.decoder`): E[shift_right(y)] +
 //! positions → layers (causal SA on norm1, cross-attention `multihead_attn` on
 //! norm2 against the encoder output, FF on norm3; each a residual) → `norm` →
-//! logits h Eᵀ/√d. f_i is the mean over the L target positions of the
-//! cross-entropy (AlgoPerf trains on label-smoothed cross-entropy; the probe
-//! measures the plain one).
+//! logits h Eᵀ/√d. f_i is the mean over the real (non-padding) target
+//! positions of the cross-entropy. AlgoPerf trains on the label-smoothed
+//! cross-entropy (`model.label_smoothing`, used in training only) and divides
+//! the minibatch's summed token losses by its token count; the probe measures
+//! the plain cross-entropy, averaged per sentence so that f = (1/n) Σ f_i.
 //! Attention: projections without bias (self-attention `in_proj` [3d, d] = q|k|v;
 //! cross-attention `q_proj` [d, d] and `kv_proj` [2d, d] = k|v; `out_proj`),
 //! softmax(q kᵀ/√(d/h)) v per head. Positions: AlgoPerf's sinusoids, sin in the
@@ -118,6 +124,7 @@ impl Attention {
         memory: Option<&Tensor>,
         heads: i64,
         causal: bool,
+        key_pad: Option<&Tensor>,
         drop: &dyn Fn(Tensor) -> Tensor,
     ) -> Tensor {
         let (b, t, d) = x.size3().unwrap();
@@ -153,6 +160,10 @@ impl Attention {
             let s = k.size()[2];
             let future = Tensor::ones([t, s], (Kind::Bool, x.device())).triu(1);
             scores = scores.masked_fill(&future, f64::NEG_INFINITY);
+        }
+        if let Some(pad) = key_pad {
+            let s = k.size()[2];
+            scores = scores.masked_fill(&pad.view([b, 1, 1, s]), f64::NEG_INFINITY);
         }
         let probs = drop(scores.softmax(-1, scores.kind()));
         let ctx = probs
@@ -283,12 +294,18 @@ impl Transformer {
             drop(Tensor::embedding(&self.embedding, tokens, -1, false, false) + pe)
         };
         let ff = |h: &Tensor, l1: &Dense, l2: &Dense| drop(l2.forward(&drop(l1.forward(h).relu())));
+        // Source padding, masked as keys (None: no padding in this minibatch).
+        let src_pad = x.eq(0);
+        let src_pad = bool::try_from(src_pad.any())
+            .unwrap_or(true)
+            .then_some(src_pad);
+        let src_pad = src_pad.as_ref();
 
         let mut h = embed(x);
         for l in &self.encoder {
             let a = l
                 .self_attn
-                .forward(&l.norm1.forward(&h), None, heads, false, &drop);
+                .forward(&l.norm1.forward(&h), None, heads, false, src_pad, &drop);
             h = h + drop(a);
             let f = ff(&l.norm2.forward(&h), &l.linear1, &l.linear2);
             h = h + f;
@@ -307,13 +324,14 @@ impl Transformer {
         for l in &self.decoder {
             let a = l
                 .self_attn
-                .forward(&l.norm1.forward(&h), None, heads, true, &drop);
+                .forward(&l.norm1.forward(&h), None, heads, true, None, &drop);
             h = h + drop(a);
             let c = (l.multihead_attn).forward(
                 &l.norm2.forward(&h),
                 Some(&memory),
                 heads,
                 false,
+                src_pad,
                 &drop,
             );
             h = h + drop(c);
@@ -327,15 +345,35 @@ impl Transformer {
 
 impl Net for Transformer {
     fn train_is_measure(&self, _policy: BatchNormPolicy) -> bool {
-        self.cfg.dropout == 0.0
+        self.cfg.dropout == 0.0 && self.cfg.label_smoothing == 0.0
     }
 
     fn per_example_loss(&self, batch: &Batch, mode: Mode) -> Tensor {
         let logits = self.logits(&batch.x, &batch.y, mode);
         let (b, len, v) = logits.size3().unwrap();
-        cross_entropy_per_example(&logits.reshape([b * len, v]), &batch.y.reshape([b * len]))
-            .view([b, len])
-            .mean_dim(1, false, None::<Kind>)
+        let flat = logits.reshape([b * len, v]);
+        let mut per_token = cross_entropy_per_example(&flat, &batch.y.reshape([b * len]));
+        let eps = self.cfg.label_smoothing;
+        if mode == Mode::Train && eps > 0.0 {
+            // torch's cross_entropy(label_smoothing=ε): the target
+            // distribution (1 − ε)·onehot + ε/V.
+            let kind = per_token.kind();
+            let uniform =
+                -flat
+                    .log_softmax(-1, kind)
+                    .mean_dim(Some([1i64].as_slice()), false, kind);
+            per_token = per_token * (1.0 - eps) + uniform * eps;
+        }
+        let per_token = per_token.view([b, len]);
+        let real = batch.y.ne(0);
+        if bool::try_from(real.all()).unwrap_or(false) {
+            per_token.mean_dim(1, false, None::<Kind>)
+        } else {
+            // Mean over the real target positions of each sentence.
+            let w = real.to_kind(per_token.kind());
+            (per_token * &w).sum_dim_intlist(1, false, None::<Kind>)
+                / w.sum_dim_intlist(1, false, None::<Kind>)
+        }
     }
 }
 
@@ -391,6 +429,7 @@ mod tests {
             heads: 2,
             mlp_dim: 16,
             dropout: 0.0,
+            label_smoothing: 0.0,
         };
         let net = Transformer::new(&vs.root(), cfg, 11).unwrap();
         let x = Tensor::from_slice(&[3i64, 1, 4, 1, 5]).view([1, 5]);

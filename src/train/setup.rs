@@ -99,8 +99,10 @@ impl Setup {
 /// Writes `data.parquet`: which source row each example index is, and for
 /// synthetic data the examples themselves.
 pub fn write_data_table(dir: &RunDir, data: &Dataset) -> Result<()> {
-    // Token data: features are the source tokens then the target tokens.
-    let tokens = matches!(data.targets, crate::data::Targets::Tokens { .. });
+    // Synthetic token data: features are the source tokens then the target
+    // tokens (data read from files is named by source_index alone).
+    let tokens =
+        matches!(data.targets, crate::data::Targets::Tokens { .. }) && data.source_dir.is_none();
     let features = if tokens {
         let both = Tensor::cat(&[&data.x, &data.y], 1).to_device(Device::Cpu);
         let width = both.size()[1] as usize;
@@ -130,6 +132,9 @@ pub fn write_data_table(dir: &RunDir, data: &Dataset) -> Result<()> {
         | crate::data::Targets::NextTokens { .. }
         | crate::data::Targets::Graphs { .. }
         | crate::data::Targets::Tensors => (None, None),
+        crate::data::Targets::Clicks => {
+            (None, Some(Vec::<f64>::try_from(y.to_kind(Kind::Double))?))
+        }
     };
     let mut meta = vec![("abcond.dataset", data.kind.name().to_string())];
     if let Some(d) = &data.source_dir {

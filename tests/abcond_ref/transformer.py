@@ -3,11 +3,14 @@ definition (mlcommons/algorithmic-efficiency,
 algoperf/workloads/wmt/wmt_pytorch/models.py: pre-LayerNorm encoder-decoder,
 bias-free attention projections, shared embedding, sinusoidal positions with sin
 in the first and cos in the last half, logits h Eᵀ/√d), independently of the Rust
-code, with PyTorch's scaled_dot_product_attention (is_causal for the decoder).
-Parameter names are the snapshot keys.
+code, with PyTorch's scaled_dot_product_attention. Padding (token 0) is masked
+as AlgoPerf's make_src_mask / make_tgt_and_memory_mask do: additive −1e10 where
+the query or the key is padding, and the causal mask in the decoder. The loss
+is torch's cross_entropy (label_smoothing as AlgoPerf's training loss) weighted
+by target ≠ 0, averaged per sentence. Parameter names are the snapshot keys.
 
     Transformer(vocab, d, heads, mlp, depth)   defaults: the full-size WMT model
-    model(src, tgt) -> per-example loss [B] (mean over target positions)
+    model(src, tgt, label_smoothing=0.0) -> per-example loss [B]
 """
 
 import math
@@ -38,7 +41,7 @@ class Attention(nn.Module):
             self.in_proj = nn.Linear(d, 3 * d, bias=False)
         self.out_proj = nn.Linear(d, d, bias=False)
 
-    def forward(self, x, mem=None, causal=False):
+    def forward(self, x, mem=None, mask=None):
         b, t, d = x.shape
         if self.cross:
             q = self.q_proj(x)
@@ -46,7 +49,7 @@ class Attention(nn.Module):
         else:
             q, k, v = self.in_proj(x).split(d, dim=2)
         h = lambda u: u.reshape(b, u.shape[1], self.heads, d // self.heads).transpose(1, 2)  # noqa: E731
-        out = F.scaled_dot_product_attention(h(q), h(k), h(v), is_causal=causal)
+        out = F.scaled_dot_product_attention(h(q), h(k), h(v), attn_mask=mask[:, None])
         return self.out_proj(out.transpose(1, 2).reshape(b, t, d))
 
 
@@ -57,8 +60,8 @@ class EncoderLayer(nn.Module):
         self.linear1, self.linear2 = nn.Linear(d, mlp), nn.Linear(mlp, d)
         self.norm1, self.norm2 = nn.LayerNorm(d, eps=1e-6), nn.LayerNorm(d, eps=1e-6)
 
-    def forward(self, x):
-        x = x + self.self_attn(self.norm1(x))
+    def forward(self, x, mask):
+        x = x + self.self_attn(self.norm1(x), mask=mask)
         return x + self.linear2(F.relu(self.linear1(self.norm2(x))))
 
 
@@ -72,9 +75,9 @@ class DecoderLayer(nn.Module):
         self.norm2 = nn.LayerNorm(d, eps=1e-6)
         self.norm3 = nn.LayerNorm(d, eps=1e-6)
 
-    def forward(self, x, mem):
-        x = x + self.self_attn(self.norm1(x), causal=True)
-        x = x + self.multihead_attn(self.norm2(x), mem)
+    def forward(self, x, mem, tgt_mask, mem_mask):
+        x = x + self.self_attn(self.norm1(x), mask=tgt_mask)
+        x = x + self.multihead_attn(self.norm2(x), mem, mask=mem_mask)
         return x + self.linear2(F.relu(self.linear1(self.norm3(x))))
 
 
@@ -101,19 +104,32 @@ class Transformer(nn.Module):
         self.encoder = Side("encoder", Stack([EncoderLayer(d, heads, mlp) for _ in range(depth)], d))
         self.decoder = Side("decoder", Stack([DecoderLayer(d, heads, mlp) for _ in range(depth)], d))
 
-    def forward(self, src, tgt):
-        """Per-example loss: mean over target positions of the cross-entropy."""
+    def forward(self, src, tgt, label_smoothing=0.0):
+        """Per-example loss: mean over the real target positions of the cross-entropy."""
         emb = self.shared_embedding
         e, dec = self.encoder.encoder, self.decoder.decoder
-        h = emb(src) + positions(src.shape[1], self.d, emb.weight.dtype)
+        dtype = emb.weight.dtype
+
+        def additive(allowed):
+            return torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, -1e10)
+
+        s_ok, t_ok = src > 0, tgt > 0
+        t_len = tgt.shape[1]
+        causal = torch.arange(t_len)[:, None] >= torch.arange(t_len)[None, :]
+        src_mask = additive(s_ok[:, :, None] & s_ok[:, None, :])
+        tgt_mask = additive(t_ok[:, :, None] & t_ok[:, None, :] & causal)
+        mem_mask = additive(t_ok[:, :, None] & s_ok[:, None, :])
+        h = emb(src) + positions(src.shape[1], self.d, dtype)
         for layer in e.layers:
-            h = layer(h)
+            h = layer(h, src_mask)
         mem = e.norm(h)
         shifted = F.pad(tgt, (1, 0))[:, :-1]
-        h = emb(shifted) + positions(tgt.shape[1], self.d, emb.weight.dtype)
+        h = emb(shifted) + positions(t_len, self.d, dtype)
         for layer in dec.layers:
-            h = layer(h, mem)
+            h = layer(h, mem, tgt_mask, mem_mask)
         logits = dec.norm(h) @ emb.weight.T / math.sqrt(self.d)
         b, t, v = logits.shape
-        ce = F.cross_entropy(logits.reshape(b * t, v), tgt.reshape(b * t), reduction="none")
-        return ce.reshape(b, t).mean(dim=1)
+        ce = F.cross_entropy(logits.reshape(b * t, v), tgt.reshape(b * t), reduction="none",
+                             label_smoothing=label_smoothing).reshape(b, t)
+        w = t_ok.to(ce.dtype)
+        return (ce * w).sum(dim=1) / w.sum(dim=1)
