@@ -57,6 +57,8 @@
 #      determinism settings — and a ResNet-18 (BatchNorm, crop-flip, momentum
 #      with snapshots.optimizer_state) at 60 steps the same way; the replay's
 #      steps/s against the training's (target ≤ 1.5× the training time);
+#  18. the WMT Transformer on padded TFRecord pairs on CUDA vs CPU (issue 20)
+#  19. DLRM-small at full size on CUDA: probe peak memory (issue 20)
 #  17. the GNN (issue 20) on CUDA: configs/gnn-molecules.yaml at 300 steps
 #      trained twice (index_add sums under the determinism settings; x^K files
 #      compared byte for byte), probed on cuda and from a copy on the CPU
@@ -352,5 +354,74 @@ for x, y in zip(a, b):
 print(f"gnn: cuda vs cpu probe, {len(a)} rows, worst relative error {worst:.2e}")
 assert worst <= 1e-4, worst
 EOC
+fi
+if want 18; then
+log "18. the WMT Transformer on padded TFRecord pairs (issue 20): cuda training with label smoothing, CUDA vs CPU probe"
+mkdir -p "$work/wmt-pairs"
+PYTHONPATH=tests "$py" - "$work/wmt-pairs" <<'EOC'
+import os, sys
+import numpy as np
+from abcond_ref import translation as t
+rng = np.random.default_rng(0)
+pairs = []
+for _ in range(4000):
+    s = list(map(int, rng.integers(1, 1000, size=rng.integers(1, 40))))
+    pairs.append((s, [1 + (x * 7) % 999 for x in s[::-1]]))
+t.write_tfrecord(os.path.join(sys.argv[1], "train.tfrecord-00000-of-00001"), pairs)
+EOC
+cat > "$work/wmt-pairs.yaml" <<EOC
+experiment: wmt-pairs-gpu
+seed: 0
+device: cuda
+model: {preset: transformer-wmt, width: 64, depth: 2, heads: 4, mlp_dim: 128, label_smoothing: 0.1}
+data: {dataset: translation, path: $work/wmt-pairs, seq_len: 40, vocab: 1000}
+train: {batch_size: 64, steps: 200}
+optim: {name: adam, lr: 0.001}
+snapshots: {log_spaced: 6}
+probe: {extra_batches: 1, full: true, full_subset: 512}
+EOC
+"$bin" -q --out "$work/wmt" run "$work/wmt-pairs.yaml"
+wa=$(ls -d "$work"/wmt/wmt-pairs-gpu/*/ | head -1)
+grep -A4 "timing:" "$wa/run.yaml" | head -5
+cp -r "$wa" "$work/wmt-cpu"
+rm -rf "$work/wmt-cpu/probe-parts" "$work/wmt-cpu/landscape.parquet"
+"$bin" -q probe "$work/wmt-cpu" --set device=cpu
+"$py" - "$wa" "$work/wmt-cpu" <<'EOC'
+import sys, pyarrow.parquet as pq
+a = pq.read_table(sys.argv[1] + "/landscape.parquet").to_pylist()
+b = pq.read_table(sys.argv[2] + "/landscape.parquet").to_pylist()
+assert len(a) == len(b), (len(a), len(b))
+worst = 0.0
+for x, y in zip(a, b):
+    for k in ("loss_k", "loss_ref", "grad_norm", "dist"):
+        worst = max(worst, abs(x[k] - y[k]) / max(abs(y[k]), 1e-6))
+    worst = max(worst, abs(x["inner"] - y["inner"]) / max(y["grad_norm"] * y["dist"], 1e-12))
+print(f"wmt pairs: cuda vs cpu probe, {len(a)} rows, worst relative error {worst:.2e}")
+assert worst <= 1e-4, worst
+EOC
+fi
+if want 19; then
+log "19. DLRM-small at full size (539M parameters) on cuda: probe peak GPU memory"
+mkdir -p "$work/criteo"
+PYTHONPATH=tests "$py" -c "from abcond_ref import dlrm; dlrm.write_criteo_tsv('$work/criteo/day_0', dlrm.random_rows(40000, seed=1))"
+cat > "$work/dlrm.yaml" <<EOC
+experiment: dlrm-gpu
+seed: 0
+device: cuda
+model: {preset: dlrm-small}
+data: {dataset: criteo, path: $work/criteo}
+train: {batch_size: 8192, steps: 20}
+optim: {name: adam, lr: 0.001}
+snapshots: {every: 10}
+probe: {extra_batches: 1, full: false}
+EOC
+"$bin" -q --out "$work/dlrm" train "$work/dlrm.yaml"
+da=$(ls -d "$work"/dlrm/dlrm-gpu/*/ | head -1)
+grep -A4 "timing:" "$da/run.yaml" | head -5
+( while sleep 0.2; do nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits; done ) > "$work/dlrm-mem.txt" &
+mon=$!
+"$bin" -q probe "$da"
+kill $mon
+echo "dlrm probe: peak GPU memory $(sort -n "$work/dlrm-mem.txt" | tail -1) MiB (3 x model = 6,171 MiB)"
 fi
 log "all GPU checks passed"
