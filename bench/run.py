@@ -27,6 +27,12 @@ Cases (sizes per --device, or --quick for a smoke test):
                                    (scripts/molecules-to-ogb.py): mean training step vs
                                    bench/torch_gnn.py, probe of one snapshot vs
                                    bench/torch_probe.py
+  train-dlrm, probe-dlrm           AlgoPerf's DLRM-small at criteo1tb_test's size on
+                                   Criteo-format lines written here: vs
+                                   bench/torch_models.py --model dlrm, bench/torch_probe.py
+  train-wmt, probe-wmt             AlgoPerf's WMT Transformer (width 128) on padded
+                                   sentence pairs (a TFRecord shard written here),
+                                   label smoothing 0.1: vs bench/torch_models.py --model wmt
 
     python bench/run.py --quick                                  # smoke test, ~2 min
     python bench/run.py --threads 2 --repeats 5 --out bench-results.md
@@ -53,6 +59,8 @@ CONFIGS = {
     "mlp": "bench/configs/mlp-fmnist.yaml",
     "resnet18": "bench/configs/resnet18-cifar.yaml",
     "gnn": "bench/configs/gnn-molecules.yaml",
+    "dlrm": "bench/configs/dlrm-criteo.yaml",
+    "wmt": "bench/configs/wmt-pairs.yaml",
 }
 CASES = [
     "train-mlp",
@@ -67,6 +75,10 @@ CASES = [
     "replay-resnet18",
     "train-gnn",
     "probe-gnn",
+    "train-dlrm",
+    "probe-dlrm",
+    "train-wmt",
+    "probe-wmt",
 ]
 # Targets (issue 7): abcond/PyTorch ≤ 1.0 for ResNet-18 and ≤ 0.8 for the MLP
 # (Python overhead dominates there); snapshot logging ≤ 5 % of training time.
@@ -86,6 +98,10 @@ TARGETS = {
     # Issue 20: each new model's training step ≤ 1.0× PyTorch eager.
     "train-gnn": 1.0,
     "probe-gnn": 1.0,
+    "train-dlrm": 1.0,
+    "probe-dlrm": 1.0,
+    "train-wmt": 1.0,
+    "probe-wmt": 1.0,
 }
 
 # Sizes: steps (and batch) of each case. "probe": a run of `steps` steps with a
@@ -106,6 +122,12 @@ SIZES = {
         "replay-resnet18": {"steps": 4, "every": 2, "batch": 8},
         "train-gnn": {"steps": 20},
         "probe-gnn": {"steps": 20, "every": 10},
+        "train-dlrm": {"steps": 10, "batch": 64},
+        "probe-dlrm": {"steps": 10, "every": 5, "batch": 64},
+        "train-wmt": {"steps": 10},
+        "probe-wmt": {"steps": 10, "every": 5},
+        "criteo_lines": 1000,
+        "pairs": 400,
     },
     "cpu": {
         "cifar_images": 5120,
@@ -121,6 +143,12 @@ SIZES = {
         "replay-resnet18": {"steps": 16, "every": 16},
         "train-gnn": {"steps": 300},
         "probe-gnn": {"steps": 300, "every": 30},
+        "train-dlrm": {"steps": 100},
+        "probe-dlrm": {"steps": 100, "every": 10},
+        "train-wmt": {"steps": 200},
+        "probe-wmt": {"steps": 200, "every": 20},
+        "criteo_lines": 60000,
+        "pairs": 8000,
     },
     "cuda": {
         "cifar_images": 10240,
@@ -206,8 +234,16 @@ class Bench:
         return [self.bin, "--quiet", "--threads", str(self.a.threads), *args]
 
     def data_set(self, model):
-        path = {"mlp": self.fmnist, "gnn": getattr(self, "molecules", None)}.get(model, self.cifar)
-        return ["--set", f"data.path={path}"]
+        return ["--set", f"data.path={self.data_path(model)}"]
+
+    def data_path(self, model):
+        paths = {
+            "mlp": self.fmnist,
+            "gnn": getattr(self, "molecules", None),
+            "dlrm": getattr(self, "criteo", None),
+            "wmt": getattr(self, "pairs", None),
+        }
+        return paths.get(model, self.cifar)
 
     def train_args(self, model, out, steps, snapshots, batch=None):
         args = ["--out", out, "train", CONFIGS[model], "--set", f"train.steps={steps}"]
@@ -236,6 +272,36 @@ class Bench:
             self.molecules = os.path.join(self.work, "molecules")
             if not os.path.isdir(self.molecules):
                 self.run([self.py, os.path.join("scripts", "molecules-to-ogb.py"), self.molecules])
+        if any(c.endswith("dlrm") for c in cases):
+            # Criteo-format day file (the parity tests' fixture rows), written once.
+            self.criteo = os.path.join(self.work, "criteo")
+            n = self.sizes["criteo_lines"]
+            marker = os.path.join(self.criteo, f".lines-{n}")
+            if not os.path.exists(marker):
+                shutil.rmtree(self.criteo, ignore_errors=True)
+                os.makedirs(self.criteo)
+                code = "import sys; from abcond_ref import dlrm; dlrm.write_criteo_tsv(sys.argv[1], dlrm.random_rows(int(sys.argv[2]), seed=0))"
+                self.run([self.py, "-c", code, os.path.join(self.criteo, "day_0"), str(n)])
+                open(marker, "w").close()
+        if any(c.endswith("wmt") for c in cases):
+            # Sentence pairs of 4..32 ids (target: the reversed source, mapped), one TFRecord shard.
+            self.pairs = os.path.join(self.work, "pairs")
+            n = self.sizes["pairs"]
+            marker = os.path.join(self.pairs, f".pairs-{n}")
+            if not os.path.exists(marker):
+                shutil.rmtree(self.pairs, ignore_errors=True)
+                os.makedirs(self.pairs)
+                code = (
+                    "import sys, numpy as np; from abcond_ref import translation as t\n"
+                    "rng = np.random.default_rng(0)\n"
+                    "ps = []\n"
+                    "for _ in range(int(sys.argv[2])):\n"
+                    "    s = [int(v) for v in rng.integers(1, 4000, size=int(rng.integers(4, 33)))]\n"
+                    "    ps.append((s, [1 + (v * 7) % 3999 for v in s[::-1]]))\n"
+                    "t.write_tfrecord(sys.argv[1], ps)\n"
+                )
+                self.run([self.py, "-c", code, os.path.join(self.pairs, "train.tfrecord-00000-of-00001"), str(n)])
+                open(marker, "w").close()
         if any(c.endswith("resnet18") for c in cases):
             import numpy as np
 
@@ -254,7 +320,7 @@ class Bench:
     def case(self, name):
         kind, model = name.split("-", 1)
         if name not in self.sizes:
-            die(f"case {name} has no size for --device {self.a.device} (the GNN cases run on the CPU only)")
+            die(f"case {name} has no size for --device {self.a.device} (the GNN, DLRM and WMT cases run on the CPU only)")
         size = self.sizes[name]
         base = os.path.join(self.work, name)
         shutil.rmtree(base, ignore_errors=True)
@@ -287,9 +353,11 @@ class Bench:
                 lambda i: self.train_args(model, out(i), steps, f"{{at: [{steps}]}}", batch),
                 train_metrics(out),
             )
-            data = {"mlp": self.fmnist, "gnn": getattr(self, "molecules", None)}.get(model, self.cifar)
+            data = self.data_path(model)
             extra = ["--batch", str(batch)] if batch else []
-            if model == "gnn":
+            if model in ("dlrm", "wmt"):
+                argv = lambda i: self.torch("torch_models.py", "--model", model, "--data", data, "--steps", str(steps), *extra)  # noqa: E731
+            elif model == "gnn":
                 argv = lambda i: self.torch("torch_gnn.py", "--data", data, "--steps", str(steps), *extra)  # noqa: E731
             else:
                 argv = lambda i: self.torch("torch_train.py", "--model", model, "--data", data, "--steps", str(steps), *extra)  # noqa: E731

@@ -48,8 +48,10 @@ import torch
 
 import abcond
 from abcond_ref import models
+from abcond_ref import dlrm, translation
 from abcond_ref.gnn import GNN, batch as graph_batch, per_graph_loss, read_ogb
 from abcond_ref.runs import Run
+from abcond_ref.transformer import Transformer
 
 # The reference modules switch BatchNorm per forward pass for the parity tests;
 # here the modules are put once into the state abcond's batch-stats policy means.
@@ -130,6 +132,29 @@ def main():
         def losses(net, idx):
             b = graph_batch(graphs, idx, torch.float32)
             return per_graph_loss(net(b), b["labels"])
+
+    elif cfg["model"]["kind"] in ("dlrm", "transformer") and cfg["data"]["dataset"] != "synthetic-translation":
+        # The parity references on the data read again from the run's files
+        # (data.parquet's source_index picks the examples).
+        m, d = cfg["model"], cfg["data"]
+        rows = abcond.read_table(os.path.join(a.run_dir, "data.parquet")).column("source_index").to_pylist()
+        if m["kind"] == "dlrm":
+            label, dense, cat = (t[rows].to(device) for t in dlrm.read_days(d["path"], d.get("examples")))
+            make = lambda: dlrm.DlrmSmall(m["vocab"], m["embed_dim"], dlrm.NUM_DENSE, tuple(m["bottom"]), tuple(m["top"])).eval()  # noqa: E731
+
+            def losses(net, idx):
+                idx = torch.as_tensor(idx, dtype=torch.long, device=device)
+                return dlrm.per_example_loss(net, dense[idx], cat[idx], label[idx])
+
+        else:
+            src, tgt = (torch.from_numpy(t).to(device) for t in translation.read_run_pairs(d, rows))
+            make = lambda: Transformer(d["vocab"], m["width"], m["heads"], m["mlp_dim"], m["depth"]).eval()  # noqa: E731
+
+            def losses(net, idx):
+                idx = torch.as_tensor(idx, dtype=torch.long, device=device)
+                return net(src[idx], tgt[idx])
+
+        model, reference = make().to(device), make().to(device)
 
     else:
         run = Run(a.run_dir)

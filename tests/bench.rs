@@ -94,7 +94,7 @@ fn runner_runs_the_mlp_cases_and_both_probes_agree() {
         ])
         .args([
             "--cases",
-            "train-mlp,probe-mlp,snapshots-mlp,tsprobe-mlp,replay-mlp,train-gnn,probe-gnn",
+            "train-mlp,probe-mlp,snapshots-mlp,tsprobe-mlp,replay-mlp,train-gnn,probe-gnn,train-dlrm,probe-dlrm,train-wmt,probe-wmt",
             "--bin",
             bin(),
         ])
@@ -121,6 +121,10 @@ fn runner_runs_the_mlp_cases_and_both_probes_agree() {
         "| replay-mlp | mean step, 200 steps (replay incl. its checks / training loop) | abcond probe --replay |",
         "| train-gnn | mean training step (loop / steps) | abcond |",
         "| probe-gnn | median probe of one snapshot (i_k) | abcond |",
+        "| train-dlrm | mean training step (loop / steps) | abcond |",
+        "| probe-dlrm | median probe of one snapshot (i_k) | abcond |",
+        "| train-wmt | mean training step (loop / steps) | abcond |",
+        "| probe-wmt | median probe of one snapshot (i_k) | abcond |",
     ] {
         assert!(md.contains(row), "missing `{row}` in\n{md}");
     }
@@ -128,7 +132,7 @@ fn runner_runs_the_mlp_cases_and_both_probes_agree() {
     let json: serde_yaml::Value =
         serde_yaml::from_str(&std::fs::read_to_string(dir.join("result.json")).unwrap()).unwrap();
     let results = json["results"].as_sequence().unwrap();
-    assert_eq!(results.len(), 7);
+    assert_eq!(results.len(), 11);
     for r in results {
         let unit = r["unit"].as_str().unwrap();
         let (a, b) = (
@@ -140,11 +144,15 @@ fn runner_runs_the_mlp_cases_and_both_probes_agree() {
         assert!((ratio - a / b).abs() <= 1e-12 * ratio, "{r:?}");
         assert!(r["a_median"]["wall"].as_f64().unwrap() > a, "{r:?}");
     }
-    // abcond's landscape rows and the PyTorch probe's, on the same snapshots.
-    let probe = &results[1];
-    let diff = probe["probe_max_rel_diff"].as_f64().unwrap();
-    assert!(
-        diff <= 1e-5,
-        "abcond and bench/torch_probe.py differ by {diff:e}"
-    );
+    // abcond's landscape rows and the PyTorch probe's, on the same snapshots
+    // (MLP, GNN, DLRM, padded Transformer).
+    for i in [1, 6, 8, 10] {
+        let probe = &results[i];
+        let diff = probe["probe_max_rel_diff"].as_f64().unwrap();
+        assert!(
+            diff <= 1e-5,
+            "{:?}: abcond and bench/torch_probe.py differ by {diff:e}",
+            probe["case"]
+        );
+    }
 }

@@ -43,19 +43,6 @@ def counts():
     print("OK counts")
 
 
-def read_days(path, limit, dtype):
-    files = [path] if os.path.isfile(path) else sorted(
-        os.path.join(path, f) for f in os.listdir(path) if not f.startswith("."))
-    parts, left = [], limit
-    for f in files:
-        if left is not None and left <= 0:
-            break
-        parts.append(dlrm.read_criteo_tsv(f, limit=left, dtype=dtype))
-        if left is not None:
-            left -= len(parts[-1][0])
-    return [torch.cat([p[i] for p in parts]) for i in range(3)]
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("run_dir", nargs="?")
@@ -69,7 +56,7 @@ def main():
     cfg = abcond.read_manifest(a.run_dir)["config"]
     m, data = cfg["model"], cfg["data"]
     dtype = {"f32": torch.float32, "f64": torch.float64}[m["dtype"]]
-    label, dense, cat = read_days(data["path"], data.get("examples"), dtype)
+    label, dense, cat = dlrm.read_days(data["path"], data.get("examples"), dtype)
     table = abcond.read_table(os.path.join(a.run_dir, "data.parquet")).to_pydict()
     rows = torch.tensor(table["source_index"])
     assert table["target"] == label[rows].double().tolist(), "labels differ from the reference reader's"

@@ -53,28 +53,6 @@ def counts():
     print("OK counts")
 
 
-def read_pairs(data, source_index):
-    """The pairs of a `translation` run, read from its files with the reference reader."""
-    path, length = data["path"], data["seq_len"]
-    if data.get("source"):
-        def lines(name):
-            with open(os.path.join(path, name)) as f:
-                return [[int(w) for w in line.split()] for line in f]
-        pairs = list(zip(lines(data["source"]), lines(data["target"])))
-    else:
-        files = [path] if os.path.isfile(path) else sorted(
-            os.path.join(path, f) for f in os.listdir(path) if ".tfrecord" in f)
-        pairs = [p for f in files for p in translation.read_tfrecord(f)]
-    keep, src, tgt = translation.padded(pairs, length)
-    if data.get("examples"):
-        keep, src, tgt = keep[:data["examples"]], src[:data["examples"]], tgt[:data["examples"]]
-    if not data.get("subset"):
-        assert list(source_index) == keep, f"kept records {source_index} != {keep}"
-    row = {rec: r for r, rec in enumerate(keep)}
-    rows = [row[i] for i in source_index]
-    return src[rows], tgt[rows]
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("run_dir", nargs="?")
@@ -92,7 +70,7 @@ def main():
 
     table = abcond.read_table(os.path.join(a.run_dir, "data.parquet")).to_pydict()
     if data["dataset"] == "translation":
-        src, tgt = read_pairs(data, table["source_index"])
+        src, tgt = translation.read_run_pairs(data, table["source_index"])
         pad = (src == 0).sum() + (tgt == 0).sum()
         print(f"data: {len(src)} sentence pairs read again from the files, {pad} padding tokens")
     else:

@@ -13,6 +13,7 @@ of the Rust code. Parameter names are AlgoPerf's state_dict keys:
     model(dense, cat, label)       -> per-example sigmoid BCE [B]
     per_example_loss(model, dense, cat, label) -> [B]
     read_criteo_tsv(path, limit=None) -> (label [N], dense [N, 13], cat [N, 26])
+    read_days(path, limit, dtype) -> the same over a file or a directory of day files
     write_criteo_tsv(path, rows)
 
 Differences from AlgoPerf, all in the input pipeline: AlgoPerf hashes a
@@ -30,6 +31,7 @@ Only torch and numpy are needed."""
 
 import gzip
 import math
+import os
 
 import numpy as np
 import torch
@@ -275,3 +277,18 @@ def random_rows(n, seed=0, missing=0.1):
         cats = ["" if rng.random() < missing else f"{int(rng.integers(0, 50 + 10 * j)) * 2654435761 % 2**32:08x}" for j in range(NUM_SPARSE)]
         rows.append((int(rng.random() < 0.25), ints, cats))
     return rows
+
+
+def read_days(path, limit=None, dtype=torch.float32):
+    """read_criteo_tsv over `path`: a file, or every file of a directory not
+    starting with "." in name order, stopping after `limit` lines."""
+    files = [path] if os.path.isfile(path) else sorted(
+        os.path.join(path, f) for f in os.listdir(path) if not f.startswith("."))
+    parts, left = [], limit
+    for f in files:
+        if left is not None and left <= 0:
+            break
+        parts.append(read_criteo_tsv(f, limit=left, dtype=dtype))
+        if left is not None:
+            left -= len(parts[-1][0])
+    return [torch.cat([p[i] for p in parts]) for i in range(3)]

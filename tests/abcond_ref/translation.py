@@ -10,9 +10,11 @@ reads, written and read here independently of the Rust reader:
     read_tfrecord(path) -> [(inputs, targets)]
     write_ids(src_path, tgt_path, pairs)
     padded(pairs, seq_len) -> (kept record numbers, src [N, L], tgt [N, L])
+    read_run_pairs(data config, source_index) -> (src, tgt) of a run's examples
 """
 
 import gzip
+import os
 import struct
 
 import numpy as np
@@ -178,3 +180,25 @@ def padded(pairs, seq_len):
         s, t = pairs[i]
         src[r, :len(s)], tgt[r, :len(t)] = s, t
     return keep, src, tgt
+
+
+def read_run_pairs(data, source_index):
+    """The pairs of a `translation` run, read from its files with the reference reader."""
+    path, length = data["path"], data["seq_len"]
+    if data.get("source"):
+        def lines(name):
+            with open(os.path.join(path, name)) as f:
+                return [[int(w) for w in line.split()] for line in f]
+        pairs = list(zip(lines(data["source"]), lines(data["target"])))
+    else:
+        files = [path] if os.path.isfile(path) else sorted(
+            os.path.join(path, f) for f in os.listdir(path) if ".tfrecord" in f)
+        pairs = [p for f in files for p in read_tfrecord(f)]
+    keep, src, tgt = padded(pairs, length)
+    if data.get("examples"):
+        keep, src, tgt = keep[:data["examples"]], src[:data["examples"]], tgt[:data["examples"]]
+    if not data.get("subset"):
+        assert list(source_index) == keep, f"kept records {source_index} != {keep}"
+    row = {rec: r for r, rec in enumerate(keep)}
+    rows = [row[i] for i in source_index]
+    return src[rows], tgt[rows]
