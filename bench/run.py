@@ -33,6 +33,9 @@ Cases (sizes per --device, or --quick for a smoke test):
   train-wmt, probe-wmt             AlgoPerf's WMT Transformer (width 128) on padded
                                    sentence pairs (a TFRecord shard written here),
                                    label smoothing 0.1: vs bench/torch_models.py --model wmt
+  train-unet, probe-unet           AlgoPerf's fastMRI U-Net (16 channels, 3 levels) on
+                                   fastMRI-format volumes written here with h5py:
+                                   vs bench/torch_models.py --model unet
 
     python bench/run.py --quick                                  # smoke test, ~2 min
     python bench/run.py --threads 2 --repeats 5 --out bench-results.md
@@ -61,6 +64,7 @@ CONFIGS = {
     "gnn": "bench/configs/gnn-molecules.yaml",
     "dlrm": "bench/configs/dlrm-criteo.yaml",
     "wmt": "bench/configs/wmt-pairs.yaml",
+    "unet": "bench/configs/unet-fastmri.yaml",
 }
 CASES = [
     "train-mlp",
@@ -79,6 +83,8 @@ CASES = [
     "probe-dlrm",
     "train-wmt",
     "probe-wmt",
+    "train-unet",
+    "probe-unet",
 ]
 # Targets (issue 7): abcond/PyTorch ≤ 1.0 for ResNet-18 and ≤ 0.8 for the MLP
 # (Python overhead dominates there); snapshot logging ≤ 5 % of training time.
@@ -102,6 +108,8 @@ TARGETS = {
     "probe-dlrm": 1.0,
     "train-wmt": 1.0,
     "probe-wmt": 1.0,
+    "train-unet": 1.0,
+    "probe-unet": 1.0,
 }
 
 # Sizes: steps (and batch) of each case. "probe": a run of `steps` steps with a
@@ -126,8 +134,11 @@ SIZES = {
         "probe-dlrm": {"steps": 10, "every": 5, "batch": 64},
         "train-wmt": {"steps": 10},
         "probe-wmt": {"steps": 10, "every": 5},
+        "train-unet": {"steps": 6, "batch": 4},
+        "probe-unet": {"steps": 6, "every": 3, "batch": 4},
         "criteo_lines": 1000,
         "pairs": 400,
+        "volumes": 2,
     },
     "cpu": {
         "cifar_images": 5120,
@@ -147,8 +158,11 @@ SIZES = {
         "probe-dlrm": {"steps": 100, "every": 10},
         "train-wmt": {"steps": 200},
         "probe-wmt": {"steps": 200, "every": 20},
+        "train-unet": {"steps": 60},
+        "probe-unet": {"steps": 60, "every": 6},
         "criteo_lines": 60000,
         "pairs": 8000,
+        "volumes": 8,
     },
     "cuda": {
         "cifar_images": 10240,
@@ -242,6 +256,7 @@ class Bench:
             "gnn": getattr(self, "molecules", None),
             "dlrm": getattr(self, "criteo", None),
             "wmt": getattr(self, "pairs", None),
+            "unet": getattr(self, "volumes", None),
         }
         return paths.get(model, self.cifar)
 
@@ -302,6 +317,28 @@ class Bench:
                 )
                 self.run([self.py, "-c", code, os.path.join(self.pairs, "train.tfrecord-00000-of-00001"), str(n)])
                 open(marker, "w").close()
+        if any(c.endswith("unet") for c in cases):
+            # fastMRI-format volumes of smooth phantoms (16 slices each), written with h5py.
+            self.volumes = os.path.join(self.work, "fastmri")
+            n = self.sizes["volumes"]
+            marker = os.path.join(self.volumes, f".volumes-{n}")
+            if not os.path.exists(marker):
+                shutil.rmtree(self.volumes, ignore_errors=True)
+                os.makedirs(self.volumes)
+                code = (
+                    "import os, sys, numpy as np; from abcond_ref import unet\n"
+                    "rng = np.random.default_rng(0)\n"
+                    "yy, xx = np.mgrid[0:128, 0:112]\n"
+                    "for v in range(int(sys.argv[2])):\n"
+                    "    ks, ts = [], []\n"
+                    "    for _ in range(16):\n"
+                    "        img = sum(rng.uniform(0.5, 2) * np.exp(-((yy - rng.uniform(30, 98)) ** 2 + (xx - rng.uniform(25, 87)) ** 2) / (2 * rng.uniform(4, 15) ** 2)) for _ in range(6))\n"
+                    "        ks.append(np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(img), norm='ortho')))\n"
+                    "        ts.append(unet.center_crop(np.abs(img), (96, 96)))\n"
+                    "    unet.write_fastmri_h5(os.path.join(sys.argv[1], f'vol{v:03d}.h5'), np.array(ks), np.array(ts))\n"
+                )
+                self.run([self.py, "-c", code, self.volumes, str(n)])
+                open(marker, "w").close()
         if any(c.endswith("resnet18") for c in cases):
             import numpy as np
 
@@ -320,7 +357,7 @@ class Bench:
     def case(self, name):
         kind, model = name.split("-", 1)
         if name not in self.sizes:
-            die(f"case {name} has no size for --device {self.a.device} (the GNN, DLRM and WMT cases run on the CPU only)")
+            die(f"case {name} has no size for --device {self.a.device} (the GNN, DLRM, WMT and U-Net cases run on the CPU only)")
         size = self.sizes[name]
         base = os.path.join(self.work, name)
         shutil.rmtree(base, ignore_errors=True)
@@ -355,7 +392,7 @@ class Bench:
             )
             data = self.data_path(model)
             extra = ["--batch", str(batch)] if batch else []
-            if model in ("dlrm", "wmt"):
+            if model in ("dlrm", "wmt", "unet"):
                 argv = lambda i: self.torch("torch_models.py", "--model", model, "--data", data, "--steps", str(steps), *extra)  # noqa: E731
             elif model == "gnn":
                 argv = lambda i: self.torch("torch_gnn.py", "--data", data, "--steps", str(steps), *extra)  # noqa: E731

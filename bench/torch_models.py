@@ -1,13 +1,14 @@
-"""The PyTorch (Python, eager) side of the DLRM and padded-Transformer
+"""The PyTorch (Python, eager) side of the DLRM, padded-Transformer and U-Net
 training-step benchmarks: the work of `abcond train` on
-bench/configs/dlrm-criteo.yaml or bench/configs/wmt-pairs.yaml written the way
+bench/configs/dlrm-criteo.yaml, wmt-pairs.yaml or unet-fastmri.yaml written the way
 a plain PyTorch script would do it, and timed the same way (bench/run.py
 compares the two; docs/benchmarks.md).
 
 Same as abcond: the parity references (tests/abcond_ref/dlrm.py: AlgoPerf's
 DlrmSmall, its four chunks concatenated at each forward pass as AlgoPerf does;
 tests/abcond_ref/transformer.py: AlgoPerf's masks and torch's label-smoothed
-cross-entropy) at the config's sizes, f32, the data read once before the loop
+cross-entropy; tests/abcond_ref/unet.py: AlgoPerf's U-Net, the inputs made
+from the volumes by its numpy pipeline) at the config's sizes, f32, the data read once before the loop
 by the reference readers, the loss read back every step, the gradient norm in
 f64 every step, torch.optim.Adam (its default CPU code path), the same number
 of steps and intra-op threads. Different: the permutations come from
@@ -30,11 +31,15 @@ import numpy as np
 import torch
 import yaml
 
-from abcond_ref import dlrm, translation
+from abcond_ref import dlrm, translation, unet
 from abcond_ref.transformer import Transformer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = {"dlrm": "bench/configs/dlrm-criteo.yaml", "wmt": "bench/configs/wmt-pairs.yaml"}
+CONFIGS = {
+    "dlrm": "bench/configs/dlrm-criteo.yaml",
+    "wmt": "bench/configs/wmt-pairs.yaml",
+    "unet": "bench/configs/unet-fastmri.yaml",
+}
 
 
 def build(model, data_path):
@@ -50,6 +55,16 @@ def build(model, data_path):
             return dlrm.per_example_loss(net, dense[idx], cat[idx], label[idx])
 
         return net, len(label), cfg, losses
+    if model == "unet":
+        preset = yaml.safe_load(open(os.path.join(ROOT, "models", m["preset"] + ".yaml")))
+        preset.update({k: v for k, v in m.items() if k != "preset"})
+        xs, ys = (torch.from_numpy(a).float() for a in unet.run_slices(d))
+        net = unet.UNet(preset["in_chans"], preset["out_chans"], preset["channels"], preset["pool_layers"], preset["dropout"])
+
+        def losses(net, idx, smoothing=True):
+            return unet.per_example_l1(net, xs[idx], ys[idx])
+
+        return net, len(xs), cfg, losses
     pairs = []
     files = sorted(os.path.join(data_path, f) for f in os.listdir(data_path) if ".tfrecord" in f)
     for f in files:

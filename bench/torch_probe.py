@@ -48,7 +48,7 @@ import torch
 
 import abcond
 from abcond_ref import models
-from abcond_ref import dlrm, translation
+from abcond_ref import dlrm, translation, unet
 from abcond_ref.gnn import GNN, batch as graph_batch, per_graph_loss, read_ogb
 from abcond_ref.runs import Run
 from abcond_ref.transformer import Transformer
@@ -133,7 +133,7 @@ def main():
             b = graph_batch(graphs, idx, torch.float32)
             return per_graph_loss(net(b), b["labels"])
 
-    elif cfg["model"]["kind"] in ("dlrm", "transformer") and cfg["data"]["dataset"] != "synthetic-translation":
+    elif cfg["model"]["kind"] in ("dlrm", "transformer", "unet") and cfg["data"]["dataset"] != "synthetic-translation":
         # The parity references on the data read again from the run's files
         # (data.parquet's source_index picks the examples).
         m, d = cfg["model"], cfg["data"]
@@ -145,6 +145,14 @@ def main():
             def losses(net, idx):
                 idx = torch.as_tensor(idx, dtype=torch.long, device=device)
                 return dlrm.per_example_loss(net, dense[idx], cat[idx], label[idx])
+
+        elif m["kind"] == "unet":
+            xs, ys = (torch.from_numpy(t[rows]).float().to(device) for t in unet.run_slices(d))
+            make = lambda: unet.UNet(m["in_chans"], m["out_chans"], m["channels"], m["pool_layers"], m["dropout"]).eval()  # noqa: E731
+
+            def losses(net, idx):
+                idx = torch.as_tensor(idx, dtype=torch.long, device=device)
+                return unet.per_example_l1(net, xs[idx], ys[idx])
 
         else:
             src, tgt = (torch.from_numpy(t).to(device) for t in translation.read_run_pairs(d, rows))

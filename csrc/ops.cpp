@@ -25,6 +25,7 @@
 #include <ATen/ops/addcdiv.h>
 #include <ATen/ops/addcmul.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/leaky_relu.h>
 #include <ATen/ops/dot.h>
 #include <ATen/ops/mul.h>
 #include <ATen/ops/sub.h>
@@ -57,6 +58,12 @@ extern "C" {
 // *out = new tensor a + alpha * b (torch.add(a, b, alpha=alpha)).
 int abcond_ops_add_scaled(const at::Tensor* a, const at::Tensor* b, double alpha, at::Tensor** out) {
   return guarded([&] { *out = new at::Tensor(at::add(*a, *b, alpha)); });
+}
+
+// leaky_relu(x, negative_slope) (F.leaky_relu; tch 0.24 has no slope argument):
+// one kernel forward and backward, as in PyTorch (the U-Net's activation).
+int abcond_ops_leaky_relu(const at::Tensor* x, double slope, at::Tensor** out) {
+  return guarded([&] { *out = new at::Tensor(at::leaky_relu(*x, slope)); });
 }
 
 // a += alpha * b, in place (Tensor.add_(b, alpha=alpha)).

@@ -59,6 +59,7 @@
 #      steps/s against the training's (target ≤ 1.5× the training time);
 #  18. the WMT Transformer on padded TFRecord pairs on CUDA vs CPU (issue 20)
 #  19. DLRM-small at full size on CUDA: probe peak memory (issue 20)
+#  20. the fastMRI U-Net at full size on CUDA vs CPU (issue 20; h5py, or FASTMRI=carried volumes)
 #  17. the GNN (issue 20) on CUDA: configs/gnn-molecules.yaml at 300 steps
 #      trained twice (index_add sums under the determinism settings; x^K files
 #      compared byte for byte), probed on cuda and from a copy on the CPU
@@ -423,5 +424,58 @@ mon=$!
 "$bin" -q probe "$da"
 kill $mon
 echo "dlrm probe: peak GPU memory $(sort -n "$work/dlrm-mem.txt" | tail -1) MiB (3 x model = 6,171 MiB)"
+fi
+if want 20; then
+log "20. the fastMRI U-Net (7.8M) on cuda: 320 x 320 phantom volumes, CUDA vs CPU probe"
+# FASTMRI=dir of volumes carried from a machine with h5py (written by this
+# same snippet), or they are written here (needs h5py on the device).
+fm=${FASTMRI:-$work/fastmri}
+if [ -z "${FASTMRI:-}" ]; then
+mkdir -p "$fm"
+PYTHONPATH=tests "$py" - "$fm" <<'EOC'
+import os, sys
+import numpy as np
+from abcond_ref import unet
+rng = np.random.default_rng(0)
+yy, xx = np.mgrid[0:640, 0:368]
+for v in range(4):
+    ks, ts = [], []
+    for _ in range(16):
+        img = sum(rng.uniform(0.5, 2) * np.exp(-((yy - rng.uniform(200, 440)) ** 2 + (xx - rng.uniform(60, 300)) ** 2) / (2 * rng.uniform(10, 60) ** 2)) for _ in range(8))
+        ks.append(np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(img), norm="ortho")))
+        ts.append(unet.center_crop(np.abs(img), (320, 320)))
+    unet.write_fastmri_h5(os.path.join(sys.argv[1], f"vol{v:03d}.h5"), np.array(ks), np.array(ts))
+EOC
+fi
+cat > "$work/unet.yaml" <<EOC
+experiment: unet-gpu
+seed: 0
+device: cuda
+model: {preset: unet-fastmri}
+data: {dataset: fastmri, path: $fm}
+train: {batch_size: 32, steps: 200}
+optim: {name: adam, lr: 0.001}
+snapshots: {log_spaced: 5}
+probe: {extra_batches: 1, full: true, full_subset: 64}
+EOC
+"$bin" -q --out "$work/unet" run "$work/unet.yaml"
+ua=$(ls -d "$work"/unet/unet-gpu/*/ | head -1)
+grep -A4 "timing:" "$ua/run.yaml" | head -5
+cp -r "$ua" "$work/unet-cpu"
+rm -rf "$work/unet-cpu/probe-parts" "$work/unet-cpu/landscape.parquet"
+"$bin" -q probe "$work/unet-cpu" --set device=cpu
+"$py" - "$ua" "$work/unet-cpu" <<'EOC'
+import sys, pyarrow.parquet as pq
+a = pq.read_table(sys.argv[1] + "/landscape.parquet").to_pylist()
+b = pq.read_table(sys.argv[2] + "/landscape.parquet").to_pylist()
+assert len(a) == len(b), (len(a), len(b))
+worst = 0.0
+for x, y in zip(a, b):
+    for k in ("loss_k", "loss_ref", "grad_norm", "dist"):
+        worst = max(worst, abs(x[k] - y[k]) / max(abs(y[k]), 1e-6))
+    worst = max(worst, abs(x["inner"] - y["inner"]) / max(y["grad_norm"] * y["dist"], 1e-12))
+print(f"unet: cuda vs cpu probe, {len(a)} rows, worst relative error {worst:.2e}")
+assert worst <= 1e-4, worst
+EOC
 fi
 log "all GPU checks passed"

@@ -94,7 +94,7 @@ fn runner_runs_the_mlp_cases_and_both_probes_agree() {
         ])
         .args([
             "--cases",
-            "train-mlp,probe-mlp,snapshots-mlp,tsprobe-mlp,replay-mlp,train-gnn,probe-gnn,train-dlrm,probe-dlrm,train-wmt,probe-wmt",
+            "train-mlp,probe-mlp,snapshots-mlp,tsprobe-mlp,replay-mlp,train-gnn,probe-gnn,train-dlrm,probe-dlrm,train-wmt,probe-wmt,train-unet,probe-unet",
             "--bin",
             bin(),
         ])
@@ -125,6 +125,8 @@ fn runner_runs_the_mlp_cases_and_both_probes_agree() {
         "| probe-dlrm | median probe of one snapshot (i_k) | abcond |",
         "| train-wmt | mean training step (loop / steps) | abcond |",
         "| probe-wmt | median probe of one snapshot (i_k) | abcond |",
+        "| train-unet | mean training step (loop / steps) | abcond |",
+        "| probe-unet | median probe of one snapshot (i_k) | abcond |",
     ] {
         assert!(md.contains(row), "missing `{row}` in\n{md}");
     }
@@ -132,7 +134,7 @@ fn runner_runs_the_mlp_cases_and_both_probes_agree() {
     let json: serde_yaml::Value =
         serde_yaml::from_str(&std::fs::read_to_string(dir.join("result.json")).unwrap()).unwrap();
     let results = json["results"].as_sequence().unwrap();
-    assert_eq!(results.len(), 11);
+    assert_eq!(results.len(), 13);
     for r in results {
         let unit = r["unit"].as_str().unwrap();
         let (a, b) = (
@@ -145,8 +147,8 @@ fn runner_runs_the_mlp_cases_and_both_probes_agree() {
         assert!(r["a_median"]["wall"].as_f64().unwrap() > a, "{r:?}");
     }
     // abcond's landscape rows and the PyTorch probe's, on the same snapshots
-    // (MLP, GNN, DLRM, padded Transformer).
-    for i in [1, 6, 8, 10] {
+    // (MLP, GNN, DLRM, padded Transformer, U-Net).
+    for i in [1, 6, 8, 10, 12] {
         let probe = &results[i];
         let diff = probe["probe_max_rel_diff"].as_f64().unwrap();
         assert!(

@@ -142,6 +142,7 @@ fn run_ids_and_resolved_configs() {
         ("gnn-ogbg", "{dataset: ogbg, path: /data/ogbg_molpcba}"),
         ("dlrm-small", "{dataset: criteo, path: /data/criteo}"),
         ("dlrm-small-test", "{dataset: criteo, path: /data/criteo}"),
+        ("unet-fastmri", "{dataset: fastmri, path: /data/fastmri}"),
     ];
     let listed: Vec<String> = std::fs::read_dir(root().join("models"))
         .unwrap()

@@ -424,6 +424,14 @@ impl Config {
                     ds.name()
                 );
             }
+            (ModelKind::Unet, DatasetKind::Fastmri) => {}
+            (ModelKind::Unet, ds) | (_, ds @ DatasetKind::Fastmri) => {
+                bail!(
+                    "model kind `{}` cannot be trained on dataset `{}`: MRI volumes (fastmri) go with the U-Net (unet) or a TorchScript module",
+                    self.model.kind().name(),
+                    ds.name()
+                );
+            }
             (ModelKind::Dlrm, DatasetKind::Criteo) => {}
             (ModelKind::Dlrm, ds) | (_, ds @ DatasetKind::Criteo) => {
                 bail!(

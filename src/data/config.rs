@@ -119,6 +119,9 @@ data_sets! {
     /// Click logs in Criteo's TSV format (label, 13 integer and 26
     /// categorical features a line; src/data/criteo.rs), for DLRM.
     Criteo = "criteo" => CriteoData,
+    /// fastMRI single-coil knee volumes (HDF5; src/data/fastmri.rs), for the
+    /// U-Net.
+    Fastmri = "fastmri" => FastmriData,
 }
 
 /// The keys of `data:` besides the data set's own settings.
@@ -151,6 +154,7 @@ const KEY_ORDER: &[&str] = &[
     "inputs",
     "max_vocab",
     "token_dtype",
+    "acceleration",
     "tasks",
     "split",
     "digest",
@@ -226,6 +230,7 @@ impl DataConfig {
             Source::Ogbg(s) => s.path.as_deref(),
             Source::Translation(s) => s.path.as_deref(),
             Source::Criteo(s) => s.path.as_deref(),
+            Source::Fastmri(s) => s.path.as_deref(),
             _ => None,
         }
     }
@@ -243,6 +248,7 @@ impl DataConfig {
             Source::Ogbg(s) => s.path = None,
             Source::Translation(s) => s.path = None,
             Source::Criteo(s) => s.path = None,
+            Source::Fastmri(s) => s.path = None,
             _ => {}
         }
     }
@@ -262,6 +268,7 @@ impl DataConfig {
             Source::Ogbg(s) => s.subset,
             Source::Translation(s) => s.subset,
             Source::Criteo(s) => s.subset,
+            Source::Fastmri(s) => s.subset,
             Source::Components(_) => None,
         }
     }
@@ -297,7 +304,8 @@ impl DataConfig {
             | Source::Tokens(TokensData { path: Some(p), .. })
             | Source::Ogbg(OgbgData { path: Some(p), .. })
             | Source::Translation(ParallelData { path: Some(p), .. })
-            | Source::Criteo(CriteoData { path: Some(p), .. }) => {
+            | Source::Criteo(CriteoData { path: Some(p), .. })
+            | Source::Fastmri(FastmriData { path: Some(p), .. }) => {
                 if let Ok(abs) = std::fs::canonicalize(&*p) {
                     *p = abs;
                 }
@@ -762,6 +770,53 @@ impl Settings for ParallelData {
         crate::config::validate::at_most("data.vocab", self.vocab as u64, 1 << 24)?;
         if self.examples == Some(0) {
             bail!("key `data.examples` must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// `data:` settings of fastMRI volumes (src/data/fastmri.rs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FastmriData {
+    /// An `.h5` volume, or a directory of them (required).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Train on a fixed random subset of this many slices (of those read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subset: Option<u64>,
+    /// Read only the first this many slices (absent: all, up to 20,000).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub examples: Option<u64>,
+    /// k-space undersampling: about 1/acceleration of the columns kept
+    /// (AlgoPerf's 4; 1 keeps them all).
+    pub acceleration: f64,
+}
+
+impl Default for FastmriData {
+    fn default() -> Self {
+        FastmriData {
+            path: None,
+            subset: None,
+            examples: None,
+            acceleration: 4.0,
+        }
+    }
+}
+
+impl Settings for FastmriData {
+    fn check(&self, what: &str) -> Result<()> {
+        if self.path.is_none() {
+            bail!("key `data.path` is required for {what}: a fastMRI .h5 volume or a directory of them");
+        }
+        if self.examples == Some(0) {
+            bail!("key `data.examples` must be at least 1");
+        }
+        if !(self.acceleration >= 1.0 && self.acceleration <= 1e6) {
+            bail!(
+                "key `data.acceleration` must be at least 1 (1 keeps every k-space column; AlgoPerf uses 4), got {}",
+                self.acceleration
+            );
         }
         Ok(())
     }

@@ -31,6 +31,7 @@ impl Dataset {
             Source::Ogbg(s) => super::ogbg::load(s, dtype)?,
             Source::Translation(s) => super::translation::load(s)?,
             Source::Criteo(s) => super::criteo::load(s, dtype)?,
+            Source::Fastmri(s) => super::fastmri::load(s, data_seed, dtype)?,
         };
         if let Some(m) = cfg.subset() {
             if m > ds.len {

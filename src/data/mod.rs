@@ -23,6 +23,8 @@ pub mod ogbg;
 pub mod translation;
 // Criteo click logs (TSV).
 pub mod criteo;
+// fastMRI volumes (HDF5).
+pub mod fastmri;
 
 use crate::data::config::DatasetKind;
 use anyhow::Result;
@@ -53,6 +55,9 @@ pub enum Targets {
     /// [N, 13] (model dtype), `categorical` [N, 26] (int64 hash values) and
     /// `label` [N].
     Clicks,
+    /// Image-to-image (`fastmri`): inputs and targets [N, height, width] in
+    /// the model dtype.
+    Images { height: i64, width: i64 },
 }
 
 pub struct Dataset {

@@ -125,6 +125,8 @@ model_kinds! {
     Gnn = "gnn" => GnnConfig,
     /// DLRM-small of AlgoPerf's criteo1tb workload (src/model/dlrm.rs).
     Dlrm = "dlrm" => DlrmConfig,
+    /// The U-Net of AlgoPerf's fastMRI workload (src/model/unet.rs).
+    Unet = "unet" => UnetConfig,
 }
 
 /// The keys of `model:` besides the kind's own settings.
@@ -550,6 +552,46 @@ impl Settings for TransformerConfig {
             bail!("key `model.width` ({w}) must be even, at least 4 (sinusoidal positions) and a multiple of `model.heads` ({heads})");
         }
         check_dropout(dropout)
+    }
+}
+
+/// `model:` settings of the fastMRI U-Net. Default: AlgoPerf's
+/// (models/unet-fastmri.yaml).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UnetConfig {
+    /// Input and output channels (1: a magnitude image).
+    pub in_chans: i64,
+    pub out_chans: i64,
+    /// Channels of the first level (doubled at each pooling).
+    pub channels: i64,
+    /// Pooling levels.
+    pub pool_layers: i64,
+    /// Channel-wise dropout after each convolution's activation (training only).
+    pub dropout: f64,
+}
+
+impl Default for UnetConfig {
+    fn default() -> Self {
+        UnetConfig {
+            in_chans: 1,
+            out_chans: 1,
+            channels: 32,
+            pool_layers: 4,
+            dropout: 0.0,
+        }
+    }
+}
+
+impl Settings for UnetConfig {
+    fn check(&self, _what: &str) -> Result<()> {
+        at_least_one("model.in_chans", self.in_chans)?;
+        at_least_one("model.out_chans", self.out_chans)?;
+        at_least_one("model.channels", self.channels)?;
+        at_least_one("model.pool_layers", self.pool_layers)?;
+        crate::config::validate::at_most("model.pool_layers", self.pool_layers as u64, 8)?;
+        crate::config::validate::at_most("model.channels", self.channels as u64, 4096)?;
+        check_dropout(self.dropout)
     }
 }
 

@@ -31,6 +31,7 @@ pub mod dlrm;
 pub mod gnn;
 pub mod gpt_neox;
 pub mod lstm;
+pub mod unet;
 
 pub use net::{BatchNormPolicy, Mode, Net};
 
@@ -121,6 +122,7 @@ impl Model {
                 let (node_dim, edge_dim) = gnn::Gnn::check_data(s, &data.input_shape)?;
                 Box::new(gnn::Gnn::new(&root, *s, node_dim, edge_dim, tasks))
             }
+            (Arch::Unet(s), Targets::Images { .. }) => Box::new(unet::Unet::new(&root, *s)),
             (Arch::Dlrm(s), Targets::Clicks) => {
                 Box::new(dlrm::Dlrm::new(&root, s.clone(), data.input_shape[0])?)
             }

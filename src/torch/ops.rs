@@ -1,5 +1,6 @@
 //! Safe wrappers over `csrc/ops.cpp`: libtorch operations tch 0.24 does not
-//! expose, used on the training step's hot path — `a + alpha·b` as one fused
+//! expose, used on the training step's hot path — `leaky_relu` with a slope,
+//! `a + alpha·b` as one fused
 //! kernel (how torch.optim.SGD writes its update and weight decay, so abcond's
 //! SGD rounds as PyTorch's does), `torch._foreach_add_` (multi-tensor kernels
 //! on CUDA), and a squared norm accumulated in f64 in one call (per piece an
@@ -18,6 +19,7 @@ type Handle = *const c_void;
 extern "C" {
     fn abcond_ops_add_scaled(a: Handle, b: Handle, alpha: f64, out: *mut *mut c_void) -> c_int;
     fn abcond_ops_add_scaled_(a: Handle, b: Handle, alpha: f64) -> c_int;
+    fn abcond_ops_leaky_relu(x: Handle, slope: f64, out: *mut *mut c_void) -> c_int;
     fn abcond_ops_addcmul_(a: Handle, b: Handle, c: Handle, value: f64) -> c_int;
     fn abcond_ops_addcdiv_(a: Handle, b: Handle, c: Handle, value: f64) -> c_int;
     fn abcond_ops_foreach_add_(a: *const Handle, b: *const Handle, n: i64, alpha: f64) -> c_int;
@@ -53,6 +55,19 @@ pub fn add_scaled(a: &Tensor, b: &Tensor, alpha: f64) -> Tensor {
             abcond_ops_add_scaled(a.as_ptr() as Handle, b.as_ptr() as Handle, alpha, &mut out)
         },
         "add(a, b, alpha)",
+    );
+    unsafe { Tensor::from_ptr(out.cast()) }
+}
+
+/// `leaky_relu(x, slope)` (F.leaky_relu with its negative slope), a new tensor
+/// with autograd: x where x > 0, else slope·x.
+pub fn leaky_relu(x: &Tensor, slope: f64) -> Tensor {
+    let mut out = std::ptr::null_mut();
+    // SAFETY: the handle is a live tensor; on success `out` is a new
+    // at::Tensor whose ownership passes to the returned Tensor.
+    check(
+        unsafe { abcond_ops_leaky_relu(x.as_ptr() as Handle, slope, &mut out) },
+        "leaky_relu(x, slope)",
     );
     unsafe { Tensor::from_ptr(out.cast()) }
 }

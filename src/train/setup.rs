@@ -131,6 +131,7 @@ pub fn write_data_table(dir: &RunDir, data: &Dataset) -> Result<()> {
         crate::data::Targets::Tokens { .. }
         | crate::data::Targets::NextTokens { .. }
         | crate::data::Targets::Graphs { .. }
+        | crate::data::Targets::Images { .. }
         | crate::data::Targets::Tensors => (None, None),
         crate::data::Targets::Clicks => {
             (None, Some(Vec::<f64>::try_from(y.to_kind(Kind::Double))?))

@@ -1,5 +1,6 @@
 //! Small helpers: timestamps, host name, human-readable sizes and durations.
 
+pub mod hdf5;
 pub mod progress;
 pub mod rng;
 

@@ -19,6 +19,8 @@ pub mod stream {
     pub const AUGMENT: u64 = 9;
     /// imagefolder random-resized-crop + flip, per (step, example).
     pub const IMAGE_AUGMENT: u64 = 10;
+    /// fastMRI: the k-space column mask of slice n (src/data/fastmri.rs).
+    pub const MRI_MASK: u64 = 11;
 }
 
 fn splitmix64(state: &mut u64) -> u64 {
