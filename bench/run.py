@@ -287,58 +287,39 @@ class Bench:
             self.molecules = os.path.join(self.work, "molecules")
             if not os.path.isdir(self.molecules):
                 self.run([self.py, os.path.join("scripts", "molecules-to-ogb.py"), self.molecules])
+        # Files in each real format, written once per work dir by the parity
+        # tests' fixture writers (tests/abcond_ref).
         if any(c.endswith("dlrm") for c in cases):
-            # Criteo-format day file (the parity tests' fixture rows), written once.
-            self.criteo = os.path.join(self.work, "criteo")
-            n = self.sizes["criteo_lines"]
-            marker = os.path.join(self.criteo, f".lines-{n}")
-            if not os.path.exists(marker):
-                shutil.rmtree(self.criteo, ignore_errors=True)
-                os.makedirs(self.criteo)
-                code = "import sys; from abcond_ref import dlrm; dlrm.write_criteo_tsv(sys.argv[1], dlrm.random_rows(int(sys.argv[2]), seed=0))"
-                self.run([self.py, "-c", code, os.path.join(self.criteo, "day_0"), str(n)])
-                open(marker, "w").close()
+            # Criteo-format lines in one day file.
+            self.criteo = self.make_once("criteo", self.sizes["criteo_lines"], (
+                "import os, sys; from abcond_ref import dlrm\n"
+                "dlrm.write_criteo_tsv(os.path.join(sys.argv[1], 'day_0'), dlrm.random_rows(int(sys.argv[2]), seed=0))\n"
+            ))
         if any(c.endswith("wmt") for c in cases):
             # Sentence pairs of 4..32 ids (target: the reversed source, mapped), one TFRecord shard.
-            self.pairs = os.path.join(self.work, "pairs")
-            n = self.sizes["pairs"]
-            marker = os.path.join(self.pairs, f".pairs-{n}")
-            if not os.path.exists(marker):
-                shutil.rmtree(self.pairs, ignore_errors=True)
-                os.makedirs(self.pairs)
-                code = (
-                    "import sys, numpy as np; from abcond_ref import translation as t\n"
-                    "rng = np.random.default_rng(0)\n"
-                    "ps = []\n"
-                    "for _ in range(int(sys.argv[2])):\n"
-                    "    s = [int(v) for v in rng.integers(1, 4000, size=int(rng.integers(4, 33)))]\n"
-                    "    ps.append((s, [1 + (v * 7) % 3999 for v in s[::-1]]))\n"
-                    "t.write_tfrecord(sys.argv[1], ps)\n"
-                )
-                self.run([self.py, "-c", code, os.path.join(self.pairs, "train.tfrecord-00000-of-00001"), str(n)])
-                open(marker, "w").close()
+            self.pairs = self.make_once("pairs", self.sizes["pairs"], (
+                "import os, sys, numpy as np; from abcond_ref import translation as t\n"
+                "rng = np.random.default_rng(0)\n"
+                "ps = []\n"
+                "for _ in range(int(sys.argv[2])):\n"
+                "    s = [int(v) for v in rng.integers(1, 4000, size=int(rng.integers(4, 33)))]\n"
+                "    ps.append((s, [1 + (v * 7) % 3999 for v in s[::-1]]))\n"
+                "t.write_tfrecord(os.path.join(sys.argv[1], 'train.tfrecord-00000-of-00001'), ps)\n"
+            ))
         if any(c.endswith("unet") for c in cases):
             # fastMRI-format volumes of smooth phantoms (16 slices each), written with h5py.
-            self.volumes = os.path.join(self.work, "fastmri")
-            n = self.sizes["volumes"]
-            marker = os.path.join(self.volumes, f".volumes-{n}")
-            if not os.path.exists(marker):
-                shutil.rmtree(self.volumes, ignore_errors=True)
-                os.makedirs(self.volumes)
-                code = (
-                    "import os, sys, numpy as np; from abcond_ref import unet\n"
-                    "rng = np.random.default_rng(0)\n"
-                    "yy, xx = np.mgrid[0:128, 0:112]\n"
-                    "for v in range(int(sys.argv[2])):\n"
-                    "    ks, ts = [], []\n"
-                    "    for _ in range(16):\n"
-                    "        img = sum(rng.uniform(0.5, 2) * np.exp(-((yy - rng.uniform(30, 98)) ** 2 + (xx - rng.uniform(25, 87)) ** 2) / (2 * rng.uniform(4, 15) ** 2)) for _ in range(6))\n"
-                    "        ks.append(np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(img), norm='ortho')))\n"
-                    "        ts.append(unet.center_crop(np.abs(img), (96, 96)))\n"
-                    "    unet.write_fastmri_h5(os.path.join(sys.argv[1], f'vol{v:03d}.h5'), np.array(ks), np.array(ts))\n"
-                )
-                self.run([self.py, "-c", code, self.volumes, str(n)])
-                open(marker, "w").close()
+            self.volumes = self.make_once("fastmri", self.sizes["volumes"], (
+                "import os, sys, numpy as np; from abcond_ref import unet\n"
+                "rng = np.random.default_rng(0)\n"
+                "yy, xx = np.mgrid[0:128, 0:112]\n"
+                "for v in range(int(sys.argv[2])):\n"
+                "    ks, ts = [], []\n"
+                "    for _ in range(16):\n"
+                "        img = sum(rng.uniform(0.5, 2) * np.exp(-((yy - rng.uniform(30, 98)) ** 2 + (xx - rng.uniform(25, 87)) ** 2) / (2 * rng.uniform(4, 15) ** 2)) for _ in range(6))\n"
+                "        ks.append(np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(img), norm='ortho')))\n"
+                "        ts.append(unet.center_crop(np.abs(img), (96, 96)))\n"
+                "    unet.write_fastmri_h5(os.path.join(sys.argv[1], f'vol{v:03d}.h5'), np.array(ks), np.array(ts))\n"
+            ))
         if any(c.endswith("resnet18") for c in cases):
             import numpy as np
 
@@ -352,6 +333,18 @@ class Bench:
                     [rng.integers(0, 10, (per, 1), dtype=np.uint8), rng.integers(0, 256, (per, 3072), dtype=np.uint8)], 1
                 )
                 rec.tofile(os.path.join(self.cifar, f"data_batch_{i}.bin"))
+
+    def make_once(self, name, n, code):
+        """work/<name>, filled by `code` (run with the directory and n as its
+        arguments) unless a marker says it already holds that size."""
+        d = os.path.join(self.work, name)
+        marker = os.path.join(d, f".made-{n}")
+        if not os.path.exists(marker):
+            shutil.rmtree(d, ignore_errors=True)
+            os.makedirs(d)
+            self.run([self.py, "-c", code, d, str(n)])
+            open(marker, "w").close()
+        return d
 
     # --- cases ----------------------------------------------------------------
     def case(self, name):

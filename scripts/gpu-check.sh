@@ -92,6 +92,28 @@ log() { echo "== $*"; }
 # step 1's run; the others stand alone.
 want() { [ -z "${STEPS:-}" ] || [[ " ${STEPS//,/ } " == *" $1 "* ]]; }
 
+# compare_probes CUDA_RUN CPU_COPY LABEL: probes a copy of a run probed on cuda
+# again on the CPU and compares the two landscape tables row by row, ≤ 1e-4
+# relative (inner relative to ‖g‖·‖x^k − x^K‖).
+compare_probes() {
+cp -r "$1" "$2"
+rm -rf "$2/probe-parts" "$2/landscape.parquet"
+"$bin" -q probe "$2" --set device=cpu
+"$py" - "$1" "$2" "$3" <<'EOC'
+import sys, pyarrow.parquet as pq
+a = pq.read_table(sys.argv[1] + "/landscape.parquet").to_pylist()
+b = pq.read_table(sys.argv[2] + "/landscape.parquet").to_pylist()
+assert len(a) == len(b), (len(a), len(b))
+worst = 0.0
+for x, y in zip(a, b):
+    for k in ("loss_k", "loss_ref", "grad_norm", "dist"):
+        worst = max(worst, abs(x[k] - y[k]) / max(abs(y[k]), 1e-6))
+    worst = max(worst, abs(x["inner"] - y["inner"]) / max(y["grad_norm"] * y["dist"], 1e-12))
+print(f"{sys.argv[3]}: cuda vs cpu probe, {len(a)} rows, worst relative error {worst:.2e}")
+assert worst <= 1e-4, worst
+EOC
+}
+
 log "device: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo unknown)"
 log "torch: $("$py" -c 'import torch; print(torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no cuda")')"
 
@@ -339,22 +361,7 @@ ga=$(ls -d "$work"/gnn-a/gnn-molecules/*/ | head -1); gb=$(ls -d "$work"/gnn-b/g
 cmp "$ga/iterates/step=300/part-0.parquet" "$gb/iterates/step=300/part-0.parquet" && echo "gnn: two cuda runs give the same x^K bytes"
 grep -A4 "timing:" "$ga/run.yaml" | head -5
 "$bin" -q probe "$ga" --set device=cuda
-cp -r "$ga" "$work/gnn-cpu"
-rm -rf "$work/gnn-cpu/probe-parts" "$work/gnn-cpu/landscape.parquet"
-"$bin" -q probe "$work/gnn-cpu" --set device=cpu
-"$py" - "$ga" "$work/gnn-cpu" <<'EOC'
-import sys, pyarrow.parquet as pq
-a = pq.read_table(sys.argv[1] + "/landscape.parquet").to_pylist()
-b = pq.read_table(sys.argv[2] + "/landscape.parquet").to_pylist()
-assert len(a) == len(b), (len(a), len(b))
-worst = 0.0
-for x, y in zip(a, b):
-    for k in ("loss_k", "loss_ref", "grad_norm", "dist"):
-        worst = max(worst, abs(x[k] - y[k]) / max(abs(y[k]), 1e-6))
-    worst = max(worst, abs(x["inner"] - y["inner"]) / max(y["grad_norm"] * y["dist"], 1e-12))
-print(f"gnn: cuda vs cpu probe, {len(a)} rows, worst relative error {worst:.2e}")
-assert worst <= 1e-4, worst
-EOC
+compare_probes "$ga" "$work/gnn-cpu" "gnn"
 fi
 if want 18; then
 log "18. the WMT Transformer on padded TFRecord pairs (issue 20): cuda training with label smoothing, CUDA vs CPU probe"
@@ -384,22 +391,7 @@ EOC
 "$bin" -q --out "$work/wmt" run "$work/wmt-pairs.yaml"
 wa=$(ls -d "$work"/wmt/wmt-pairs-gpu/*/ | head -1)
 grep -A4 "timing:" "$wa/run.yaml" | head -5
-cp -r "$wa" "$work/wmt-cpu"
-rm -rf "$work/wmt-cpu/probe-parts" "$work/wmt-cpu/landscape.parquet"
-"$bin" -q probe "$work/wmt-cpu" --set device=cpu
-"$py" - "$wa" "$work/wmt-cpu" <<'EOC'
-import sys, pyarrow.parquet as pq
-a = pq.read_table(sys.argv[1] + "/landscape.parquet").to_pylist()
-b = pq.read_table(sys.argv[2] + "/landscape.parquet").to_pylist()
-assert len(a) == len(b), (len(a), len(b))
-worst = 0.0
-for x, y in zip(a, b):
-    for k in ("loss_k", "loss_ref", "grad_norm", "dist"):
-        worst = max(worst, abs(x[k] - y[k]) / max(abs(y[k]), 1e-6))
-    worst = max(worst, abs(x["inner"] - y["inner"]) / max(y["grad_norm"] * y["dist"], 1e-12))
-print(f"wmt pairs: cuda vs cpu probe, {len(a)} rows, worst relative error {worst:.2e}")
-assert worst <= 1e-4, worst
-EOC
+compare_probes "$wa" "$work/wmt-cpu" "wmt pairs"
 fi
 if want 19; then
 log "19. DLRM-small at full size (539M parameters) on cuda: probe peak GPU memory"
@@ -461,21 +453,6 @@ EOC
 "$bin" -q --out "$work/unet" run "$work/unet.yaml"
 ua=$(ls -d "$work"/unet/unet-gpu/*/ | head -1)
 grep -A4 "timing:" "$ua/run.yaml" | head -5
-cp -r "$ua" "$work/unet-cpu"
-rm -rf "$work/unet-cpu/probe-parts" "$work/unet-cpu/landscape.parquet"
-"$bin" -q probe "$work/unet-cpu" --set device=cpu
-"$py" - "$ua" "$work/unet-cpu" <<'EOC'
-import sys, pyarrow.parquet as pq
-a = pq.read_table(sys.argv[1] + "/landscape.parquet").to_pylist()
-b = pq.read_table(sys.argv[2] + "/landscape.parquet").to_pylist()
-assert len(a) == len(b), (len(a), len(b))
-worst = 0.0
-for x, y in zip(a, b):
-    for k in ("loss_k", "loss_ref", "grad_norm", "dist"):
-        worst = max(worst, abs(x[k] - y[k]) / max(abs(y[k]), 1e-6))
-    worst = max(worst, abs(x["inner"] - y["inner"]) / max(y["grad_norm"] * y["dist"], 1e-12))
-print(f"unet: cuda vs cpu probe, {len(a)} rows, worst relative error {worst:.2e}")
-assert worst <= 1e-4, worst
-EOC
+compare_probes "$ua" "$work/unet-cpu" "unet"
 fi
 log "all GPU checks passed"

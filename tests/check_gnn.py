@@ -20,14 +20,11 @@ reads the OGB raw CSVs itself. Checks, against an abcond run:
 import argparse
 import os
 
-import numpy as np
 import torch
 import abcond
 
-from abcond_ref.compare import rel_vec
 from abcond_ref.gnn import GNN, OGBG_PARAMS, batch, count, per_graph_loss, read_ogb
-from abcond_ref.landscape import Failures, recompute_rows
-from abcond_ref.runs import read_snapshot as snapshot
+from abcond_ref.landscape import Failures, grad_case, loader, recompute_rows, snapshots
 
 
 def main():
@@ -59,47 +56,26 @@ def main():
         return net
 
     ref = build()
-    names = dict(ref.named_parameters())
+    states = snapshots(a.run_dir, ref, dtype)
+    load = loader(states)
     total = cfg["train"]["steps"]
-    steps = sorted(int(d.split("=")[1]) for d in os.listdir(os.path.join(a.run_dir, "iterates")))
-    states = {}
-    for k in steps:
-        state, _ = snapshot(a.run_dir, k, dtype)
-        assert set(state) == set(names), f"snapshot/model names differ: {set(state) ^ set(names)}"
-        for n, p in names.items():
-            assert tuple(state[n].shape) == tuple(p.shape), (n, state[n].shape, p.shape)
-        states[k] = state
-    print(f"snapshots {steps}: {len(names)} tensors named and shaped as the reference's")
-
-    def load(net, step):
-        with torch.no_grad():
-            for n, p in net.named_parameters():
-                p.copy_(states[step][n])
 
     def losses(model, idx):
         b = batch(graphs, idx, dtype)
         return per_graph_loss(model(b), b["labels"])
 
-    cases = np.load(a.cases)
-    idx = [int(i) for i in cases["indices"]]
-    model = ref
-    load(model, total)
-    model.zero_grad()
-    per = losses(model, idx)
-    (per.sum() / len(per)).backward()
-    g_ref = np.concatenate([p.grad.double().numpy().ravel() for _, p in model.named_parameters()])
-    g_rust = np.concatenate([cases[f"grad.{n}"].astype(np.float64).ravel() for n, _ in model.named_parameters()])
-    e_loss = rel_vec(per.double().mean().item(), float(cases["loss"]))
-    e_grad = rel_vec(g_ref, g_rust)
-    print(f"x^K: loss {per.double().mean().item():.6f} rel err {e_loss:.2e}, gradient ({g_ref.size} values) rel err {e_grad:.2e}")
+    load(ref, total)
+    e_loss, e_grad = grad_case(ref, losses, a.cases)
     worst = max(e_loss, e_grad)
+    failures = Failures()
+    failures.bound("x^K loss", e_loss, a.tol, "cases")
+    failures.bound("x^K grad", e_grad, a.tol, "cases")
 
     # Every landscape row (train, extra and full) recomputed from the
     # snapshots: the shared recomputation of abcond_ref/landscape.py.
     land = abcond.read_table(os.path.join(a.run_dir, "landscape.parquet")).to_pylist()
     ref_model = build()
     load(ref_model, total)
-    failures = Failures()
     recompute_rows(land, ref, ref_model, load, lambda net, idx: losses(net, idx.tolist()), len(graphs), a.tol, failures)
     print(f"landscape: {sum(r['probe'] == 'train' for r in land)} train rows and {len(land)} rows in all recomputed")
     failures.finish(f"OK worst relative error {worst:.2e} at x^K; landscape rows within {a.tol:g}")

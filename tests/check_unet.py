@@ -28,8 +28,7 @@ import abcond
 
 from abcond_ref import unet
 from abcond_ref.compare import rel_vec
-from abcond_ref.landscape import Failures, recompute_rows, replay
-from abcond_ref.runs import read_snapshot as snapshot
+from abcond_ref.landscape import Failures, grad_case, loader, recompute_rows, replay, snapshots
 
 def main():
     ap = argparse.ArgumentParser()
@@ -68,38 +67,16 @@ def main():
         return net
 
     ref = build()
-    names = dict(ref.named_parameters())
+    states = snapshots(a.run_dir, ref, dtype, "AlgoPerf's U-Net")
+    load = loader(states)
     total = cfg["train"]["steps"]
-    steps = sorted(int(d.split("=")[1]) for d in os.listdir(os.path.join(a.run_dir, "iterates")))
-    states = {}
-    for k in steps:
-        state, _ = snapshot(a.run_dir, k, dtype)
-        assert set(state) == set(names), f"snapshot/model names differ: {set(state) ^ set(names)}"
-        for n, p in names.items():
-            assert tuple(state[n].shape) == tuple(p.shape), (n, state[n].shape, p.shape)
-        states[k] = state
-    print(f"snapshots {steps}: {len(names)} tensors named and shaped as AlgoPerf's U-Net")
-
-    def load(net, step):
-        with torch.no_grad():
-            for n, p in net.named_parameters():
-                p.copy_(states[step][n])
 
     def losses(net, idx):
         idx = torch.as_tensor(idx)
         return unet.per_example_l1(net, x_all[idx], y_all[idx])
 
-    cases = np.load(a.cases)
-    cidx = [int(i) for i in cases["indices"]]
     load(ref, total)
-    ref.zero_grad()
-    per = losses(ref, cidx)
-    (per.sum() / len(per)).backward()
-    g_ref = np.concatenate([p.grad.double().numpy().ravel() for _, p in ref.named_parameters()])
-    g_rust = np.concatenate([cases[f"grad.{n}"].astype(np.float64).ravel() for n, _ in ref.named_parameters()])
-    e_loss = rel_vec(per.double().mean().item(), float(cases["loss"]))
-    e_grad = rel_vec(g_ref, g_rust)
-    print(f"x^K: loss {per.double().mean().item():.6f} rel err {e_loss:.2e}, gradient ({g_ref.size} values) rel err {e_grad:.2e}")
+    e_loss, e_grad = grad_case(ref, losses, a.cases)
     failures.bound("x^K loss", e_loss, a.tol, "cases")
     failures.bound("x^K grad", e_grad, a.tol, "cases")
 

@@ -11,12 +11,14 @@ running statistics), `keep(model)`: a context manager that restores it."""
 import contextlib
 import os
 
+import numpy as np
 import torch
 
 import abcond
 
-from .compare import rel_err
+from .compare import rel_err, rel_vec
 from .optim import TORCH_OPTIM, torch_optimizer, torch_scheduler
+from .runs import read_snapshot
 
 
 class Failures:
@@ -47,6 +49,50 @@ class Failures:
             print("\n".join(self.lines[:20]))
             raise SystemExit(1)
         print(ok_line)
+
+
+def snapshots(run_dir, module, dtype, what="the reference's"):
+    """{step: {name: tensor}} of every snapshot of a run, each checked to hold
+    exactly the parameters of `module`, with their shapes."""
+    names = dict(module.named_parameters())
+    steps = sorted(int(d.split("=")[1]) for d in os.listdir(os.path.join(run_dir, "iterates")))
+    states = {}
+    for k in steps:
+        state, _ = read_snapshot(run_dir, k, dtype)
+        assert set(state) == set(names), f"snapshot/model names differ: {set(state) ^ set(names)}"
+        for n, p in names.items():
+            assert tuple(state[n].shape) == tuple(p.shape), (n, state[n].shape, p.shape)
+        states[k] = state
+    print(f"snapshots {steps}: {len(names)} tensors named and shaped as {what}")
+    return states
+
+
+def loader(states):
+    """`load(net, k)`: copies snapshot k into the module's parameters."""
+
+    def load(net, step):
+        with torch.no_grad():
+            for n, p in net.named_parameters():
+                p.copy_(states[step][n])
+
+    return load
+
+
+def grad_case(model, losses, cases_path):
+    """The loss and whole gradient of `model` (holding x^K) on the minibatch
+    of a CASES.npz (tests/common write_grad_cases) against abcond's: returns
+    (relative error of the loss, of the gradient) and prints both."""
+    cases = np.load(cases_path)
+    idx = [int(i) for i in cases["indices"]]
+    model.zero_grad()
+    per = losses(model, idx)
+    (per.sum() / len(per)).backward()
+    g_ref = np.concatenate([p.grad.double().numpy().ravel() for _, p in model.named_parameters()])
+    g_rust = np.concatenate([cases[f"grad.{n}"].astype(np.float64).ravel() for n, _ in model.named_parameters()])
+    e_loss = rel_vec(per.double().mean().item(), float(cases["loss"]))
+    e_grad = rel_vec(g_ref, g_rust)
+    print(f"x^K: loss {per.double().mean().item():.6f} rel err {e_loss:.2e}, gradient ({g_ref.size} values) rel err {e_grad:.2e}")
+    return e_loss, e_grad
 
 
 def recompute_rows(rows, net, ref, load, per_example, examples, tol, failures, keep=contextlib.nullcontext, reference="PyTorch"):
