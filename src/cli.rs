@@ -11,6 +11,7 @@ Examples:
   abcond train configs/paper/halfspace.yaml --set optim.lr=0.1 --set seed=3
   abcond probe results/quickstart/seed0-1a2b3c4d --set probe.extra_batches=8
   abcond inspect results/quickstart/seed0-1a2b3c4d
+  abcond config configs/quickstart.yaml --set optim.lr=0.05   resolved config, run id and directory; runs nothing
   abcond analyze results/quickstart                  all runs of an experiment, grouped by sweep value
   abcond analyze RUN_DIR --set analysis.f_star=min-observed --set analysis.margin=0.5
   abcond sweep configs/paper/fmnist-mlp-width.yaml --list   the runs of a config's `sweep`
@@ -111,6 +112,43 @@ pub enum Command {
     },
     /// List the built-in model presets (models/*.yaml).
     Presets,
+    /// Print a config as abcond resolves it (presets merged, defaults filled,
+    /// --set applied), its run id and its run directory, without running
+    /// anything. With a `sweep`: each task's run id and directory, or one
+    /// task's whole config with --task.
+    Config(ConfigArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ConfigArgs {
+    /// Experiment config (YAML).
+    pub config: PathBuf,
+    /// Override a config value, e.g. --set optim.lr=0.05 (repeatable).
+    #[arg(long = "set", value_name = "KEY.PATH=VALUE", value_parser = set_syntax)]
+    pub set: Vec<String>,
+    /// With a `sweep`: print this task's resolved config.
+    #[arg(long, value_name = "N")]
+    pub task: Option<usize>,
+    /// Print JSON instead of YAML.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `--set` values must be KEY.PATH=VALUE: anything else is a usage error
+/// (exit status 2, as clap reports it), before any file is read.
+fn set_syntax(s: &str) -> Result<String, String> {
+    match s.split_once('=') {
+        Some((key, _)) if !key.trim().is_empty() && !key.trim().split('.').any(str::is_empty) => {
+            Ok(s.to_string())
+        }
+        Some((key, _)) => Err(format!(
+            "`{key}` is not a key path; expected KEY.PATH=VALUE, e.g. optim.lr=0.05"
+        )),
+        None => Err(format!(
+            "`{s}` has no `=`; expected KEY.PATH=VALUE, e.g. --set {}=0.05",
+            if s.is_empty() { "optim.lr" } else { s }
+        )),
+    }
 }
 
 #[derive(Args, Debug)]
@@ -119,7 +157,7 @@ pub struct TrainArgs {
     pub config: PathBuf,
     /// Override a config value, e.g. --set optim.lr=0.05 --set seed=3
     /// (repeatable; values are parsed as YAML).
-    #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
+    #[arg(long = "set", value_name = "KEY.PATH=VALUE", value_parser = set_syntax)]
     pub set: Vec<String>,
     /// Use this run id instead of seed<seed>-<config hash>.
     #[arg(long, value_name = "ID")]
@@ -165,7 +203,7 @@ pub struct SweepArgs {
     /// Experiment config (YAML) with a top-level `sweep` key.
     pub config: PathBuf,
     /// Override a config value in every task (not a swept key).
-    #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
+    #[arg(long = "set", value_name = "KEY.PATH=VALUE", value_parser = set_syntax)]
     pub set: Vec<String>,
     /// List the tasks (the default and only action; accepted for clarity).
     #[arg(long)]
@@ -177,7 +215,7 @@ pub struct SlurmArgs {
     /// Experiment config (YAML), with or without a top-level `sweep`.
     pub config: PathBuf,
     /// Override a config value in every task (passed on to each `abcond run`).
-    #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
+    #[arg(long = "set", value_name = "KEY.PATH=VALUE", value_parser = set_syntax)]
     pub set: Vec<String>,
     /// #SBATCH --partition (omitted: the cluster's default).
     #[arg(long, value_name = "NAME")]
@@ -209,7 +247,7 @@ pub struct ProbeArgs {
     pub run_dir: PathBuf,
     /// Override a probe setting, e.g. --set probe.extra_batches=8 or
     /// --set device=cpu (only probe.* and device may change after training).
-    #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
+    #[arg(long = "set", value_name = "KEY.PATH=VALUE", value_parser = set_syntax)]
     pub set: Vec<String>,
     /// Probe only shard I of N (I is 0-based, as $SLURM_ARRAY_TASK_ID): the
     /// selected snapshots at positions I, I+N, I+2N, … of the sorted selection.
@@ -248,7 +286,7 @@ pub struct AnalyzeArgs {
     /// min-observed, analysis.margin=0.1, analysis.train_only=true,
     /// analysis.pl_deltas=[1,2], analysis.grid.alpha=[0,50],
     /// analysis.grid.beta=[0,50], analysis.grid.points=101, analysis.plots=false.
-    #[arg(long = "set", value_name = "analysis.KEY=VALUE")]
+    #[arg(long = "set", value_name = "analysis.KEY=VALUE", value_parser = set_syntax)]
     pub set: Vec<String>,
 }
 
@@ -315,6 +353,65 @@ fn train_or_run(cli: &Cli, a: &TrainArgs, run: bool) -> anyhow::Result<()> {
     let result = d.one_run(&task.config, None, Some(task), stage);
     driver(cli).refresh_runs_table(&sweep);
     result
+}
+
+/// `abcond config CONFIG`: the resolved config, run id and run directory.
+fn config_cmd(cli: &Cli, a: &ConfigArgs) -> anyhow::Result<()> {
+    use serde_yaml::{Mapping, Value};
+    let entry = |config: &crate::config::Config| -> anyhow::Result<Mapping> {
+        let id = config.default_run_id();
+        let dir = crate::config::run_dir(&cli.out, &config.experiment, &id);
+        let mut m = Mapping::new();
+        m.insert("run_id".into(), Value::String(id));
+        m.insert("run_dir".into(), Value::String(dir.display().to_string()));
+        Ok(m)
+    };
+    let full = |config: &crate::config::Config| -> anyhow::Result<Value> {
+        let mut m = entry(config)?;
+        m.insert("config".into(), serde_yaml::from_str(&config.to_yaml())?);
+        Ok(Value::Mapping(m))
+    };
+    let doc = match crate::experiment::sweep::Sweep::load(&a.config, &a.set)? {
+        None => {
+            if a.task.is_some() {
+                anyhow::bail!("--task: {} declares no `sweep`", a.config.display());
+            }
+            full(&crate::config::load(&a.config, &a.set)?)?
+        }
+        Some(sweep) => match a.task {
+            Some(n) => {
+                let task = sweep.task(n)?;
+                let mut v = full(&task.config)?;
+                if let Value::Mapping(m) = &mut v {
+                    m.insert("task".into(), Value::Number(n.into()));
+                }
+                v
+            }
+            None => {
+                let mut tasks = Vec::new();
+                for t in &sweep.tasks {
+                    let mut m = Mapping::new();
+                    m.insert("task".into(), Value::Number(t.index.into()));
+                    m.extend(entry(&t.config)?);
+                    let mut values = Mapping::new();
+                    for (k, v) in &t.values {
+                        values.insert(Value::String(k.clone()), v.clone());
+                    }
+                    m.insert("values".into(), Value::Mapping(values));
+                    tasks.push(Value::Mapping(m));
+                }
+                let mut m = Mapping::new();
+                m.insert("tasks".into(), Value::Sequence(tasks));
+                Value::Mapping(m)
+            }
+        },
+    };
+    if a.json {
+        out(&format!("{}\n", crate::util::json::to_json(&doc)));
+    } else {
+        out(&serde_yaml::to_string(&doc)?);
+    }
+    Ok(())
 }
 
 /// `abcond sweep CONFIG --list`.
@@ -468,6 +565,7 @@ pub fn main() -> i32 {
         Command::Inspect { run_dir } => {
             crate::run::inspect::render(&RunDir::new(run_dir)).map(|s| out(&s))
         }
+        Command::Config(a) => config_cmd(&cli, a),
         Command::Presets => {
             for name in crate::config::preset_names() {
                 out(&format!("{name}\n"));

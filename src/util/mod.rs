@@ -1,6 +1,7 @@
 //! Small helpers: timestamps, host name, human-readable sizes and durations.
 
 pub mod hdf5;
+pub mod json;
 pub mod progress;
 pub mod rng;
 
