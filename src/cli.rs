@@ -49,8 +49,9 @@ pub struct Cli {
     /// Print no progress or notes on stderr (results and errors still print).
     #[arg(long, short, global = true)]
     pub quiet: bool,
-    /// Intra-op CPU threads of libtorch (default: $OMP_NUM_THREADS, else all
-    /// cores). Use 1 when several abcond processes share a node.
+    /// Intra-op CPU threads of libtorch (default: $SLURM_CPUS_PER_TASK inside a
+    /// Slurm job, else $OMP_NUM_THREADS, else all cores). Use 1 when several
+    /// abcond processes share a node.
     #[arg(long, global = true, value_name = "N")]
     pub threads: Option<i32>,
     #[command(subcommand)]
@@ -159,6 +160,11 @@ pub struct TrainArgs {
     /// (repeatable; values are parsed as YAML).
     #[arg(long = "set", value_name = "KEY.PATH=VALUE", value_parser = set_syntax)]
     pub set: Vec<String>,
+    /// `run` only: train and probe nothing; analyse the run (with --all, the
+    /// experiment) as it is, and fail naming the runs that are missing or
+    /// unfinished (the Slurm analysis job).
+    #[arg(long)]
+    pub analyze_only: bool,
     /// Use this run id instead of seed<seed>-<config hash>.
     #[arg(long, value_name = "ID")]
     pub run_id: Option<String>,
@@ -229,7 +235,8 @@ pub struct SlurmArgs {
     /// #SBATCH --mem per node, e.g. 16G.
     #[arg(long, value_name = "SIZE")]
     pub mem: Option<String>,
-    /// #SBATCH --cpus-per-task; abcond then runs with --threads N.
+    /// #SBATCH --cpus-per-task; abcond then runs with --threads N (a global
+    /// --threads given to `abcond slurm` is written into the scripts instead).
     #[arg(long, value_name = "N")]
     pub cpus_per_task: Option<u32>,
     /// #SBATCH --gpus-per-task, e.g. 1 or a100:1 (set `device: cuda` in the config);
@@ -239,6 +246,14 @@ pub struct SlurmArgs {
     /// Write no analyze.sbatch (submit.sh then submits the array only).
     #[arg(long)]
     pub no_analyze: bool,
+    /// Run at most N array tasks at once (#SBATCH --array=0-M%N).
+    #[arg(long, value_name = "N")]
+    pub throttle: Option<u32>,
+    /// Shell lines run before abcond in every job (module load, source a
+    /// venv, export LD_LIBRARY_PATH): a file (its text is copied in) or one
+    /// command line.
+    #[arg(long, value_name = "FILE|CMD")]
+    pub prelude: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -293,10 +308,11 @@ pub struct AnalyzeArgs {
 /// `abcond train|run CONFIG`: one run, or the sweep task(s) chosen by
 /// --task / $SLURM_ARRAY_TASK_ID / --all.
 fn train_or_run(cli: &Cli, a: &TrainArgs, run: bool) -> anyhow::Result<()> {
-    let stage = if run {
-        Stage::Run { analyse: true }
-    } else {
-        Stage::Train
+    let stage = match (run, a.analyze_only) {
+        (true, true) => Stage::Analyse,
+        (true, false) => Stage::Run { analyse: true },
+        (false, false) => Stage::Train,
+        (false, true) => anyhow::bail!("--analyze-only goes with `abcond run`, not `train`"),
     };
     let Some(sweep) = crate::experiment::sweep::Sweep::load(&a.config, &a.set)? else {
         if a.task.is_some() || a.all {
@@ -438,8 +454,28 @@ fn slurm_cmd(cli: &Cli, a: &SlurmArgs) -> anyhow::Result<()> {
         mem: a.mem.clone(),
         cpus_per_task: a.cpus_per_task,
         gpus_per_task: a.gpus_per_task.clone(),
+        throttle: a.throttle,
     };
-    let s = crate::experiment::slurm::write(&a.config, &a.set, &cli.out, &res, !a.no_analyze)?;
+    let prelude = match &a.prelude {
+        None => None,
+        Some(p) if std::path::Path::new(p).is_file() => Some(crate::util::read_text_file(
+            std::path::Path::new(p),
+            "--prelude file",
+            1 << 20,
+        )?),
+        Some(cmd) => Some(cmd.clone()),
+    };
+    let s = crate::experiment::slurm::write(
+        &a.config,
+        &a.set,
+        &cli.out,
+        &res,
+        &crate::experiment::slurm::Job {
+            analyze: !a.no_analyze,
+            threads: cli.threads,
+            prelude,
+        },
+    )?;
     out(&s.run_text);
     let mut files = format!(
         "\nwritten: {} (array of {} tasks)",
@@ -530,12 +566,18 @@ pub fn main() -> i32 {
     if let Err(e) = crate::torch::ops::install_cpu_cache() {
         eprintln!("abcond: warning: {e:#}");
     }
-    if let Some(n) = cli.threads {
+    // Inside a Slurm job with --cpus-per-task, its CPUs are the default.
+    let slurm_cpus = std::env::var("SLURM_CPUS_PER_TASK")
+        .ok()
+        .and_then(|v| v.trim().parse::<i32>().ok())
+        .filter(|&n| n >= 1);
+    if let Some(n) = cli.threads.or(slurm_cpus) {
         let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
         let max = cores * crate::config::validate::caps::THREADS_PER_CORE;
         if n < 1 || n as usize > max {
             eprintln!(
-                "error: --threads {n}: must be between 1 and {max} ({} per core on this machine's {cores} cores)",
+                "error: {} {n}: must be between 1 and {max} ({} per core on this machine's {cores} cores)",
+                if cli.threads.is_some() { "--threads" } else { "$SLURM_CPUS_PER_TASK" },
                 crate::config::validate::caps::THREADS_PER_CORE
             );
             return 1;

@@ -1,6 +1,8 @@
 //! The command line: `abcond config` prints the resolved config with the run id
 //! and directory `train` then uses (YAML and JSON), lists a sweep's tasks,
-//! and a malformed `--set` is a usage error (exit status 2) for every command.
+//! a malformed `--set` is a usage error (exit status 2) for every command,
+//! `run --analyze-only` trains nothing, and $SLURM_CPUS_PER_TASK sets the
+//! default thread count.
 
 mod common;
 use common::*;
@@ -116,4 +118,121 @@ fn a_malformed_set_is_a_usage_error() {
         );
     }
     assert!(!dir.join("results").exists());
+}
+
+#[test]
+fn analyze_only_trains_nothing_and_names_what_is_missing() {
+    let dir = scratch("cli-analyze-only");
+    let text = format!("{TINY}sweep: {{seed: [0, 1]}}\n");
+    let cfg = write_config(&dir, "config.yaml", &text);
+    let cfg = cfg.to_str().unwrap();
+    // Nothing trained yet: both runs are missing, nothing is written.
+    let out = abcond(
+        &dir,
+        &[
+            "--quiet",
+            "--out",
+            "out",
+            "run",
+            cfg,
+            "--all",
+            "--analyze-only",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("2 of the sweep's 2 runs are missing or unfinished"),
+        "{err}"
+    );
+    assert!(
+        err.contains("task 0") && err.contains("not-started"),
+        "{err}"
+    );
+    assert!(!dir.join("out/cfg-tiny/seed0").exists());
+    // Task 1 finished: it is analysed, task 0 is named, the exit status is 1.
+    ok(&abcond(
+        &dir,
+        &["--quiet", "--out", "out", "run", cfg, "--task", "1"],
+    ));
+    let out = abcond(
+        &dir,
+        &[
+            "--quiet",
+            "--out",
+            "out",
+            "run",
+            cfg,
+            "--all",
+            "--analyze-only",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .contains("1 ready to analyse, 1 missing or unfinished"));
+    assert!(
+        stderr(&out).contains("1 of the sweep's 2 runs are missing"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(dir.join("out/cfg-tiny/analysis/summary.yaml").is_file());
+    let runs: Vec<_> = std::fs::read_dir(dir.join("out/cfg-tiny"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("seed"))
+        .collect();
+    assert_eq!(runs.len(), 1, "analyze-only trained a run");
+    // One run without a sweep; `train --analyze-only` is refused.
+    let one = write_config(&dir, "one.yaml", TINY);
+    let one = one.to_str().unwrap();
+    let out = abcond(&dir, &["--out", "out", "run", one, "--analyze-only"]);
+    assert!(
+        stderr(&out).contains("is missing (not started)"),
+        "{}",
+        stderr(&out)
+    );
+    let out = abcond(&dir, &["--out", "out", "train", one, "--analyze-only"]);
+    assert!(
+        stderr(&out).contains("--analyze-only goes with `abcond run`"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn slurm_cpus_per_task_sets_the_default_threads() {
+    let dir = scratch("cli-slurm-threads");
+    let cfg = write_config(&dir, "config.yaml", TINY);
+    let out = cmd(&dir)
+        .env_remove("OMP_NUM_THREADS")
+        .env("SLURM_CPUS_PER_TASK", "100000")
+        .args(["--out", "out", "train", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("$SLURM_CPUS_PER_TASK 100000: must be between 1"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // --threads wins over it.
+    let out = cmd(&dir)
+        .env("SLURM_CPUS_PER_TASK", "100000")
+        .args([
+            "--quiet",
+            "--threads",
+            "1",
+            "--out",
+            "out",
+            "train",
+            cfg.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

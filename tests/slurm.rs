@@ -100,7 +100,7 @@ fn sweep_scripts_array_options_and_dependency() {
     assert!(
         analyze.lines().any(|l| l
             == format!(
-                "exec {} --threads 4 --out {} run {} --set optim.lr=0.1 --all",
+                "exec {} --threads 4 --out {} run {} --set optim.lr=0.1 --all --analyze-only",
                 bin.display(),
                 dir.join("res").display(),
                 cfg.display()
@@ -246,4 +246,72 @@ fn option_values_cannot_inject_lines() {
             "{opt} {v:?} wrote scripts"
         );
     }
+}
+
+/// --throttle limits the running array tasks, --prelude runs set-up lines
+/// before abcond in both jobs (a command line, or a file's text), and a global
+/// --threads is written into every abcond command.
+#[test]
+fn throttle_prelude_and_threads() {
+    let dir = scratch("slurm-options");
+    write_config(
+        &dir,
+        "s.yaml",
+        &format!("{BASE}sweep:\n  seed: [0, 1, 2, 3]\n"),
+    );
+    ok(&abcond(
+        &dir,
+        &[
+            "--threads",
+            "2",
+            "--out",
+            "res",
+            "slurm",
+            "s.yaml",
+            "--throttle",
+            "2",
+            "--prelude",
+            "module load cuda/13.0",
+        ],
+    ));
+    let sdir = dir.join("res/slurmy/slurm");
+    let run = std::fs::read_to_string(sdir.join("run.sbatch")).unwrap();
+    let analyze = std::fs::read_to_string(sdir.join("analyze.sbatch")).unwrap();
+    assert!(run.lines().any(|l| l == "#SBATCH --array=0-3%2"), "{run}");
+    for text in [&run, &analyze] {
+        let lines: Vec<&str> = text.lines().collect();
+        let pre = lines.iter().position(|l| *l == "module load cuda/13.0");
+        let exec = lines.iter().position(|l| l.starts_with("exec "));
+        assert!(pre.is_some() && pre < exec, "prelude before exec:\n{text}");
+        assert!(
+            lines[exec.unwrap()].contains(" --threads 2 --out "),
+            "{text}"
+        );
+    }
+    // A prelude file: its lines, verbatim.
+    write_config(
+        &dir,
+        "pre.sh",
+        "source /opt/venv/bin/activate\nexport LD_LIBRARY_PATH=/opt/torch/lib\n",
+    );
+    std::fs::remove_dir_all(&sdir).unwrap();
+    ok(&abcond(
+        &dir,
+        &["--out", "res", "slurm", "s.yaml", "--prelude", "pre.sh"],
+    ));
+    let run = std::fs::read_to_string(sdir.join("run.sbatch")).unwrap();
+    assert!(
+        run.contains("source /opt/venv/bin/activate\nexport LD_LIBRARY_PATH=/opt/torch/lib\necho"),
+        "{run}"
+    );
+    assert!(run.lines().any(|l| l == "#SBATCH --array=0-3"), "{run}");
+    for f in ["run.sbatch", "analyze.sbatch", "submit.sh"] {
+        bash_n(&sdir.join(f));
+    }
+    let out = abcond(
+        &dir,
+        &["--out", "res", "slurm", "s.yaml", "--throttle", "0"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--throttle 0"), "{}", stderr(&out));
 }

@@ -667,7 +667,7 @@ fn sweep_array(cluster: &mut Cluster, dir: &Path, base: &str) {
     }
     let alog =
         std::fs::read_to_string(sdir.join(format!("{analysis}-analyze.out"))).unwrap_or_default();
-    if !alog.contains("4 runs: 0 run now, 4 finished before, 0 diverged, 0 failed") {
+    if !alog.contains("4 runs: 4 ready to analyse, 0 missing or unfinished") {
         cluster.fail(&format!(
             "the analysis job should find all 4 runs finished by the array:\n{alog}"
         ));

@@ -13,6 +13,10 @@ pub enum Stage {
     Train,
     /// Train, probe and, when `analyse`, analyse the run.
     Run { analyse: bool },
+    /// Only analyse what the runs have (the Slurm analysis job): train and
+    /// probe nothing; runs that are missing or unfinished are listed and
+    /// make the command fail.
+    Analyse,
 }
 
 /// Where results go and how to report: the global options of the command line.
@@ -46,6 +50,9 @@ impl Driver {
         task: Option<&Task>,
         stage: Stage,
     ) -> anyhow::Result<()> {
+        if stage == Stage::Analyse {
+            return self.analyse_only(config, run_id);
+        }
         let trained = crate::train::train(
             config,
             &self.out,
@@ -74,7 +81,45 @@ impl Driver {
                 &[],
                 analyse.then_some(&config.analysis),
             ),
+            Stage::Analyse => unreachable!("handled above"),
         }
+    }
+
+    /// `run --analyze-only` of one run: analyses it when it is trained and
+    /// probed, else says what it lacks (and fails); trains and probes nothing.
+    fn analyse_only(
+        &self,
+        config: &crate::config::Config,
+        run_id: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let id = run_id.map_or_else(|| config.default_run_id(), str::to_string);
+        let dir = RunDir::new(crate::config::run_dir(&self.out, &config.experiment, &id));
+        let m = match dir.read_manifest() {
+            Ok(m) => m,
+            Err(_) if !dir.exists() => anyhow::bail!(
+                "run {} is missing (not started); this command only analyses: `abcond run CONFIG` trains and probes it",
+                dir.root.display()
+            ),
+            Err(e) => return Err(e),
+        };
+        let probed = m.status == Status::Completed
+            && dir.landscape().is_file()
+            && m.probe
+                .as_ref()
+                .is_some_and(|p| p.status == Status::Completed);
+        if !probed {
+            anyhow::bail!(
+                "run {} is unfinished (training {}, probe {}); this command only analyses: `abcond run CONFIG` finishes it",
+                dir.root.display(),
+                m.status.name(),
+                m.probe.as_ref().map_or("not started", |p| p.status.name())
+            );
+        }
+        let _lock = crate::run::lock::acquire(&dir.root, "analyze", &self.command, false)?;
+        let analysis =
+            crate::analysis::analyze(&dir.root, Some(config.analysis.clone()), &[], self.quiet)?;
+        out(&crate::analysis::render(&analysis));
+        Ok(())
     }
 
     /// `--all`: every task in turn, skipping finished ones; failures are collected
@@ -87,6 +132,7 @@ impl Driver {
         let (mut ran, mut skipped) = (0usize, 0usize);
         let mut failed: Vec<String> = Vec::new();
         let mut diverged: Vec<String> = Vec::new();
+        let mut missing: Vec<String> = Vec::new();
         for t in &sweep.tasks {
             let s = sweep::state(t, &self.out);
             let done = match stage {
@@ -95,6 +141,10 @@ impl Driver {
                         || (s.status == TaskStatus::Run(Status::Completed) && s.recorded)
                 }
                 Stage::Run { .. } => s.done(),
+                Stage::Analyse => {
+                    s.status == TaskStatus::Run(Status::Diverged)
+                        || (s.status == TaskStatus::Run(Status::Completed) && s.probed)
+                }
             };
             let what = format!("task {} ({}, run {})", t.index, t.label(), t.run_id());
             if done {
@@ -106,6 +156,10 @@ impl Driver {
                     self.quiet,
                     &format!("sweep {}/{n}: {what} is {}; skipped", t.index + 1, s.status),
                 );
+                continue;
+            }
+            if stage == Stage::Analyse {
+                missing.push(format!("{what}: {}", s.status));
                 continue;
             }
             note(self.quiet, &format!("sweep {}/{n}: {what}", t.index + 1));
@@ -124,13 +178,23 @@ impl Driver {
             }
             self.refresh_runs_table(sweep);
         }
-        out(&format!(
-            "sweep {}: {n} runs: {ran} run now, {skipped} finished before, {} diverged, {} failed; runs: {}\n",
-            sweep.source,
-            diverged.len(),
-            failed.len(),
-            sweep.runs_table(&self.out).display()
-        ));
+        if stage == Stage::Analyse {
+            out(&format!(
+                "sweep {}: {n} runs: {} ready to analyse, {} missing or unfinished; runs: {}\n",
+                sweep.source,
+                n - missing.len(),
+                missing.len(),
+                sweep.runs_table(&self.out).display()
+            ));
+        } else {
+            out(&format!(
+                "sweep {}: {n} runs: {ran} run now, {skipped} finished before, {} diverged, {} failed; runs: {}\n",
+                sweep.source,
+                diverged.len(),
+                failed.len(),
+                sweep.runs_table(&self.out).display()
+            ));
+        }
         let mut analysis_error = None;
         // Nothing to analyse when every task diverged (or failed): the exit status
         // then tells that, not a failed analysis.
@@ -138,12 +202,21 @@ impl Driver {
             let s = sweep::state(t, &self.out);
             s.status == TaskStatus::Run(Status::Completed) && s.probed
         });
-        if matches!(stage, Stage::Run { .. }) && probed {
+        if matches!(stage, Stage::Run { .. } | Stage::Analyse) && probed {
             let exp = sweep.experiment_dir(&self.out);
             match crate::analysis::analyze(&exp, None, &[], self.quiet) {
                 Ok(r) => out(&crate::analysis::render(&r)),
                 Err(e) => analysis_error = Some(format!("analysis of {}: {e:#}", exp.display())),
             }
+        }
+        if !missing.is_empty() {
+            anyhow::bail!(
+                "{} of the sweep's {n} runs are missing or unfinished (this command only analyses; `abcond run {} --task N` or the array job finishes them): {}{}",
+                missing.len(),
+                sweep.source,
+                missing.join("; "),
+                analysis_error.map(|e| format!("; {e}")).unwrap_or_default()
+            );
         }
         if !failed.is_empty() || analysis_error.is_some() {
             anyhow::bail!(

@@ -26,6 +26,20 @@ pub struct Resources {
     pub mem: Option<String>,
     pub cpus_per_task: Option<u32>,
     pub gpus_per_task: Option<String>,
+    /// At most this many array tasks at once (`--array=0-M%N`).
+    pub throttle: Option<u32>,
+}
+
+/// What the jobs run besides the resources.
+#[derive(Debug, Clone, Default)]
+pub struct Job {
+    /// Also write the dependent analysis job.
+    pub analyze: bool,
+    /// `--threads` of every abcond command (else `--cpus-per-task`'s value,
+    /// else abcond's default: $SLURM_CPUS_PER_TASK inside a job).
+    pub threads: Option<i32>,
+    /// Shell text run before abcond in each job (module load, a venv, …).
+    pub prelude: Option<String>,
 }
 
 impl Resources {
@@ -51,6 +65,9 @@ impl Resources {
                     );
                 }
             }
+        }
+        if self.throttle == Some(0) {
+            anyhow::bail!("--throttle 0: at least one array task must be able to run");
         }
         Ok(())
     }
@@ -113,9 +130,18 @@ pub fn write(
     set: &[String],
     out: &Path,
     res: &Resources,
-    analyze: bool,
+    job: &Job,
 ) -> Result<Scripts> {
     res.check()?;
+    let analyze = job.analyze;
+    if let Some(p) = &job.prelude {
+        if p.contains('\0') {
+            anyhow::bail!("--prelude: the text holds a NUL byte; expected shell lines");
+        }
+    }
+    let prelude = job.prelude.as_ref().map_or(String::new(), |p| {
+        format!("# --prelude:\n{}{}", p.trim_end_matches('\n'), "\n")
+    });
     let (experiment, tasks, sweep) = match crate::experiment::sweep::Sweep::load(config, set)? {
         Some(s) => (s.experiment.clone(), s.tasks.len(), true),
         None => (crate::config::load(config, set)?.experiment, 1, false),
@@ -141,8 +167,8 @@ pub fn write(
 
     // abcond [--threads N] --out OUT run CONFIG [--set K=V …]
     let mut base = vec![exe.display().to_string()];
-    if let Some(c) = res.cpus_per_task {
-        base.extend(["--threads".to_string(), c.to_string()]);
+    if let Some(n) = job.threads.or(res.cpus_per_task.map(|c| c as i32)) {
+        base.extend(["--threads".to_string(), n.to_string()]);
     }
     base.extend([
         "--out".to_string(),
@@ -174,9 +200,10 @@ pub fn write(
         )
     };
     let run_text = format!(
-        "{header}{what}# Preemption: --requeue restarts a preempted task, which resumes its run from the\n# last checkpoint; the log is appended to, not replaced.\n#SBATCH --job-name={}\n#SBATCH --array=0-{}\n#SBATCH --output={}\n#SBATCH --open-mode=append\n#SBATCH --requeue\n{}set -euo pipefail\necho \"abcond task $SLURM_ARRAY_TASK_ID on $(hostname), job ${{SLURM_ARRAY_JOB_ID:-?}}, restart ${{SLURM_RESTART_COUNT:-0}}\"\nexec {task_cmd}\n",
+        "{header}{what}# Preemption: --requeue restarts a preempted task, which resumes its run from the\n# last checkpoint; the log is appended to, not replaced.\n#SBATCH --job-name={}\n#SBATCH --array=0-{}{}\n#SBATCH --output={}\n#SBATCH --open-mode=append\n#SBATCH --requeue\n{}set -euo pipefail\n{prelude}echo \"abcond task $SLURM_ARRAY_TASK_ID on $(hostname), job ${{SLURM_ARRAY_JOB_ID:-?}}, restart ${{SLURM_RESTART_COUNT:-0}}\"\nexec {task_cmd}\n",
         job(""),
         tasks - 1,
+        res.throttle.map_or(String::new(), |n| format!("%{n}")),
         log("%A_%a.out"),
         res.lines(),
     );
@@ -186,12 +213,12 @@ pub fn write(
 
     let analyze_path = if analyze {
         let all = if sweep {
-            format!("{base} --all")
+            format!("{base} --all --analyze-only")
         } else {
-            base.clone()
+            format!("{base} --analyze-only")
         };
         let text = format!(
-            "{header}# Submitted by submit.sh with --dependency=afterany:<array job>: once every task\n# has ended (also failed ones), finishes what is unfinished (finished runs are\n# skipped) and analyses the experiment into {}.\n#SBATCH --job-name={}\n#SBATCH --output={}\n#SBATCH --open-mode=append\n#SBATCH --requeue\n{}set -euo pipefail\nexec {all}\n",
+            "{header}# Submitted by submit.sh with --dependency=afterany:<array job>: once every task\n# has ended (also failed ones), analyses the experiment into {} and\n# only analyses: runs the array left missing or unfinished are listed, and the\n# job then fails (submit run.sbatch again for those tasks).\n#SBATCH --job-name={}\n#SBATCH --output={}\n#SBATCH --open-mode=append\n#SBATCH --requeue\n{}set -euo pipefail\n{prelude}exec {all}\n",
             out.join(&experiment).join("analysis").display(),
             job("-analyze"),
             log("%j-analyze.out"),
