@@ -236,3 +236,40 @@ fn slurm_cpus_per_task_sets_the_default_threads() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn misspelt_keys_get_a_suggestion() {
+    let dir = scratch("cli-did-you-mean");
+    for (bad, want) in [
+        (
+            "train: {batch_size: 8, steps: 4}",
+            "train: {batch_size: 8, setps: 4}",
+        ),
+        (
+            "model: {preset: halfspace}",
+            "model: {preset: halfspace, lambda_: 0.1}",
+        ),
+    ] {
+        let text = TINY.replace(bad, want);
+        let cfg = write_config(&dir, "config.yaml", &text);
+        let out = abcond(&dir, &["config", cfg.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1));
+        let err = stderr(&out);
+        let hint = if want.contains("setps") {
+            "(did you mean `steps`?)"
+        } else {
+            "(did you mean `lambda`?)"
+        };
+        assert!(err.contains(hint), "{err}");
+    }
+    let cfg = write_config(&dir, "config.yaml", TINY);
+    let out = abcond(
+        &dir,
+        &["config", cfg.to_str().unwrap(), "--set", "optim.name=sdg"],
+    );
+    assert!(
+        stderr(&out).contains("(did you mean `sgd`?)"),
+        "{}",
+        stderr(&out)
+    );
+}

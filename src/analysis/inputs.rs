@@ -207,8 +207,13 @@ pub fn settings(
         .get("analysis")
         .cloned()
         .ok_or_else(|| anyhow!("--set removed the analysis section"))?;
-    let a: AnalysisConfig = serde_path_to_error::deserialize(tree)
-        .map_err(|e| anyhow!("--set: key `analysis.{}`: {}", e.path(), e.inner()))?;
+    let a: AnalysisConfig = serde_path_to_error::deserialize(tree).map_err(|e| {
+        anyhow!(
+            "--set: key `analysis.{}`: {}",
+            e.path(),
+            crate::config::validate::with_suggestion(&e.inner().to_string())
+        )
+    })?;
     a.validate()?;
     if a.f_star == crate::config::FStar::Known {
         if let Some(r) = runs

@@ -156,7 +156,7 @@ pub fn from_tree(
     let config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
         // A tagged section (model, data) reads its keys itself and names the
         // full key in its message: "key `model.width`: …".
-        let inner = e.inner().to_string();
+        let inner = crate::config::validate::with_suggestion(&e.inner().to_string());
         let (path, message) = match inner.strip_prefix("key `").and_then(|r| r.split_once('`')) {
             Some((key, rest)) => (key.to_string(), rest.to_string()),
             None => (e.path().to_string(), format!(": {inner}")),

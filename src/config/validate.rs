@@ -56,16 +56,80 @@ pub(crate) fn read_keys<T: Settings>(
                 .copied()
                 .chain(rest.split('`').skip(2).step_by(2))
                 .collect();
+            let hint =
+                closest(key, &valid).map_or(String::new(), |c| format!(" (did you mean `{c}`?)"));
             return format!(
-                "key `{section}.{key}` does not apply to {what}; its settings are: {}",
+                "key `{section}.{key}` does not apply to {what}{hint}; its settings are: {}",
                 valid.join(", ")
             );
         }
+        let inner = with_suggestion(&inner);
         match e.path().to_string().as_str() {
             "." | "" => format!("key `{section}`: {inner}"),
             path => format!("key `{section}.{path}`: {inner}"),
         }
     })
+}
+
+/// The candidate closest to a misspelt `word`, if one is close: at most one
+/// edit for words of up to 4 characters, two up to 8, three beyond (edits:
+/// insert, delete, substitute, swap two neighbours).
+pub fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let limit = match word.chars().count() {
+        0..=4 => 1,
+        5..=8 => 2,
+        _ => 3,
+    };
+    candidates
+        .iter()
+        .map(|c| (edit_distance(word, c), *c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Optimal-string-alignment distance (Levenshtein plus adjacent swaps).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, v) in d[0].iter_mut().enumerate() {
+        *v = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+/// serde's "unknown field `x`, expected one of `a`, `b`" (or "unknown
+/// variant …") with a "did you mean" for a close candidate appended.
+pub fn with_suggestion(message: &str) -> String {
+    for kind in ["unknown field `", "unknown variant `"] {
+        let Some(at) = message.find(kind) else {
+            continue;
+        };
+        let rest = &message[at + kind.len()..];
+        let Some((word, tail)) = rest.split_once('`') else {
+            continue;
+        };
+        let candidates: Vec<&str> = tail.split('`').skip(1).step_by(2).collect();
+        if let Some(c) = closest(word, &candidates) {
+            return format!("{message} (did you mean `{c}`?)");
+        }
+    }
+    message.to_string()
 }
 
 /// A variant's settings as the YAML keys of its section.
@@ -130,4 +194,30 @@ pub(crate) fn synthetic_size(what: &str, factors: &[i64]) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn did_you_mean() {
+        let keys = ["batch_size", "epochs", "steps", "checkpoint_every"];
+        assert_eq!(closest("batchsize", &keys), Some("batch_size"));
+        assert_eq!(closest("setps", &keys), Some("steps"));
+        assert_eq!(closest("epoch", &keys), Some("epochs"));
+        assert_eq!(closest("lr", &keys), None);
+        assert_eq!(
+            with_suggestion("unknown field `beta1`, expected one of `name`, `lr`, `betas`"),
+            "unknown field `beta1`, expected one of `name`, `lr`, `betas` (did you mean `betas`?)"
+        );
+        assert_eq!(
+            with_suggestion("unknown variant `adamm`, expected one of `sgd`, `adam`, `adamw`"),
+            "unknown variant `adamm`, expected one of `sgd`, `adam`, `adamw` (did you mean `adam`?)"
+        );
+        assert_eq!(
+            with_suggestion("unknown field `zzz`, expected `a` or `b`"),
+            "unknown field `zzz`, expected `a` or `b`"
+        );
+    }
 }

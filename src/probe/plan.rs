@@ -23,8 +23,13 @@ pub fn probe_config(cfg: &Config, overrides: &[String]) -> Result<Config> {
             bail!("--set {o}: only probe.* and device can be changed when probing a trained run (the run's training settings are fixed)");
         }
     }
-    let c: Config = serde_path_to_error::deserialize(tree)
-        .map_err(|e| anyhow!("--set: key `{}`: {}", e.path(), e.inner()))?;
+    let c: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
+        anyhow!(
+            "--set: key `{}`: {}",
+            e.path(),
+            crate::config::validate::with_suggestion(&e.inner().to_string())
+        )
+    })?;
     c.resolve()
 }
 
