@@ -67,14 +67,40 @@ impl Progress {
             while done * 10 >= self.next_decile * self.total {
                 self.next_decile += 1;
             }
-            eprintln!(
-                "{} {done}/{} ({pct:.0}%) after {} {}",
-                self.label,
-                self.total,
-                crate::util::human_duration(elapsed),
-                detail()
-            );
+            eprintln!("{}", self.batch_line(done, elapsed, eta, &detail()));
         }
+    }
+
+    /// A batch-log line: done/total, elapsed, the rate and the time left.
+    fn batch_line(&self, done: u64, elapsed: f64, eta: f64, detail: &str) -> String {
+        let pct = 100.0 * done as f64 / self.total as f64;
+        let rate = if elapsed > 0.0 && done > 0 {
+            let r = done as f64 / elapsed;
+            if r >= 10.0 {
+                format!("{r:.0}/s")
+            } else if r >= 0.1 {
+                format!("{r:.2}/s")
+            } else {
+                format!("{:.1} s each", 1.0 / r)
+            }
+        } else {
+            "-".into()
+        };
+        let left = if done >= self.total {
+            "done".to_string()
+        } else if eta.is_finite() {
+            format!("ETA {}", crate::util::human_duration(eta))
+        } else {
+            "ETA ?".to_string()
+        };
+        format!(
+            "{} {done}/{} ({pct:.0}%) after {}, {rate}, {left} {detail}",
+            self.label,
+            self.total,
+            crate::util::human_duration(elapsed)
+        )
+        .trim_end()
+        .to_string()
     }
 
     /// Ends the progress line (on a terminal) so that normal output follows.
@@ -94,5 +120,25 @@ impl Progress {
 pub fn note(quiet: bool, msg: &str) {
     if !quiet {
         eprintln!("{msg}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_lines_say_rate_and_time_left() {
+        let p = Progress::new("training", 1000, false);
+        let line = p.batch_line(100, 20.0, 180.0, "loss 0.5");
+        assert_eq!(
+            line,
+            "training 100/1000 (10%) after 20.0s, 5.00/s, ETA 3m00s loss 0.5"
+        );
+        let line = p.batch_line(1000, 100.0, 0.0, "");
+        assert!(line.ends_with("10/s, done"), "{line}");
+        let slow = Progress::new("probe", 10, false);
+        let line = slow.batch_line(1, 30.0, 270.0, "");
+        assert!(line.contains("30.0 s each, ETA 4m30s"), "{line}");
     }
 }
