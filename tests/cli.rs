@@ -273,3 +273,50 @@ fn misspelt_keys_get_a_suggestion() {
         stderr(&out)
     );
 }
+
+/// `--set sweep.KEY=[…]` turns a config without `sweep` into a sweep.
+#[test]
+fn a_sweep_from_the_command_line() {
+    let dir = scratch("cli-adhoc-sweep");
+    let cfg = write_config(&dir, "config.yaml", TINY);
+    let cfg = cfg.to_str().unwrap();
+    let listed = ok(&abcond(
+        &dir,
+        &[
+            "config",
+            cfg,
+            "--set",
+            "sweep.optim.lr=[0.1, 0.2]",
+            "--set",
+            "seed=5",
+        ],
+    ));
+    let doc: serde_yaml::Value = serde_yaml::from_str(&listed).unwrap();
+    let tasks = doc["tasks"].as_sequence().unwrap();
+    assert_eq!(tasks.len(), 2, "{listed}");
+    ok(&abcond(
+        &dir,
+        &[
+            "--quiet",
+            "--out",
+            "out",
+            "run",
+            cfg,
+            "--set",
+            "sweep.optim.lr=[0.1, 0.2]",
+            "--set",
+            "seed=5",
+            "--all",
+        ],
+    ));
+    for t in tasks {
+        let id = t["run_id"].as_str().unwrap();
+        assert!(id.starts_with("seed5-"), "{id}");
+        assert!(dir
+            .join("out/cfg-tiny")
+            .join(id)
+            .join("landscape.parquet")
+            .is_file());
+    }
+    assert!(dir.join("out/cfg-tiny/analysis/summary.yaml").is_file());
+}

@@ -116,8 +116,15 @@ impl Sweep {
         overrides: &[String],
     ) -> Result<Option<Sweep>> {
         let mut tree = crate::config::parse_tree(text, source)?;
-        let Some(mut spec) = tree.as_mapping_mut().and_then(|m| m.remove(SWEEP_KEY)) else {
-            return Ok(None);
+        // A config without `sweep` becomes one with `--set sweep.KEY=[…]` (an
+        // ad-hoc multirun from the command line).
+        let adhoc = overrides
+            .iter()
+            .any(|o| o.trim_start().starts_with("sweep."));
+        let mut spec = match tree.as_mapping_mut().and_then(|m| m.remove(SWEEP_KEY)) {
+            Some(spec) => spec,
+            None if adhoc => Value::Mapping(serde_yaml::Mapping::new()),
+            None => return Ok(None),
         };
         // `--set sweep.KEY=[…]` replaces (or adds) an axis; the rest apply to every task.
         let mut rest = Vec::new();
