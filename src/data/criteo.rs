@@ -28,8 +28,7 @@ use super::{Dataset, Targets};
 use crate::data::config::{CriteoData, DatasetKind};
 use crate::torch::dtype::Dtype;
 use anyhow::{bail, Context, Result};
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::io::BufRead;
 use tch::Tensor;
 
 pub const DENSE: usize = 13;
@@ -66,32 +65,6 @@ fn dense_value(field: &[u8]) -> Option<f64> {
     x.is_finite().then(|| x.max(0.0).ln_1p())
 }
 
-fn day_files(path: &Path) -> Result<Vec<PathBuf>> {
-    let meta = std::fs::metadata(path)
-        .with_context(|| format!("key `data.path`: {} cannot be read", path.display()))?;
-    if meta.is_file() {
-        return Ok(vec![path.to_path_buf()]);
-    }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-        .with_context(|| format!("listing {}", path.display()))?
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .map(|e| e.path())
-        .filter(|p| {
-            !p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-        })
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        bail!(
-            "{}: no files (expected Criteo TSV day files such as day_0 or train.txt)",
-            path.display()
-        );
-    }
-    Ok(files)
-}
-
 pub fn load(cfg: &CriteoData, dtype: Dtype) -> Result<Dataset> {
     let path = cfg
         .path
@@ -102,16 +75,13 @@ pub fn load(cfg: &CriteoData, dtype: Dtype) -> Result<Dataset> {
     let mut scratch = Vec::new();
     let mut line = Vec::new();
     let mut n: u64 = 0;
-    'files: for file in day_files(path)? {
-        let f =
-            std::fs::File::open(&file).with_context(|| format!("reading {}", file.display()))?;
-        let mut r = BufReader::with_capacity(1 << 20, f);
-        let gz = r.fill_buf().map(|b| b.starts_with(&[0x1f, 0x8b]))?;
-        let mut r: Box<dyn BufRead> = if gz {
-            Box::new(BufReader::new(flate2::bufread::MultiGzDecoder::new(r)))
-        } else {
-            Box::new(r)
-        };
+    let files = super::data_files(
+        path,
+        |name| !name.starts_with('.'),
+        "no files (expected Criteo TSV day files such as day_0 or train.txt)",
+    )?;
+    'files: for file in files {
+        let mut r = super::open_stream(&file)?;
         for number in 1u64.. {
             if n >= limit {
                 break 'files;

@@ -31,7 +31,6 @@ use crate::data::config::{DatasetKind, FastmriData};
 use crate::torch::dtype::Dtype;
 use crate::util::rng::{stream, Rng};
 use anyhow::{bail, Context, Result};
-use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
 
 /// Most slices read without `data.examples` (819 kB each in f32).
@@ -82,29 +81,6 @@ pub fn slice_example(kspace: &Tensor, target: &Tensor, mask: &[f64]) -> (Tensor,
     (x, y)
 }
 
-fn volume_files(path: &Path) -> Result<Vec<PathBuf>> {
-    let meta = std::fs::metadata(path)
-        .with_context(|| format!("key `data.path`: {} cannot be read", path.display()))?;
-    if meta.is_file() {
-        return Ok(vec![path.to_path_buf()]);
-    }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-        .with_context(|| format!("listing {}", path.display()))?
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "h5"))
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        bail!(
-            "{}: no .h5 files (expected fastMRI volumes such as file1000001.h5)",
-            path.display()
-        );
-    }
-    Ok(files)
-}
-
 pub fn load(cfg: &FastmriData, seed: u64, dtype: Dtype) -> Result<Dataset> {
     let path = cfg
         .path
@@ -114,7 +90,12 @@ pub fn load(cfg: &FastmriData, seed: u64, dtype: Dtype) -> Result<Dataset> {
     let (mut xs, mut ys) = (Vec::new(), Vec::new());
     let mut shape: Option<(i64, i64)> = None;
     let mut n: u64 = 0;
-    'files: for file in volume_files(path)? {
+    let files = super::data_files(
+        path,
+        |name| name.ends_with(".h5"),
+        "no .h5 files (expected fastMRI volumes such as file1000001.h5)",
+    )?;
+    'files: for file in files {
         let vol = crate::util::hdf5::FastmriVolume::open(&file)?;
         for s in 0..vol.slices() {
             if n >= limit {

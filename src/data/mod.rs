@@ -206,6 +206,51 @@ pub(crate) fn norm_constants(kind: DatasetKind) -> (f64, f64) {
     }
 }
 
+/// The files of a data set at `path`: the file itself, or the regular files of
+/// the directory whose names `keep` accepts, in name order; `none` completes
+/// the error when the directory holds none.
+pub(crate) fn data_files(
+    path: &Path,
+    keep: impl Fn(&str) -> bool,
+    none: &str,
+) -> Result<Vec<PathBuf>> {
+    use anyhow::Context;
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("key `data.path`: {} cannot be read", path.display()))?;
+    if meta.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .with_context(|| format!("listing {}", path.display()))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter(|e| keep(&e.file_name().to_string_lossy()))
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        anyhow::bail!("{}: {none}", path.display());
+    }
+    Ok(files)
+}
+
+/// `file` read as a stream, through gzip when it starts with gzip's magic bytes.
+pub(crate) fn open_stream(file: &Path) -> Result<Box<dyn std::io::BufRead>> {
+    use anyhow::Context;
+    use std::io::{BufRead, BufReader};
+    let f = std::fs::File::open(file).with_context(|| format!("reading {}", file.display()))?;
+    let mut r = BufReader::with_capacity(1 << 20, f);
+    let gz = r
+        .fill_buf()
+        .with_context(|| format!("reading {}", file.display()))?
+        .starts_with(&[0x1f, 0x8b]);
+    Ok(if gz {
+        Box::new(BufReader::new(flate2::bufread::MultiGzDecoder::new(r)))
+    } else {
+        Box::new(r)
+    })
+}
+
 /// Directories searched for an IDX data set when `data.path` is not given.
 pub fn default_dirs(kind: DatasetKind) -> Vec<PathBuf> {
     let name = kind.name();

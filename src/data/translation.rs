@@ -71,14 +71,7 @@ type Pair = (Vec<i64>, Vec<i64>);
 /// Reads the TFRecords of `file`, calling `each(record number, payload)`
 /// until it returns false.
 fn tfrecords(file: &Path, mut each: impl FnMut(u64, &[u8]) -> Result<bool>) -> Result<()> {
-    let f = std::fs::File::open(file).with_context(|| format!("reading {}", file.display()))?;
-    let mut r = BufReader::new(f);
-    let gz = r.fill_buf().map(|b| b.starts_with(&[0x1f, 0x8b]))?;
-    let mut r: Box<dyn Read> = if gz {
-        Box::new(flate2::bufread::MultiGzDecoder::new(r))
-    } else {
-        Box::new(r)
-    };
+    let mut r = super::open_stream(file)?;
     let what = |n: u64| format!("{}: record {n}", file.display());
     let mut payload = Vec::new();
     for n in 0u64.. {
@@ -296,33 +289,6 @@ fn int64_list(feature: &[u8], name: &str) -> Result<Vec<i64>> {
     Ok(values)
 }
 
-/// The TFRecord files of `path`: the file, or a directory's `*.tfrecord*` files.
-fn shard_files(path: &Path) -> Result<Vec<PathBuf>> {
-    let meta = std::fs::metadata(path)
-        .with_context(|| format!("key `data.path`: {} cannot be read", path.display()))?;
-    if meta.is_file() {
-        return Ok(vec![path.to_path_buf()]);
-    }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-        .with_context(|| format!("listing {}", path.display()))?
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().contains(".tfrecord"))
-        })
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        bail!(
-            "{}: no TFRecord shards (files named *.tfrecord*); for token-id text files set `data.source` and `data.target`",
-            path.display()
-        );
-    }
-    Ok(files)
-}
-
 /// Checks one side's ids (`where_` names the file and record).
 fn check_ids(ids: &[i64], vocab: i64, side: &str, where_: &dyn Fn() -> String) -> Result<()> {
     if let Some(&bad) = ids.iter().find(|&&t| t < 1 || t >= vocab) {
@@ -368,7 +334,12 @@ impl Kept {
 
 fn read_tfrecords(path: &Path, cfg: &ParallelData, kept: &mut Kept) -> Result<()> {
     let mut n = 0u64;
-    for file in shard_files(path)? {
+    let shards = super::data_files(
+        path,
+        |name| name.contains(".tfrecord"),
+        "no TFRecord shards (files named *.tfrecord*); for token-id text files set `data.source` and `data.target`",
+    )?;
+    for file in shards {
         if kept.full() {
             break;
         }
