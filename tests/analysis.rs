@@ -169,6 +169,133 @@ fn pixels(path: &Path) -> (u32, u32, usize, f64, usize, usize, usize) {
     )
 }
 
+/// Where a pixel lies on the heat maps' colour ramp: Some(t) with t in
+/// (0, 1] on the blue (holds) side, −t on the red (violated) side, Some(0)
+/// for white; None for any other colour (grey, text, lines, markers).
+fn ramp(p: [u8; 3]) -> Option<f64> {
+    let [r, g, b] = p.map(f64::from);
+    let near = |x: f64, y: f64| (x - y).abs() <= 2.0;
+    let t = (255.0 - r) / 222.0;
+    if t > 0.0 && near(g, 255.0 - 153.0 * t) && near(b, 255.0 - 83.0 * t) {
+        return Some(t);
+    }
+    let t = (255.0 - g) / 231.0;
+    if t > 0.0 && near(r, 255.0 - 77.0 * t) && near(b, 255.0 - 212.0 * t) {
+        return Some(-t);
+    }
+    (r == 255.0 && g == 255.0 && b == 255.0).then_some(0.0)
+}
+
+/// Decodes `<stem>.png` of an analysis and checks it against the group's
+/// `ab_grid.parquet` cells and summary: the share of the map's pixels drawn
+/// blue (slack ≥ 0) is the share of feasible cells, and the markers of the
+/// smallest alpha and of the beta = alpha − 1 point are drawn (they are drawn
+/// only inside the frame) when the summary has them, inside the grid's frame.
+fn heat_map_shows_the_region(a: &Path, stem: &str, group: &str) {
+    let facts = py(
+        r#"
+import sys, abcond, yaml
+adir, group = sys.argv[1], sys.argv[2]
+g = abcond.read_table(adir + "/ab_grid.parquet").to_pandas()
+g = g[g.group == group]
+s = yaml.safe_load(open(adir + "/summary.yaml"))
+ab = [x for x in s["groups"] if x["label"] == group][0]["alpha_beta"]
+gap = g.alpha - g.beta
+print(len(g), int(g.feasible.sum()), int(g.in_domain.sum()))
+lo, hi = g.alpha.min(), g.alpha.max()
+glo, ghi = gap.min(), gap.max()
+def inside(al, be):
+    return lo * (1 - 1e-9) <= al <= hi * (1 + 1e-9) and glo * (1 - 1e-9) <= al - be <= ghi * (1 + 1e-9)
+sa, one = ab.get("smallest_alpha"), ab.get("beta_alpha_minus_one")
+print(int(sa is not None), int(sa is None or inside(sa["alpha"], sa["beta_min"]) or inside(sa["alpha"], sa["beta_max"])))
+print(int(one is not None), int(one is None or inside(one["alpha"], one["alpha"] - 1)))
+"#,
+        &[a.to_str().unwrap(), group],
+    );
+    let n: Vec<usize> = facts
+        .split_whitespace()
+        .map(|v| v.parse().unwrap())
+        .collect();
+    let (cells, feasible, domain) = (n[0], n[1], n[2]);
+    assert_eq!(n[4], 1, "{stem}: smallest alpha outside the frame: {facts}");
+    assert_eq!(
+        n[6], 1,
+        "{stem}: beta = alpha − 1 point outside the frame: {facts}"
+    );
+    let img = image::open(a.join(format!("{stem}.png")))
+        .unwrap()
+        .to_rgb8();
+    let (mut blue, mut red, mut grey) = (0usize, 0usize, 0usize);
+    let (mut orange, mut green) = (0usize, 0usize);
+    for p in img.pixels() {
+        match (p.0, ramp(p.0)) {
+            ([215, 215, 215], _) => grey += 1,
+            ([230, 159, 0], _) => orange += 1,
+            ([0, 158, 115], _) => green += 1,
+            (_, Some(t)) if t > 0.0 => blue += 1,
+            (_, Some(t)) if t < 0.0 => red += 1,
+            _ => {}
+        }
+    }
+    let map = (blue + red + grey) as f64;
+    let share = blue as f64 / map;
+    let want = feasible as f64 / cells as f64;
+    assert!(
+        feasible > 0 && (share - want).abs() < 0.08,
+        "{stem}: {blue} of {map} map pixels blue ({share:.3}), {feasible} of {cells} cells feasible ({want:.3}); {domain} in the domain"
+    );
+    assert!(red > 0, "{stem}: no violated cell drawn");
+    if n[3] == 1 {
+        assert!(
+            orange > 40,
+            "{stem}: the smallest-alpha marker is not drawn ({orange} px)"
+        );
+    }
+    if n[5] == 1 {
+        assert!(
+            green > 40,
+            "{stem}: the beta = alpha − 1 marker is not drawn ({green} px)"
+        );
+    }
+}
+
+/// `<stem>.pdf` is a valid PDF (read by pypdf) whose page image holds the
+/// pixels of `<stem>.png`.
+fn pdf_matches_png(a: &Path, stem: &str) {
+    let raw = a.join(format!("{stem}.pdf.rgb"));
+    let out = py(
+        r#"
+import sys
+from pypdf import PdfReader
+r = PdfReader(sys.argv[1], strict=True)
+assert len(r.pages) == 1
+im = r.pages[0]["/Resources"]["/XObject"]["/Im0"]
+open(sys.argv[2], "wb").write(im.get_data())
+print(im["/Width"], im["/Height"], float(r.pages[0].mediabox.width))
+"#,
+        &[
+            a.join(format!("{stem}.pdf")).to_str().unwrap(),
+            raw.to_str().unwrap(),
+        ],
+    );
+    let img = image::open(a.join(format!("{stem}.png")))
+        .unwrap()
+        .to_rgb8();
+    let dims: Vec<f64> = out.split_whitespace().map(|v| v.parse().unwrap()).collect();
+    assert_eq!(
+        (dims[0] as u32, dims[1] as u32),
+        img.dimensions(),
+        "{stem}.pdf"
+    );
+    assert_eq!(dims[2], img.width() as f64 / 2.0, "{stem}.pdf: 144 dpi");
+    let bytes = std::fs::read(&raw).unwrap();
+    std::fs::remove_file(&raw).unwrap();
+    assert!(
+        bytes == img.into_raw(),
+        "{stem}.pdf: pixels differ from the PNG"
+    );
+}
+
 #[test]
 fn figures_show_the_data() {
     let dir = scratch("analysis-figures");
@@ -206,9 +333,15 @@ fn figures_show_the_data() {
         "no outline"
     );
     assert!(
-        svg.contains(">\nalpha\n</text>") && svg.contains(">\nbeta\n</text>"),
+        svg.contains(">\nα  (log scale)\n</text>")
+            && svg.contains(">\nα − β  (log scale)\n</text>"),
         "axis labels"
     );
+    heat_map_shows_the_region(&a, "ab_heatmap", "all");
+    heat_map_shows_the_region(&a, "overview", "all");
+    for stem in ["overview", "ab_heatmap", "pl", "aiming", "loss"] {
+        pdf_matches_png(&a, stem);
+    }
     // report.md links every figure it shows, and they exist.
     let md = std::fs::read_to_string(a.join("report.md")).unwrap();
     for img in md.split("](").skip(1) {
@@ -216,6 +349,10 @@ fn figures_show_the_data() {
         assert!(a.join(name).is_file(), "report links missing {name}");
     }
     assert!(md.contains("| beta = alpha − 1 | smallest alpha "), "{md}");
+    assert!(
+        md.find("](overview.png)").unwrap() < md.find("](ab_heatmap.png)").unwrap(),
+        "the overview is the report's first figure"
+    );
     // The printed summary and report.md state the same facts (one source:
     // the summary structure): every `  label: value` line of the group is a
     // `| label | value |` row of the report.

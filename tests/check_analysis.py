@@ -184,6 +184,14 @@ for g in summary["groups"]:
     dom = (gg.beta.to_numpy() >= 0) & (gg.alpha.to_numpy() >= gg.beta.to_numpy() + margin)
     if not (gg.feasible.to_numpy() == (dom & (ms >= 0))).all():
         fail(f"[{label}] ab_grid feasible differs")
+    # The grid resolves the region: no feasible cell left of the exact smallest
+    # alpha, and a region with area in the frame has feasible cells.
+    feas = gg[gg.feasible]
+    sa = ab.get("smallest_alpha")
+    if sa is not None and len(feas) and feas.alpha.min() < sa["alpha"] * (1 - 1e-9) - 1e-12:
+        fail(f"[{label}] feasible grid cell at alpha {feas.alpha.min()} < exact smallest alpha {sa['alpha']}")
+    if ab["region"] in ("bounded", "unbounded") and len(verts) >= 2 and gg.in_domain.any() and not len(feas):
+        fail(f"[{label}] the region has area but no grid cell is feasible")
     # sigma_int²: f(x^K) (full probe, else mean minibatch loss_ref) − mean f_i*
     sig = []
     for rid in g["runs"]:

@@ -6,7 +6,7 @@
 
 use super::inputs::{Group, RunData};
 use super::region::{self, BestRatio, HalfPlane, Region};
-use crate::config::{AnalysisConfig, FStar};
+use crate::config::{AnalysisConfig, FStar, GridAxes};
 use crate::store::label::ProbeLabel;
 use std::collections::HashMap;
 
@@ -201,36 +201,197 @@ pub fn analyse(rows: Vec<AbRow>, margin: f64) -> AbResult {
     }
 }
 
-/// The (alpha, beta) frame of the grid: the configured ranges, else
-/// [0, A] × [0, A] with A a fifth beyond the region's landmarks (smallest
-/// alpha, the beta = alpha − 1 point, the best-ratio pair, finite vertices up
-/// to 10× those), or around the least-violation pair of an empty region.
-pub fn frame(r: &AbResult, s: &AnalysisConfig) -> (f64, f64, f64, f64) {
-    let mut marks: Vec<f64> = Vec::new();
+/// The frame of the grid and the heat maps: alpha across, and up either
+/// the gap alpha − beta (both axes log-scaled) or beta (both linear).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Frame {
+    pub axes: GridAxes,
+    pub alpha: (f64, f64),
+    /// The gap alpha − beta (`Gap`) or beta (`AlphaBeta`).
+    pub y: (f64, f64),
+}
+
+impl Frame {
+    /// The grid point (alpha, y) of column i and row j of an n × n grid:
+    /// evenly spaced, geometrically on the log axes.
+    pub fn point(&self, i: usize, j: usize, n: usize) -> (f64, f64) {
+        let at = |(lo, hi): (f64, f64), k: usize| {
+            let t = k as f64 / (n - 1) as f64;
+            match self.axes {
+                GridAxes::Gap => lo * (hi / lo).powf(t),
+                GridAxes::AlphaBeta => lo + (hi - lo) * t,
+            }
+        };
+        (at(self.alpha, i), at(self.y, j))
+    }
+
+    /// beta of a frame point (alpha, y).
+    pub fn beta(&self, alpha: f64, y: f64) -> f64 {
+        match self.axes {
+            GridAxes::Gap => alpha - y,
+            GridAxes::AlphaBeta => y,
+        }
+    }
+
+    /// The frame point (alpha, y) of a pair (alpha, beta).
+    pub fn to_frame(&self, alpha: f64, beta: f64) -> (f64, f64) {
+        match self.axes {
+            GridAxes::Gap => (alpha, alpha - beta),
+            GridAxes::AlphaBeta => (alpha, beta),
+        }
+    }
+
+    /// Whether the pair (alpha, beta) lies inside the frame (with a relative
+    /// tolerance of 1e-9, so landmarks on its edge count).
+    pub fn contains(&self, alpha: f64, beta: f64) -> bool {
+        let (x, y) = self.to_frame(alpha, beta);
+        let within = |v: f64, (lo, hi): (f64, f64)| {
+            let tol = 1e-9 * lo.abs().max(hi.abs());
+            v >= lo - tol && v <= hi + tol
+        };
+        within(x, self.alpha) && within(y, self.y)
+    }
+
+    /// The frame as half-planes p·alpha + q·beta ≤ r in the (alpha, beta)
+    /// plane (for clipping the exact region to it).
+    pub fn half_planes(&self) -> [HalfPlane; 4] {
+        let (a0, a1) = self.alpha;
+        let (y0, y1) = self.y;
+        let h = |p: f64, q: f64, r: f64| HalfPlane { p, q, r };
+        match self.axes {
+            // y0 ≤ alpha − beta ≤ y1
+            GridAxes::Gap => [
+                h(-1.0, 0.0, -a0),
+                h(1.0, 0.0, a1),
+                h(-1.0, 1.0, -y0),
+                h(1.0, -1.0, y1),
+            ],
+            GridAxes::AlphaBeta => [
+                h(-1.0, 0.0, -a0),
+                h(1.0, 0.0, a1),
+                h(0.0, -1.0, -y0),
+                h(0.0, 1.0, y1),
+            ],
+        }
+    }
+}
+
+/// The smallest frame holding all of `frames` (same axes): the shared frame
+/// of a multi-panel figure.
+pub fn union(frames: &[Frame]) -> Option<Frame> {
+    let first = *frames.first()?;
+    Some(frames.iter().fold(first, |u, f| Frame {
+        axes: u.axes,
+        alpha: (u.alpha.0.min(f.alpha.0), u.alpha.1.max(f.alpha.1)),
+        y: (u.y.0.min(f.y.0), u.y.1.max(f.y.1)),
+    }))
+}
+
+/// The alphas and (alpha, beta) pairs the frame must show: smallest alpha
+/// (both ends of its beta range), the beta = alpha − 1 point, the best-ratio
+/// pair, the least-violation pair of an empty region.
+pub fn landmarks(r: &AbResult) -> Vec<(f64, f64)> {
+    let mut marks = Vec::new();
     if let Some(m) = r.min_alpha {
-        marks.push(m.alpha);
+        marks.push((m.alpha, m.beta_min));
+        marks.push((m.alpha, m.beta_max));
     }
     if let Some(GapOne { alpha: a, .. }) = r.gap_one {
-        marks.push(a);
+        marks.push((a, a - 1.0));
     }
     if let Some(b) = &r.best {
-        marks.push(b.alpha);
+        marks.push((b.alpha, b.beta));
     }
-    if let Some(LeastViolation { alpha: a, .. }) = r.least_violation {
-        marks.push(a);
+    if let Some(LeastViolation {
+        alpha: a, beta: b, ..
+    }) = r.least_violation
+    {
+        marks.push((a, b));
     }
-    let base = marks.iter().cloned().fold(0.0f64, f64::max);
-    let near = r
-        .region
-        .vertices
-        .iter()
-        .map(|v| v.0)
-        .filter(|a| *a <= 10.0 * base.max(1.0))
-        .fold(base, f64::max);
-    let top = (1.2 * near).max(1.0).max(4.0 * s.margin);
-    let [a0, a1] = s.grid.alpha.unwrap_or([0.0, top]);
-    let [b0, b1] = s.grid.beta.unwrap_or([0.0, a1]);
-    (a0, a1, b0, b1)
+    marks.retain(|(a, b)| a.is_finite() && b.is_finite());
+    marks
+}
+
+/// The frame of the grid: the configured ranges where given; else, on the
+/// `gap` axes, alpha from half the smallest landmark alpha to twice the
+/// largest finite vertex (up to 10⁴ times the landmarks) and the gap from
+/// 0.8·margin to 1.5 times the region's widest gap in that alpha range; on
+/// the `alpha-beta` axes [0, A] × [0, A] with A a fifth beyond the landmarks
+/// and the finite vertices up to 10× those.
+pub fn frame(r: &AbResult, s: &AnalysisConfig) -> Frame {
+    let marks = landmarks(r);
+    let axes = s.grid.effective_axes();
+    match axes {
+        GridAxes::AlphaBeta => {
+            let base = marks.iter().map(|m| m.0).fold(0.0f64, f64::max);
+            let near = r
+                .region
+                .vertices
+                .iter()
+                .map(|v| v.0)
+                .filter(|a| *a <= 10.0 * base.max(1.0))
+                .fold(base, f64::max);
+            let top = (1.2 * near).max(1.0).max(4.0 * s.margin);
+            let [a0, a1] = s.grid.alpha.unwrap_or([0.0, top]);
+            let [b0, b1] = s.grid.beta.unwrap_or([0.0, a1]);
+            Frame {
+                axes,
+                alpha: (a0, a1),
+                y: (b0, b1),
+            }
+        }
+        GridAxes::Gap => {
+            let m = s.margin;
+            let lo = marks.iter().map(|m| m.0).fold(f64::INFINITY, f64::min);
+            let hi = marks.iter().map(|m| m.0).fold(0.0f64, f64::max);
+            let lo = if lo.is_finite() { lo.max(m) } else { m };
+            let far = r
+                .region
+                .vertices
+                .iter()
+                .map(|v| v.0)
+                .filter(|a| a.is_finite() && *a <= 1e4 * hi.max(lo))
+                .fold(hi.max(lo), f64::max);
+            let [a0, a1] = s
+                .grid
+                .alpha
+                .unwrap_or([0.5 * lo, (2.0 * far).max(20.0 * lo)]);
+            let [g0, g1] = s.grid.gap.unwrap_or_else(|| {
+                // The widest gap of the region (or the landmarks') in the alpha range.
+                let strip = [
+                    HalfPlane {
+                        p: -1.0,
+                        q: 0.0,
+                        r: -a0,
+                    },
+                    HalfPlane {
+                        p: 1.0,
+                        q: 0.0,
+                        r: a1,
+                    },
+                ];
+                let widest = r
+                    .region
+                    .clipped_by(&strip)
+                    .iter()
+                    .chain(marks.iter())
+                    .map(|(a, b)| a - b)
+                    .filter(|g| g.is_finite())
+                    .fold(m, f64::max);
+                let top = if r.gap_one.is_some() {
+                    widest.max(1.0)
+                } else {
+                    widest
+                };
+                [0.8 * m, (1.5 * top).max(3.0 * m).min(a1.max(3.0 * m))]
+            });
+            Frame {
+                axes,
+                alpha: (a0, a1),
+                y: (g0, g1),
+            }
+        }
+    }
 }
 
 /// One grid cell of the heat map.
@@ -254,21 +415,15 @@ impl Cell {
 
 /// Min slack and violation count over `rows` at every grid point
 /// (alpha-major), computed on all cores.
-pub fn grid(
-    rows: &[AbRow],
-    (a0, a1, b0, b1): (f64, f64, f64, f64),
-    n: usize,
-    margin: f64,
-) -> Vec<Cell> {
+pub fn grid(rows: &[AbRow], frame: Frame, n: usize, margin: f64) -> Vec<Cell> {
     if rows.is_empty() {
         return Vec::new();
     }
-    let at = |lo: f64, hi: f64, i: usize| lo + (hi - lo) * i as f64 / (n - 1) as f64;
     let column = |i: usize| -> Vec<Cell> {
-        let alpha = at(a0, a1, i);
         (0..n)
             .map(|j| {
-                let beta = at(b0, b1, j);
+                let (alpha, y) = frame.point(i, j, n);
+                let beta = frame.beta(alpha, y);
                 let mut min = f64::INFINITY;
                 let mut binding = 0;
                 let mut violations = 0;

@@ -57,17 +57,35 @@ impl<'de> Deserialize<'de> for FStar {
     }
 }
 
+/// The axes of the grid and the heat maps.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum GridAxes {
+    /// alpha (log scale) across, the gap alpha − beta (log scale) up: a
+    /// region hugging the diagonal beta = alpha − margin, as trained networks
+    /// give, has area at every scale, and beta = alpha − 1 is the line gap = 1.
+    Gap,
+    /// alpha across, beta up, both linear (the paper's figures).
+    AlphaBeta,
+}
+
 /// The (alpha, beta) grid of `ab_grid.parquet` and the heat maps; ranges not
 /// given frame the exact region.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct GridConfig {
+    /// `gap` (default) or `alpha-beta` (the default when `beta` is given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub axes: Option<GridAxes>,
     /// [lo, hi] of alpha.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alpha: Option<[f64; 2]>,
-    /// [lo, hi] of beta.
+    /// [lo, hi] of beta (`alpha-beta` axes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub beta: Option<[f64; 2]>,
+    /// [lo, hi] of the gap alpha − beta (`gap` axes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gap: Option<[f64; 2]>,
     /// Points per axis.
     #[serde(default = "default_grid_points")]
     pub points: u64,
@@ -77,11 +95,25 @@ fn default_grid_points() -> u64 {
     101
 }
 
+impl GridConfig {
+    /// The axes in effect: as configured, else `alpha-beta` when a beta range
+    /// is given, else `gap`.
+    pub fn effective_axes(&self) -> GridAxes {
+        self.axes.unwrap_or(if self.beta.is_some() {
+            GridAxes::AlphaBeta
+        } else {
+            GridAxes::Gap
+        })
+    }
+}
+
 impl Default for GridConfig {
     fn default() -> Self {
         GridConfig {
+            axes: None,
             alpha: None,
             beta: None,
+            gap: None,
             points: default_grid_points(),
         }
     }
@@ -163,14 +195,33 @@ impl AnalysisConfig {
                 self.grid.points
             );
         }
-        for (k, r) in [("alpha", self.grid.alpha), ("beta", self.grid.beta)] {
+        let axes = self.grid.effective_axes();
+        for (k, r) in [
+            ("alpha", self.grid.alpha),
+            ("beta", self.grid.beta),
+            ("gap", self.grid.gap),
+        ] {
             if let Some([lo, hi]) = r {
                 if !(lo.is_finite() && hi.is_finite() && lo < hi) {
                     bail!(
                         "key `analysis.grid.{k}` must be [lo, hi] with lo < hi, got [{lo}, {hi}]"
                     );
                 }
+                if axes == GridAxes::Gap && k != "beta" && lo <= 0.0 {
+                    bail!(
+                        "key `analysis.grid.{k}` must be [lo, hi] with 0 < lo on the log-scaled `gap` axes, got [{lo}, {hi}] (or set `analysis.grid.axes: alpha-beta` for linear alpha and beta axes)"
+                    );
+                }
             }
+        }
+        match axes {
+            GridAxes::Gap if self.grid.beta.is_some() => bail!(
+                "key `analysis.grid.beta` applies to `analysis.grid.axes: alpha-beta`; on the `gap` axes give `analysis.grid.gap: [lo, hi]` (alpha − beta) instead"
+            ),
+            GridAxes::AlphaBeta if self.grid.gap.is_some() => bail!(
+                "key `analysis.grid.gap` applies to `analysis.grid.axes: gap`; on the `alpha-beta` axes give `analysis.grid.beta: [lo, hi]` instead"
+            ),
+            _ => {}
         }
         Ok(())
     }

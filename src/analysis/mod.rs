@@ -151,6 +151,14 @@ fn settings_meta(a: &Analysis) -> Vec<(&'static str, String)> {
         ("abcond.f_star", a.settings.f_star.describe()),
         ("abcond.margin", format!("{}", a.settings.margin)),
         (
+            "abcond.grid_axes",
+            match a.settings.grid.effective_axes() {
+                crate::config::GridAxes::Gap => "gap (alpha and alpha − beta, log-spaced)",
+                crate::config::GridAxes::AlphaBeta => "alpha-beta (alpha and beta, evenly spaced)",
+            }
+            .to_string(),
+        ),
+        (
             "abcond.rows",
             if a.settings.train_only {
                 "train".to_string()

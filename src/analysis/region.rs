@@ -435,35 +435,15 @@ impl Region {
         Polygon { points }
     }
 
-    /// The region within [a0, a1] × [b0, b1] as a closed list of finite points.
-    pub fn clipped_to(&self, a0: f64, a1: f64, b0: f64, b1: f64) -> Vec<(f64, f64)> {
+    /// The finite polygon of the region cut by the half-planes (empty when
+    /// nothing is left), counter-clockwise.
+    pub fn clipped_by(&self, planes: &[HalfPlane]) -> Vec<(f64, f64)> {
         if self.is_empty() {
             return Vec::new();
         }
         let mut p = self.polygon();
-        for h in [
-            HalfPlane {
-                p: -1.0,
-                q: 0.0,
-                r: -a0,
-            },
-            HalfPlane {
-                p: 1.0,
-                q: 0.0,
-                r: a1,
-            },
-            HalfPlane {
-                p: 0.0,
-                q: -1.0,
-                r: -b0,
-            },
-            HalfPlane {
-                p: 0.0,
-                q: 1.0,
-                r: b1,
-            },
-        ] {
-            p.clip(&h);
+        for h in planes {
+            p.clip(h);
         }
         p.region().vertices
     }

@@ -1,7 +1,8 @@
 //! `analysis/report.md` and its figures: the summary numbers of every group
 //! next to the pictures they come from, readable on GitHub.
 
-use super::plots::{self, num, Heatmap, Lines};
+use super::alphabeta::{self, Cell, Frame};
+use super::plots::{self, num, Band, BandChart, HeatPanel, Heatmap, Lines, Overview};
 use super::result::{suffix, Analysis, GroupResult};
 use super::summary::{Num, Summary};
 use anyhow::Result;
@@ -88,7 +89,14 @@ fn loss_figure(a: &Analysis, g: &GroupResult) -> Lines {
         }
     }
     let positive = series.iter().flat_map(|s| s.1.iter()).all(|p| p.1 > 0.0);
+    // A log step axis when the snapshots are log-spaced.
+    let log_x = plots::log_spaced(
+        g.conditions
+            .iter()
+            .flat_map(|c| c.aiming.iter().map(|r| r.step as f64)),
+    );
     Lines {
+        log_x,
         title: format!("training loss [{}]", g.group.label),
         x_desc: "step k".into(),
         y_desc: "loss".into(),
@@ -96,6 +104,134 @@ fn loss_figure(a: &Analysis, g: &GroupResult) -> Lines {
         log_y: positive,
         hline: None,
         marks: None,
+    }
+}
+
+/// The overview figure: every group's heat map on one frame and colour
+/// scale, the loss and the Aiming angle with seed bands. `cells[i]` are group
+/// i's cells on `frame`.
+fn overview<'a>(a: &'a Analysis, frame: Frame, cells: &'a [Vec<Cell>]) -> Overview<'a> {
+    let s = &a.settings;
+    let many = a.groups.len() > 1;
+    let panels = a
+        .groups
+        .iter()
+        .zip(cells)
+        .map(|(g, c)| HeatPanel {
+            title: if many {
+                format!("{} ({} rows)", g.group.label, g.ab.rows.len())
+            } else {
+                format!("min slack over {} rows", g.ab.rows.len())
+            },
+            cells: c,
+            points: s.grid.points as usize,
+            frame,
+            ab: &g.ab,
+            legend: true,
+        })
+        .collect();
+    let label = |g: &GroupResult, what: &str| {
+        let n = g.group.runs.len();
+        match (many, n > 1) {
+            (true, true) => format!("{} ({n} seeds, min–max)", g.group.label),
+            (true, false) => g.group.label.clone(),
+            (false, true) => format!("{what} ({n} seeds, mean; band min–max)"),
+            (false, false) => what.to_string(),
+        }
+    };
+    let bands = |curves: Vec<Vec<(f64, f64)>>, name: String| -> Vec<Band> {
+        let curves: Vec<_> = curves.into_iter().filter(|c| !c.is_empty()).collect();
+        match plots::band_of(name.clone(), &curves) {
+            Some(b) => vec![b],
+            // Different steps per seed: one line each.
+            None => curves
+                .into_iter()
+                .enumerate()
+                .map(|(i, c)| Band {
+                    label: format!("{name} #{}", i + 1),
+                    points: c.into_iter().map(|(x, y)| (x, y, y, y)).collect(),
+                })
+                .collect(),
+        }
+    };
+    let log_x = plots::log_spaced(a.groups.iter().flat_map(|g| {
+        g.conditions
+            .iter()
+            .flat_map(|c| c.aiming.iter().map(|r| r.step as f64))
+    }));
+    let mut loss = Vec::new();
+    let mut aiming = Vec::new();
+    let (mut bad, mut probed) = (0, 0);
+    for g in &a.groups {
+        let curves = g
+            .group
+            .runs
+            .iter()
+            .map(|&ri| loss_curve(&a.runs[ri].steps))
+            .collect();
+        loss.extend(bands(curves, label(g, "minibatch loss f_ik(x^k)")));
+        let curves: Vec<Vec<(f64, f64)>> = g
+            .conditions
+            .iter()
+            .map(|c| {
+                c.aiming
+                    .iter()
+                    .map(|r| (r.step as f64, r.angle_deg))
+                    .collect()
+            })
+            .collect();
+        for c in &g.conditions {
+            probed += c.aiming.len();
+            bad += c.aiming.iter().filter(|r| r.cos < 0.0).count();
+        }
+        if !curves.is_empty() {
+            aiming.extend(bands(curves, label(g, "angle")));
+        }
+    }
+    let positive = loss.iter().flat_map(|b| b.points.iter()).all(|p| p.1 > 0.0);
+    let aim = (!aiming.is_empty()).then(|| BandChart {
+        title: if bad == 0 {
+            format!("Aiming holds: angle(∇f(x^k), x^k − x^K) < 90° at all {probed} probed steps")
+        } else {
+            format!("Aiming fails at {bad} of {probed} probed steps (angle > 90°)")
+        },
+        x_desc: "step k".into(),
+        y_desc: "angle (degrees)".into(),
+        bands: aiming,
+        log_x,
+        log_y: false,
+        hline: Some((90.0, "90°".into())),
+    });
+    let title = if many {
+        format!(
+            "{} groups: the exact α-β region on one frame and colour scale",
+            a.groups.len()
+        )
+    } else {
+        let g = &a.groups[0];
+        let mut t = String::from("α-β condition:");
+        match g.ab.min_alpha {
+            Some(m) => t.push_str(&format!(" smallest α = {}", num(m.alpha))),
+            None => t.push_str(" empty region"),
+        }
+        if let Some(one) = g.ab.gap_one {
+            t.push_str(&format!(", β = α − 1 from α = {}", num(one.alpha)));
+        }
+        t
+    };
+    Overview {
+        title,
+        panels,
+        loss: BandChart {
+            title: "training loss".into(),
+            x_desc: "step k".into(),
+            y_desc: "loss".into(),
+            bands: loss,
+            log_x,
+            log_y: positive,
+            hline: None,
+        },
+        aiming: aim,
     }
 }
 
@@ -132,33 +268,34 @@ fn trends_figure(a: &Analysis) -> Lines {
         )
     };
     Lines {
-        title: "alpha-beta constants across the sweep".into(),
+        title: "α-β constants across the sweep".into(),
         x_desc,
         y_desc: "value (log scale)".into(),
         series: vec![
             (
-                "smallest alpha".into(),
+                "smallest α".into(),
                 collect(&|g| g.ab.min_alpha.map(|m| m.alpha)),
                 true,
             ),
             (
-                "alpha with beta = alpha − 1".into(),
+                "α with β = α − 1".into(),
                 collect(&|g| g.ab.gap_one.map(|m| m.alpha)),
                 true,
             ),
             (
-                "beta at min beta/(alpha − beta)".into(),
+                "β at min β/(α − β)".into(),
                 collect(&|g| g.ab.best.as_ref().map(|b| b.beta)),
                 true,
             ),
-            ("sigma_int²".into(), collect(&|g| g.sigma_int2()), true),
+            ("σ²_int".into(), collect(&|g| g.sigma_int2()), true),
             (
-                "beta·sigma_int²".into(),
+                "β·σ²_int".into(),
                 collect(&|g| g.bound_terms().map(|t| t.0)),
                 true,
             ),
         ],
         log_y: true,
+        log_x: false,
         hline: None,
         marks: None,
     }
@@ -201,6 +338,38 @@ pub fn figures_and_report(a: &Analysis, summary: &Summary) -> Result<Vec<PathBuf
          tables: `ab_region.parquet`, `ab_grid.parquet`, `aiming.parquet`, `pl.parquet`{}.\n",
         if a.groups.len() > 1 { ", `trends.parquet`" } else { "" }
     );
+    // The overview first: the figure to read.
+    if !a.groups.is_empty() && a.groups.iter().any(|g| !g.ab.rows.is_empty()) {
+        let frames: Vec<Frame> = a.groups.iter().map(|g| g.frame).collect();
+        let frame = alphabeta::union(&frames).expect("groups");
+        let cells: Vec<Vec<Cell>> = a
+            .groups
+            .iter()
+            .map(|g| {
+                if g.frame == frame {
+                    g.cells.clone()
+                } else {
+                    alphabeta::grid(&g.ab.rows, frame, s.grid.points as usize, s.margin)
+                }
+            })
+            .collect();
+        written.extend(plots::save(&overview(a, frame, &cells), &dir, "overview")?);
+        let _ = writeln!(md, "## Overview\n");
+        img(&mut md, "overview", "overview: heat maps, loss and Aiming");
+        let _ = writeln!(
+            md,
+            "Each heat map: the least slack T over all constraint rows at each (α, β) of the grid ({}), blue where the condition holds on every row, red where some row violates it, grey outside the domain (β < 0 or α < β + {}). The black boundary is the exact feasible region; arrows mark where it goes on beyond the frame. The dashed line is β = α − 1{}. Shared frame and colour scale across panels; bands: spread over seeds.\n",
+            match frame.axes {
+                crate::config::GridAxes::Gap => "α across, the gap α − β up, both log-scaled",
+                crate::config::GridAxes::AlphaBeta => "α across, β up",
+            },
+            s.margin,
+            match frame.axes {
+                crate::config::GridAxes::Gap => " (the gap 1)",
+                crate::config::GridAxes::AlphaBeta => "",
+            }
+        );
+    }
     if a.groups.len() > 1 {
         let stem = "trends";
         written.extend(plots::save(&trends_figure(a), &dir, stem)?);
@@ -253,17 +422,19 @@ pub fn figures_and_report(a: &Analysis, summary: &Summary) -> Result<Vec<PathBuf
         let _ = writeln!(md);
         let stem = format!("ab_heatmap{sfx}");
         let fig = Heatmap {
-            title: format!("min slack over {} rows [{}]", ab.rows.len(), g.group.label),
-            cells: &g.cells,
-            points: s.grid.points as usize,
-            frame: g.frame,
-            ab,
-            margin: s.margin,
+            panel: HeatPanel {
+                title: format!("min slack over {} rows [{}]", ab.rows.len(), g.group.label),
+                cells: &g.cells,
+                points: s.grid.points as usize,
+                frame: g.frame,
+                ab,
+                legend: true,
+            },
         };
         written.extend(plots::save(&fig, &dir, &stem)?);
         let _ = writeln!(
             md,
-            "Min slack over all rows (red: violated, blue: holds, grey: alpha < beta + {}); black: the exact feasible region.\n",
+            "Least slack over all rows (blue: holds, red: violated, grey: outside the domain β ≥ 0, α ≥ β + {}); black: the exact feasible region, arrows where it goes on beyond the frame.\n",
             s.margin
         );
         img(&mut md, &stem, "alpha-beta heat map");

@@ -1,7 +1,7 @@
 //! What the analysis computed: per group of runs, the alpha-beta result, the
 //! heat-map cells, sigma_int², the Aiming/PL/QCvx constants, L and Theorem 1.
 
-use super::alphabeta::{AbResult, Cell};
+use super::alphabeta::{AbResult, Cell, Frame};
 use super::bound;
 use super::conditions::{AimingRow, PlRow, RunConditions};
 use super::config::AnalysisConfig;
@@ -13,7 +13,7 @@ use std::path::PathBuf;
 pub struct GroupResult {
     pub group: Group,
     pub ab: AbResult,
-    pub frame: (f64, f64, f64, f64),
+    pub frame: Frame,
     pub cells: Vec<Cell>,
     /// Per run of the group: (run index, sigma_int², f(x^K), from full data).
     pub sigma: Vec<RunSigma>,

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 mod identity;
 pub mod validate;
 
-pub use crate::analysis::config::{AnalysisConfig, FStar, GridConfig};
+pub use crate::analysis::config::{AnalysisConfig, FStar, GridAxes, GridConfig};
 pub use crate::data::config::{Augment, DataConfig, DatasetKind, Normalize, Source};
 pub use crate::model::config::{ModelConfig, ModelKind, KNOWN_KINDS};
 pub use crate::optim::config::{
