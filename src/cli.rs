@@ -2,7 +2,7 @@
 
 use crate::experiment::driver::{command_line, out, Driver, Stage};
 use crate::run::RunDir;
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::PathBuf;
 
 const AFTER_HELP: &str = "\
@@ -120,6 +120,13 @@ pub enum Command {
     Config(ConfigArgs),
 }
 
+/// `--sweep KEY.PATH=[V1,V2,…]`, the help text of every command that takes it.
+const SWEEP_HELP: &str = "Sweep a config key over a list of values (repeatable): \
+--sweep optim.lr=[0.1,0.05] is --set 'sweep.optim.lr=[0.1,0.05]'. It replaces that \
+axis of the config's `sweep` or adds one, and makes a config without `sweep` a sweep \
+(then choose runs with --task N or --all). Axes are in command-line order \
+(the last varies fastest).";
+
 #[derive(Args, Debug)]
 pub struct ConfigArgs {
     /// Experiment config (YAML).
@@ -127,6 +134,8 @@ pub struct ConfigArgs {
     /// Override a config value, e.g. --set optim.lr=0.05 (repeatable).
     #[arg(long = "set", value_name = "KEY.PATH=VALUE", value_parser = set_syntax)]
     pub set: Vec<String>,
+    #[arg(long = "sweep", value_name = "KEY.PATH=[V1,V2,…]", value_parser = sweep_syntax, help = SWEEP_HELP)]
+    pub sweep: Vec<String>,
     /// With a `sweep`: print this task's resolved config.
     #[arg(long, value_name = "N")]
     pub task: Option<usize>,
@@ -152,6 +161,47 @@ fn set_syntax(s: &str) -> Result<String, String> {
     }
 }
 
+/// `--sweep KEY.PATH=[V1,V2,…]`: a key path and a non-empty YAML list, as the
+/// override `sweep.KEY.PATH=[V1,V2,…]`; anything else is a usage error (exit
+/// status 2), like a malformed `--set`.
+fn sweep_syntax(s: &str) -> Result<String, String> {
+    const EXPECTED: &str = "expected KEY.PATH=[V1,V2,…], e.g. --sweep optim.lr=[0.1,0.05]";
+    let Some((key, values)) = s.split_once('=') else {
+        return Err(format!("`{s}` has no `=`; {EXPECTED}"));
+    };
+    let key = key.trim();
+    if key.is_empty() || key.split('.').any(str::is_empty) {
+        return Err(format!("`{key}` is not a key path; {EXPECTED}"));
+    }
+    if key == "sweep" || key.starts_with("sweep.") {
+        return Err(format!(
+            "`{key}`: name the swept key without `sweep.`; {EXPECTED}"
+        ));
+    }
+    match serde_yaml::from_str::<serde_yaml::Value>(values) {
+        Ok(serde_yaml::Value::Sequence(v)) if !v.is_empty() => Ok(format!("sweep.{key}={values}")),
+        Ok(serde_yaml::Value::Sequence(_)) => {
+            Err(format!("`{key}`: the list of values is empty; {EXPECTED}"))
+        }
+        _ => Err(format!(
+            "`{key}`: `{values}` is not a list of values in brackets; {EXPECTED}"
+        )),
+    }
+}
+
+/// The `--set` and `--sweep` overrides of a subcommand that takes both, in
+/// command-line order (the order of `sweep` axes is the order of the tasks).
+fn overrides_in_order(sub: &ArgMatches) -> Vec<String> {
+    let mut all: Vec<(usize, String)> = Vec::new();
+    for id in ["set", "sweep"] {
+        if let (Some(values), Some(at)) = (sub.get_many::<String>(id), sub.indices_of(id)) {
+            all.extend(at.zip(values.cloned()));
+        }
+    }
+    all.sort_by_key(|(at, _)| *at);
+    all.into_iter().map(|(_, v)| v).collect()
+}
+
 #[derive(Args, Debug)]
 pub struct TrainArgs {
     /// Experiment config (YAML), e.g. configs/quickstart.yaml.
@@ -160,6 +210,8 @@ pub struct TrainArgs {
     /// (repeatable; values are parsed as YAML).
     #[arg(long = "set", value_name = "KEY.PATH=VALUE", value_parser = set_syntax)]
     pub set: Vec<String>,
+    #[arg(long = "sweep", value_name = "KEY.PATH=[V1,V2,…]", value_parser = sweep_syntax, help = SWEEP_HELP)]
+    pub sweep: Vec<String>,
     /// `run` only: train and probe nothing; analyse the run (with --all, the
     /// experiment) as it is, and fail naming the runs that are missing or
     /// unfinished (the Slurm analysis job).
@@ -211,6 +263,8 @@ pub struct SweepArgs {
     /// Override a config value in every task (not a swept key).
     #[arg(long = "set", value_name = "KEY.PATH=VALUE", value_parser = set_syntax)]
     pub set: Vec<String>,
+    #[arg(long = "sweep", value_name = "KEY.PATH=[V1,V2,…]", value_parser = sweep_syntax, help = SWEEP_HELP)]
+    pub sweep: Vec<String>,
     /// List the tasks (the default and only action; accepted for clarity).
     #[arg(long)]
     pub list: bool,
@@ -223,6 +277,8 @@ pub struct SlurmArgs {
     /// Override a config value in every task (passed on to each `abcond run`).
     #[arg(long = "set", value_name = "KEY.PATH=VALUE", value_parser = set_syntax)]
     pub set: Vec<String>,
+    #[arg(long = "sweep", value_name = "KEY.PATH=[V1,V2,…]", value_parser = sweep_syntax, help = SWEEP_HELP)]
+    pub sweep: Vec<String>,
     /// #SBATCH --partition (omitted: the cluster's default).
     #[arg(long, value_name = "NAME")]
     pub partition: Option<String>,
@@ -560,7 +616,21 @@ fn driver(cli: &Cli) -> Driver {
 pub fn main() -> i32 {
     // First, while the process has one thread and before CUDA initialises.
     crate::torch::reproducibility::init_process_env();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches)
+        .map_err(|e| e.format(&mut Cli::command()))
+        .unwrap_or_else(|e| e.exit());
+    // `--sweep K=[…]` is `--set 'sweep.K=[…]'`: one list of overrides, in the
+    // order given.
+    if let Some((_, sub)) = matches.subcommand() {
+        match &mut cli.command {
+            Command::Train(a) | Command::Run(a) => a.set = overrides_in_order(sub),
+            Command::Config(a) => a.set = overrides_in_order(sub),
+            Command::Sweep(a) => a.set = overrides_in_order(sub),
+            Command::Slurm(a) => a.set = overrides_in_order(sub),
+            _ => {}
+        }
+    }
     // Before the first tensor: libtorch's CPU allocator with a cache of large
     // blocks (csrc/cpu_cache.cpp; ABCOND_CPU_CACHE=0 turns it off).
     if let Err(e) = crate::torch::ops::install_cpu_cache() {

@@ -1,8 +1,8 @@
 //! The command line: `abcond config` prints the resolved config with the run id
 //! and directory `train` then uses (YAML and JSON), lists a sweep's tasks,
 //! a malformed `--set` is a usage error (exit status 2) for every command,
-//! `run --analyze-only` trains nothing, and $SLURM_CPUS_PER_TASK sets the
-//! default thread count.
+//! `run --analyze-only` trains nothing, $SLURM_CPUS_PER_TASK sets the
+//! default thread count, and `--sweep` is `--set 'sweep.…'`.
 
 mod common;
 use common::*;
@@ -319,4 +319,107 @@ fn a_sweep_from_the_command_line() {
             .is_file());
     }
     assert!(dir.join("out/cfg-tiny/analysis/summary.yaml").is_file());
+}
+
+/// `--sweep KEY=[…]` is `--set 'sweep.KEY=[…]'`: the same tasks and run ids,
+/// repeatable, in command-line order; malformed ones are usage errors.
+#[test]
+fn sweep_is_a_spelling_of_set_sweep() {
+    let dir = scratch("cli-sweep-flag");
+    let cfg = write_config(&dir, "config.yaml", TINY);
+    let cfg = cfg.to_str().unwrap();
+    let config = |extra: &[&str]| {
+        let mut args = vec!["config", cfg, "--json"];
+        args.extend_from_slice(extra);
+        ok(&abcond(&dir, &args))
+    };
+    let by_flag = config(&["--sweep", "optim.lr=[0.1,0.05]"]);
+    let by_set = config(&["--set", "sweep.optim.lr=[0.1,0.05]"]);
+    assert_eq!(by_flag, by_set);
+    let doc: serde_yaml::Value = serde_yaml::from_str(&by_flag).unwrap();
+    let tasks = doc["tasks"].as_sequence().unwrap();
+    assert_eq!(tasks.len(), 2, "{by_flag}");
+    assert_eq!(tasks[1]["values"]["optim.lr"].as_f64(), Some(0.05));
+    assert_ne!(tasks[0]["run_id"], tasks[1]["run_id"]);
+    // Repeatable, mixed with --set, axes in command-line order.
+    let two = config(&[
+        "--sweep",
+        "seed=[0, 1]",
+        "--set",
+        "optim.momentum=0.5",
+        "--sweep",
+        "optim.lr=[0.1,0.05]",
+    ]);
+    assert_eq!(
+        two,
+        config(&[
+            "--set",
+            "sweep.seed=[0, 1]",
+            "--set",
+            "optim.momentum=0.5",
+            "--set",
+            "sweep.optim.lr=[0.1,0.05]",
+        ])
+    );
+    let doc: serde_yaml::Value = serde_yaml::from_str(&two).unwrap();
+    let tasks = doc["tasks"].as_sequence().unwrap();
+    assert_eq!(tasks.len(), 4, "{two}");
+    // The last axis varies fastest: task 1 is seed 0, lr 0.05.
+    assert_eq!(tasks[1]["values"]["seed"].as_i64(), Some(0));
+    assert_eq!(tasks[1]["values"]["optim.lr"].as_f64(), Some(0.05));
+    let swapped = config(&[
+        "--set",
+        "sweep.optim.lr=[0.1,0.05]",
+        "--sweep",
+        "seed=[0, 1]",
+        "--set",
+        "optim.momentum=0.5",
+    ]);
+    let swapped: serde_yaml::Value = serde_yaml::from_str(&swapped).unwrap();
+    assert_eq!(swapped["tasks"][1]["values"]["seed"].as_i64(), Some(1));
+    assert_eq!(
+        swapped["tasks"][1]["values"]["optim.lr"].as_f64(),
+        Some(0.1)
+    );
+    // A sweep key the config cannot take is the same error either way.
+    let flag = abcond(&dir, &["config", cfg, "--sweep", "optim.lx=[1,2]"]);
+    let set = abcond(&dir, &["config", cfg, "--set", "sweep.optim.lx=[1,2]"]);
+    assert_eq!(flag.status.code(), Some(1));
+    assert_eq!(stderr(&flag), stderr(&set));
+    // train and slurm take it too (train of a sweep then wants --task/--all).
+    let out = abcond(&dir, &["train", cfg, "--sweep", "seed=[0,1]"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--task N"), "{}", stderr(&out));
+    let script = ok(&abcond(
+        &dir,
+        &["--out", "out", "slurm", cfg, "--sweep", "seed=[0,1,2]"],
+    ));
+    assert!(script.contains("--array=0-2"), "{script}");
+    assert!(script.contains("sweep.seed=[0,1,2]"), "{script}");
+    // Malformed: usage errors (exit status 2) naming the expected form.
+    for bad in [
+        "optim.lr",
+        "optim.lr=0.1",
+        "optim.lr=[]",
+        "optim.lr=[0.1",
+        "=[0.1]",
+        "optim..lr=[1]",
+        "sweep.seed=[0,1]",
+    ] {
+        for command in ["train", "run", "config", "slurm", "sweep"] {
+            let out = abcond(&dir, &[command, cfg, "--sweep", bad]);
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{command} {bad}: {}",
+                stderr(&out)
+            );
+            assert!(
+                stderr(&out).contains("expected KEY.PATH=[V1,V2,…]"),
+                "{command} {bad}: {}",
+                stderr(&out)
+            );
+        }
+    }
+    assert!(!dir.join("results").exists());
 }
