@@ -98,9 +98,17 @@ pub enum Command {
     /// `analysis` config section, then --set.
     Analyze(AnalyzeArgs),
     /// Show a run directory: config, status, steps, snapshots, probe coverage.
+    ///
+    /// With --json: the same facts as one JSON object (keys in
+    /// docs/commands.md), e.g. `abcond inspect RUN_DIR --json | jq .training`.
     Inspect {
         /// The run directory (<out>/<experiment>/<run_id>).
         run_dir: PathBuf,
+        /// Print one line of JSON instead of the text: run_dir, experiment,
+        /// run_id, seed, status, training, steps, snapshots, probe, sessions,
+        /// config (absent values are null).
+        #[arg(long)]
+        json: bool,
     },
     /// Check every file of a run (or of every run under a directory) against
     /// run.yaml, the step record and the checksums, reading every value once:
@@ -212,6 +220,10 @@ pub struct TrainArgs {
     pub set: Vec<String>,
     #[arg(long = "sweep", value_name = "KEY.PATH=[V1,V2,…]", value_parser = sweep_syntax, help = SWEEP_HELP)]
     pub sweep: Vec<String>,
+    /// `run` only: print the analysis summary as one line of JSON on stdout
+    /// (the numbers of analysis/summary.yaml); every other line goes to stderr.
+    #[arg(long)]
+    pub json: bool,
     /// `run` only: train and probe nothing; analyse the run (with --all, the
     /// experiment) as it is, and fail naming the runs that are missing or
     /// unfinished (the Slurm analysis job).
@@ -359,6 +371,13 @@ pub struct AnalyzeArgs {
     /// analysis.grid.beta=[0,50], analysis.grid.points=101, analysis.plots=false.
     #[arg(long = "set", value_name = "analysis.KEY=VALUE", value_parser = set_syntax)]
     pub set: Vec<String>,
+    /// Print the summary as one line of JSON on stdout instead of the text:
+    /// {"analysis_dir", "files", "notes", "summary"}, where summary is
+    /// analysis/summary.yaml's document (±∞ and NaN as the strings ".inf",
+    /// "-.inf", ".nan", as there; absent values null). Notes go to stderr.
+    /// E.g. abcond analyze RUN_DIR --json | jq '.summary.groups[0].alpha_beta'
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `abcond train|run CONFIG`: one run, or the sweep task(s) chosen by
@@ -369,6 +388,17 @@ fn train_or_run(cli: &Cli, a: &TrainArgs, run: bool) -> anyhow::Result<()> {
         (true, false) => Stage::Run { analyse: true },
         (false, false) => Stage::Train,
         (false, true) => anyhow::bail!("--analyze-only goes with `abcond run`, not `train`"),
+    };
+    if a.json && !run {
+        anyhow::bail!(
+            "--json goes with `abcond run` (the analysis summary as JSON), not `train`; `abcond inspect RUN_DIR --json` describes a trained run"
+        );
+    }
+    let driver = |cli: &Cli| {
+        let mut d = driver(cli);
+        d.recovery = a.recovery();
+        d.json = a.json;
+        d
     };
     let Some(sweep) = crate::experiment::sweep::Sweep::load(&a.config, &a.set)? else {
         if a.task.is_some() || a.all {
@@ -383,9 +413,7 @@ fn train_or_run(cli: &Cli, a: &TrainArgs, run: bool) -> anyhow::Result<()> {
                 anyhow::bail!("--run-id {id:?} is not a valid directory name");
             }
         }
-        let mut d = driver(cli);
-        d.recovery = a.recovery();
-        return d.one_run(&config, a.run_id.as_deref(), None, stage);
+        return driver(cli).one_run(&config, a.run_id.as_deref(), None, stage);
     };
     if a.run_id.is_some() {
         anyhow::bail!(
@@ -393,9 +421,7 @@ fn train_or_run(cli: &Cli, a: &TrainArgs, run: bool) -> anyhow::Result<()> {
         );
     }
     if a.all {
-        let mut d = driver(cli);
-        d.recovery = a.recovery();
-        return d.run_all(&sweep, stage);
+        return driver(cli).run_all(&sweep, stage);
     }
     let n = match a.task {
         Some(n) => n,
@@ -420,9 +446,7 @@ fn train_or_run(cli: &Cli, a: &TrainArgs, run: bool) -> anyhow::Result<()> {
             task.run_id()
         ),
     );
-    let mut d = driver(cli);
-    d.recovery = a.recovery();
-    let result = d.one_run(&task.config, None, Some(task), stage);
+    let result = driver(cli).one_run(&task.config, None, Some(task), stage);
     driver(cli).refresh_runs_table(&sweep);
     result
 }
@@ -598,8 +622,9 @@ fn analyze_cmd(cli: &Cli, a: &AnalyzeArgs) -> anyhow::Result<()> {
         None
     };
     let r = crate::analysis::analyze(&a.path, None, &a.set, cli.quiet)?;
-    out(&crate::analysis::render(&r));
-    Ok(())
+    let mut d = driver(cli);
+    d.json = a.json;
+    d.report(&r)
 }
 
 /// Runs the CLI and returns the process exit status.
@@ -610,6 +635,7 @@ fn driver(cli: &Cli) -> Driver {
         quiet: cli.quiet,
         command: command_line(),
         recovery: crate::train::Recovery::Resume,
+        json: false,
     }
 }
 
@@ -674,8 +700,13 @@ pub fn main() -> i32 {
                 anyhow::bail!("problems found (listed above) under {}", path.display())
             }
         }),
-        Command::Inspect { run_dir } => {
-            crate::run::inspect::render(&RunDir::new(run_dir)).map(|s| out(&s))
+        Command::Inspect { run_dir, json } => {
+            let dir = RunDir::new(run_dir);
+            if *json {
+                crate::run::inspect::json(&dir).map(|s| out(&format!("{s}\n")))
+            } else {
+                crate::run::inspect::render(&dir).map(|s| out(&s))
+            }
         }
         Command::Config(a) => config_cmd(&cli, a),
         Command::Presets => {
