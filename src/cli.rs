@@ -12,6 +12,10 @@ Examples:
   abcond probe results/quickstart/seed0-1a2b3c4d --set probe.extra_batches=8
   abcond inspect results/quickstart/seed0-1a2b3c4d
   abcond config configs/quickstart.yaml --set optim.lr=0.05   resolved config, run id and directory; runs nothing
+  abcond run configs/quickstart.yaml --sweep seed=[0,1,2] --all   three seeds (= --set 'sweep.seed=[0,1,2]')
+  abcond analyze results/quickstart --json           the summary as JSON on stdout (notes on stderr)
+  abcond inspect results/quickstart/seed0-1a2b3c4d --json
+  source <(abcond completions bash)                  tab completion in this shell (also zsh, fish)
   abcond analyze results/quickstart                  all runs of an experiment, grouped by sweep value
   abcond analyze RUN_DIR --set analysis.f_star=min-observed --set analysis.margin=0.5
   abcond sweep configs/paper/fmnist-mlp-width.yaml --list   the runs of a config's `sweep`
@@ -126,7 +130,22 @@ pub enum Command {
     /// anything. With a `sweep`: each task's run id and directory, or one
     /// task's whole config with --task.
     Config(ConfigArgs),
+    /// Print a shell completion script (bash, zsh, fish; also elvish,
+    /// powershell) for abcond's subcommands and options.
+    #[command(after_help = COMPLETIONS_HELP)]
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
+
+const COMPLETIONS_HELP: &str = "\
+Examples:
+  source <(abcond completions bash)                    this bash session only
+  abcond completions bash > ~/.local/share/bash-completion/completions/abcond
+                                                       every new bash (bash-completion loads it)
+  abcond completions zsh > ~/.zfunc/_abcond            zsh: with fpath+=~/.zfunc before compinit in ~/.zshrc
+  abcond completions fish > ~/.config/fish/completions/abcond.fish";
 
 /// `--sweep KEY.PATH=[V1,V2,…]`, the help text of every command that takes it.
 const SWEEP_HELP: &str = "Sweep a config key over a list of values (repeatable): \
@@ -709,6 +728,12 @@ pub fn main() -> i32 {
             }
         }
         Command::Config(a) => config_cmd(&cli, a),
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "abcond", &mut script);
+            out(&String::from_utf8_lossy(&script));
+            Ok(())
+        }
         Command::Presets => {
             for name in crate::config::preset_names() {
                 out(&format!("{name}\n"));

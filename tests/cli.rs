@@ -2,8 +2,8 @@
 //! and directory `train` then uses (YAML and JSON), lists a sweep's tasks,
 //! a malformed `--set` is a usage error (exit status 2) for every command,
 //! `run --analyze-only` trains nothing, $SLURM_CPUS_PER_TASK sets the
-//! default thread count, `--sweep` is `--set 'sweep.…'`, and `inspect`, `run`
-//! and `analyze` print JSON with `--json`.
+//! default thread count, `--sweep` is `--set 'sweep.…'`, `inspect`, `run` and
+//! `analyze` print JSON with `--json`, and `completions` writes shell scripts.
 
 mod common;
 use common::*;
@@ -597,4 +597,64 @@ fn run_and_analyze_json() {
     let out = abcond(&dir, &["--out", "out", "train", cfg, "--json"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("--json goes with `abcond run`"));
+}
+
+/// `completions bash` is a script bash accepts that completes every
+/// subcommand; zsh and fish scripts are written too.
+#[test]
+fn shell_completions() {
+    use clap::CommandFactory;
+    let dir = scratch("cli-completions");
+    let script = ok(&abcond(&dir, &["completions", "bash"]));
+    let names: Vec<String> = abcond::cli::Cli::command()
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .collect();
+    assert!(names.len() >= 11, "{names:?}");
+    for name in &names {
+        assert!(script.contains(name.as_str()), "{name} missing");
+    }
+    let file = dir.join("abcond.bash");
+    std::fs::write(&file, &script).unwrap();
+    let check = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&file)
+        .output();
+    let Ok(check) = check else {
+        println!("SKIPPED: completions: no bash to run the script");
+        return;
+    };
+    assert!(check.status.success(), "bash -n: {}", stderr(&check));
+    // Sourced: registered for abcond, and it completes `abcond ins` and
+    // `abcond inspect --j`.
+    let complete = |words: &str| {
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "source {}; complete -p abcond; COMP_WORDS=({words}); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)); \
+                 COMP_LINE=\"${{COMP_WORDS[*]}}\"; COMP_POINT=${{#COMP_LINE}}; \
+                 _abcond abcond \"${{COMP_WORDS[COMP_CWORD]}}\" \"${{COMP_WORDS[COMP_CWORD-1]}}\"; \
+                 printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+                file.display()
+            ))
+            .output()
+            .unwrap();
+        ok(&out)
+    };
+    let got = complete("abcond ins");
+    assert!(got.contains("complete") && got.contains("abcond"), "{got}");
+    assert!(got.lines().any(|l| l == "inspect"), "{got}");
+    let got = complete("abcond inspect --j");
+    assert!(got.lines().any(|l| l == "--json"), "{got}");
+    let got = complete("abcond run x --sw");
+    assert!(got.lines().any(|l| l == "--sweep"), "{got}");
+    for shell in ["zsh", "fish"] {
+        let script = ok(&abcond(&dir, &["completions", shell]));
+        assert!(
+            script.contains("abcond") && script.contains("inspect"),
+            "{shell}"
+        );
+    }
+    let out = abcond(&dir, &["completions", "tcsh"]);
+    assert_eq!(out.status.code(), Some(2));
 }
