@@ -2,7 +2,7 @@
 
 use crate::experiment::driver::{command_line, out, Driver, Stage};
 use crate::run::RunDir;
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::PathBuf;
 
 const AFTER_HELP: &str = "\
@@ -12,6 +12,10 @@ Examples:
   abcond probe results/quickstart/seed0-1a2b3c4d --set probe.extra_batches=8
   abcond inspect results/quickstart/seed0-1a2b3c4d
   abcond config configs/quickstart.yaml --set optim.lr=0.05   resolved config, run id and directory; runs nothing
+  abcond run configs/quickstart.yaml --sweep seed=[0,1,2] --all   three seeds (= --set 'sweep.seed=[0,1,2]')
+  abcond analyze results/quickstart --json           the summary as JSON on stdout (notes on stderr)
+  abcond inspect results/quickstart/seed0-1a2b3c4d --json
+  source <(abcond completions bash)                  tab completion in this shell (also zsh, fish)
   abcond analyze results/quickstart                  all runs of an experiment, grouped by sweep value
   abcond analyze RUN_DIR --set analysis.f_star=min-observed --set analysis.margin=0.5
   abcond sweep configs/paper/fmnist-mlp-width.yaml --list   the runs of a config's `sweep`
@@ -98,9 +102,17 @@ pub enum Command {
     /// `analysis` config section, then --set.
     Analyze(AnalyzeArgs),
     /// Show a run directory: config, status, steps, snapshots, probe coverage.
+    ///
+    /// With --json: the same facts as one JSON object (keys in
+    /// docs/commands.md), e.g. `abcond inspect RUN_DIR --json | jq .training`.
     Inspect {
         /// The run directory (<out>/<experiment>/<run_id>).
         run_dir: PathBuf,
+        /// Print one line of JSON instead of the text: run_dir, experiment,
+        /// run_id, seed, status, training, steps, snapshots, probe, sessions,
+        /// config (absent values are null).
+        #[arg(long)]
+        json: bool,
     },
     /// Check every file of a run (or of every run under a directory) against
     /// run.yaml, the step record and the checksums, reading every value once:
@@ -118,7 +130,29 @@ pub enum Command {
     /// anything. With a `sweep`: each task's run id and directory, or one
     /// task's whole config with --task.
     Config(ConfigArgs),
+    /// Print a shell completion script (bash, zsh, fish; also elvish,
+    /// powershell) for abcond's subcommands and options.
+    #[command(after_help = COMPLETIONS_HELP)]
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
+
+const COMPLETIONS_HELP: &str = "\
+Examples:
+  source <(abcond completions bash)                    this bash session only
+  abcond completions bash > ~/.local/share/bash-completion/completions/abcond
+                                                       every new bash (bash-completion loads it)
+  abcond completions zsh > ~/.zfunc/_abcond            zsh: with fpath+=~/.zfunc before compinit in ~/.zshrc
+  abcond completions fish > ~/.config/fish/completions/abcond.fish";
+
+/// `--sweep KEY.PATH=[V1,V2,…]`, the help text of every command that takes it.
+const SWEEP_HELP: &str = "Sweep a config key over a list of values (repeatable): \
+--sweep optim.lr=[0.1,0.05] is --set 'sweep.optim.lr=[0.1,0.05]'. It replaces that \
+axis of the config's `sweep` or adds one, and makes a config without `sweep` a sweep \
+(then choose runs with --task N or --all). Axes are in command-line order \
+(the last varies fastest).";
 
 #[derive(Args, Debug)]
 pub struct ConfigArgs {
@@ -127,6 +161,8 @@ pub struct ConfigArgs {
     /// Override a config value, e.g. --set optim.lr=0.05 (repeatable).
     #[arg(long = "set", value_name = "KEY.PATH=VALUE", value_parser = set_syntax)]
     pub set: Vec<String>,
+    #[arg(long = "sweep", value_name = "KEY.PATH=[V1,V2,…]", value_parser = sweep_syntax, help = SWEEP_HELP)]
+    pub sweep: Vec<String>,
     /// With a `sweep`: print this task's resolved config.
     #[arg(long, value_name = "N")]
     pub task: Option<usize>,
@@ -152,6 +188,47 @@ fn set_syntax(s: &str) -> Result<String, String> {
     }
 }
 
+/// `--sweep KEY.PATH=[V1,V2,…]`: a key path and a non-empty YAML list, as the
+/// override `sweep.KEY.PATH=[V1,V2,…]`; anything else is a usage error (exit
+/// status 2), like a malformed `--set`.
+fn sweep_syntax(s: &str) -> Result<String, String> {
+    const EXPECTED: &str = "expected KEY.PATH=[V1,V2,…], e.g. --sweep optim.lr=[0.1,0.05]";
+    let Some((key, values)) = s.split_once('=') else {
+        return Err(format!("`{s}` has no `=`; {EXPECTED}"));
+    };
+    let key = key.trim();
+    if key.is_empty() || key.split('.').any(str::is_empty) {
+        return Err(format!("`{key}` is not a key path; {EXPECTED}"));
+    }
+    if key == "sweep" || key.starts_with("sweep.") {
+        return Err(format!(
+            "`{key}`: name the swept key without `sweep.`; {EXPECTED}"
+        ));
+    }
+    match serde_yaml::from_str::<serde_yaml::Value>(values) {
+        Ok(serde_yaml::Value::Sequence(v)) if !v.is_empty() => Ok(format!("sweep.{key}={values}")),
+        Ok(serde_yaml::Value::Sequence(_)) => {
+            Err(format!("`{key}`: the list of values is empty; {EXPECTED}"))
+        }
+        _ => Err(format!(
+            "`{key}`: `{values}` is not a list of values in brackets; {EXPECTED}"
+        )),
+    }
+}
+
+/// The `--set` and `--sweep` overrides of a subcommand that takes both, in
+/// command-line order (the order of `sweep` axes is the order of the tasks).
+fn overrides_in_order(sub: &ArgMatches) -> Vec<String> {
+    let mut all: Vec<(usize, String)> = Vec::new();
+    for id in ["set", "sweep"] {
+        if let (Some(values), Some(at)) = (sub.get_many::<String>(id), sub.indices_of(id)) {
+            all.extend(at.zip(values.cloned()));
+        }
+    }
+    all.sort_by_key(|(at, _)| *at);
+    all.into_iter().map(|(_, v)| v).collect()
+}
+
 #[derive(Args, Debug)]
 pub struct TrainArgs {
     /// Experiment config (YAML), e.g. configs/quickstart.yaml.
@@ -160,6 +237,12 @@ pub struct TrainArgs {
     /// (repeatable; values are parsed as YAML).
     #[arg(long = "set", value_name = "KEY.PATH=VALUE", value_parser = set_syntax)]
     pub set: Vec<String>,
+    #[arg(long = "sweep", value_name = "KEY.PATH=[V1,V2,…]", value_parser = sweep_syntax, help = SWEEP_HELP)]
+    pub sweep: Vec<String>,
+    /// `run` only: print the analysis summary as one line of JSON on stdout
+    /// (the numbers of analysis/summary.yaml); every other line goes to stderr.
+    #[arg(long)]
+    pub json: bool,
     /// `run` only: train and probe nothing; analyse the run (with --all, the
     /// experiment) as it is, and fail naming the runs that are missing or
     /// unfinished (the Slurm analysis job).
@@ -211,6 +294,8 @@ pub struct SweepArgs {
     /// Override a config value in every task (not a swept key).
     #[arg(long = "set", value_name = "KEY.PATH=VALUE", value_parser = set_syntax)]
     pub set: Vec<String>,
+    #[arg(long = "sweep", value_name = "KEY.PATH=[V1,V2,…]", value_parser = sweep_syntax, help = SWEEP_HELP)]
+    pub sweep: Vec<String>,
     /// List the tasks (the default and only action; accepted for clarity).
     #[arg(long)]
     pub list: bool,
@@ -223,6 +308,8 @@ pub struct SlurmArgs {
     /// Override a config value in every task (passed on to each `abcond run`).
     #[arg(long = "set", value_name = "KEY.PATH=VALUE", value_parser = set_syntax)]
     pub set: Vec<String>,
+    #[arg(long = "sweep", value_name = "KEY.PATH=[V1,V2,…]", value_parser = sweep_syntax, help = SWEEP_HELP)]
+    pub sweep: Vec<String>,
     /// #SBATCH --partition (omitted: the cluster's default).
     #[arg(long, value_name = "NAME")]
     pub partition: Option<String>,
@@ -303,6 +390,13 @@ pub struct AnalyzeArgs {
     /// analysis.grid.beta=[0,50], analysis.grid.points=101, analysis.plots=false.
     #[arg(long = "set", value_name = "analysis.KEY=VALUE", value_parser = set_syntax)]
     pub set: Vec<String>,
+    /// Print the summary as one line of JSON on stdout instead of the text:
+    /// {"analysis_dir", "files", "notes", "summary"}, where summary is
+    /// analysis/summary.yaml's document (±∞ and NaN as the strings ".inf",
+    /// "-.inf", ".nan", as there; absent values null). Notes go to stderr.
+    /// E.g. abcond analyze RUN_DIR --json | jq '.summary.groups[0].alpha_beta'
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `abcond train|run CONFIG`: one run, or the sweep task(s) chosen by
@@ -313,6 +407,17 @@ fn train_or_run(cli: &Cli, a: &TrainArgs, run: bool) -> anyhow::Result<()> {
         (true, false) => Stage::Run { analyse: true },
         (false, false) => Stage::Train,
         (false, true) => anyhow::bail!("--analyze-only goes with `abcond run`, not `train`"),
+    };
+    if a.json && !run {
+        anyhow::bail!(
+            "--json goes with `abcond run` (the analysis summary as JSON), not `train`; `abcond inspect RUN_DIR --json` describes a trained run"
+        );
+    }
+    let driver = |cli: &Cli| {
+        let mut d = driver(cli);
+        d.recovery = a.recovery();
+        d.json = a.json;
+        d
     };
     let Some(sweep) = crate::experiment::sweep::Sweep::load(&a.config, &a.set)? else {
         if a.task.is_some() || a.all {
@@ -327,9 +432,7 @@ fn train_or_run(cli: &Cli, a: &TrainArgs, run: bool) -> anyhow::Result<()> {
                 anyhow::bail!("--run-id {id:?} is not a valid directory name");
             }
         }
-        let mut d = driver(cli);
-        d.recovery = a.recovery();
-        return d.one_run(&config, a.run_id.as_deref(), None, stage);
+        return driver(cli).one_run(&config, a.run_id.as_deref(), None, stage);
     };
     if a.run_id.is_some() {
         anyhow::bail!(
@@ -337,9 +440,7 @@ fn train_or_run(cli: &Cli, a: &TrainArgs, run: bool) -> anyhow::Result<()> {
         );
     }
     if a.all {
-        let mut d = driver(cli);
-        d.recovery = a.recovery();
-        return d.run_all(&sweep, stage);
+        return driver(cli).run_all(&sweep, stage);
     }
     let n = match a.task {
         Some(n) => n,
@@ -364,9 +465,7 @@ fn train_or_run(cli: &Cli, a: &TrainArgs, run: bool) -> anyhow::Result<()> {
             task.run_id()
         ),
     );
-    let mut d = driver(cli);
-    d.recovery = a.recovery();
-    let result = d.one_run(&task.config, None, Some(task), stage);
+    let result = driver(cli).one_run(&task.config, None, Some(task), stage);
     driver(cli).refresh_runs_table(&sweep);
     result
 }
@@ -542,8 +641,9 @@ fn analyze_cmd(cli: &Cli, a: &AnalyzeArgs) -> anyhow::Result<()> {
         None
     };
     let r = crate::analysis::analyze(&a.path, None, &a.set, cli.quiet)?;
-    out(&crate::analysis::render(&r));
-    Ok(())
+    let mut d = driver(cli);
+    d.json = a.json;
+    d.report(&r)
 }
 
 /// Runs the CLI and returns the process exit status.
@@ -554,13 +654,28 @@ fn driver(cli: &Cli) -> Driver {
         quiet: cli.quiet,
         command: command_line(),
         recovery: crate::train::Recovery::Resume,
+        json: false,
     }
 }
 
 pub fn main() -> i32 {
     // First, while the process has one thread and before CUDA initialises.
     crate::torch::reproducibility::init_process_env();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches)
+        .map_err(|e| e.format(&mut Cli::command()))
+        .unwrap_or_else(|e| e.exit());
+    // `--sweep K=[…]` is `--set 'sweep.K=[…]'`: one list of overrides, in the
+    // order given.
+    if let Some((_, sub)) = matches.subcommand() {
+        match &mut cli.command {
+            Command::Train(a) | Command::Run(a) => a.set = overrides_in_order(sub),
+            Command::Config(a) => a.set = overrides_in_order(sub),
+            Command::Sweep(a) => a.set = overrides_in_order(sub),
+            Command::Slurm(a) => a.set = overrides_in_order(sub),
+            _ => {}
+        }
+    }
     // Before the first tensor: libtorch's CPU allocator with a cache of large
     // blocks (csrc/cpu_cache.cpp; ABCOND_CPU_CACHE=0 turns it off).
     if let Err(e) = crate::torch::ops::install_cpu_cache() {
@@ -604,10 +719,21 @@ pub fn main() -> i32 {
                 anyhow::bail!("problems found (listed above) under {}", path.display())
             }
         }),
-        Command::Inspect { run_dir } => {
-            crate::run::inspect::render(&RunDir::new(run_dir)).map(|s| out(&s))
+        Command::Inspect { run_dir, json } => {
+            let dir = RunDir::new(run_dir);
+            if *json {
+                crate::run::inspect::json(&dir).map(|s| out(&format!("{s}\n")))
+            } else {
+                crate::run::inspect::render(&dir).map(|s| out(&s))
+            }
         }
         Command::Config(a) => config_cmd(&cli, a),
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "abcond", &mut script);
+            out(&String::from_utf8_lossy(&script));
+            Ok(())
+        }
         Command::Presets => {
             for name in crate::config::preset_names() {
                 out(&format!("{name}\n"));

@@ -22,7 +22,7 @@ pub mod terminal;
 use crate::config::AnalysisConfig;
 pub use result::{aggregate, Analysis, GroupResult, RunCurves, RunSigma};
 pub use summary::{Summary, BOUND_TEXT, SUMMARY_FORMAT};
-pub use terminal::render;
+pub use terminal::{json, render};
 
 use anyhow::Result;
 use inputs::{Group, RunData};
@@ -74,6 +74,7 @@ pub fn analyze(
         skipped,
         notes,
         written: Vec::new(),
+        summary: None,
     };
     write_outputs(&mut a)?;
     a.written = staging.commit(&a.written)?;
@@ -302,6 +303,7 @@ fn write_outputs(a: &mut Analysis) -> Result<()> {
     }
 
     a.written = written;
+    a.summary = Some(summary);
     Ok(())
 }
 

@@ -68,6 +68,9 @@ pub struct Analysis {
     pub skipped: Vec<String>,
     pub notes: Vec<String>,
     pub written: Vec<PathBuf>,
+    /// What summary.yaml holds (set when it is written): the source of
+    /// `--json`'s summary.
+    pub summary: Option<super::summary::Summary>,
 }
 
 /// A group's file name suffix: none when there is one group.

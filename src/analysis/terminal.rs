@@ -1,6 +1,6 @@
 //! The summary abcond prints after an analysis: the facts of
 //! [`GroupSummary::facts`](super::summary::GroupSummary::facts), as report.md
-//! shows them.
+//! shows them, or (`--json`) summary.yaml's document as JSON.
 
 use super::result::Analysis;
 use super::summary::Summary;
@@ -47,4 +47,29 @@ pub fn render(a: &Analysis) -> String {
         if a.settings.plots { ", report.md" } else { "" }
     ));
     out
+}
+
+/// `--json`: one line of JSON, `{"analysis_dir", "files", "notes", "summary"}`,
+/// where `summary` is the document written to summary.yaml (its ±∞ and NaN
+/// are the strings ".inf", "-.inf" and ".nan" there and here; JSON has no
+/// such numbers) and `files` the paths written under `analysis_dir`.
+pub fn json(a: &Analysis) -> anyhow::Result<String> {
+    use serde_yaml::{Mapping, Value};
+    let summary = match &a.summary {
+        Some(s) => serde_yaml::to_value(s)?,
+        None => serde_yaml::to_value(Summary::of(a))?,
+    };
+    let strings = |v: Vec<String>| Value::Sequence(v.into_iter().map(Value::String).collect());
+    let mut m = Mapping::new();
+    m.insert(
+        "analysis_dir".into(),
+        Value::String(a.dir.display().to_string()),
+    );
+    m.insert(
+        "files".into(),
+        strings(a.written.iter().map(|p| p.display().to_string()).collect()),
+    );
+    m.insert("notes".into(), strings(a.notes.clone()));
+    m.insert("summary".into(), summary);
+    Ok(crate::util::json::to_json(&Value::Mapping(m)))
 }

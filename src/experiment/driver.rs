@@ -30,9 +30,31 @@ pub struct Driver {
     /// `--restart-from-scratch` / `--repair`: what to do with a run whose
     /// records are incomplete.
     pub recovery: crate::train::Recovery,
+    /// `--json`: stdout carries only the analysis summary as JSON; the lines
+    /// printed besides it go to stderr (none with `--quiet`).
+    pub json: bool,
 }
 
 impl Driver {
+    /// A line of what was done: stdout, or stderr under `--json`.
+    fn say(&self, text: &str) {
+        if !self.json {
+            out(text);
+        } else if !self.quiet {
+            eprint!("{text}");
+        }
+    }
+
+    /// An analysis's summary: the text, or under `--json` one line of JSON.
+    pub fn report(&self, a: &crate::analysis::Analysis) -> anyhow::Result<()> {
+        if self.json {
+            out(&format!("{}\n", crate::analysis::json(a)?));
+        } else {
+            out(&crate::analysis::render(a));
+        }
+        Ok(())
+    }
+
     /// Rewrites runs.parquet; a failure is reported, not fatal (the next command
     /// of the sweep writes it again).
     pub fn refresh_runs_table(&self, sweep: &Sweep) {
@@ -70,7 +92,7 @@ impl Driver {
         let o = trained?;
         match stage {
             Stage::Train => {
-                out(&format!("run directory: {}\n", o.dir.root.display()));
+                self.say(&format!("run directory: {}\n", o.dir.root.display()));
                 Ok(())
             }
             // The config's probe settings and device apply, also when the run was
@@ -118,8 +140,7 @@ impl Driver {
         let _lock = crate::run::lock::acquire(&dir.root, "analyze", &self.command, false)?;
         let analysis =
             crate::analysis::analyze(&dir.root, Some(config.analysis.clone()), &[], self.quiet)?;
-        out(&crate::analysis::render(&analysis));
-        Ok(())
+        self.report(&analysis)
     }
 
     /// `--all`: every task in turn, skipping finished ones; failures are collected
@@ -179,7 +200,7 @@ impl Driver {
             self.refresh_runs_table(sweep);
         }
         if stage == Stage::Analyse {
-            out(&format!(
+            self.say(&format!(
                 "sweep {}: {n} runs: {} ready to analyse, {} missing or unfinished; runs: {}\n",
                 sweep.source,
                 n - missing.len(),
@@ -187,7 +208,7 @@ impl Driver {
                 sweep.runs_table(&self.out).display()
             ));
         } else {
-            out(&format!(
+            self.say(&format!(
                 "sweep {}: {n} runs: {ran} run now, {skipped} finished before, {} diverged, {} failed; runs: {}\n",
                 sweep.source,
                 diverged.len(),
@@ -205,7 +226,11 @@ impl Driver {
         if matches!(stage, Stage::Run { .. } | Stage::Analyse) && probed {
             let exp = sweep.experiment_dir(&self.out);
             match crate::analysis::analyze(&exp, None, &[], self.quiet) {
-                Ok(r) => out(&crate::analysis::render(&r)),
+                Ok(r) => {
+                    if let Err(e) = self.report(&r) {
+                        analysis_error = Some(format!("summary of {}: {e:#}", exp.display()));
+                    }
+                }
                 Err(e) => analysis_error = Some(format!("analysis of {}: {e:#}", exp.display())),
             }
         }
@@ -260,9 +285,9 @@ impl Driver {
         if let Some(a) = analyse {
             // The config's analysis section applies (also to a run trained before).
             let analysis = crate::analysis::analyze(&dir.root, Some(a.clone()), &[], self.quiet)?;
-            out(&crate::analysis::render(&analysis));
+            self.report(&analysis)?;
         }
-        out(&format!(
+        self.say(&format!(
             "results: {}  (run.yaml, steps.parquet, iterates/, landscape.parquet: {} rows)\n",
             dir.root.display(),
             outcome.rows.len()
