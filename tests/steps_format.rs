@@ -37,6 +37,8 @@ fn train(dir: &Path, env: Option<(&str, &str)>) -> bool {
     let cfg = write_config(dir, "c.yaml", CONFIG);
     let mut c = cmd(dir);
     c.args(["-q", "--out", "out", "train", cfg.to_str().unwrap()]);
+    // Checkpoints (and step parts) every 10 steps; the run id stays.
+    c.args(["--set", "train.checkpoint_every=10"]);
     if let Some((k, v)) = env {
         c.env(k, v);
     }
