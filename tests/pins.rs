@@ -179,6 +179,11 @@ fn run_ids_and_resolved_configs() {
 /// A Parquet file as text: the schema line, then one tab-separated line per
 /// row (f64 in shortest round-trip form, lists joined by ',').
 fn parquet_text(path: &Path) -> String {
+    parquet_text_without(path, &[])
+}
+
+/// [`parquet_text`] without the columns `skip`.
+fn parquet_text_without(path: &Path, skip: &[&str]) -> String {
     let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
         .unwrap()
@@ -187,7 +192,12 @@ fn parquet_text(path: &Path) -> String {
     let mut text = String::new();
     let mut header = false;
     for batch in reader {
-        let batch = batch.unwrap();
+        let mut batch = batch.unwrap();
+        for name in skip {
+            if let Ok(i) = batch.schema().index_of(name) {
+                batch.remove_column(i);
+            }
+        }
         if !header {
             let cols: Vec<String> = batch
                 .schema()
@@ -328,6 +338,31 @@ fn pin_summary(name: &str, path: &Path, rel: f64) {
     yaml_close("", &a, &b, rel);
 }
 
+/// steps.parquet's `run_id` and `seed` are the run's (its directory's name,
+/// run.yaml's seed) on every row, and `wall_time_s` never decreases.
+fn steps_identity(path: &Path, run: &Path) {
+    let (rows, _) = abcond::store::tables::read_steps(path).unwrap();
+    let id = run.file_name().unwrap().to_str().unwrap();
+    let seed: i64 = id
+        .strip_prefix("seed")
+        .and_then(|s| s.split('-').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap();
+    let mut last = 0.0;
+    for r in &rows {
+        assert_eq!(
+            r.run_id.as_deref(),
+            Some(id),
+            "steps: run_id of step {}",
+            r.step
+        );
+        assert_eq!(r.seed, Some(seed), "steps: seed of step {}", r.step);
+        let w = r.wall_time_s.0.expect("wall_time_s");
+        assert!(w >= last, "steps: wall_time_s decreases at step {}", r.step);
+        last = w;
+    }
+}
+
 /// Runs a config to the end and pins its tables and summary.
 fn pin_run(tag: &str, config: &Path, sets: &[&str], rel: f64) {
     let out = scratch(&format!("pins-{tag}"));
@@ -360,7 +395,14 @@ fn pin_run(tag: &str, config: &Path, sets: &[&str], rel: f64) {
         let p = run.join(format!("{table}.parquet"));
         let name = format!("{tag}-{}.tsv", table.replace('/', "-"));
         if p.exists() || pin_path(&name).exists() {
-            let mut text = parquet_text(&p);
+            let mut text = if table == "steps" {
+                steps_identity(&p, &run);
+                // The pins hold the step record; the run's identity is
+                // checked above, and wall time is not a result.
+                parquet_text_without(&p, &["run_id", "seed", "wall_time_s"])
+            } else {
+                parquet_text(&p)
+            };
             if table.ends_with("ab_grid") {
                 // The slack grid has ~10^4 cells: pin every 23rd (and the header).
                 text = text

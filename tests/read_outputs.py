@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 import pyarrow.parquet as pq
+import yaml
 
 run = sys.argv[1]
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,6 +34,8 @@ expect(
     "steps (polars)",
     dict(steps.schema),
     {
+        "run_id": pl.String,
+        "seed": pl.Int64,
         "step": pl.Int64,
         "epoch": pl.Int64,
         "lr": pl.Float64,
@@ -40,11 +43,18 @@ expect(
         "loss": pl.Float64,
         "grad_norm": pl.Float64,
         "batch_indices": pl.List(pl.Int64),
+        "wall_time_s": pl.Float64,
     },
 )
 sp = pd.read_parquet(f"{run}/steps.parquet")
-expect("steps (pandas)", [str(t) for t in sp.dtypes], ["int64", "int64", "float64", "float64", "float64", "float64", "object"])
+expect("steps (pandas)", [str(t) for t in sp.dtypes], ["object", "int64", "int64", "int64", "float64", "float64", "float64", "float64", "object", "float64"])
 expect("steps are 0..K-1", sp["step"].tolist(), list(range(len(sp))))
+manifest = yaml.safe_load(open(f"{run}/run.yaml"))
+expect("steps run_id (run.yaml)", set(sp["run_id"]), {manifest["run_id"]})
+expect("steps seed (run.yaml)", set(sp["seed"]), {manifest["config"]["seed"]})
+wall = sp["wall_time_s"].to_numpy()
+assert np.isfinite(wall).all() and (wall >= 0).all() and (np.diff(wall) >= 0).all(), wall
+expect("steps metadata", pq.read_table(f"{run}/steps.parquet").schema.metadata[b"abcond.format"], b"abcond.steps/4")
 
 # landscape.parquet
 land = pl.read_parquet(f"{run}/landscape.parquet")
@@ -122,6 +132,31 @@ data = pl.read_parquet(f"{run}/data.parquet")
 assert data["index"].to_list() == list(range(data.height))
 assert data.schema["source_index"] == pl.Int64
 
+
+
+def described(path):
+    """Every column of a Parquet file abcond wrote has a non-empty
+    description in its field metadata (pyarrow)."""
+    schema = pq.read_schema(path)
+    assert len(schema) > 0, path
+    for name in schema.names:
+        meta = schema.field(name).metadata or {}
+        d = meta.get(b"description", b"").decode()
+        if not d.strip():
+            print(f"{path}: column `{name}` has no description (field metadata {meta})")
+            sys.exit(1)
+    unit = (schema.field("wall_time_s").metadata or {}).get(b"unit") if "wall_time_s" in schema.names else b"s"
+    expect(f"{path}: unit of wall_time_s", unit, b"s")
+
+
+tables = []
+for d, _, files in os.walk(run):
+    tables += [os.path.join(d, f) for f in files if f.endswith(".parquet")]
+kinds = {os.path.basename(t) for t in tables}
+assert {"steps.parquet", "landscape.parquet", "data.parquet", "part-0.parquet"} <= kinds, kinds
+for t in tables:
+    described(t)
+
 # The README's Python snippets, pointed at this run.
 readme = open(os.path.join(root, "README.md")).read()
 blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
@@ -140,5 +175,15 @@ import abcond  # noqa: E402
 
 logged = abcond.read_manifest("results/mine/seed0")  # the README's Logger loop
 assert logged["status"] == "completed" and logged["training"]["total_steps"] == 16, logged
+# The Logger writes the current steps format, described like the binary's.
+for d, _, files in os.walk("results/mine/seed0"):
+    for f in files:
+        if f.endswith(".parquet"):
+            described(os.path.join(d, f))
+ls = pq.read_table("results/mine/seed0/steps.parquet")
+expect("Logger steps format", ls.schema.metadata[b"abcond.format"], b"abcond.steps/4")
+expect("Logger steps run_id", set(ls.column("run_id").to_pylist()), {"seed0"})
+lw = np.array(ls.column("wall_time_s").to_pylist())
+assert (lw >= 0).all() and (np.diff(lw) >= 0).all(), lw
 print(f"read_outputs {run}: steps {steps.height} rows, landscape {land.height} rows, iterates {it.height} chunk rows; README snippets {len(blocks)} OK")
 print("OK")

@@ -272,6 +272,7 @@ class Logger:
         self._lock_fd = None
         self._prepare_dir(replace)
         self._hook = optimizer.register_step_pre_hook(self._before_update)
+        self._t0 = time.monotonic()
         self._session = {
             "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
             "host": socket.gethostname(),
@@ -534,7 +535,9 @@ class Logger:
         ep = int(epoch) if epoch is not None else k // max(self.steps_per_epoch, 1)
         if k in self._snapshot_set:
             self._snapshot(k)
-        self.rows.append((k, ep, lr, step_size, value, grad_norm, idx.astype(np.int64, copy=True)))
+        # wall_time_s: seconds since the Logger was made (the start of training).
+        wall = time.monotonic() - self._t0
+        self.rows.append((k, ep, lr, step_size, value, grad_norm, idx.astype(np.int64, copy=True), wall))
         self.k = k + 1
         self._updated = False
         if not math.isfinite(value):
@@ -571,7 +574,7 @@ class Logger:
             return
         first, last = new[0][0], new[-1][0]
         path = os.path.join(self.run_dir, "steps-parts", f"steps-{first:010d}-{last:010d}.parquet")
-        store.write_steps(path, new, self.run_id)
+        store.write_steps(path, new, self.run_id, self.config["seed"])
         self._flushed = len(self.rows)
 
     def finish(self):
@@ -596,7 +599,7 @@ class Logger:
             self.total = k
         if k not in self._written:
             self._snapshot(k)
-        store.write_steps(os.path.join(self.run_dir, "steps.parquet"), self.rows, self.run_id)
+        store.write_steps(os.path.join(self.run_dir, "steps.parquet"), self.rows, self.run_id, self.config["seed"])
         lrs = {r[2] for r in self.rows}
         self._constant = lrs == {self.optim["lr"]}
         self._write_manifest("completed", message=message, outcome="completed", end_step=k)

@@ -172,6 +172,20 @@ def _run_dirs(path):
     return sorted(found)
 
 
+def _steps_columns(t, run_id, seed):
+    """A run's step rows with the columns of the current format
+    (``abcond.steps/4``): files of older formats get ``run_id`` and ``seed``
+    from run.yaml (first) and a null ``wall_time_s`` (last)."""
+    n = t.num_rows
+    if "run_id" not in t.column_names:
+        t = t.add_column(0, pa.field("run_id", pa.string()), pa.array([run_id] * n, pa.string()))
+    if "seed" not in t.column_names:
+        t = t.add_column(1, pa.field("seed", pa.int64()), pa.array([seed] * n, pa.int64()))
+    if "wall_time_s" not in t.column_names:
+        t = t.append_column(pa.field("wall_time_s", pa.float64()), pa.nulls(n, pa.float64()))
+    return t
+
+
 class Experiment:
     """Every run under an experiment directory: ``runs`` (run_id → Run),
     ``steps`` (all runs' step rows with ``run_id`` and ``seed`` columns),
@@ -189,11 +203,8 @@ class Experiment:
         steps = []
         for r in runs:
             if r.steps is not None:
-                n = r.steps.num_rows
-                t = r.steps.append_column("run_id", pa.array([r.run_id] * n)).append_column(
-                    "seed", pa.array([int(r.manifest["config"].get("seed", 0))] * n, pa.int64())
-                )
-                steps.append(t.replace_schema_metadata(None))
+                seed = int(r.manifest["config"].get("seed", 0))
+                steps.append(_steps_columns(r.steps, r.run_id, seed).replace_schema_metadata(None))
         lands = [r.landscape.replace_schema_metadata(None) for r in runs if r.landscape is not None]
         self.steps = _frame(pa.concat_tables(steps, promote_options="default"), frame) if steps else None
         self.landscape = _frame(pa.concat_tables(lands, promote_options="default"), frame) if lands else None

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 from .checksum import KEY, VALUE_SUMS_KEY, table_checksum, toc_checksum, values_checksum
 
 TENSORS_FORMAT = "abcond.tensors/2"
-STEPS_FORMAT = "abcond.steps/3"
+STEPS_FORMAT = "abcond.steps/4"
 DATA_FORMAT = "abcond.data/1"
 #: Values per chunk row (4 MiB of f32), as the binary writes them.
 CHUNK = 1 << 20
@@ -84,6 +84,40 @@ def write_text(path, text, durable=True):
     atomic_write(path, lambda tmp: open(tmp, "w", encoding="utf-8").write(text), durable)
 
 
+_COLUMNS = None
+
+
+def columns():
+    """The column descriptions of every table abcond writes (columns.yaml,
+    the file the binary embeds): table → column → {description, unit}."""
+    global _COLUMNS
+    if _COLUMNS is None:
+        import yaml
+
+        with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "columns.yaml"), encoding="utf-8") as f:
+            _COLUMNS = yaml.safe_load(f)
+    return _COLUMNS
+
+
+def with_descriptions(schema, table):
+    """``schema`` with each field's ``description`` (and ``unit``) from
+    columns.yaml in its field metadata, as the binary writes them."""
+    cols = columns()[table]
+    fields = []
+    for f in schema:
+        c = cols.get(f.name)
+        if c is None:
+            if "*" not in cols:
+                raise KeyError(f"abcond/columns.yaml: table `{table}` has no description of column `{f.name}`")
+            c = {"description": cols["*"]["description"].replace("{name}", f.name), **({"unit": cols["*"]["unit"]} if "unit" in cols["*"] else {})}
+        meta = dict(f.metadata or {})
+        meta[b"description"] = c["description"].encode()
+        if c.get("unit"):
+            meta[b"unit"] = c["unit"].encode()
+        fields.append(f.with_metadata(meta))
+    return pa.schema(fields, metadata=schema.metadata)
+
+
 def _list_type(item):
     return pa.list_(pa.field("item", item, nullable=False))
 
@@ -98,14 +132,17 @@ def write_table(path, table, fmt, meta=(), durable=True):
     atomic_write(path, lambda tmp: pq.write_table(table, tmp, use_compliant_nested_type=False), durable)
 
 
-def steps_table(rows):
-    """steps.parquet's table from rows (step, epoch, lr, step_size, loss,
-    grad_norm, batch_indices)."""
-    cols = list(zip(*rows)) if rows else [[]] * 7
-    indices = cols[6]
+def steps_table(rows, run_id, seed):
+    """steps.parquet's table (format ``abcond.steps/4``) of run ``run_id``
+    with seed ``seed``, from rows (step, epoch, lr, step_size, loss,
+    grad_norm, batch_indices, wall_time_s)."""
+    cols = list(zip(*rows)) if rows else [[]] * 8
+    indices, wall = cols[6], cols[7]
     cols = cols[:6]
     schema = pa.schema(
         [
+            pa.field("run_id", pa.string()),
+            pa.field("seed", pa.int64()),
             pa.field("step", pa.int64(), nullable=False),
             pa.field("epoch", pa.int64(), nullable=False),
             pa.field("lr", pa.float64(), nullable=False),
@@ -113,12 +150,16 @@ def steps_table(rows):
             pa.field("loss", pa.float64(), nullable=False),
             pa.field("grad_norm", pa.float64(), nullable=False),
             pa.field("batch_indices", _list_type(pa.int64())),
+            pa.field("wall_time_s", pa.float64()),
         ]
     )
-    arrays = [pa.array(list(c), type=f.type) for c, f in zip(cols, schema)]
+    n = len(rows)
+    arrays = [pa.array([run_id] * n, pa.string()), pa.array([int(seed)] * n, pa.int64())]
+    arrays += [pa.array(list(c), type=ty) for c, ty in zip(cols, schema.types[2:8])]
     # The minibatches: numpy int64 arrays (or None), as one list column.
     arrays.append(_int_lists(indices, schema.field("batch_indices").type))
-    return pa.Table.from_arrays(arrays, schema=schema)
+    arrays.append(pa.array(list(wall), pa.float64()))
+    return pa.Table.from_arrays(arrays, schema=with_descriptions(schema, "steps"))
 
 
 def _int_lists(items, type_):
@@ -134,14 +175,14 @@ def _int_lists(items, type_):
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values), type=type_, mask=mask)
 
 
-def write_steps(path, rows, run_id, durable=True):
-    write_table(path, steps_table(rows), STEPS_FORMAT, [("abcond.run_id", run_id)], durable)
+def write_steps(path, rows, run_id, seed, durable=True):
+    write_table(path, steps_table(rows, run_id, seed), STEPS_FORMAT, [("abcond.run_id", run_id)], durable)
 
 
 def write_data_table(path, examples, source):
     """data.parquet of a ``tensors`` data set: example index i → row i of ``source``."""
     idx = pa.array(np.arange(examples, dtype=np.int64))
-    schema = pa.schema([pa.field("index", pa.int64(), nullable=False), pa.field("source_index", pa.int64(), nullable=False)])
+    schema = with_descriptions(pa.schema([pa.field("index", pa.int64(), nullable=False), pa.field("source_index", pa.int64(), nullable=False)]), "data")
     table = pa.Table.from_arrays([idx, idx], schema=schema)
     write_table(path, table, DATA_FORMAT, [("abcond.dataset", "tensors"), ("abcond.source_dir", source)])
 
@@ -177,7 +218,7 @@ def write_tensors(path, tensors, dtype, meta, chunk=CHUNK, durable=True):
         for c in range(max(1, -(-size // chunk))):
             off = c * chunk
             rows.append((n, c, off, min(chunk, size - off)))
-    schema = pa.schema(
+    schema = with_descriptions(pa.schema(
         [
             pa.field("name", pa.string(), nullable=False),
             pa.field("kind", pa.string(), nullable=False),
@@ -188,7 +229,7 @@ def write_tensors(path, tensors, dtype, meta, chunk=CHUNK, durable=True):
             pa.field("values", _list_type(item), nullable=False),
         ],
         metadata=kv,
-    )
+    ), "tensors")
     # Row groups of at most MAX_ROW_GROUP_BYTES of values (a larger row alone).
     groups, start, values = [], 0, 0
     limit = MAX_ROW_GROUP_BYTES // np.dtype(np_dtype).itemsize

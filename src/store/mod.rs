@@ -4,6 +4,7 @@
 
 pub mod atomic;
 pub mod checksum;
+pub mod columns;
 pub mod label;
 pub mod row;
 pub mod schema;

@@ -16,8 +16,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-/// Version 3 carries a content checksum (store/checksum.rs).
-pub const STEPS_FORMAT: &str = "abcond.steps/3";
+/// Version 4 adds `run_id`, `seed` and `wall_time_s`; version 3 carries a
+/// content checksum (store/checksum.rs).
+pub const STEPS_FORMAT: &str = "abcond.steps/4";
+/// The format before `run_id`, `seed` and `wall_time_s` (read, with them null).
+pub const STEPS_FORMAT_V3: &str = "abcond.steps/3";
 /// The format before checksums (read without one).
 const STEPS_FORMAT_V2: &str = "abcond.steps/2";
 /// The format before `step_size` (read, with step_size null).
@@ -32,6 +35,11 @@ row_table! {
 /// One optimisation step k: the update x^k → x^{k+1} on minibatch i_k.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepRow {
+    /// The run's id (run.yaml); null only in rows read from files of
+    /// formats before `abcond.steps/4`.
+    pub run_id: Option<String>,
+    /// The run's seed; null as `run_id`.
+    pub seed: Option<i64>,
     pub step: i64,
     pub epoch: i64,
     /// Learning rate of the schedule at step k.
@@ -47,7 +55,51 @@ pub struct StepRow {
     pub grad_norm: f64,
     /// i_k; stored at least for snapshot steps.
     pub batch_indices: Option<Vec<i64>>,
+    /// Seconds of training (step-loop) wall time at the end of step k's
+    /// update; not part of the step's record (see [`WallTime`]).
+    pub wall_time_s: WallTime,
 }
+}
+
+/// The wall-clock time a step row was completed at, in seconds of training
+/// time: from the start of the run's step loop, continued across resumed
+/// sessions (a session resumed at checkpoint c starts from the value of step
+/// c − 1), so it never decreases along a run and leaves out the time the run
+/// was stopped and each session's setup. None in files of formats before
+/// `abcond.steps/4` and for rows re-created by `train --repair` (the original
+/// time is lost).
+///
+/// Wall time is a measurement of the machine, not a result: two runs of the
+/// same config never agree on it. So it is no part of a step's record: any
+/// two `WallTime`s compare equal, and comparing step rows (resume, repair,
+/// replay, the pins) compares everything else bit for bit.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WallTime(pub Option<f64>);
+
+impl PartialEq for WallTime {
+    fn eq(&self, _: &WallTime) -> bool {
+        true
+    }
+}
+
+impl crate::store::row::Cell for WallTime {
+    fn data_type() -> DataType {
+        DataType::Float64
+    }
+    fn nullable() -> bool {
+        true
+    }
+    fn column(values: Vec<Self>) -> ArrayRef {
+        Arc::new(Float64Array::from(
+            values.into_iter().map(|w| w.0).collect::<Vec<_>>(),
+        ))
+    }
+    fn get(col: &dyn arrow::array::Array, i: usize) -> std::result::Result<Self, String> {
+        <Option<f64> as crate::store::row::Cell>::get(col, i).map(WallTime)
+    }
+    fn absent() -> Option<Self> {
+        Some(WallTime(None))
+    }
 }
 
 row_table! {
@@ -106,10 +158,24 @@ pub fn write_batch_with(
     let props = WriterProperties::builder()
         .set_key_value_metadata(Some(kv))
         .build();
+    // Each column's description and unit go into its field metadata
+    // (store/columns.rs), by the table its format names.
+    let format = meta
+        .iter()
+        .find(|(k, _)| *k == "abcond.format")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_default();
+    let table = crate::store::columns::table_of(format).ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: metadata `abcond.format` is {format:?}, expected `abcond.<table>/<version>`",
+            path.display()
+        )
+    })?;
+    let described = crate::store::columns::with_descriptions(&batch.schema(), table)?;
     // The metadata goes into the Arrow schema too: pyarrow shows the embedded
     // Arrow schema's metadata (table.schema.metadata), not the Parquet footer's.
     let schema = Arc::new(
-        batch.schema().as_ref().clone().with_metadata(
+        described.with_metadata(
             meta.iter()
                 .map(|(k, v)| (k.to_string(), v.clone()))
                 .collect::<std::collections::HashMap<_, _>>(),
@@ -265,10 +331,19 @@ pub fn write_landscape_swept(
     )
 }
 
-/// Reads steps.parquet (the current format, or abcond.steps/1 without
-/// `step_size`, read as null).
+/// Reads steps.parquet (the current format, or an older one: abcond.steps/3
+/// without `run_id`, `seed` and `wall_time_s`, /2 without a checksum, /1
+/// without `step_size`; the columns a format lacks read as null).
 pub fn read_steps(path: &Path) -> Result<(Vec<StepRow>, BTreeMap<String, String>)> {
-    read_rows(path, &[STEPS_FORMAT, STEPS_FORMAT_V2, STEPS_FORMAT_V1])
+    read_rows(
+        path,
+        &[
+            STEPS_FORMAT,
+            STEPS_FORMAT_V3,
+            STEPS_FORMAT_V2,
+            STEPS_FORMAT_V1,
+        ],
+    )
 }
 
 pub fn read_landscape(path: &Path) -> Result<(Vec<LandscapeRow>, BTreeMap<String, String>)> {
@@ -384,6 +459,8 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let steps = vec![
             StepRow {
+                run_id: Some("r".into()),
+                seed: Some(7),
                 step: 0,
                 epoch: 0,
                 lr: 0.1,
@@ -391,8 +468,11 @@ mod tests {
                 loss: 2.3,
                 grad_norm: 1.5,
                 batch_indices: Some(vec![3, 1, 2]),
+                wall_time_s: WallTime(Some(0.25)),
             },
             StepRow {
+                run_id: Some("r".into()),
+                seed: Some(7),
                 step: 1,
                 epoch: 0,
                 lr: 0.1,
@@ -400,6 +480,7 @@ mod tests {
                 loss: f64::NAN,
                 grad_norm: 1.0,
                 batch_indices: None,
+                wall_time_s: WallTime(None),
             },
         ];
         let p = dir.join("steps.parquet");

@@ -261,7 +261,7 @@ fn finish(
         Err(e) => e.downcast_ref::<Diverged>().is_some(),
     };
     if finished {
-        match consolidate_steps(dir, &manifest.run_id) {
+        match consolidate_steps(dir, manifest) {
             Ok(n) if result.is_ok() && n as u64 != total => {
                 result = Err(anyhow!(
                     "steps.parquet holds {n} rows after training, expected {total}"

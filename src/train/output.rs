@@ -133,11 +133,9 @@ pub fn part_first_step(name: &str) -> Option<u64> {
     name.strip_prefix("steps-")?.split('-').next()?.parse().ok()
 }
 
-/// Writes `steps.parquet` from the rows already in it and the steps parts
-/// (a part's row wins over an older one of the same step), checking that the
-/// steps are exactly 0..n; returns n. The parts are left in place: they are
-/// removed only once the manifest records the outcome.
-pub fn consolidate_steps(dir: &RunDir, run_id: &str) -> Result<usize> {
+/// The step rows of steps.parquet and the steps parts, by step (a part's row
+/// wins over an older one of the same step).
+fn recorded_steps(dir: &RunDir) -> Result<std::collections::BTreeMap<i64, StepRow>> {
     let mut parts: Vec<_> = match std::fs::read_dir(dir.steps_parts()) {
         Ok(rd) => rd
             .filter_map(|e| e.ok())
@@ -160,7 +158,29 @@ pub fn consolidate_steps(dir: &RunDir, run_id: &str) -> Result<usize> {
             by_step.insert(r.step, r);
         }
     }
-    let rows: Vec<StepRow> = by_step.into_values().collect();
+    Ok(by_step)
+}
+
+/// The training wall time (`wall_time_s`) of the last step before `start`,
+/// from the recorded rows; None when that row has none (an older format, or
+/// re-created by --repair).
+pub fn wall_time_before(dir: &RunDir, start: u64) -> Result<Option<f64>> {
+    Ok(recorded_steps(dir)?
+        .get(&(start as i64 - 1))
+        .and_then(|r| r.wall_time_s.0))
+}
+
+/// Writes `steps.parquet` from the rows already in it and the steps parts
+/// (a part's row wins over an older one of the same step), checking that the
+/// steps are exactly 0..n; returns n. Rows of older formats get the run's
+/// id and seed. The parts are left in place: they are removed only once the
+/// manifest records the outcome.
+pub fn consolidate_steps(dir: &RunDir, m: &Manifest) -> Result<usize> {
+    let mut rows: Vec<StepRow> = recorded_steps(dir)?.into_values().collect();
+    for r in &mut rows {
+        r.run_id.get_or_insert_with(|| m.run_id.clone());
+        r.seed.get_or_insert(m.config.seed as i64);
+    }
     for (i, r) in rows.iter().enumerate() {
         if r.step != i as i64 {
             bail!(
@@ -171,10 +191,6 @@ pub fn consolidate_steps(dir: &RunDir, run_id: &str) -> Result<usize> {
             );
         }
     }
-    tables::write_steps(
-        &dir.steps(),
-        &rows,
-        &[("abcond.run_id", run_id.to_string())],
-    )?;
+    tables::write_steps(&dir.steps(), &rows, &[("abcond.run_id", m.run_id.clone())])?;
     Ok(rows.len())
 }

@@ -277,7 +277,14 @@ pub fn repair(
             break;
         }
         let u = step::update(cfg, setup, &mut opt, k)?;
-        let row = u.row(k, setup.sampler.epoch_of(k), setup.snapshots.contains(&k));
+        // A re-created row's wall time is lost (null).
+        let row = u.row(
+            k,
+            setup.sampler.epoch_of(k),
+            setup.snapshots.contains(&k),
+            manifest,
+            None,
+        );
         match rows.get(&(k as i64)) {
             Some(old) if !same_row(old, &row) => bail!(
                 "--repair: {root}: the recorded row of step {k} (loss {:e}, gradient norm {:e}) differs from the retrained one (loss {:e}, gradient norm {:e}); {NOT_DETERMINISTIC}",
@@ -301,7 +308,12 @@ pub fn repair(
     progress.finish();
     // The step record, rebuilt whole: the rows 0..E in one file, written
     // durably before the files it replaces are removed.
-    let all: Vec<StepRow> = rows.into_values().collect();
+    let mut all: Vec<StepRow> = rows.into_values().collect();
+    // Rows of older formats get the run's id and seed.
+    for r in &mut all {
+        r.run_id.get_or_insert_with(|| manifest.run_id.clone());
+        r.seed.get_or_insert(manifest.config.seed as i64);
+    }
     debug_assert!(all.iter().enumerate().all(|(i, r)| r.step == i as i64));
     let meta = [("abcond.run_id", manifest.run_id.clone())];
     let record_changed = !missing_rows.is_empty() || !l.bad_step_files.is_empty();

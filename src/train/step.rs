@@ -14,7 +14,7 @@ use crate::data::augment::AugmentAt;
 use crate::model::{Mode, Model};
 use crate::optim::{schedule, Optimizer};
 use crate::run::{Manifest, RunDir, TrainTiming};
-use crate::store::tables::StepRow;
+use crate::store::tables::{StepRow, WallTime};
 use crate::util::progress::{note, Progress};
 use crate::util::rng::{self, stream};
 use anyhow::{bail, Context, Result};
@@ -51,10 +51,20 @@ pub struct Update {
 }
 
 impl Update {
-    /// The step record of this update as step `k` of epoch `epoch`; i_k is
-    /// kept on snapshot steps.
-    pub fn row(&self, k: u64, epoch: u64, is_snapshot: bool) -> StepRow {
+    /// The step record of this update as step `k` of epoch `epoch` of run
+    /// `m`, completed `wall_time_s` seconds into training; i_k is kept on
+    /// snapshot steps.
+    pub fn row(
+        &self,
+        k: u64,
+        epoch: u64,
+        is_snapshot: bool,
+        m: &Manifest,
+        wall_time_s: Option<f64>,
+    ) -> StepRow {
         StepRow {
+            run_id: Some(m.run_id.clone()),
+            seed: Some(m.config.seed as i64),
             step: k as i64,
             epoch: epoch as i64,
             lr: self.lr,
@@ -62,6 +72,7 @@ impl Update {
             loss: self.loss,
             grad_norm: self.grad_norm,
             batch_indices: is_snapshot.then(|| self.indices.clone()),
+            wall_time_s: WallTime(wall_time_s),
         }
     }
 }
@@ -237,6 +248,13 @@ pub fn run_loop(
     let policy = CheckpointPolicy::new(&cfg.train);
     let mut last_checkpoint = Instant::now();
     let mut last_loss = f64::NAN;
+    // Training wall time (steps.parquet `wall_time_s`) continues from the
+    // step before the checkpoint a resumed session starts at.
+    let wall_offset = if start > 0 {
+        super::output::wall_time_before(dir, start)?.unwrap_or(0.0)
+    } else {
+        0.0
+    };
     for k in start..total {
         let is_snapshot = setup.snapshots.contains(&k);
         let resumed_here = k == start && start > 0;
@@ -257,8 +275,14 @@ pub fn run_loop(
 
         crash.before_step(k, &mut out.writer)?;
         let u = update(cfg, &mut setup, &mut opt, k)?;
-        out.rows
-            .push(u.row(k, setup.sampler.epoch_of(k), is_snapshot));
+        let wall = wall_offset + loop_start.elapsed().as_secs_f64();
+        out.rows.push(u.row(
+            k,
+            setup.sampler.epoch_of(k),
+            is_snapshot,
+            manifest,
+            Some(wall),
+        ));
         if !u.finite {
             // The snapshots before step k are kept: durable before run.yaml
             // can say diverged.

@@ -82,7 +82,9 @@ pub fn write_timed(
         .iter()
         .map(|e| (e.key.clone(), e.value.clone().unwrap_or_default()))
         .collect();
-    let arrow_schema = schema(dtype).as_ref().clone().with_metadata(schema_meta);
+    // Each column's description in its field metadata (store/columns.rs).
+    let arrow_schema = crate::store::columns::with_descriptions(&schema(dtype), "tensors")?
+        .with_metadata(schema_meta);
     let parquet_schema = ArrowSchemaConverter::new().convert(&arrow_schema)?;
     let mut props = WriterProperties::builder()
         .set_dictionary_enabled(false)
