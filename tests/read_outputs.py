@@ -47,7 +47,7 @@ expect(
     },
 )
 sp = pd.read_parquet(f"{run}/steps.parquet")
-expect("steps (pandas)", [str(t) for t in sp.dtypes], ["object", "int64", "int64", "int64", "float64", "float64", "float64", "float64", "object", "float64"])
+expect("steps (pandas)", [str(t) for t in sp.dtypes], ["str", "int64", "int64", "int64", "float64", "float64", "float64", "float64", "object", "float64"])
 expect("steps are 0..K-1", sp["step"].tolist(), list(range(len(sp))))
 manifest = yaml.safe_load(open(f"{run}/run.yaml"))
 expect("steps run_id (run.yaml)", set(sp["run_id"]), {manifest["run_id"]})
@@ -157,10 +157,11 @@ assert {"steps.parquet", "landscape.parquet", "data.parquet", "part-0.parquet"} 
 for t in tables:
     described(t)
 
-# The README's Python snippets, pointed at this run.
-readme = open(os.path.join(root, "README.md")).read()
-blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
-assert len(blocks) >= 2, "README has no python snippets"
+# The Python snippets of docs/loading.md and the README, pointed at this run.
+snippets = lambda f: re.findall(r"```python\n(.*?)```", open(os.path.join(root, f)).read(), re.S)
+blocks = snippets("docs/loading.md") + snippets("README.md")
+assert len(snippets("docs/loading.md")) >= 3, "docs/loading.md has no python snippets"
+assert len(snippets("README.md")) >= 2, "README has no python snippets"
 # Snippets that write files (the export example) write them in a scratch directory.
 run = os.path.abspath(run)
 os.chdir(tempfile.mkdtemp(prefix="abcond-readme-"))
@@ -170,7 +171,7 @@ namespace = {}
 for code in blocks:
     code = re.sub(r'^run = ".*?"(.*)$', f"run = {run!r}", code, flags=re.M)
     code = re.sub(r'^adir = ".*?"(.*)$', f"adir = {os.path.join(run, 'analysis')!r}", code, flags=re.M)
-    exec(compile(code, "README.md snippet", "exec"), namespace)
+    exec(compile(code, "snippet", "exec"), namespace)
 import abcond  # noqa: E402
 
 logged = abcond.read_manifest("results/mine/seed0")  # the README's Logger loop

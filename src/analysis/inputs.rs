@@ -21,6 +21,8 @@ pub struct RunData {
     pub steps: Vec<StepRow>,
     /// Hessian eigenvalues (curvature.parquet); empty without `probe.curvature`.
     pub curvature: Vec<CurvatureRow>,
+    /// The held-out evaluation (eval.parquet); empty without `probe.eval`.
+    pub eval: Vec<crate::store::tables::EvalRow>,
     /// The values this run took on the axes of its `sweep` (empty without one).
     pub swept: Vec<(String, Value)>,
     /// The loop that trained it when abcond did not (run.yaml's `trainer`).
@@ -157,8 +159,14 @@ pub fn load_runs(dirs: &[PathBuf], skipped: &mut Vec<String>) -> Result<Vec<RunD
         } else {
             Vec::new()
         };
+        let eval = if rd.eval().is_file() {
+            crate::store::tables::read_eval(&rd.eval())?.0
+        } else {
+            Vec::new()
+        };
         runs.push(RunData {
             curvature,
+            eval,
             swept: crate::run::swept_values(&manifest),
             trainer: manifest.trainer.clone(),
             dir: d.clone(),

@@ -301,6 +301,52 @@ fn trends_figure(a: &Analysis) -> Lines {
     }
 }
 
+/// The held-out evaluation of a group's runs (`probe.eval`, eval.parquet):
+/// per run, the test loss and accuracy at up to 12 of its snapshots (the
+/// first, the last, and evenly between) and the best accuracy.
+fn held_out(a: &Analysis, g: &GroupResult) -> String {
+    let mut md = String::new();
+    for &ri in &g.group.runs {
+        let run = &a.runs[ri];
+        if run.eval.is_empty() {
+            continue;
+        }
+        let rows = &run.eval;
+        let _ = writeln!(
+            md,
+            "Held-out evaluation of `{}` on the {} split ({} examples; `eval.parquet`):\n\n| step | test loss | test accuracy |\n|---|---|---|",
+            run.run_id, rows[0].split, rows[0].examples
+        );
+        let n = rows.len();
+        let mut picks: Vec<usize> = if n <= 12 {
+            (0..n).collect()
+        } else {
+            (0..12).map(|i| i * (n - 1) / 11).collect()
+        };
+        picks.dedup();
+        let pct = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{:.2}%", 100.0 * v));
+        for i in picks {
+            let r = &rows[i];
+            let _ = writeln!(md, "| {} | {} | {} |", r.step, num(r.loss), pct(r.accuracy));
+        }
+        if let Some(best) = rows
+            .iter()
+            .filter(|r| r.accuracy.is_some())
+            .max_by(|x, y| x.accuracy.partial_cmp(&y.accuracy).unwrap())
+        {
+            let _ = writeln!(
+                md,
+                "\nBest test accuracy {} at step {}; at x^K {}.",
+                pct(best.accuracy),
+                best.step,
+                pct(rows[n - 1].accuracy)
+            );
+        }
+        md.push('\n');
+    }
+    md
+}
+
 /// Text for a Markdown table cell (a `|` would end the cell).
 fn cell(text: &str) -> String {
     text.replace('|', "\\|")
@@ -465,6 +511,7 @@ pub fn figures_and_report(a: &Analysis, summary: &Summary) -> Result<Vec<PathBuf
             img(&mut md, &stem, "Aiming angle");
             md.push_str(&aiming_excursions(&aim_runs));
         }
+        md.push_str(&held_out(a, g));
         let fig = loss_figure(a, g);
         if !fig.series.is_empty() {
             let stem = format!("loss{sfx}");

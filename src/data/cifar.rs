@@ -123,7 +123,24 @@ pub fn encode(kind: DatasetKind, labels: &[u8], pixels: &[u8]) -> Vec<u8> {
 }
 
 pub fn load(kind: DatasetKind, cfg: &CifarData, dtype: Dtype) -> Result<Dataset> {
-    let files = train_files(kind);
+    load_files(kind, cfg, dtype, train_files(kind))
+}
+
+/// The test files of `kind` (the held-out evaluation, `probe.eval`).
+pub fn test_files(kind: DatasetKind) -> Vec<String> {
+    match kind {
+        DatasetKind::Cifar100 => vec!["test.bin".to_string()],
+        _ => vec!["test_batch.bin".to_string()],
+    }
+}
+
+/// Reads `files` (in this order) of the data set in `cfg`'s directory.
+pub fn load_files(
+    kind: DatasetKind,
+    cfg: &CifarData,
+    dtype: Dtype,
+    files: Vec<String>,
+) -> Result<Dataset> {
     let roots = match &cfg.path {
         Some(p) => vec![p.clone()],
         None => default_dirs(kind),

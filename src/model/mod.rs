@@ -258,6 +258,11 @@ impl Model {
         self.net.per_example_loss(batch, mode)
     }
 
+    /// Class logits of a classifier (None for other models).
+    pub fn logits(&self, batch: &Batch, mode: Mode) -> Option<Tensor> {
+        self.net.logits(batch, mode)
+    }
+
     /// The minibatch loss (1/B) Σ_{i in batch} f_i.
     pub fn loss(&self, batch: &Batch, mode: Mode) -> Tensor {
         self.per_example_loss(batch, mode).mean(self.dtype.kind())

@@ -43,6 +43,12 @@ pub trait Net {
     /// Per-example losses f_i(x) of the minibatch, shape [B].
     fn per_example_loss(&self, batch: &Batch, mode: Mode) -> Tensor;
 
+    /// The class logits [B, classes] of a classifier (f_i is their cross
+    /// entropy): the held-out evaluation's accuracy. None for other nets.
+    fn logits(&self, _batch: &Batch, _mode: Mode) -> Option<Tensor> {
+        None
+    }
+
     /// The known-answer problem (minimiser set S) behind the model, if any.
     fn known(&self) -> Option<&super::known::problem::Problem> {
         None

@@ -109,12 +109,17 @@ impl Net for ResNet {
         policy == BatchNormPolicy::BatchStats
     }
 
-    fn per_example_loss(&self, batch: &Batch, mode: Mode) -> Tensor {
+    fn logits(&self, batch: &Batch, mode: Mode) -> Option<Tensor> {
         let mut h = self.bn1.forward(&self.conv1.forward(&batch.x), mode).relu();
         for b in &self.blocks {
             h = b.forward(&h, mode);
         }
         let h = h.adaptive_avg_pool2d([1, 1]).flatten(1, -1);
-        cross_entropy_per_example(&self.fc.forward(&h), &batch.y)
+        Some(self.fc.forward(&h))
+    }
+
+    fn per_example_loss(&self, batch: &Batch, mode: Mode) -> Tensor {
+        let logits = self.logits(batch, mode).expect("a classifier has logits");
+        cross_entropy_per_example(&logits, &batch.y)
     }
 }

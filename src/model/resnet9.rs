@@ -98,7 +98,7 @@ impl Net for ResNet9 {
         policy == BatchNormPolicy::BatchStats
     }
 
-    fn per_example_loss(&self, batch: &Batch, mode: Mode) -> Tensor {
+    fn logits(&self, batch: &Batch, mode: Mode) -> Option<Tensor> {
         let h = self.conv1.forward(&batch.x, mode);
         let h = self.conv2.forward(&h, mode);
         let h = self.res1[1].forward(&self.res1[0].forward(&h, mode), mode) + h;
@@ -106,6 +106,11 @@ impl Net for ResNet9 {
         let h = self.conv4.forward(&h, mode);
         let h = self.res2[1].forward(&self.res2[0].forward(&h, mode), mode) + h;
         let h = h.adaptive_max_pool2d([1, 1]).0.flatten(1, -1);
-        cross_entropy_per_example(&self.fc.forward(&h), &batch.y)
+        Some(self.fc.forward(&h))
+    }
+
+    fn per_example_loss(&self, batch: &Batch, mode: Mode) -> Tensor {
+        let logits = self.logits(batch, mode).expect("a classifier has logits");
+        cross_entropy_per_example(&logits, &batch.y)
     }
 }

@@ -218,8 +218,13 @@ impl Net for Vit {
         self.cfg.dropout == 0.0
     }
 
+    fn logits(&self, batch: &Batch, mode: Mode) -> Option<Tensor> {
+        Some(self.logits(&batch.x, mode))
+    }
+
     fn per_example_loss(&self, batch: &Batch, mode: Mode) -> Tensor {
-        cross_entropy_per_example(&self.logits(&batch.x, mode), &batch.y)
+        let logits = Net::logits(self, batch, mode).expect("a classifier has logits");
+        cross_entropy_per_example(&logits, &batch.y)
     }
 }
 

@@ -52,6 +52,10 @@ pub struct ProbeConfig {
     /// (steps k with k mod m = 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replay_extra_every: Option<u64>,
+    /// Also measure every probed snapshot on the data set's held-out test
+    /// split (loss and accuracy, `eval.parquet`; src/probe/eval.rs).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub eval: bool,
 }
 
 /// What the probe uses as x_p.
@@ -221,6 +225,7 @@ impl Default for ProbeConfig {
             curvature: CurvatureConfig::default(),
             replay: false,
             replay_extra_every: None,
+            eval: false,
         }
     }
 }

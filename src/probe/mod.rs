@@ -39,6 +39,7 @@
 pub mod batch;
 pub mod config;
 pub mod curvature;
+pub mod eval;
 pub mod known;
 pub mod landscape;
 pub mod measure;
@@ -186,6 +187,15 @@ pub fn probe(
     }
     if cfg.probe.curvature.enabled {
         curvature::gather(dir, &manifest, &cfg, &plan.selected)?;
+    }
+    if cfg.probe.eval {
+        // The probed snapshots and x^K (which the landscape leaves out unless
+        // `probe.include_final`).
+        let mut steps = plan.selected.clone();
+        if !steps.contains(&total) {
+            steps.push(total);
+        }
+        eval::measure(dir, &manifest.run_id, &cfg, device, &steps, quiet)?;
     }
     manifest.probe = Some(ProbeInfo {
         status: Status::Completed,

@@ -46,9 +46,10 @@ pub(crate) fn landscape_fingerprint(p: &ProbeConfig) -> String {
                                       // The replay has parts of its own; snapshot parts do not depend on it.
     p.replay = false;
     p.replay_extra_every = None;
-    // The measurement's version: parts measured before the one-pass f64
-    // inner product and distance (src/torch/reduce.rs) are measured again,
-    // so that no landscape mixes the two (the replay compares rows bit for bit).
+    p.eval = false; // eval.parquet is measured apart
+                    // The measurement's version: parts measured before the one-pass f64
+                    // inner product and distance (src/torch/reduce.rs) are measured again,
+                    // so that no landscape mixes the two (the replay compares rows bit for bit).
     let text = format!(
         "{MEASUREMENT_VERSION}\n{}",
         serde_yaml::to_string(&p).unwrap()

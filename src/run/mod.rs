@@ -333,6 +333,10 @@ impl RunDir {
     pub fn steps(&self) -> PathBuf {
         self.root.join("steps.parquet")
     }
+    /// The held-out evaluation (`probe.eval`).
+    pub fn eval(&self) -> PathBuf {
+        self.root.join("eval.parquet")
+    }
     pub fn steps_parts(&self) -> PathBuf {
         self.root.join("steps-parts")
     }

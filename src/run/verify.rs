@@ -175,11 +175,13 @@ pub fn verify_run(dir: &RunDir) -> (Vec<Problem>, String) {
     }
     let reprobe =
         "delete it and probe again: `abcond probe RUN_DIR` (it recomputes from the snapshots)";
-    for p in [dir.landscape(), dir.curvature()] {
+    for p in [dir.landscape(), dir.curvature(), dir.eval()] {
         if p.is_file() {
             checked += 1;
             let read = if p == dir.landscape() {
                 crate::store::tables::read_landscape(&p).map(|_| ())
+            } else if p == dir.eval() {
+                crate::store::tables::read_eval(&p).map(|_| ())
             } else {
                 crate::store::tables::read_curvature(&p).map(|_| ())
             };

@@ -568,6 +568,32 @@ pub struct CurvatureRow {
 }
 }
 
+/// `eval.parquet`: the held-out evaluation (`probe.eval`).
+pub const EVAL_FORMAT: &str = "abcond.eval/1";
+
+row_table! {
+    /// The loss and accuracy of snapshot x^k on the data set's held-out test
+    /// split (src/probe/eval.rs): a row of `eval.parquet`.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct EvalRow {
+        pub run_id: String,
+        pub seed: i64,
+        pub step: i64,
+        pub split: String,
+        pub examples: i64,
+        pub loss: f64,
+        pub accuracy: Option<f64>,
+    }
+}
+
+pub fn write_eval(path: &Path, rows: &[EvalRow], meta: &[(&str, String)]) -> Result<()> {
+    write_rows(path, rows, EVAL_FORMAT, meta, Durability::Durable)
+}
+
+pub fn read_eval(path: &Path) -> Result<(Vec<EvalRow>, BTreeMap<String, String>)> {
+    read_rows(path, &[EVAL_FORMAT])
+}
+
 pub fn write_curvature(path: &Path, rows: &[CurvatureRow], meta: &[(&str, String)]) -> Result<()> {
     write_rows(path, rows, CURVATURE_FORMAT, meta, Durability::Durable)
 }

@@ -133,8 +133,18 @@ impl Lcg {
 /// into `dir` (images gzipped, labels raw): class c has a bright band at rows
 /// 2c..2c+3 on top of noise.
 pub fn write_idx_fixture(dir: &Path, n: usize) {
+    write_idx_split(dir, n, "train", 12345);
+}
+
+/// [`write_idx_fixture`]'s held-out test split: `t10k-*` files of `n` other
+/// images of the same classes.
+pub fn write_idx_test_fixture(dir: &Path, n: usize) {
+    write_idx_split(dir, n, "t10k", 777);
+}
+
+fn write_idx_split(dir: &Path, n: usize, split: &str, seed: u64) {
     std::fs::create_dir_all(dir).unwrap();
-    let mut rng = Lcg(12345);
+    let mut rng = Lcg(seed);
     let mut pixels = Vec::with_capacity(n * 784);
     let mut labels = Vec::with_capacity(n);
     for _ in 0..n {
@@ -151,9 +161,13 @@ pub fn write_idx_fixture(dir: &Path, n: usize) {
     let images = abcond::data::idx::encode_u8(&[n, 28, 28], &pixels);
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(&images).unwrap();
-    std::fs::write(dir.join("train-images-idx3-ubyte.gz"), gz.finish().unwrap()).unwrap();
     std::fs::write(
-        dir.join("train-labels-idx1-ubyte"),
+        dir.join(format!("{split}-images-idx3-ubyte.gz")),
+        gz.finish().unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join(format!("{split}-labels-idx1-ubyte")),
         abcond::data::idx::encode_u8(&[n], &labels),
     )
     .unwrap();
