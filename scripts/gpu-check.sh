@@ -76,6 +76,9 @@
 #  10. peak GPU memory of probing the WMT-size Transformer (133.5M parameters,
 #      synthetic tokens) against 3× model size + one minibatch of activations
 #      (bench/memory.py; fails when over).
+#  21. the held-out evaluation (probe.eval, eval.parquet) of step 1's CUDA run
+#      against a CPU probe of a copy: loss ≤ 1e-4 relative, accuracy within 3
+#      of 10,000 images.
 set -euo pipefail
 out=${1:?usage: scripts/gpu-check.sh OUTDIR}
 mkdir -p "$out"
@@ -455,4 +458,18 @@ ua=$(ls -d "$work"/unet/unet-gpu/*/ | head -1)
 grep -A4 "timing:" "$ua/run.yaml" | head -5
 compare_probes "$ua" "$work/unet-cpu" "unet"
 fi
+log "21. held-out evaluation on cuda vs the CPU: step 1's quickstart eval.parquet (10,000 t10k images per snapshot)"
+rm -rf "$work/eval-cpu"
+cp -r "$run" "$work/eval-cpu"
+"$bin" -q probe "$work/eval-cpu" --set device=cpu
+"$py" - "$run/eval.parquet" "$work/eval-cpu/eval.parquet" <<'PY'
+import sys
+import pyarrow.parquet as pq
+a, b = (pq.read_table(p).to_pydict() for p in sys.argv[1:3])
+assert a["step"] == b["step"] and len(a["step"]) > 100, (len(a["step"]), len(b["step"]))
+loss = max(abs(x - y) / abs(y) for x, y in zip(a["loss"], b["loss"]))
+acc = max(abs(x - y) for x, y in zip(a["accuracy"], b["accuracy"]))
+print(f"eval cuda vs cpu: {len(a['step'])} snapshots, loss rel err {loss:.2e}, accuracy |diff| {acc:.2e}; final test accuracy {a['accuracy'][-1]:.4f}")
+assert loss <= 1e-4 and acc <= 3e-4, (loss, acc)
+PY
 log "all GPU checks passed"
