@@ -744,6 +744,11 @@ pub fn main() -> i32 {
     match result {
         Ok(()) => 0,
         Err(e) => {
+            // A signal checkpoint is no error: the session stopped cleanly.
+            if let Some(i) = e.downcast_ref::<crate::train::Interrupted>() {
+                eprintln!("abcond: {i}");
+                return crate::train::signal::EXIT_CODE;
+            }
             eprintln!("error: {e:#}");
             if e.downcast_ref::<crate::train::Diverged>().is_some() {
                 3

@@ -190,6 +190,11 @@ impl Driver {
                 s => s,
             };
             if let Err(e) = self.one_run(&t.config, None, Some(t), stage) {
+                // A signal checkpoint ends the whole sweep, not the task only.
+                if e.downcast_ref::<crate::train::Interrupted>().is_some() {
+                    self.refresh_runs_table(sweep);
+                    return Err(e);
+                }
                 eprintln!("error: sweep {what}: {e:#}");
                 if e.downcast_ref::<crate::train::Diverged>().is_some() {
                     diverged.push(what);

@@ -34,11 +34,13 @@ mod crash;
 mod output;
 mod repair;
 pub(crate) mod setup;
+pub mod signal;
 mod step;
 
 pub use checkpoint::{load_optimizer, optimizer_meta, CheckpointPolicy};
 pub use output::consolidate_steps;
 pub use setup::{snapshot_steps, Setup};
+pub use signal::Interrupted;
 pub use step::{grad_norm, update_observed, Diverged, Observed, Recorded, Update};
 
 use crate::config::Config;
@@ -150,7 +152,19 @@ pub fn train(
     created.keep();
 
     let total = setup.total_steps;
-    let result = step::run_loop(&dir, cfg, setup, &mut manifest, began, quiet, &crash);
+    // SIGTERM/SIGUSR1 end the loop with a checkpoint (signal.rs); dropped at
+    // the end of this function, which restores the default dispositions.
+    let mut signals = signal::Guard::install();
+    let result = step::run_loop(
+        &dir,
+        cfg,
+        setup,
+        &mut manifest,
+        began,
+        quiet,
+        &crash,
+        &mut signals,
+    );
     // The model and its activations are gone; so goes what the CPU allocator
     // cached for the next step (`abcond run` probes next, with its own sizes).
     crate::torch::ops::cpu_cache_release();

@@ -201,6 +201,7 @@ pub fn grad_norm(model: &Model) -> f64 {
 
 /// Runs steps from the checkpoint (or 0) to K; `began`: when the session
 /// began, for its setup time.
+#[allow(clippy::too_many_arguments)]
 pub fn run_loop(
     dir: &RunDir,
     cfg: &Config,
@@ -209,6 +210,7 @@ pub fn run_loop(
     began: Instant,
     quiet: bool,
     crash: &CrashHook,
+    signals: &mut super::signal::Guard,
 ) -> Result<()> {
     let total = setup.total_steps;
     if setup.recovery == super::Recovery::Repair {
@@ -266,9 +268,28 @@ pub fn run_loop(
             }
         }
         let since_checkpoint = last_checkpoint.elapsed().as_secs_f64();
-        if policy.due(k, is_snapshot, resumed_here, since_checkpoint) {
+        let checkpointed = policy.due(k, is_snapshot, resumed_here, since_checkpoint);
+        if checkpointed {
             checkpoint::write_checkpoint(&mut out, &setup.model, &opt, manifest, k, is_snapshot)?;
             last_checkpoint = Instant::now();
+        }
+        // A signal during the steps before: checkpoint x^k and stop (signal.rs).
+        if k > start {
+            if let Some(signal) = signals.take() {
+                if !checkpointed {
+                    checkpoint::write_checkpoint(
+                        &mut out,
+                        &setup.model,
+                        &opt,
+                        manifest,
+                        k,
+                        is_snapshot,
+                    )?;
+                }
+                out.writer.finish()?;
+                progress.finish();
+                return Err(super::signal::Interrupted { signal, step: k }.into());
+            }
         }
         let step_start = Instant::now();
         write_seconds += (step_start - writes_start).as_secs_f64();
