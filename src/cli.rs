@@ -341,6 +341,11 @@ pub struct SlurmArgs {
     /// command line.
     #[arg(long, value_name = "FILE|CMD")]
     pub prelude: Option<String>,
+    /// Seconds before a task's time limit at which Slurm sends SIGUSR1
+    /// (#SBATCH --signal=B:USR1@N): abcond writes a checkpoint and exits, and
+    /// the task requeues itself to resume there. 0: no signal.
+    #[arg(long, value_name = "N", default_value_t = 120)]
+    pub signal_seconds: u32,
 }
 
 #[derive(Args, Debug)]
@@ -554,6 +559,7 @@ fn slurm_cmd(cli: &Cli, a: &SlurmArgs) -> anyhow::Result<()> {
         cpus_per_task: a.cpus_per_task,
         gpus_per_task: a.gpus_per_task.clone(),
         throttle: a.throttle,
+        signal_seconds: a.signal_seconds,
     };
     let prelude = match &a.prelude {
         None => None,

@@ -92,8 +92,22 @@ fn default_device() -> String {
 /// Reads `path`, applies the `--set` overrides and resolves defaults.
 pub fn load(path: &Path, overrides: &[String]) -> Result<Config> {
     let text = crate::util::read_text_file(path, "config file", crate::util::MAX_YAML_BYTES)?;
-    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    from_yaml_text(&text, &path.display().to_string(), &base_dir, overrides)
+    from_yaml_text(
+        &text,
+        &path.display().to_string(),
+        &base_dir(path),
+        overrides,
+    )
+}
+
+/// The directory relative preset paths of the config at `path` resolve
+/// against: `$ABCOND_CONFIG_DIR` when set (the Slurm scripts set it to the
+/// original's directory when they run its frozen copy), else the config's own.
+pub fn base_dir(path: &Path) -> PathBuf {
+    match std::env::var_os("ABCOND_CONFIG_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => path.parent().map(Path::to_path_buf).unwrap_or_default(),
+    }
 }
 
 /// Parses a config from YAML text; `source` names it in errors and `base_dir`

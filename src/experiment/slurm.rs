@@ -28,6 +28,9 @@ pub struct Resources {
     pub gpus_per_task: Option<String>,
     /// At most this many array tasks at once (`--array=0-M%N`).
     pub throttle: Option<u32>,
+    /// `--signal=B:USR1@N` (0: none): the time-limit warning that makes a
+    /// task checkpoint and requeue itself.
+    pub signal_seconds: u32,
 }
 
 /// What the jobs run besides the resources.
@@ -146,17 +149,19 @@ pub fn write(
         Some(s) => (s.experiment.clone(), s.tasks.len(), true),
         None => (crate::config::load(config, set)?.experiment, 1, false),
     };
-    let config = std::fs::canonicalize(config)
+    let source = std::fs::canonicalize(config)
         .with_context(|| format!("resolving config path {}", config.display()))?;
     let out = absolute(out)?;
     let exe = std::env::current_exe().context("finding the abcond executable")?;
     let dir = out.join(&experiment).join("slurm");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    // Scripts edited since abcond wrote them are the user's now: not replaced.
-    for name in ["run.sbatch", "analyze.sbatch", "submit.sh"] {
+    // Scripts (and the frozen config) edited since abcond wrote them are the
+    // user's now: not replaced.
+    for name in ["run.sbatch", "analyze.sbatch", "submit.sh", "config.yaml"] {
         let p = dir.join(name);
         if p.exists() {
-            crate::store::seal::check_file(&p, false).with_context(|| {
+            // A config.yaml without abcond's checksum line is not abcond's.
+            crate::store::seal::check_file(&p, name == "config.yaml").with_context(|| {
                 format!(
                     "{} was edited since abcond wrote it, and `abcond slurm` would replace it: move it away (or delete it), then run `abcond slurm` again",
                     p.display()
@@ -164,6 +169,23 @@ pub fn write(
             })?;
         }
     }
+
+    // The frozen config: the jobs run this copy, so that editing the config
+    // after `abcond slurm` changes nothing queued. Its text is the original's
+    // (plus abcond's checksum comment); relative preset paths keep resolving
+    // against the original's directory (ABCOND_CONFIG_DIR in the scripts).
+    let text = crate::util::read_text_file(&source, "config file", crate::util::MAX_YAML_BYTES)?;
+    let config = dir.join("config.yaml");
+    crate::store::seal::write_sealed(&config, &text, crate::store::seal::Comment::Hash)?;
+    let config_dir = source
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/"));
+    let export = format!(
+        "# The jobs run the frozen copy of {} written beside this script;\n# relative preset paths resolve against the original's directory.\nexport ABCOND_CONFIG_DIR={}\n",
+        source.display(),
+        quote(&config_dir.display().to_string())
+    );
 
     // abcond [--threads N] --out OUT run CONFIG [--set K=V …]
     let mut base = vec![exe.display().to_string()];
@@ -183,7 +205,7 @@ pub fn write(
     let header = format!(
         "#!/bin/bash\n# Written by `abcond slurm` (abcond {}) for {}.\n",
         env!("CARGO_PKG_VERSION"),
-        config.display()
+        source.display()
     );
     let log = |name: &str| quote(&dir.join(name).display().to_string());
     let job = |suffix: &str| quote(&format!("abcond-{experiment}{suffix}"));
@@ -199,8 +221,20 @@ pub fn write(
             base.clone(),
         )
     };
+    let (signal_line, launch) = if res.signal_seconds > 0 {
+        (
+            format!("#SBATCH --signal=B:USR1@{}\n", res.signal_seconds),
+            format!(
+                "# Time limit: Slurm sends SIGUSR1 to this shell {} s before it; the trap passes it\n# to abcond, which finishes its step, writes a checkpoint and exits 75; the task\n# then requeues itself and resumes from that checkpoint. SIGTERM (scancel,\n# preemption) is passed on too, without a requeue by this script.\nusr1=0\npid=\ntrap 'usr1=1; [ -n \"$pid\" ] && kill -USR1 \"$pid\" 2>/dev/null || true' USR1\ntrap '[ -n \"$pid\" ] && kill -TERM \"$pid\" 2>/dev/null || true' TERM\n{task_cmd} &\npid=$!\nrc=0\nwhile :; do\n    wait \"$pid\" && rc=0 || rc=$?\n    kill -0 \"$pid\" 2>/dev/null || break\ndone\nif [ \"$usr1\" = 1 ] && {{ [ \"$rc\" = {} ] || [ \"$rc\" -gt 128 ]; }}; then\n    echo \"abcond: time-limit signal; requeueing job $SLURM_JOB_ID to resume from the checkpoint\"\n    scontrol requeue \"$SLURM_JOB_ID\"\nfi\nexit \"$rc\"\n",
+                res.signal_seconds,
+                crate::train::signal::EXIT_CODE
+            ),
+        )
+    } else {
+        (String::new(), format!("exec {task_cmd}\n"))
+    };
     let run_text = format!(
-        "{header}{what}# Preemption: --requeue restarts a preempted task, which resumes its run from the\n# last checkpoint; the log is appended to, not replaced.\n#SBATCH --job-name={}\n#SBATCH --array=0-{}{}\n#SBATCH --output={}\n#SBATCH --open-mode=append\n#SBATCH --requeue\n{}set -euo pipefail\n{prelude}echo \"abcond task $SLURM_ARRAY_TASK_ID on $(hostname), job ${{SLURM_ARRAY_JOB_ID:-?}}, restart ${{SLURM_RESTART_COUNT:-0}}\"\nexec {task_cmd}\n",
+        "{header}{what}# Preemption: --requeue restarts a preempted task, which resumes its run from the\n# last checkpoint; the log is appended to, not replaced.\n#SBATCH --job-name={}\n#SBATCH --array=0-{}{}\n#SBATCH --output={}\n#SBATCH --open-mode=append\n#SBATCH --requeue\n{signal_line}{}set -euo pipefail\n{prelude}{export}echo \"abcond task $SLURM_ARRAY_TASK_ID on $(hostname), job ${{SLURM_ARRAY_JOB_ID:-?}}, restart ${{SLURM_RESTART_COUNT:-0}}\"\n{launch}",
         job(""),
         tasks - 1,
         res.throttle.map_or(String::new(), |n| format!("%{n}")),
@@ -218,7 +252,7 @@ pub fn write(
             format!("{base} --analyze-only")
         };
         let text = format!(
-            "{header}# Submitted by submit.sh with --dependency=afterany:<array job>: once every task\n# has ended (also failed ones), analyses the experiment into {} and\n# only analyses: runs the array left missing or unfinished are listed, and the\n# job then fails (submit run.sbatch again for those tasks).\n#SBATCH --job-name={}\n#SBATCH --output={}\n#SBATCH --open-mode=append\n#SBATCH --requeue\n{}set -euo pipefail\n{prelude}exec {all}\n",
+            "{header}# Submitted by submit.sh with --dependency=afterany:<array job>: once every task\n# has ended (also failed ones), analyses the experiment into {} and\n# only analyses: runs the array left missing or unfinished are listed, and the\n# job then fails (submit run.sbatch again for those tasks).\n#SBATCH --job-name={}\n#SBATCH --output={}\n#SBATCH --open-mode=append\n#SBATCH --requeue\n{}set -euo pipefail\n{prelude}{export}exec {all}\n",
             out.join(&experiment).join("analysis").display(),
             job("-analyze"),
             log("%j-analyze.out"),

@@ -104,7 +104,7 @@ impl Sweep {
     /// Reads the config at `path`; `None` when it declares no sweep.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Option<Sweep>> {
         let text = crate::util::read_text_file(path, "config file", crate::util::MAX_YAML_BYTES)?;
-        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base_dir = crate::config::base_dir(path);
         Sweep::from_text(&text, &path.display().to_string(), &base_dir, overrides)
     }
 
