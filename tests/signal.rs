@@ -68,6 +68,8 @@ m = yaml.safe_load(open(run + "/run.yaml"))
 ss = m["sessions"]
 assert m["status"] == "completed" and len(ss) == 2 and ss[0]["outcome"] == "failed", ss
 assert 0 < ss[1]["start_step"] < steps, ss
+# The interrupted session records the step its checkpoint reached.
+assert ss[0]["end_step"] == ss[1]["start_step"] and ss[1]["end_step"] == steps, ss
 s = pl.read_parquet(run + "/steps.parquet")
 r = pl.read_parquet(ref + "/steps.parquet")
 assert s["step"].to_list() == list(range(steps))

@@ -11,7 +11,19 @@
 //!   requeued task resumes from its checkpoint (a second session starting at a
 //!   step > 0), its log keeps both attempts, steps.parquet holds every step
 //!   exactly once, the steps and the final iterate are bit-identical to an
-//!   uninterrupted local run, and the analysis job waits for the requeued task.
+//!   uninterrupted local run, and the analysis job waits for the requeued task;
+//! - the sweep is submitted with `--throttle 1` (`--array=0-3%1`): no two of
+//!   its runs train at the same time (their sessions' clocks in run.yaml);
+//! - frozen config: the source config is overwritten with text that is no
+//!   config before the sweep is submitted; the tasks and the analysis run the
+//!   sealed copy `slurm/config.yaml` and complete with the original run ids;
+//! - time limit: a run longer than its 1-minute time limit is submitted with
+//!   `--signal-seconds 50`; Slurm's SIGUSR1 reaches abcond through run.sbatch,
+//!   abcond writes a checkpoint at the step it is on and exits 75, the task
+//!   requeues itself, and each attempt resumes where the last one stopped
+//!   (no periodic checkpoint exists: `checkpoint_every` exceeds the run),
+//!   until a last attempt completes: no attempt ends TIMEOUT, every step is
+//!   in steps.parquet exactly once.
 //!
 //! Where slurmctld/slurmd/sbatch/munged are missing, the test installs them
 //! with apt-get (as root, or `sudo -n`); where that is impossible it prints
@@ -553,12 +565,15 @@ fn sweep_and_requeue_on_a_real_slurm() {
     sweep_array(&mut cluster, &dir, &base);
     let swept = t0.elapsed();
     let resumed_at = requeue_mid_training(&mut cluster, &dir, &base);
+    let requeued = t0.elapsed();
+    let starts = time_limit_resumes(&mut cluster, &dir, &base);
     eprintln!(
-        "slurm_cluster: install check {:.1} s, cluster up {:.1} s, sweep of 4 + analysis {:.1} s, requeued run {:.1} s, total {:.1} s (resumed at step {resumed_at})",
+        "slurm_cluster: install check {:.1} s, cluster up {:.1} s, sweep of 4 + analysis {:.1} s, requeued run {:.1} s (resumed at step {resumed_at}), time-limited run {:.1} s (sessions from steps {starts:?}), total {:.1} s",
         installed.as_secs_f64(),
         (up - installed).as_secs_f64(),
         (swept - up).as_secs_f64(),
-        (t0.elapsed() - swept).as_secs_f64(),
+        (requeued - swept).as_secs_f64(),
+        (t0.elapsed() - requeued).as_secs_f64(),
         t0.elapsed().as_secs_f64(),
     );
 }
@@ -594,9 +609,18 @@ fn sweep_array(cluster: &mut Cluster, dir: &Path, base: &str) {
             "abcond",
             "--gpus-per-task",
             "1",
+            "--throttle",
+            "1",
         ],
     ));
     let sdir = dir.join("res/onslurm/slurm");
+    // The jobs run the frozen copy beside the scripts: the source may change
+    // (or break) after `abcond slurm` without changing what runs.
+    std::fs::write(
+        &cfg,
+        "experiment: [edited after abcond slurm, not a config\n",
+    )
+    .unwrap();
     let (array, analysis) = cluster.submit(&sdir);
     cluster.wait_jobs(&[&array, &analysis], 300);
 
@@ -665,6 +689,24 @@ fn sweep_array(cluster: &mut Cluster, dir: &Path, base: &str) {
             ));
         }
     }
+    // --throttle 1: the scheduler started each task only after the one
+    // before it had ended (ISO times order as text; each task takes seconds,
+    // two started together would overlap by more than the 1 s resolution).
+    let mut spans: Vec<(String, String)> = tasks
+        .values()
+        .map(|r| (r["StartTime"].clone(), r["EndTime"].clone()))
+        .collect();
+    spans.sort();
+    if spans.windows(2).any(|w| w[1].0 < w[0].1) {
+        cluster.fail(&format!(
+            "--throttle 1: array tasks ran at the same time: {spans:?}"
+        ));
+    }
+    let run_text = std::fs::read_to_string(sdir.join("run.sbatch")).unwrap();
+    assert!(
+        run_text.contains("#SBATCH --array=0-3%1\n") && run_text.contains("slurm/config.yaml"),
+        "run.sbatch: expected the throttle %1 and the frozen config:\n{run_text}"
+    );
     let alog =
         std::fs::read_to_string(sdir.join(format!("{analysis}-analyze.out"))).unwrap_or_default();
     if !alog.contains("4 runs: 4 ready to analyse, 0 missing or unfinished") {
@@ -839,4 +881,172 @@ fn run_dir_of(exp: &Path) -> PathBuf {
         exp.parent().unwrap(),
         exp.file_name().unwrap().to_str().unwrap(),
     )
+}
+
+/// A run longer than its time limit (1 minute, SIGUSR1 45 s before it):
+/// every attempt is stopped by Slurm's signal, checkpoints, requeues itself
+/// and the next resumes at the step the last one reached, until one
+/// completes. Returns the start steps of the run's sessions.
+fn time_limit_resumes(cluster: &mut Cluster, dir: &Path, base: &str) -> Vec<u64> {
+    // Slurm checks time limits (and sends the warning signal) every 30 s, so
+    // the signal comes 15–45 s after the start: the run must train longer
+    // than that. Its length is measured, not guessed: a short local run at one
+    // thread (as the job runs) gives this machine's steps per second.
+    const TRAIN_SECONDS: f64 = 60.0;
+    let model = "model: {preset: mlp, width: 8}\n";
+    write_config(
+        dir,
+        "calibrate.yaml",
+        &format!("experiment: calibrate\n{base}{model}train: {{batch_size: 16, steps: 10000}}\nsnapshots: {{every: 10000}}\n"),
+    );
+    ok(&abcond(
+        dir,
+        &[
+            "-q",
+            "--threads",
+            "1",
+            "--out",
+            "calibrate",
+            "train",
+            "calibrate.yaml",
+        ],
+    ));
+    let calibration = run_dir_of(&dir.join("calibrate/calibrate"));
+    let rate: f64 = py(
+        "import sys, polars as pl
+# Steady state: from step 1000 (past the start-up) to the last step.
+w = pl.read_parquet(sys.argv[1] + '/steps.parquet')['wall_time_s'].to_list()
+print((len(w) - 1 - 1000) / (w[-1] - w[1000]))",
+        &[calibration.to_str().unwrap()],
+    )
+    .trim()
+    .parse()
+    .unwrap();
+    let steps = ((rate * TRAIN_SECONDS / 1000.0).ceil() as u64).max(10) * 1000;
+    // checkpoint_every beyond the run: every resume is from a signal checkpoint.
+    write_config(
+        dir,
+        "timed.yaml",
+        &format!("experiment: timed\n{base}{model}train: {{batch_size: 16, steps: {steps}, checkpoint_every: 100000000}}\nsnapshots: {{every: {}}}\n", steps / 2),
+    );
+    ok(&abcond(
+        dir,
+        &[
+            "--out",
+            "res",
+            "slurm",
+            "timed.yaml",
+            "--time",
+            "1",
+            "--signal-seconds",
+            "45",
+            "--cpus-per-task",
+            "1",
+        ],
+    ));
+    let tdir = dir.join("res/timed/slurm");
+    let (array, analysis) = cluster.submit(&tdir);
+    let task = format!("{array}_0");
+    // A requeued task waits 120 s (BeginTime); start each attempt at once.
+    let t0 = Instant::now();
+    loop {
+        let o = cluster
+            .slurm("squeue")
+            .args(["-h", "-j", &format!("{array},{analysis}"), "-o", "%i %t"])
+            .output()
+            .unwrap();
+        let listed = String::from_utf8_lossy(&o.stdout).to_string();
+        if o.status.success() && listed.trim().is_empty() {
+            break;
+        }
+        if listed
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == [task.as_str(), "PD"])
+        {
+            let _ = cluster
+                .slurm("scontrol")
+                .args(["update", &format!("JobId={task}"), "StartTime=now"])
+                .output();
+        }
+        if t0.elapsed() > Duration::from_secs(6 * TRAIN_SECONDS as u64) {
+            cluster.fail(&format!(
+                "the time-limited run ({steps} steps at {rate:.0} steps/s) did not end within {} s",
+                t0.elapsed().as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let recs = cluster.records();
+    let attempts: Vec<_> = recs
+        .iter()
+        .filter(|r| r.get("ArrayJobId") == Some(&array))
+        .cloned()
+        .collect();
+    let last = attempts.last().cloned().unwrap_or_default();
+    if attempts.len() < 2
+        || !done(&last)
+        || attempts
+            .iter()
+            .any(|r| r.get("JobState").map(String::as_str) == Some("TIMEOUT"))
+    {
+        cluster.fail(&format!(
+            "time-limited task {task} ({steps} steps at {rate:.0} steps/s): expected requeued attempts, none TIMEOUT, then COMPLETED 0:0; got {attempts:#?}"
+        ));
+    }
+    let ana = recs
+        .iter()
+        .find(|r| r.get("JobId") == Some(&analysis))
+        .cloned()
+        .unwrap_or_default();
+    assert!(done(&ana), "analysis job {analysis}: {ana:?}");
+    let log = std::fs::read_to_string(tdir.join(format!("{array}_0.out"))).unwrap();
+    let requeues = log
+        .matches("abcond: time-limit signal; requeueing job")
+        .count();
+    assert!(
+        requeues == attempts.len() - 1 && log.contains("SIGUSR1"),
+        "{} attempts, but the log tells of {requeues} time-limit requeues (or no SIGUSR1):\n{log}",
+        attempts.len()
+    );
+    let run = std::fs::read_dir(dir.join("res/timed"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.join("run.yaml").is_file())
+        .expect("the time-limited run's directory");
+    let out = py(
+        r#"
+import sys, yaml, polars as pl
+run, steps, attempts = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+m = yaml.safe_load(open(run + "/run.yaml"))
+assert m["status"] == "completed" and m["probe"]["status"] == "completed", m
+ss = m["sessions"]
+# One training session per attempt; each stopped one ends where the next starts.
+assert len(ss) == attempts and ss[0]["start_step"] == 0, (attempts, ss)
+for a, b in zip(ss, ss[1:]):
+    assert a["outcome"] == "failed" and a["end_step"] == b["start_step"], ss
+    assert 0 < b["start_step"] < steps, ss
+assert ss[-1]["outcome"] == "completed" and ss[-1]["end_step"] == steps, ss
+s = pl.read_parquet(run + "/steps.parquet")
+assert s["step"].to_list() == list(range(steps)), "steps lost or repeated"
+assert s["loss"].is_finite().all()
+print(" ".join(str(x["start_step"]) for x in ss))
+"#,
+        &[
+            run.to_str().unwrap(),
+            &steps.to_string(),
+            &attempts.len().to_string(),
+        ],
+    );
+    eprintln!(
+        "slurm_cluster: time-limited run: {steps} steps (calibrated at {rate:.0} steps/s), {} attempts",
+        attempts.len()
+    );
+    let starts: Vec<u64> = out.split_whitespace().map(|w| w.parse().unwrap()).collect();
+    assert!(
+        run.join(format!("iterates/step={steps}/part-0.parquet"))
+            .is_file(),
+        "x^K missing"
+    );
+    starts
 }

@@ -287,8 +287,12 @@ fn finish(
         crash.at("before-complete");
     }
     let now = crate::util::now_rfc3339();
+    // The step the run's durable state reaches (a checkpoint, a signal
+    // checkpoint, the divergence, or the end): where a resume starts.
+    let reached = manifest.training.steps_done;
     let session = manifest.sessions.last_mut().unwrap();
     session.ended = Some(now);
+    session.end_step = Some(reached);
     match &result {
         Ok(()) => {
             manifest.status = Status::Completed;

@@ -246,7 +246,7 @@ pub fn run_loop(
     let setup_seconds = (loop_start - began).as_secs_f64();
     let mut write_seconds = 0.0;
     let mut step_seconds: Vec<f64> = Vec::with_capacity((total - start).min(1 << 20) as usize);
-    let mut progress = Progress::new("train", total, quiet);
+    let mut progress = Progress::new("train", total, quiet).resumed_at(start);
     let policy = CheckpointPolicy::new(&cfg.train);
     let mut last_checkpoint = Instant::now();
     let mut last_loss = f64::NAN;

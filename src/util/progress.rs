@@ -14,6 +14,9 @@ pub struct Progress {
     quiet: bool,
     next_decile: u64,
     drawn: bool,
+    /// Work done before this process started (a resumed run): counted in
+    /// `done/total`, not in the rate or the time left.
+    base: u64,
 }
 
 impl Progress {
@@ -27,7 +30,19 @@ impl Progress {
             quiet,
             next_decile: 1,
             drawn: false,
+            base: 0,
         }
+    }
+
+    /// Progress that resumes at `base` of `total`: the rate and the time left
+    /// count only the work this process does, and batch lines start at the
+    /// next 10 % mark.
+    pub fn resumed_at(mut self, base: u64) -> Progress {
+        self.base = base.min(self.total);
+        if let Some(d) = (self.base * 10).checked_div(self.total) {
+            self.next_decile = d + 1;
+        }
+        self
     }
 
     /// Reports `done` of `total`; `detail` is only evaluated when a line is drawn.
@@ -36,8 +51,9 @@ impl Progress {
             return;
         }
         let elapsed = self.start.elapsed().as_secs_f64();
-        let eta = if done > 0 {
-            elapsed / done as f64 * (self.total.saturating_sub(done)) as f64
+        let now = done.saturating_sub(self.base);
+        let eta = if now > 0 {
+            elapsed / now as f64 * (self.total.saturating_sub(done)) as f64
         } else {
             f64::NAN
         };
@@ -74,8 +90,9 @@ impl Progress {
     /// A batch-log line: done/total, elapsed, the rate and the time left.
     fn batch_line(&self, done: u64, elapsed: f64, eta: f64, detail: &str) -> String {
         let pct = 100.0 * done as f64 / self.total as f64;
-        let rate = if elapsed > 0.0 && done > 0 {
-            let r = done as f64 / elapsed;
+        let now = done.saturating_sub(self.base);
+        let rate = if elapsed > 0.0 && now > 0 {
+            let r = now as f64 / elapsed;
             if r >= 10.0 {
                 format!("{r:.0}/s")
             } else if r >= 0.1 {
@@ -137,6 +154,11 @@ mod tests {
         );
         let line = p.batch_line(1000, 100.0, 0.0, "");
         assert!(line.ends_with("10/s, done"), "{line}");
+        // Resumed at 540 of 1000: 60 steps in 12 s is 5/s, 400 left.
+        let resumed = Progress::new("train", 1000, false).resumed_at(540);
+        assert_eq!(resumed.next_decile, 6);
+        let line = resumed.batch_line(600, 12.0, 80.0, "");
+        assert_eq!(line, "train 600/1000 (60%) after 12.0s, 5.00/s, ETA 1m20s");
         let slow = Progress::new("probe", 10, false);
         let line = slow.batch_line(1, 30.0, 270.0, "");
         assert!(line.contains("30.0 s each, ETA 4m30s"), "{line}");
