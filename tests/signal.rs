@@ -56,6 +56,13 @@ fn interrupted_then_resumed(name: &str, signals: &[i32], want: &str) {
             && err.contains("checkpoint written, exiting; rerun the same command to resume"),
         "{err}"
     );
+    // What the interrupted run says of itself: resume training, not probe.
+    let interrupted = run_dir(&dir.join("res"), "sig");
+    let said = ok(&abcond(&dir, &["inspect", interrupted.to_str().unwrap()]));
+    assert!(
+        said.contains("probe       not yet: training has not finished (resume it"),
+        "{said}"
+    );
     ok(&abcond(&dir, &["-q", "--out", "res", "train", "c.yaml"]));
     ok(&abcond(&dir, &["-q", "--out", "ref", "train", "c.yaml"]));
     let run = run_dir(&dir.join("res"), "sig");

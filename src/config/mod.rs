@@ -157,13 +157,19 @@ pub fn from_tree(
     overrides: &[String],
     swept: &[(String, Value)],
 ) -> Result<Config> {
+    let mut given: Vec<String> = Vec::new();
     for (key, value) in swept {
         set_path(&mut tree, key, value.clone())
             .with_context(|| format!("{source}: applying sweep key `{key}`"))?;
+        replace_exclusive(&mut tree, key, value, &given);
+        given.push(key.clone());
     }
     let mut set_keys = Vec::new();
     for o in overrides {
         let key = apply_override(&mut tree, o).with_context(|| format!("applying --set {o}"))?;
+        let value = get_path(&tree, &key).cloned().unwrap_or(Value::Null);
+        replace_exclusive(&mut tree, &key, &value, &given);
+        given.push(key.clone());
         set_keys.push(key);
     }
     merge_model_preset(&mut tree, source, base_dir)?;
@@ -190,6 +196,48 @@ pub fn from_tree(
         .with_context(|| format!("{source}: invalid configuration"))?;
     config.source = ConfigSource(Some(source.to_string()));
     Ok(config)
+}
+
+/// Pairs of keys of which a config sets at most one.
+const EXCLUSIVE: [(&str, &str); 2] = [
+    ("train.steps", "train.epochs"),
+    ("schedule.warmup_fraction", "schedule.warmup_steps"),
+];
+
+/// A `--set` or sweep value for one key of an exclusive pair replaces the
+/// other key where that came from the file: `--set train.steps=500` on a
+/// config with `epochs: 3` trains 500 steps. Both keys given by `--set`/sweep
+/// (`given`) stay, and the config check refuses them.
+fn replace_exclusive(tree: &mut Value, key: &str, value: &Value, given: &[String]) {
+    if value.is_null() {
+        return;
+    }
+    for (a, b) in EXCLUSIVE {
+        let other = if key == a {
+            b
+        } else if key == b {
+            a
+        } else {
+            continue;
+        };
+        if given.iter().any(|g| g == other) {
+            continue;
+        }
+        let (section, leaf) = other.rsplit_once('.').unwrap();
+        if let Some(map) = get_path_mut(tree, section).and_then(Value::as_mapping_mut) {
+            map.remove(leaf);
+        }
+    }
+}
+
+/// The value at a dotted key path, if every section on the way exists.
+fn get_path<'a>(tree: &'a Value, key: &str) -> Option<&'a Value> {
+    key.split('.').try_fold(tree, |node, part| node.get(part))
+}
+
+fn get_path_mut<'a>(tree: &'a mut Value, key: &str) -> Option<&'a mut Value> {
+    key.split('.')
+        .try_fold(tree, |node, part| node.get_mut(part))
 }
 
 /// Applies one `key.path=value` override to the YAML tree and returns the key.
@@ -573,6 +621,28 @@ mod tests {
     }
 
     #[test]
+    fn set_of_one_exclusive_key_replaces_the_files_other() {
+        let epochs = BASE.replace("steps: 10", "epochs: 3");
+        let c = parse(&epochs, &["train.steps=7"]).unwrap();
+        assert_eq!((c.train.steps, c.train.epochs), (Some(7), None));
+        // The same as the spelled-out form, so the same run id.
+        let spelled = parse(&epochs, &["train.epochs=null", "train.steps=7"]).unwrap();
+        assert_eq!(c.default_run_id(), spelled.default_run_id());
+        let c = parse(BASE, &["train.epochs=2"]).unwrap();
+        assert_eq!((c.train.steps, c.train.epochs), (None, Some(2)));
+        // Both from --set: still refused.
+        let e = parse(BASE, &["train.epochs=2", "train.steps=5"]).unwrap_err();
+        assert!(format!("{e:#}").contains("exclusive"), "{e:#}");
+        // Both in the file: refused.
+        let both = BASE.replace("steps: 10", "steps: 10, epochs: 2");
+        assert!(parse(&both, &[]).is_err());
+        let warm = format!("{BASE}schedule: {{name: warmup-cosine, warmup_fraction: 0.1}}\n");
+        let c = parse(&warm, &["schedule.warmup_steps=4"]).unwrap();
+        let s = &c.schedule;
+        assert_eq!((s.warmup_fraction, s.warmup_steps), (None, Some(4)));
+    }
+
+    #[test]
     fn preset_and_overrides_resolve() {
         let c = parse(
             BASE,
@@ -659,8 +729,6 @@ optim: {name: sgd, lr: 0.1}
         assert!(msg.contains("optim.betas") && msg.contains("sgd"), "{msg}");
         let msg = format!("{:#}", parse(BASE, &["model.rank=3"]).unwrap_err());
         assert!(msg.contains("model.rank") && msg.contains("width"), "{msg}");
-        let msg = format!("{:#}", parse(BASE, &["train.epochs=3"]).unwrap_err());
-        assert!(msg.contains("exclusive"), "{msg}");
         let msg = format!("{:#}", parse(BASE, &["model.preset=nope"]).unwrap_err());
         assert!(
             msg.contains("unknown preset") && msg.contains("mlp"),

@@ -320,7 +320,19 @@ pub fn render(dir: &RunDir) -> Result<String> {
             "probe       in progress or interrupted: {n} of {} snapshots have probe parts",
             i.snaps.len()
         )?,
-        _ => writeln!(s, "probe       not run yet (abcond probe {root})")?,
+        _ => match m.status {
+            crate::run::Status::Completed => {
+                writeln!(s, "probe       not run yet (abcond probe {root})")?
+            }
+            crate::run::Status::Diverged => writeln!(
+                s,
+                "probe       none: the run diverged, there is no final iterate to probe against"
+            )?,
+            _ => writeln!(
+                s,
+                "probe       not yet: training has not finished (resume it: abcond train CONFIG or abcond run CONFIG)"
+            )?,
+        },
     }
     writeln!(s, "sessions")?;
     for (k, sess) in m.sessions.iter().enumerate() {
