@@ -435,18 +435,6 @@ fn halfspace_run_numbers() {
     );
 }
 
-/// The CPU's vendor (`vendor_id` of /proc/cpuinfo: GenuineIntel, AuthenticAMD).
-fn cpu_vendor() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("vendor_id"))
-                .map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into())
-}
-
 /// The quickstart on the real Fashion-MNIST, shortened (f32). Its pins are
 /// kept per CPU vendor: libtorch's f32 kernels round differently on Intel and
 /// AMD CPUs (1e-7 relative after 20 steps), and a ReLU that flips on the way

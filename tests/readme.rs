@@ -50,17 +50,6 @@ fn masked(text: &str) -> String {
     out
 }
 
-fn cpu_vendor() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("vendor_id"))
-                .map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into())
-}
-
 #[test]
 fn quickstart_output_is_the_quoted_one() {
     let (quoted, vendor) = quote();

@@ -7,7 +7,6 @@
 mod common;
 use common::*;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 const STEPS: usize = 40000;
 
@@ -28,21 +27,7 @@ fn interrupted_then_resumed(name: &str, signals: &[i32], want: &str) {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Until it trains: the first snapshot (step 0) is written.
-    let t0 = Instant::now();
-    while !std::fs::read_dir(dir.join("res/sig"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .any(|e| e.path().join("iterates/step=0").exists())
-    {
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "no training after 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(300));
+    wait_training(&dir.join("res"), "sig");
     for &s in signals {
         unsafe {
             libc::kill(child.id() as i32, s);

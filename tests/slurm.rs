@@ -330,22 +330,6 @@ fn throttle_prelude_and_threads() {
     assert!(stderr(&out).contains("--throttle 0"), "{}", stderr(&out));
 }
 
-/// Waits until the run of experiment `exp` under `out` has trained (its step-0
-/// snapshot exists), then a little longer.
-fn wait_training(out: &Path, exp: &str) {
-    let t0 = std::time::Instant::now();
-    while !std::fs::read_dir(out.join(exp))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .any(|e| e.path().join("iterates/step=0").exists())
-    {
-        assert!(t0.elapsed().as_secs() < 60, "no training after 60 s");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    std::thread::sleep(std::time::Duration::from_millis(300));
-}
-
 /// run.sbatch executed by bash as Slurm would (task 0, job 4242, a fake
 /// `scontrol` that logs its arguments): SIGUSR1 to the batch shell (Slurm's
 /// `--signal=B:USR1@N` before the time limit) reaches abcond, which

@@ -293,3 +293,33 @@ pub fn write_grad_cases(
     }
     Tensor::write_npz(&out, path).unwrap();
 }
+
+/// The CPU's vendor (`vendor_id` of /proc/cpuinfo: GenuineIntel, AuthenticAMD):
+/// pins of f32 results are kept per vendor, whose kernels round differently.
+pub fn cpu_vendor() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("vendor_id"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Waits until the run of experiment `exp` under `out` trains (its step-0
+/// snapshot exists; at most 60 s), then 300 ms longer, so that a signal sent
+/// next arrives mid-training.
+pub fn wait_training(out: &Path, exp: &str) {
+    let t0 = std::time::Instant::now();
+    while !std::fs::read_dir(out.join(exp))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| e.path().join("iterates/step=0").exists())
+    {
+        assert!(t0.elapsed().as_secs() < 60, "no training after 60 s");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+}
