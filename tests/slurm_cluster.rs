@@ -883,13 +883,13 @@ fn run_dir_of(exp: &Path) -> PathBuf {
     )
 }
 
-/// A run longer than its time limit (1 minute, SIGUSR1 45 s before it):
+/// A run longer than its time limit (1 minute, SIGUSR1 50 s before it):
 /// every attempt is stopped by Slurm's signal, checkpoints, requeues itself
 /// and the next resumes at the step the last one reached, until one
 /// completes. Returns the start steps of the run's sessions.
 fn time_limit_resumes(cluster: &mut Cluster, dir: &Path, base: &str) -> Vec<u64> {
     // Slurm checks time limits (and sends the warning signal) every 30 s, so
-    // the signal comes 15–45 s after the start: the run must train longer
+    // the signal comes 10–40 s after the start: the run must train longer
     // than that. Its length is measured, not guessed: a short local run at one
     // thread (as the job runs) gives this machine's steps per second.
     const TRAIN_SECONDS: f64 = 60.0;
@@ -939,7 +939,7 @@ print((len(w) - 1 - 1000) / (w[-1] - w[1000]))",
             "--time",
             "1",
             "--signal-seconds",
-            "45",
+            "50",
             "--cpus-per-task",
             "1",
         ],
