@@ -245,18 +245,60 @@ print(int(one is not None), int(one is None or inside(one["alpha"], one["alpha"]
         "{stem}: {blue} of {map} map pixels blue ({share:.3}), {feasible} of {cells} cells feasible ({want:.3}); {domain} in the domain"
     );
     assert!(red > 0, "{stem}: no violated cell drawn");
+    // The legend shows each marker once; the marker itself is a second blob
+    // of its exact colour (one that the legend box hides is tinted, and
+    // does not count).
     if n[3] == 1 {
+        let k = blobs(&img, [230, 159, 0]);
         assert!(
-            orange > 40,
-            "{stem}: the smallest-alpha marker is not drawn ({orange} px)"
+            orange > 40 && k >= 2,
+            "{stem}: the smallest-alpha marker is not drawn or hidden ({orange} px in {k} blobs)"
         );
     }
     if n[5] == 1 {
+        let k = blobs(&img, [0, 158, 115]);
         assert!(
-            green > 40,
-            "{stem}: the beta = alpha − 1 marker is not drawn ({green} px)"
+            green > 40 && k >= 2,
+            "{stem}: the beta = alpha − 1 marker is not drawn or hidden ({green} px in {k} blobs)"
         );
     }
+}
+
+/// The number of 8-connected blobs of at least 12 pixels of exactly `colour`.
+fn blobs(img: &image::RgbImage, colour: [u8; 3]) -> usize {
+    let (w, h) = img.dimensions();
+    let mut seen = vec![false; (w * h) as usize];
+    let mut count = 0;
+    for start in 0..(w * h) {
+        let (x, y) = (start % w, start / w);
+        if seen[start as usize] || img.get_pixel(x, y).0 != colour {
+            continue;
+        }
+        let mut size = 0;
+        let mut stack = vec![(x, y)];
+        seen[start as usize] = true;
+        while let Some((x, y)) = stack.pop() {
+            size += 1;
+            for dy in -1i64..=1 {
+                for dx in -1i64..=1 {
+                    let (nx, ny) = (x as i64 + dx, y as i64 + dy);
+                    if nx < 0 || ny < 0 || nx >= w as i64 || ny >= h as i64 {
+                        continue;
+                    }
+                    let (nx, ny) = (nx as u32, ny as u32);
+                    let i = (ny * w + nx) as usize;
+                    if !seen[i] && img.get_pixel(nx, ny).0 == colour {
+                        seen[i] = true;
+                        stack.push((nx, ny));
+                    }
+                }
+            }
+        }
+        if size >= 12 {
+            count += 1;
+        }
+    }
+    count
 }
 
 /// `<stem>.pdf` is a valid PDF (read by pypdf) whose page image holds the

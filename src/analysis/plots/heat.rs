@@ -121,6 +121,10 @@ impl HeatPanel<'_> {
                     .map(|c| Rectangle::new(cell_box(f, n, c), cell_colour(c, scale).filled())),
             )
             .map_err(err)?;
+        // What the legend will list, and where the landmarks are (frame
+        // coordinates), so that the legend goes where it hides none.
+        let mut labels: Vec<String> = Vec::new();
+        let mut marks: Vec<(f64, f64)> = Vec::new();
         // beta = alpha − 1: the line gap = 1 (from alpha = 1, where beta = 0).
         let grey = RGBColor(70, 70, 70);
         let line: Option<[(f64, f64); 2]> = match f.axes {
@@ -139,7 +143,7 @@ impl HeatPanel<'_> {
             chart
                 .draw_series(DashedLineSeries::new(l, 8, 6, grey.stroke_width(2)))
                 .map_err(err)?
-                .label("β = α − 1")
+                .label(remember(&mut labels, "β = α − 1".into()))
                 .legend(move |(x, y)| {
                     PathElement::new([(x, y), (x + 18, y)], grey.stroke_width(2))
                 });
@@ -188,10 +192,11 @@ impl HeatPanel<'_> {
                 )))
                 .map_err(err)?;
             if !drew_outline {
-                s.label("exact feasible region (boundary)")
-                    .legend(|(x, y)| {
-                        PathElement::new([(x, y), (x + 18, y)], BLACK.stroke_width(3))
-                    });
+                s.label(remember(
+                    &mut labels,
+                    "exact feasible region (boundary)".into(),
+                ))
+                .legend(|(x, y)| PathElement::new([(x, y), (x + 18, y)], BLACK.stroke_width(3)));
                 drew_outline = true;
             }
         }
@@ -200,7 +205,10 @@ impl HeatPanel<'_> {
             chart
                 .draw_series(std::iter::once(Circle::new(p, 5, BLACK.filled())))
                 .map_err(err)?
-                .label("exact feasible region (a point)")
+                .label(remember(
+                    &mut labels,
+                    "exact feasible region (a point)".into(),
+                ))
                 .legend(|(x, y)| Circle::new((x + 9, y), 4, BLACK.filled()));
         }
         let mut labelled = false;
@@ -218,6 +226,7 @@ impl HeatPanel<'_> {
             };
             // Inside the frame, its head on the edge the region crosses.
             let at = f.to_frame(mid.0, mid.1);
+            marks.push(at);
             let base = (-dx * 30, -dy * 30);
             let neck = (-dx * 10, -dy * 10);
             let (wx, wy) = (dy * 8, dx * 8);
@@ -238,11 +247,12 @@ impl HeatPanel<'_> {
                 } else {
                     "region goes on beyond the frame (unbounded)"
                 };
-                s.label(what).legend(|(x, y)| {
-                    EmptyElement::at((x, y))
-                        + PathElement::new(vec![(0, 0), (12, 0)], BLACK.stroke_width(3))
-                        + Polygon::new(vec![(18, 0), (11, -5), (11, 5)], BLACK.filled())
-                });
+                s.label(remember(&mut labels, what.into()))
+                    .legend(|(x, y)| {
+                        EmptyElement::at((x, y))
+                            + PathElement::new(vec![(0, 0), (12, 0)], BLACK.stroke_width(3))
+                            + Polygon::new(vec![(18, 0), (11, -5), (11, 5)], BLACK.filled())
+                    });
                 labelled = true;
             }
         }
@@ -259,6 +269,7 @@ impl HeatPanel<'_> {
                 blo
             };
             if f.contains(a, b) {
+                marks.push(f.to_frame(a, b));
                 chart
                     .draw_series(std::iter::once(Circle::new(
                         f.to_frame(a, b),
@@ -266,12 +277,13 @@ impl HeatPanel<'_> {
                         SERIES[4].filled(),
                     )))
                     .map_err(err)?
-                    .label(format!("smallest α = {}", num(a)))
+                    .label(remember(&mut labels, format!("smallest α = {}", num(a))))
                     .legend(|(x, y)| Circle::new((x + 9, y), 6, SERIES[4].filled()));
             }
         }
         if let Some(GapOne { alpha: a, .. }) = self.ab.gap_one {
             if f.contains(a, a - 1.0) {
+                marks.push(f.to_frame(a, a - 1.0));
                 chart
                     .draw_series(std::iter::once(TriangleMarker::new(
                         f.to_frame(a, a - 1.0),
@@ -279,12 +291,16 @@ impl HeatPanel<'_> {
                         SERIES[2].filled(),
                     )))
                     .map_err(err)?
-                    .label(format!("β = α − 1 holds from α = {}", num(a)))
+                    .label(remember(
+                        &mut labels,
+                        format!("β = α − 1 holds from α = {}", num(a)),
+                    ))
                     .legend(|(x, y)| TriangleMarker::new((x + 9, y), 7, SERIES[2].filled()));
             }
         }
         if let Some(b) = &self.ab.best {
             if f.contains(b.alpha, b.beta) {
+                marks.push(f.to_frame(b.alpha, b.beta));
                 chart
                     .draw_series(std::iter::once(Cross::new(
                         f.to_frame(b.alpha, b.beta),
@@ -292,10 +308,13 @@ impl HeatPanel<'_> {
                         BLACK.stroke_width(3),
                     )))
                     .map_err(err)?
-                    .label(format!(
-                        "min β/(α − β) = {}{}",
-                        num(b.ratio),
-                        if b.attained { "" } else { " (approached)" }
+                    .label(remember(
+                        &mut labels,
+                        format!(
+                            "min β/(α − β) = {}{}",
+                            num(b.ratio),
+                            if b.attained { "" } else { " (approached)" }
+                        ),
                     ))
                     .legend(|(x, y)| Cross::new((x + 9, y), 6, BLACK.stroke_width(2)));
             }
@@ -307,6 +326,7 @@ impl HeatPanel<'_> {
         }) = self.ab.least_violation
         {
             if f.contains(a, b) {
+                marks.push(f.to_frame(a, b));
                 chart
                     .draw_series(std::iter::once(Cross::new(
                         f.to_frame(a, b),
@@ -314,14 +334,18 @@ impl HeatPanel<'_> {
                         RED.stroke_width(3),
                     )))
                     .map_err(err)?
-                    .label(format!("empty region; least violation {} here", num(t)))
+                    .label(remember(
+                        &mut labels,
+                        format!("empty region; least violation {} here", num(t)),
+                    ))
                     .legend(|(x, y)| Cross::new((x + 9, y), 6, RED.stroke_width(2)));
             }
         }
         if self.legend {
+            let corner = legend_corner(chart, &labels, &marks, font);
             chart
                 .configure_series_labels()
-                .position(SeriesLabelPosition::UpperLeft)
+                .position(corner)
                 .background_style(WHITE.mix(0.9))
                 .border_style(BLACK)
                 .label_font((FONT, font))
@@ -330,6 +354,65 @@ impl HeatPanel<'_> {
         }
         Ok(())
     }
+}
+
+/// Records a legend label and hands it on.
+fn remember(labels: &mut Vec<String>, label: String) -> String {
+    labels.push(label.clone());
+    label
+}
+
+/// The corner of the plotting area (upper left, upper right, lower right,
+/// lower left, in this order of preference) whose legend box covers the
+/// fewest landmarks: the box is measured as plotters lays it out (text of
+/// `labels`, a 30 px symbol column, 10 px margins, 5 px from the edges) and
+/// widened by a marker's radius.
+fn legend_corner<'c, DB, X, Y>(
+    chart: &ChartContext<'c, DB, Cartesian2d<X, Y>>,
+    labels: &[String],
+    marks: &[(f64, f64)],
+    font: u32,
+) -> SeriesLabelPosition
+where
+    DB: DrawingBackend + 'c,
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    use SeriesLabelPosition::*;
+    let style: TextStyle = (FONT, font).into_font().into();
+    let mut text = MultiLineText::<_, &str>::new((0, 0), &style);
+    for l in labels {
+        text.push_line(l.as_str());
+    }
+    let Ok((w, h)) = text.estimate_dimension() else {
+        return UpperLeft;
+    };
+    let (w, h) = (w + 30 + 20, h + 20);
+    let area = chart.plotting_area();
+    let (aw, ah) = area.dim_in_pixel();
+    let base = area.get_base_pixel();
+    let pts: Vec<(i32, i32)> = marks
+        .iter()
+        .map(|p| {
+            let (x, y) = chart.backend_coord(p);
+            (x - base.0, y - base.1)
+        })
+        .collect();
+    let (right, bottom) = (aw as i32 - w - 5, ah as i32 - h - 5);
+    let covered = |x0: i32, y0: i32| {
+        pts.iter()
+            .filter(|&&(x, y)| x >= x0 - 12 && x <= x0 + w + 12 && y >= y0 - 12 && y <= y0 + h + 12)
+            .count()
+    };
+    [
+        (UpperLeft, 5, 5),
+        (UpperRight, right, 5),
+        (LowerRight, right, bottom),
+        (LowerLeft, 5, bottom),
+    ]
+    .into_iter()
+    .min_by_key(|&(_, x, y)| covered(x, y))
+    .map_or(UpperLeft, |c| c.0)
 }
 
 /// The colour bar of a slack scale, ticked at 0, powers of ten and the extremes.
