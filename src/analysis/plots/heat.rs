@@ -77,7 +77,10 @@ impl HeatPanel<'_> {
         match self.frame.axes {
             GridAxes::Gap => {
                 let mut chart = builder
-                    .build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale())
+                    .build_cartesian_2d(
+                        (x0..x1).log_scale().with_key_points(log_ticks(x0, x1)),
+                        (y0..y1).log_scale().with_key_points(log_ticks(y0, y1)),
+                    )
                     .map_err(err)?;
                 self.body(&mut chart, scale, font, x_desc, y_desc)
             }

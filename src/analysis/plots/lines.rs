@@ -211,17 +211,26 @@ fn on_axes<DB: DrawingBackend, P: Plot>(
     match (log_x, log_y) {
         (true, true) => p.plot(
             &mut builder
-                .build_cartesian_2d((lx0..lx1).log_scale(), (ly0..ly1).log_scale())
+                .build_cartesian_2d(
+                    (lx0..lx1).log_scale().with_key_points(log_ticks(lx0, lx1)),
+                    (ly0..ly1).log_scale().with_key_points(log_ticks(ly0, ly1)),
+                )
                 .map_err(err)?,
         ),
         (true, false) => p.plot(
             &mut builder
-                .build_cartesian_2d((lx0..lx1).log_scale(), y0..y1)
+                .build_cartesian_2d(
+                    (lx0..lx1).log_scale().with_key_points(log_ticks(lx0, lx1)),
+                    y0..y1,
+                )
                 .map_err(err)?,
         ),
         (false, true) => p.plot(
             &mut builder
-                .build_cartesian_2d(x0..x1, (ly0..ly1).log_scale())
+                .build_cartesian_2d(
+                    x0..x1,
+                    (ly0..ly1).log_scale().with_key_points(log_ticks(ly0, ly1)),
+                )
                 .map_err(err)?,
         ),
         (false, false) => p.plot(&mut builder.build_cartesian_2d(x0..x1, y0..y1).map_err(err)?),

@@ -110,3 +110,60 @@ pub fn tick(v: f64) -> String {
     };
     t.replace('-', "−")
 }
+
+/// Tick values of a log axis over [lo, hi]: powers of ten where the range
+/// spans many decades, else 1-2-5 in each decade, else 1-2-3-5, else every
+/// digit: the first of these with at least 4 ticks in range (clean labels
+/// instead of a crowded 0.1, 0.2, …, 0.9 run or a lone label).
+pub fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    if !(lo > 0.0 && hi > lo && lo.is_finite() && hi.is_finite()) {
+        return Vec::new();
+    }
+    let (d0, d1) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
+    let within = |mantissas: &[f64]| -> Vec<f64> {
+        (d0..=d1)
+            .flat_map(|d| mantissas.iter().map(move |m| m * 10f64.powi(d)))
+            .filter(|v| *v >= lo * (1.0 - 1e-9) && *v <= hi * (1.0 + 1e-9))
+            .collect()
+    };
+    let decades = within(&[1.0]);
+    if decades.len() >= 4 {
+        // At most ~8 labels: every k-th power of ten.
+        let k = decades.len().div_ceil(8);
+        return (d0..=d1)
+            .filter(|d| d.rem_euclid(k as i32) == 0)
+            .map(|d| 10f64.powi(d))
+            .filter(|v| *v >= lo * (1.0 - 1e-9) && *v <= hi * (1.0 + 1e-9))
+            .collect();
+    }
+    for m in [
+        &[1.0, 2.0, 5.0][..],
+        &[1.0, 2.0, 3.0, 5.0][..],
+        &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0][..],
+    ] {
+        let t = within(m);
+        if t.len() >= 4 {
+            return t;
+        }
+    }
+    within(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_ticks;
+
+    #[test]
+    fn log_ticks_are_few_and_clean() {
+        assert_eq!(log_ticks(0.09, 2.1), vec![0.1, 0.2, 0.5, 1.0, 2.0]);
+        assert_eq!(log_ticks(2.2, 47.0), vec![3.0, 5.0, 10.0, 20.0, 30.0]);
+        assert_eq!(
+            log_ticks(1.0, 40_000.0),
+            vec![1.0, 10.0, 100.0, 1000.0, 10_000.0]
+        );
+        let wide = log_ticks(1e-12, 1e12);
+        assert!(wide.len() <= 9 && wide.contains(&1.0), "{wide:?}");
+        assert_eq!(log_ticks(2.0, 3.0), vec![2.0, 3.0]);
+        assert!(log_ticks(0.0, 1.0).is_empty() && log_ticks(f64::NAN, 1.0).is_empty());
+    }
+}
