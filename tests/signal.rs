@@ -44,8 +44,15 @@ fn interrupted_then_resumed(name: &str, signals: &[i32], want: &str) {
     // What the interrupted run says of itself: resume training, not probe.
     let interrupted = run_dir(&dir.join("res"), "sig");
     let said = ok(&abcond(&dir, &["inspect", interrupted.to_str().unwrap()]));
+    let at: u64 = err
+        .split(" at step ")
+        .nth(1)
+        .and_then(|r| r.split(':').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no step in {err}"));
     assert!(
-        said.contains("probe       not yet: training has not finished (resume it"),
+        said.contains("probe       not yet: training has not finished (resume it")
+            && said.contains(&format!("steps 0–{at}: ")),
         "{said}"
     );
     ok(&abcond(&dir, &["-q", "--out", "res", "train", "c.yaml"]));

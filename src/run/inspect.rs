@@ -338,13 +338,14 @@ pub fn render(dir: &RunDir) -> Result<String> {
     for (k, sess) in m.sessions.iter().enumerate() {
         writeln!(
             s,
-            "  {}. {} on {} ({}), pid {}, from step {}: {} → {} [{}]",
+            "  {}. {} on {} ({}), pid {}, steps {}–{}: {} → {} [{}]",
             k + 1,
             sess.command,
             sess.host,
             sess.device,
             sess.pid,
             sess.start_step,
+            sess.end_step.map_or("?".to_string(), |e| e.to_string()),
             sess.started,
             sess.ended.as_deref().unwrap_or("?"),
             sess.outcome.map_or("no end recorded", |s| s.name())
