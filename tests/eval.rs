@@ -96,7 +96,7 @@ fn held_out_loss_and_accuracy_match_pytorch() {
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("key `probe.eval`: dataset `halfspace` has no held-out test split"),
+        err.contains("key `probe.eval`: dataset `halfspace` has no held-out split"),
         "{err}"
     );
 }

@@ -241,3 +241,139 @@ fn full_size_parameter_counts_match_the_references() {
     assert!(out.contains("resnet50 params 25557032"), "{out}");
     assert!(out.contains("vit-s16 params 22122472"), "{out}");
 }
+
+/// `probe.eval` on ImageFolder data with `probe.eval_path`: a held-out tree
+/// with two of the three training classes (bee, cat) is labelled by the
+/// training classes (1, 2), not by its own listing (0, 1). Every row of
+/// eval.parquet equals the loss and accuracy of the same images computed from
+/// the training loader (where bee and cat are classes 1 and 2) and the
+/// snapshot; mislabelled classes, a missing eval_path and an eval_path without
+/// eval are errors naming the keys.
+#[test]
+fn imagefolder_held_out_tree_is_labelled_by_the_training_classes() {
+    let dir = scratch("imagenet-eval");
+    let tree = dir.join("tree");
+    write_tree(&tree);
+    let held = dir.join("held");
+    for class in ["bee", "cat"] {
+        std::fs::create_dir_all(held.join(class)).unwrap();
+        for e in std::fs::read_dir(tree.join(class)).unwrap().flatten() {
+            std::fs::copy(e.path(), held.join(class).join(e.file_name())).unwrap();
+        }
+    }
+    let text = format!(
+        "experiment: heldout
+seed: 3
+device: cpu
+model: {{preset: vit-s16, width: 32, depth: 2, heads: 4, mlp_dim: 64, patch_size: 8}}
+data: {{dataset: imagefolder, path: {}, image_size: 32}}
+train: {{batch_size: 6, steps: 4}}
+optim: {{name: sgd, lr: 0.2}}
+snapshots: {{every: 2}}
+probe: {{extra_batches: 0, full: false, eval: true, eval_path: {}, chunk_size: 5}}
+",
+        tree.display(),
+        held.display()
+    );
+    let cfg_path = write_config(&dir, "c.yaml", &text);
+    ok(&abcond(
+        &dir,
+        &["-q", "--out", "out", "run", cfg_path.to_str().unwrap()],
+    ));
+    let run = run_dir(&dir.join("out"), "heldout");
+    let rows = py(
+        "import sys, abcond
+ev = abcond.read_table(sys.argv[1] + '/eval.parquet').to_pandas()
+for r in ev.itertuples():
+    print(r.step, r.split, r.examples, repr(r.loss), repr(r.accuracy))",
+        &[run.to_str().unwrap()],
+    );
+    let rows: Vec<Vec<String>> = rows
+        .lines()
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .collect();
+    assert_eq!(
+        rows.iter().map(|r| r[0].as_str()).collect::<Vec<_>>(),
+        ["0", "2", "4"]
+    );
+
+    // The same 8 images through the training loader: classes 1 and 2.
+    let cfg = resolved(&text);
+    let data = Dataset::load(&cfg.data, cfg.model.dtype, Device::Cpu).unwrap();
+    let labels = Vec::<i64>::try_from(&data.y).unwrap();
+    let idx: Vec<i64> = (0..data.len as i64)
+        .filter(|&i| labels[i as usize] > 0)
+        .collect();
+    assert_eq!(idx.len(), 8);
+    let model = Model::build(&cfg.model, &data, Device::Cpu, cfg.seed).unwrap();
+    let rd = RunDir::new(&run);
+    let run_id = run.file_name().unwrap().to_str().unwrap().to_string();
+    let mode = Mode::Measure(BatchNormPolicy::RunningStats);
+    for r in &rows {
+        assert_eq!((r[1].as_str(), r[2].as_str()), ("held-out", "8"), "{r:?}");
+        rd.load_iterate(&model, &run_id, r[0].parse().unwrap())
+            .unwrap();
+        let batch = data.batch(&idx);
+        let (loss, acc) = tch::no_grad(|| {
+            let loss = model
+                .per_example_loss(&batch, mode)
+                .to_kind(Kind::Double)
+                .mean(Kind::Double)
+                .double_value(&[]);
+            let logits = model.logits(&batch, mode).unwrap();
+            let acc = logits
+                .argmax(-1, false)
+                .eq_tensor(&batch.y)
+                .to_kind(Kind::Double)
+                .mean(Kind::Double)
+                .double_value(&[]);
+            (loss, acc)
+        });
+        let (got_loss, got_acc): (f64, f64) = (r[3].parse().unwrap(), r[4].parse().unwrap());
+        assert!(
+            (got_loss - loss).abs() <= 1e-5 * loss.abs(),
+            "step {}: eval loss {got_loss} vs {loss} from the training loader",
+            r[0]
+        );
+        assert_eq!(got_acc, acc, "step {}", r[0]);
+    }
+
+    // A class the training set lacks; no eval_path; eval_path without eval.
+    std::fs::create_dir_all(held.join("dog")).unwrap();
+    std::fs::copy(tree.join("ant/img0.png"), held.join("dog/img0.png")).unwrap();
+    let out = abcond(&dir, &["probe", run.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert!(
+        out.status.code() == Some(1)
+            && err.contains("key `probe.eval_path`")
+            && err.contains("class directory `dog` is not a class of the training set"),
+        "{err}"
+    );
+    for (set, want) in [
+        (
+            "probe.eval_path=null",
+            "name its held-out class-folder tree",
+        ),
+        (
+            "probe.eval=false",
+            "key `probe.eval_path` names held-out files for `probe.eval`",
+        ),
+    ] {
+        let out = abcond(
+            &dir,
+            &[
+                "--out",
+                "out2",
+                "run",
+                cfg_path.to_str().unwrap(),
+                "--set",
+                set,
+            ],
+        );
+        let err = stderr(&out);
+        assert!(
+            out.status.code() == Some(1) && err.contains(want),
+            "{set}: {err}"
+        );
+    }
+}

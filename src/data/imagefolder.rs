@@ -62,6 +62,34 @@ fn is_image(p: &Path) -> bool {
         .is_some_and(|e| EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
 }
 
+/// The class names of an ImageFolder tree: its sub-directories, sorted (as
+/// torchvision's `ImageFolder` numbers them).
+pub fn class_names(root: &Path) -> Result<Vec<String>> {
+    let entries = std::fs::read_dir(root)
+        .with_context(|| format!("reading the ImageFolder root {}", root.display()))?;
+    let mut classes = Vec::new();
+    for e in entries {
+        let e = e.with_context(|| format!("listing {}", root.display()))?;
+        if e.path().is_dir() {
+            let name = e.file_name().into_string().map_err(|n| {
+                anyhow!(
+                    "{}: class directory name {n:?} is not UTF-8",
+                    root.display()
+                )
+            })?;
+            classes.push(name);
+        }
+    }
+    classes.sort();
+    if classes.is_empty() {
+        bail!(
+            "{} holds no class sub-directories: an ImageFolder tree is root/<class>/<image>.jpg",
+            root.display()
+        );
+    }
+    Ok(classes)
+}
+
 /// All image files below `dir` (recursively, as torchvision does), sorted.
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     let entries = std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))?;
@@ -81,35 +109,45 @@ impl ImageFolder {
     /// Scans `root` (one sub-directory per class). Fails on an empty tree or a
     /// class without images, naming it.
     pub fn scan(root: &Path, size: u32, augment: bool) -> Result<ImageFolder> {
-        let entries = std::fs::read_dir(root).with_context(|| {
-            format!(
-                "reading the ImageFolder root {} (key `data.path`)",
-                root.display()
-            )
-        })?;
-        let mut classes = Vec::new();
-        for e in entries {
-            let e = e.with_context(|| format!("listing {}", root.display()))?;
-            if e.path().is_dir() {
-                let name = e.file_name().into_string().map_err(|n| {
-                    anyhow!(
-                        "{}: class directory name {n:?} is not UTF-8",
-                        root.display()
-                    )
-                })?;
-                classes.push(name);
-            }
-        }
-        classes.sort();
-        if classes.is_empty() {
+        let classes = class_names(root)?;
+        Self::scan_classes(root, size, augment, &classes, &classes)
+    }
+
+    /// Scans a held-out tree `root` labelled by the training set's `classes`
+    /// (the position of each sub-directory's name there; ImageNet's val/ has
+    /// all of them, a smaller tree some): a class the training set lacks is an
+    /// error naming it.
+    pub fn scan_held_out(root: &Path, size: u32, classes: &[String]) -> Result<ImageFolder> {
+        let found = class_names(root)?;
+        if let Some(c) = found.iter().find(|c| !classes.contains(c)) {
             bail!(
-                "{} holds no class sub-directories: an ImageFolder tree is root/<class>/<image>.jpg",
-                root.display()
+                "{}: class directory `{c}` is not a class of the training set ({} classes: {}…)",
+                root.display(),
+                classes.len(),
+                classes
+                    .iter()
+                    .take(5)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
+        Self::scan_classes(root, size, false, &found, classes)
+    }
+
+    /// Images of the `dirs` sub-directories of `root`, each labelled by its
+    /// name's position in `classes`.
+    fn scan_classes(
+        root: &Path,
+        size: u32,
+        augment: bool,
+        dirs: &[String],
+        classes: &[String],
+    ) -> Result<ImageFolder> {
         let mut files = Vec::new();
         let mut labels = Vec::new();
-        for (label, class) in classes.iter().enumerate() {
+        for class in dirs {
+            let label = classes.iter().position(|c| c == class).unwrap();
             let mut found = Vec::new();
             walk(&root.join(class), &mut found)?;
             if found.is_empty() {
@@ -124,7 +162,7 @@ impl ImageFolder {
         }
         Ok(ImageFolder {
             root: root.to_path_buf(),
-            classes,
+            classes: classes.to_vec(),
             files,
             labels,
             size,

@@ -14,21 +14,67 @@ use std::sync::Arc;
 use tch::{Device, Kind, Tensor};
 
 impl Dataset {
-    /// The held-out test split of the data set in `cfg` (`probe.eval`): the
-    /// IDX `t10k-*` files of Fashion-MNIST and MNIST, the test batch of
-    /// CIFAR-10/100; normalised and class-filtered as the training data, never
-    /// subset. Other data sets have no test split abcond knows: an error.
-    pub fn load_held_out(cfg: &DataConfig, dtype: Dtype, device: Device) -> Result<Dataset> {
+    /// The held-out split of the data set in `cfg` (`probe.eval`) and its
+    /// name: `test`, the IDX `t10k-*` files of Fashion-MNIST and MNIST or the
+    /// test batch of CIFAR-10/100 (normalised and class-filtered as the
+    /// training data, never subset); or `held-out`, the files of
+    /// `probe.eval_path`, a class-folder tree labelled by the training classes
+    /// (`imagefolder`). Any other combination is an error naming the keys.
+    pub fn load_held_out(
+        cfg: &DataConfig,
+        eval_path: Option<&Path>,
+        dtype: Dtype,
+        device: Device,
+    ) -> Result<(Dataset, &'static str)> {
         let kind = cfg.kind();
-        let ds = match &cfg.source {
-            Source::FashionMnist(s) | Source::Mnist(s) => {
-                load_idx_split(kind, s, dtype, &TEST_IMAGE_NAMES, &TEST_LABEL_NAMES, "test")?
+        let (ds, split) = match (&cfg.source, eval_path) {
+            (Source::FashionMnist(s) | Source::Mnist(s), None) => (
+                load_idx_split(kind, s, dtype, &TEST_IMAGE_NAMES, &TEST_LABEL_NAMES, "test")?,
+                "test",
+            ),
+            (Source::Cifar10(s) | Source::Cifar100(s), None) => (
+                cifar::load_files(kind, s, dtype, cifar::test_files(kind))?,
+                "test",
+            ),
+            (
+                Source::FashionMnist(_) | Source::Mnist(_) | Source::Cifar10(_) | Source::Cifar100(_),
+                Some(_),
+            ) => bail!(
+                "key `probe.eval_path`: dataset `{}` has its own test split, which `probe.eval` measures; remove `probe.eval_path`",
+                kind.name()
+            ),
+            (Source::Imagefolder(s), Some(p)) => {
+                let train = s.path.as_deref().ok_or_else(|| {
+                    anyhow::anyhow!("dataset `imagefolder` needs key `data.path`")
+                })?;
+                let classes = imagefolder::class_names(train)?;
+                let images = imagefolder::ImageFolder::scan_held_out(p, s.image_size as u32, &classes)
+                    .map_err(|e| e.context("key `probe.eval_path`"))?;
+                let n = images.len();
+                (
+                    Dataset {
+                        kind: DatasetKind::Imagefolder,
+                        x: Tensor::zeros([0], (dtype.kind(), Device::Cpu)),
+                        y: Tensor::from_slice(&images.labels),
+                        len: n as u64,
+                        input_shape: vec![3, s.image_size, s.image_size],
+                        targets: Targets::Classes(classes.len() as i64),
+                        source_index: (0..n as i64).collect(),
+                        source_dir: Some(p.to_path_buf()),
+                        augment: None,
+                        images: Some(Arc::new(images)),
+                        inputs: vec![],
+                        vocab: vec![],
+                        graphs: None,
+                    },
+                    "held-out",
+                )
             }
-            Source::Cifar10(s) | Source::Cifar100(s) => {
-                cifar::load_files(kind, s, dtype, cifar::test_files(kind))?
-            }
+            (Source::Imagefolder(_), None) => bail!(
+                "key `probe.eval`: dataset `imagefolder` has no built-in test split; name its held-out class-folder tree (such as ImageNet's val/) with `probe.eval_path`"
+            ),
             _ => bail!(
-                "key `probe.eval`: dataset `{}` has no held-out test split abcond knows (fashion-mnist, mnist, cifar10 and cifar100 have one); set `probe.eval: false`",
+                "key `probe.eval`: dataset `{}` has no held-out split abcond can measure (fashion-mnist, mnist, cifar10 and cifar100 have a test split; imagefolder takes `probe.eval_path`); set `probe.eval: false`",
                 kind.name()
             ),
         };
@@ -36,7 +82,7 @@ impl Dataset {
         ds.augment = None;
         ds.x = ds.x.to_device(device);
         ds.y = ds.y.to_device(device);
-        Ok(ds)
+        Ok((ds, split))
     }
 
     pub fn load(cfg: &DataConfig, dtype: Dtype, device: Device) -> Result<Dataset> {
@@ -213,7 +259,8 @@ fn load_imagefolder(cfg: &ImageFolderData, dtype: Dtype) -> Result<Dataset> {
         .ok_or_else(|| anyhow::anyhow!("dataset `imagefolder` needs key `data.path`"))?;
     let size = cfg.image_size;
     let augment = cfg.augment == Some(Augment::RandomResizedCrop);
-    let images = imagefolder::ImageFolder::scan(&root, size as u32, augment)?;
+    let images = imagefolder::ImageFolder::scan(&root, size as u32, augment)
+        .map_err(|e| e.context("key `data.path`"))?;
     let n = images.len();
     Ok(Dataset {
         kind: DatasetKind::Imagefolder,

@@ -56,6 +56,11 @@ pub struct ProbeConfig {
     /// split (loss and accuracy, `eval.parquet`; src/probe/eval.rs).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub eval: bool,
+    /// The held-out split of a data set that has no built-in one, in its
+    /// training format: for `imagefolder` a class-folder tree whose classes
+    /// are training classes (e.g. ImageNet's val/). Needs `eval: true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_path: Option<std::path::PathBuf>,
 }
 
 /// What the probe uses as x_p.
@@ -226,6 +231,7 @@ impl Default for ProbeConfig {
             replay: false,
             replay_extra_every: None,
             eval: false,
+            eval_path: None,
         }
     }
 }
@@ -264,6 +270,9 @@ impl ProbeConfig {
         }
         if p.replay && p.reference == Reference::Projection {
             bail!("key `probe.replay`: the replay probe measures against the final iterate x^K; it does not combine with `probe.reference: projection` or `probe.cloud`");
+        }
+        if p.eval_path.is_some() && !p.eval {
+            bail!("key `probe.eval_path` names held-out files for `probe.eval`; set `probe.eval: true` too");
         }
         match p.replay_extra_every {
             Some(0) => bail!("key `probe.replay_extra_every` must be at least 1 (measure the extra minibatches at every m-th replayed step), got 0"),

@@ -25,7 +25,12 @@ pub fn measure(
     steps: &[u64],
     quiet: bool,
 ) -> Result<Vec<EvalRow>> {
-    let data = Dataset::load_held_out(&cfg.data, cfg.model.dtype, device)?;
+    let (data, split) = Dataset::load_held_out(
+        &cfg.data,
+        cfg.probe.eval_path.as_deref(),
+        cfg.model.dtype,
+        device,
+    )?;
     let model = Model::build(&cfg.model, &data, device, cfg.seed)?;
     let mode = Mode::Measure(BatchNormPolicy::RunningStats);
     let n = data.len as i64;
@@ -34,7 +39,7 @@ pub fn measure(
     note(
         quiet,
         &format!(
-            "held-out evaluation: {} snapshots on the {} test split ({n} examples)",
+            "held-out evaluation: {} snapshots on the {} {split} split ({n} examples)",
             steps.len(),
             cfg.data.kind().name()
         ),
@@ -73,7 +78,7 @@ pub fn measure(
             run_id: run_id.to_string(),
             seed: cfg.seed as i64,
             step: k as i64,
-            split: "test".to_string(),
+            split: split.to_string(),
             examples: n,
             loss: sum / n as f64,
             accuracy: classifier.then(|| correct as f64 / n as f64),
