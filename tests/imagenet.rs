@@ -338,6 +338,18 @@ for r in ev.itertuples():
         assert_eq!(got_acc, acc, "step {}", r[0]);
     }
 
+    // An image that cannot be decoded: an error naming it, not a crash.
+    std::fs::write(held.join("bee/broken.jpg"), b"not a jpeg").unwrap();
+    let out = abcond(&dir, &["probe", run.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert!(
+        out.status.code() == Some(1)
+            && err.contains("held-out evaluation of snapshot step=")
+            && err.contains("broken.jpg"),
+        "{err}"
+    );
+    std::fs::remove_file(held.join("bee/broken.jpg")).unwrap();
+
     // A class the training set lacks; no eval_path; eval_path without eval.
     std::fs::create_dir_all(held.join("dog")).unwrap();
     std::fs::copy(tree.join("ant/img0.png"), held.join("dog/img0.png")).unwrap();

@@ -49,10 +49,13 @@ pub fn measure(
     for (done, &k) in steps.iter().enumerate() {
         dir.load_iterate(&model, run_id, k)
             .with_context(|| format!("held-out evaluation of snapshot step={k}"))?;
-        let (sum, correct, classifier) = tch::no_grad(|| {
+        let (sum, correct, classifier) = tch::no_grad(|| -> Result<(f64, i64, bool)> {
             let (mut sum, mut correct, mut classifier) = (0.0f64, 0i64, true);
             for part in all.chunks(chunk) {
-                let batch = data.batch(part);
+                // An image that cannot be decoded is an error naming its file.
+                let batch = data
+                    .batch_at(part, None)
+                    .with_context(|| format!("held-out evaluation of snapshot step={k}"))?;
                 let per = match model.logits(&batch, mode) {
                     Some(logits) => {
                         correct += logits
@@ -72,8 +75,8 @@ pub fn measure(
                     .sum(Kind::Double)
                     .double_value(&[]);
             }
-            (sum, correct, classifier)
-        });
+            Ok((sum, correct, classifier))
+        })?;
         rows.push(EvalRow {
             run_id: run_id.to_string(),
             seed: cfg.seed as i64,
