@@ -543,6 +543,9 @@ fn done(r: &BTreeMap<String, String>) -> bool {
         && r.get("ExitCode").map(String::as_str) == Some("0:0")
 }
 
+/// How long a requeued task stays pending before the test starts it.
+const REQUEUE_PAUSE: Duration = Duration::from_secs(3);
+
 #[test]
 fn sweep_and_requeue_on_a_real_slurm() {
     let t0 = Instant::now();
@@ -784,13 +787,17 @@ fn requeue_mid_training(cluster: &mut Cluster, dir: &Path, base: &str) -> String
     let task = format!("{array2}_0");
     run_ok(cluster.slurm("scontrol").args(["requeue", &task]));
     let trained_before = run.join("steps.parquet").exists();
-    // A requeued job waits 120 s (BeginTime); let it start as soon as it is pending.
+    // A requeued job waits 120 s (BeginTime); let it start soon after it is
+    // pending, but not within seconds: slurmd refuses a job credential made in
+    // the second its previous one was revoked by the requeue ("Job credential
+    // revoked"; seen once in CI), which is why Slurm delays requeued jobs.
     cluster.wait_for("the requeued task to be pending", 60, |c| {
         c.slurm("squeue")
             .args(["-h", "-j", &task, "-o", "%t"])
             .output()
             .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "PD")
     });
+    std::thread::sleep(REQUEUE_PAUSE);
     run_ok(
         cluster
             .slurm("scontrol")
@@ -947,8 +954,10 @@ print((len(w) - 1 - 1000) / (w[-1] - w[1000]))",
     let tdir = dir.join("res/timed/slurm");
     let (array, analysis) = cluster.submit(&tdir);
     let task = format!("{array}_0");
-    // A requeued task waits 120 s (BeginTime); start each attempt at once.
+    // A requeued task waits 120 s (BeginTime); start each attempt once it
+    // has been pending for REQUEUE_PAUSE (see requeue_mid_training).
     let t0 = Instant::now();
+    let mut pending_since: Option<Instant> = None;
     loop {
         let o = cluster
             .slurm("squeue")
@@ -959,10 +968,12 @@ print((len(w) - 1 - 1000) / (w[-1] - w[1000]))",
         if o.status.success() && listed.trim().is_empty() {
             break;
         }
-        if listed
+        let pending = listed
             .lines()
-            .any(|l| l.split_whitespace().collect::<Vec<_>>() == [task.as_str(), "PD"])
-        {
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == [task.as_str(), "PD"]);
+        if !pending {
+            pending_since = None;
+        } else if pending_since.get_or_insert_with(Instant::now).elapsed() >= REQUEUE_PAUSE {
             let _ = cluster
                 .slurm("scontrol")
                 .args(["update", &format!("JobId={task}"), "StartTime=now"])
